@@ -1,0 +1,18 @@
+import { app, type InvocationContext } from '@azure/functions';
+import { BATCH_QUEUE } from '../shared/queue/names';
+import { deliverBatch } from '../shared/sync/deliverBatch';
+import { connector } from './connector';
+
+export async function brazeSender(message: unknown, context: InvocationContext): Promise<void> {
+  const result = await deliverBatch(connector(), message);
+  const counts = result.outcome;
+  context.log(
+    `batch ${result.kind}${counts ? `: ${counts.usersDelivered} delivered, ${counts.usersRejected} rejected, ${counts.usersFailed} failed, ${counts.usersParked} parked` : ''} (dequeue ${String(context.triggerMetadata?.dequeueCount ?? '?')})`,
+  );
+}
+
+app.storageQueue('brazeSender', {
+  queueName: BATCH_QUEUE,
+  connection: 'AzureWebJobsStorage',
+  handler: brazeSender,
+});

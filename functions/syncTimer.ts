@@ -1,0 +1,21 @@
+import { app, type InvocationContext, type Timer } from '@azure/functions';
+import { requestSync } from '../shared/sync/startSync';
+import { sweepRuns } from '../shared/sync/sweepRuns';
+import { connector } from './connector';
+
+export async function syncTimer(timer: Timer, context: InvocationContext): Promise<void> {
+  const deps = connector();
+  if (timer.isPastDue) context.warn('timer is past due; syncing whatever refresh is newest now');
+  const outcome = await requestSync(deps, { trigger: 'timer' });
+  const swept = await sweepRuns(deps);
+  context.log(
+    `timer: ${outcome.runs.filter((r) => r.created).length} new runs, ${outcome.runs.filter((r) => !r.created).length} refreshes already synced or syncing, ${outcome.problems.length} problems; swept ${swept.restarted.length + swept.finalizing.length} stuck runs`,
+  );
+  for (const problem of outcome.problems) context.warn(`${problem.instance ?? ''}/${problem.destination}: ${problem.error}`);
+}
+
+app.timer('syncTimer', {
+  schedule: '%SYNC_SCHEDULE%',
+  runOnStartup: false,
+  handler: syncTimer,
+});

@@ -1,0 +1,237 @@
+import http from 'node:http';
+import type { AddressInfo, Socket } from 'node:net';
+
+type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
+export type BrazeProfile = Record<string, Json>;
+
+export interface BrazeFaults {
+  /** Share of requests answered 500 without applying anything. */
+  http500?: number;
+  /** Share of requests applied, then answered 500 (the client cannot know it landed). */
+  http500AfterApply?: number;
+  /** Share of requests answered 502 with an HTML body, as a gateway would. */
+  html502?: number;
+  /** Share of connections destroyed without an answer. */
+  reset?: number;
+  /** Share of requests never answered (the client must time out). */
+  hang?: number;
+}
+
+export interface BrazeServerOptions {
+  apiKey: string;
+  rateLimit?: number;
+  rateWindowMs?: number;
+  faults?: BrazeFaults;
+  /** Seeded randomness, so a fault run can be repeated. */
+  seed?: number;
+  /** Artificial latency per request (ms), to look more like a remote API. */
+  latencyMs?: number;
+}
+
+export interface BrazeServerStats {
+  requests: number;
+  byStatus: Record<number, number>;
+  objectsApplied: number;
+  rowErrors: number;
+  firstRequestAtMs?: number;
+  lastRequestAtMs?: number;
+  /** Requests per rate window, to check pacing against the limit. */
+  perWindow: Map<number, number>;
+}
+
+/** The documented /users/track identifier fields; an object must carry exactly one. */
+const IDENTIFIERS = ['external_id', 'user_alias', 'braze_id', 'email', 'phone'] as const;
+const MAX_OBJECTS = 75;
+const MAX_STRING = 255;
+
+/**
+ * A local server that behaves like Braze's POST /users/track for what the connector depends on:
+ * bearer auth (echoing the key in the 401 body, as Braze does), the 75-object limit, 2xx with
+ * per-row `errors`, X-RateLimit-* headers and 429 per fixed window, and injectable 500s, HTML 502s,
+ * connection resets and hangs. Profiles are kept in memory so tests can compare state.
+ */
+export class BrazeServer {
+  readonly profiles = new Map<string, BrazeProfile>();
+  readonly stats: BrazeServerStats = { requests: 0, byStatus: {}, objectsApplied: 0, rowErrors: 0, perWindow: new Map() };
+  apiKey: string;
+  faults: BrazeFaults;
+  rateLimit: number;
+  private readonly rateWindowMs: number;
+  private readonly server: http.Server;
+  private readonly sockets = new Set<Socket>();
+  private random: () => number;
+  private latencyMs: number;
+  url = '';
+
+  constructor(options: BrazeServerOptions) {
+    this.apiKey = options.apiKey;
+    this.faults = options.faults ?? {};
+    this.rateLimit = options.rateLimit ?? 3_000;
+    this.rateWindowMs = options.rateWindowMs ?? 3_000;
+    this.latencyMs = options.latencyMs ?? 0;
+    this.random = mulberry32(options.seed ?? 42);
+    this.server = http.createServer((request, response) => void this.handle(request, response));
+    this.server.keepAliveTimeout = 30_000;
+    this.server.on('connection', (socket) => {
+      this.sockets.add(socket);
+      socket.on('close', () => this.sockets.delete(socket));
+    });
+  }
+
+  async start(port = 0): Promise<string> {
+    await new Promise<void>((resolve) => this.server.listen(port, '127.0.0.1', resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return this.url;
+  }
+
+  async stop(): Promise<void> {
+    for (const socket of this.sockets) socket.destroy();
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  /** The profile Braze holds for an identifier key: `external_id:…`, `email:…`, `alias:label:name`. */
+  profile(key: string): BrazeProfile | undefined {
+    return this.profiles.get(key);
+  }
+
+  private windowOf(nowMs: number): number {
+    return Math.floor(nowMs / this.rateWindowMs);
+  }
+
+  private async handle(request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {
+    const chunks: Buffer[] = [];
+    for await (const chunk of request) chunks.push(chunk as Buffer);
+    if (this.latencyMs) await new Promise((resolve) => setTimeout(resolve, this.latencyMs));
+    const now = Date.now();
+    this.stats.requests += 1;
+    this.stats.firstRequestAtMs ??= now;
+    this.stats.lastRequestAtMs = now;
+
+    if (request.method !== 'POST' || request.url !== '/users/track') return this.send(response, 404, { message: 'Not found' });
+    const auth = request.headers.authorization ?? '';
+    const key = auth.startsWith('Bearer ') ? auth.slice(7) : '';
+    if (key !== this.apiKey) return this.send(response, 401, { message: `Invalid API key: ${key}` });
+
+    const window = this.windowOf(now);
+    const used = (this.stats.perWindow.get(window) ?? 0) + 1;
+    this.stats.perWindow.set(window, used);
+    const resetEpochSeconds = Math.ceil(((window + 1) * this.rateWindowMs) / 1000);
+    const rateHeaders = {
+      'X-RateLimit-Limit': String(this.rateLimit),
+      'X-RateLimit-Remaining': String(Math.max(0, this.rateLimit - used)),
+      'X-RateLimit-Reset': String(resetEpochSeconds),
+    };
+    if (used > this.rateLimit) return this.send(response, 429, { message: 'Rate limit exceeded' }, rateHeaders);
+
+    const roll = this.random();
+    const f = this.faults;
+    let edge = 0;
+    if (roll < (edge += f.reset ?? 0)) {
+      request.socket.destroy();
+      return;
+    }
+    if (roll < (edge += f.hang ?? 0)) return; // never answered; the client's timeout must fire
+    if (roll < (edge += f.http500 ?? 0)) return this.send(response, 500, { message: 'Internal server error' }, rateHeaders);
+    if (roll < (edge += f.html502 ?? 0)) {
+      response.writeHead(502, { 'Content-Type': 'text/html', ...rateHeaders });
+      response.end('<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>');
+      this.count(502);
+      return;
+    }
+    const applyThenFail = roll < (edge += f.http500AfterApply ?? 0);
+
+    let body: { attributes?: unknown };
+    try {
+      body = JSON.parse(Buffer.concat(chunks).toString('utf8')) as { attributes?: unknown };
+    } catch {
+      return this.send(response, 400, { message: 'Invalid JSON' }, rateHeaders);
+    }
+    const attributes = body.attributes;
+    if (!Array.isArray(attributes)) return this.send(response, 400, { message: "'attributes' must be an array" }, rateHeaders);
+    if (attributes.length > MAX_OBJECTS) return this.send(response, 400, { message: 'Max Input Length Exceeded' }, rateHeaders);
+    // A whole-request refusal that names no row: what the sender must isolate by splitting.
+    if (attributes.some((a) => isObject(a) && typeof a.external_id === 'string' && a.external_id.startsWith('bad-request'))) {
+      return this.send(response, 400, { message: "Invalid 'attributes' object" }, rateHeaders);
+    }
+
+    const errors: { type: string; input_array: string; index: number }[] = [];
+    attributes.forEach((object, index) => {
+      const problem = this.validate(object);
+      if (problem) {
+        errors.push({ type: problem, input_array: 'attributes', index });
+        return;
+      }
+      this.apply(object as Record<string, Json>);
+    });
+    this.stats.rowErrors += errors.length;
+    if (applyThenFail) return this.send(response, 500, { message: 'Internal server error' }, rateHeaders);
+    const answer: Record<string, Json> = { message: 'success', attributes_processed: attributes.length - errors.length };
+    if (errors.length) answer.errors = errors;
+    return this.send(response, 201, answer, rateHeaders);
+  }
+
+  private validate(object: unknown): string | undefined {
+    if (!isObject(object)) return 'Attributes object is not an object';
+    const identifiers = IDENTIFIERS.filter((id) => id in object && !(id === 'email' && ('external_id' in object || 'user_alias' in object)));
+    if (identifiers.length !== 1) return `Attributes object must specify exactly one identifier, found ${identifiers.length}`;
+    if ('user_alias' in object) {
+      const alias = object.user_alias;
+      if (!isObject(alias) || typeof alias.alias_name !== 'string' || typeof alias.alias_label !== 'string') return 'Invalid user_alias';
+      if (object._update_existing_only !== false) return 'user_alias requires _update_existing_only: false to create';
+    }
+    if (typeof object.external_id === 'string' && object.external_id.startsWith('reject-')) return 'Invalid external_id';
+    if ('email' in object && (typeof object.email !== 'string' || !/^[^@\s]+@[^@\s]+\.[^@\s]+$/.test(object.email))) return 'Invalid email address';
+    for (const [key, value] of Object.entries(object)) {
+      if (key.length > MAX_STRING) return 'Attribute key too long';
+      if (typeof value === 'string' && value.length > MAX_STRING) return `Value of ${key} exceeds 255 characters`;
+    }
+    return undefined;
+  }
+
+  private apply(object: Record<string, Json>): void {
+    const key = profileKey(object);
+    const profile = this.profiles.get(key) ?? {};
+    for (const [name, value] of Object.entries(object)) {
+      if (name === '_update_existing_only' || name === 'user_alias' || name === 'external_id') continue;
+      if (value === null) delete profile[name];
+      else profile[name] = value;
+    }
+    this.profiles.set(key, profile);
+    this.stats.objectsApplied += 1;
+  }
+
+  private count(status: number): void {
+    this.stats.byStatus[status] = (this.stats.byStatus[status] ?? 0) + 1;
+  }
+
+  private send(response: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+    this.count(status);
+    const text = JSON.stringify(body);
+    response.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), ...headers });
+    response.end(text);
+  }
+}
+
+export function profileKey(object: Record<string, Json>): string {
+  if (typeof object.external_id === 'string') return `external_id:${object.external_id}`;
+  if (isObject(object.user_alias)) return `alias:${String(object.user_alias.alias_label)}:${String(object.user_alias.alias_name)}`;
+  if (typeof object.email === 'string') return `email:${object.email}`;
+  if (typeof object.braze_id === 'string') return `braze_id:${object.braze_id}`;
+  return `phone:${String(object.phone)}`;
+}
+
+function isObject(value: unknown): value is Record<string, Json> {
+  return typeof value === 'object' && value !== null && !Array.isArray(value);
+}
+
+/** Small seeded PRNG: fault runs repeat exactly for a given seed. */
+function mulberry32(seed: number): () => number {
+  let a = seed >>> 0;
+  return () => {
+    a = (a + 0x6d2b79f5) >>> 0;
+    let t = a;
+    t = Math.imul(t ^ (t >>> 15), t | 1);
+    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
+    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
+  };
+}

@@ -1,0 +1,187 @@
+import path from 'node:path';
+import { parseArgs } from 'node:util';
+import { HttpRequest, InvocationContext } from '@azure/functions';
+import { describeError, InvalidInputError } from '../shared/errors';
+import { rowsAccountedFor, runSummary, type RunRecord } from '../shared/runs/runRecord';
+import { rejectsReportName } from '../shared/runs/rejectsReport';
+import { consoleLogger, type Logger } from '../shared/log';
+import { syncTimer } from '../functions/syncTimer';
+import { syncHttp } from '../functions/syncHttp';
+import { exportBlobDrop } from '../functions/exportBlobDrop';
+import { startAzurite, type AzuriteInstance } from './azurite';
+import { BrazeServer } from './brazeServer';
+import { LocalFunctionApp, PROJECT_ROOT, readConfigFile, uploadExportDir } from './stack';
+
+const USAGE = `Usage: npm start -- [options]
+
+Runs the connector once, end to end, without the Functions host: starts Azurite (in memory) and a
+Braze-compatible local server unless told otherwise, uploads an export, triggers a sync, and drives
+the queue-triggered functions until every run ends.
+
+Options:
+  --export-dir DIR     a folder laid out like the export container (default: sample/export)
+  --config FILE        the mapping config (default: sample/config.json)
+  --trigger KIND       timer | http | blob: which function starts the run (default: timer)
+  --force              send every profile in full and rebuild the delivered state
+  --json               print one line of JSON as the summary
+  --timeout SECONDS    give up waiting after this long (default: 600)
+  --help               this text
+
+Environment:
+  AzureWebJobsStorage          use this storage instead of starting Azurite
+  BRAZE_REST_ENDPOINT, BRAZE_API_KEY
+                               send to this Braze instead of the local server
+  EXPORT_CONTAINER             the container the export is uploaded to (default: customer-insights)
+  any app setting of the README (BRAZE_RATE_LIMIT_RESERVE_SHARE, …)
+Exit code 0 when every row ended delivered, unchanged or rejected with a reason.`;
+
+interface RunnerResult {
+  exitCode: number;
+  runs: RunRecord[];
+}
+
+async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResult> {
+  const { values } = parseArgs({
+    args: argv,
+    options: {
+      'export-dir': { type: 'string' },
+      config: { type: 'string' },
+      trigger: { type: 'string', default: 'timer' },
+      force: { type: 'boolean', default: false },
+      json: { type: 'boolean', default: false },
+      timeout: { type: 'string', default: '600' },
+      help: { type: 'boolean', default: false },
+    },
+    strict: true,
+  });
+  if (values.help) {
+    console.log(USAGE);
+    return { exitCode: 0, runs: [] };
+  }
+  const trigger = values.trigger!;
+  if (!['timer', 'http', 'blob'].includes(trigger)) throw new InvalidInputError(`--trigger must be timer, http or blob, not "${trigger}"`);
+  const exportDir = path.resolve(values['export-dir'] ?? path.join(PROJECT_ROOT, 'sample', 'export'));
+  const configFile = path.resolve(values.config ?? path.join(PROJECT_ROOT, 'sample', 'config.json'));
+  const config = readConfigFile(configFile);
+  const timeoutMs = Number(values.timeout) * 1000;
+  const quiet = values.json;
+  const log: Logger = quiet ? { info: () => undefined, warn: (m) => console.error(m), error: (m) => console.error(m) } : consoleLogger;
+  const say = (line: string) => {
+    if (!quiet) console.log(line);
+  };
+
+  let azurite: AzuriteInstance | undefined;
+  let braze: BrazeServer | undefined;
+  let app: LocalFunctionApp | undefined;
+  try {
+    const settingsEnv: Record<string, string | undefined> = { ...env };
+    if (!env.AzureWebJobsStorage) {
+      azurite = await startAzurite();
+      settingsEnv.AzureWebJobsStorage = azurite.connectionString;
+      say('storage: Azurite (in memory)');
+    } else {
+      say('storage: AzureWebJobsStorage');
+    }
+    if (!env.BRAZE_REST_ENDPOINT || !env.BRAZE_API_KEY) {
+      const apiKey = `local-${Math.random().toString(36).slice(2)}`;
+      braze = new BrazeServer({ apiKey });
+      settingsEnv.BRAZE_REST_ENDPOINT = await braze.start();
+      settingsEnv.BRAZE_API_KEY = apiKey;
+      say(`braze: local server at ${settingsEnv.BRAZE_REST_ENDPOINT}`);
+    } else {
+      say(`braze: ${env.BRAZE_REST_ENDPOINT}`);
+    }
+    settingsEnv.EXPORT_CONTAINER ??= 'customer-insights';
+    settingsEnv.SYNC_CONFIG_FILE = configFile;
+
+    app = new LocalFunctionApp({ env: settingsEnv, config, log });
+    await app.start();
+    const uploaded = await uploadExportDir(app.deps, exportDir);
+    say(`export: ${uploaded.length} blobs uploaded from ${exportDir} to container ${settingsEnv.EXPORT_CONTAINER}`);
+
+    const runIds = await fire(app, trigger, uploaded, values.force ?? false);
+    if (runIds.length === 0) throw new InvalidInputError('the trigger started no run: see the messages above');
+    say(`runs: ${runIds.join(', ')} (trigger ${trigger})`);
+    const runs = await app.waitForRuns(runIds, {
+      timeoutMs,
+      onProgress: (current) => {
+        for (const run of current) {
+          say(`  ${run.runId} ${run.status}: ${run.rowsRead} rows read, ${run.usersDelivered}/${run.usersEnqueued} profiles delivered, ${run.rowsSkippedUnchanged} unchanged, ${run.rowsRejectedInput + run.rowsRejectedBraze} rejected, ${run.rowsFailed} failed`);
+        }
+      },
+    });
+    const ok = runs.every((run) => run.status === 'completed' && run.rowsFailed === 0 && rowsAccountedFor(run) === run.rowsRead);
+    report(runs, braze, quiet, trigger);
+    return { exitCode: ok ? 0 : 1, runs };
+  } finally {
+    await app?.stop();
+    await braze?.stop();
+    await azurite?.stop();
+  }
+}
+
+async function fire(app: LocalFunctionApp, trigger: string, uploaded: string[], force: boolean): Promise<string[]> {
+  const context = (name: string, triggerMetadata?: Record<string, unknown>) =>
+    new InvocationContext({ functionName: name, invocationId: `local-${Date.now()}`, triggerMetadata, logHandler: () => undefined });
+  const before = new Set((await app.deps.ledger.listRuns()).map((r) => r.runId));
+  if (trigger === 'http') {
+    const response = await syncHttp(
+      new HttpRequest({ method: 'POST', url: 'http://localhost/api/sync', body: { string: JSON.stringify(force ? { force } : {}) }, headers: { 'content-type': 'application/json' } }),
+      context('syncHttp'),
+    );
+    if (response.status !== 202) throw new InvalidInputError(`POST /api/sync answered ${response.status}: ${JSON.stringify(response.jsonBody)}`);
+    return (response.jsonBody as { runs: { runId: string }[] }).runs.map((r) => r.runId);
+  }
+  if (trigger === 'blob') {
+    // Event Grid fires once per blob, in the order CI writes them; overlapping events meet on one run.
+    for (const blobName of uploaded) await exportBlobDrop(Buffer.alloc(0), context('exportBlobDrop', { name: blobName }));
+  } else {
+    if (force) throw new InvalidInputError('--force goes with --trigger http');
+    await syncTimer({ isPastDue: false, schedule: { adjustForDST: false }, scheduleStatus: { last: '', next: '', lastUpdated: '' } }, context('syncTimer'));
+  }
+  const after = await app.deps.ledger.listRuns();
+  return after.filter((r) => !before.has(r.runId) || r.status !== 'completed').map((r) => r.runId);
+}
+
+function report(runs: RunRecord[], braze: BrazeServer | undefined, json: boolean, trigger: string): void {
+  const summaries = runs.map(runSummary);
+  if (json) {
+    const totals = summaries.reduce(
+      (t, s) => ({
+        rowsRead: t.rowsRead + s.rows.read,
+        delivered: t.delivered + s.rows.delivered,
+        skippedUnchanged: t.skippedUnchanged + s.rows.skippedUnchanged,
+        rejected: t.rejected + s.rows.rejected,
+        failed: t.failed + s.rows.failed,
+        profilesDelivered: t.profilesDelivered + s.users.delivered,
+        exits: t.exits + s.users.exitsEnqueued,
+        brazeRequests: t.brazeRequests + s.braze.requests,
+      }),
+      { rowsRead: 0, delivered: 0, skippedUnchanged: 0, rejected: 0, failed: 0, profilesDelivered: 0, exits: 0, brazeRequests: 0 },
+    );
+    console.log(JSON.stringify({ trigger, ...totals, runs: summaries.map((s) => ({ ...s, rejectsReport: rejectsReportName(s.runId) })), brazeProfiles: braze?.profiles.size }));
+    return;
+  }
+  console.log('\nSummary');
+  for (const s of summaries) {
+    console.log(`  run ${s.runId} (${s.destination}, refresh ${s.refresh}): ${s.status}${s.error ? ` — ${s.error}` : ''}`);
+    console.log(`    rows: ${s.rows.read} read = ${s.rows.delivered} delivered + ${s.rows.skippedUnchanged} unchanged + ${s.rows.rejected} rejected + ${s.rows.failed} failed`);
+    console.log(`    profiles: ${s.users.delivered} delivered (${s.users.exitsEnqueued} segment exits), ${s.users.rejected} rejected by Braze; ${s.braze.requests} requests, ${s.braze.dataPointsSent} data points (full send: ${s.braze.dataPointsFullSend})`);
+    for (const [reason, n] of Object.entries(s.rejectedByReason)) console.log(`    rejected: ${n} × ${reason}`);
+    console.log(`    rejects report: blob ${rejectsReportName(s.runId)} in the state container`);
+  }
+  if (braze) console.log(`  local Braze now holds ${braze.profiles.size} profiles`);
+}
+
+if (require.main === module) {
+  main(process.argv.slice(2), process.env)
+    .then((result) => {
+      process.exitCode = result.exitCode;
+    })
+    .catch((error) => {
+      console.error(error instanceof InvalidInputError ? error.message : describeError(error));
+      process.exitCode = 2;
+    });
+}
+
+export { main as runLocal };

@@ -1,0 +1,168 @@
+import http from 'node:http';
+import https from 'node:https';
+import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
+import { z } from 'zod';
+import { BrazeAuthError } from '../errors';
+import type { BrazeAttributesObject } from '../mapping/brazeUser';
+import type { Clock } from './clock';
+import { BRAZE_TRACK_PATH } from './constants';
+import type { RateLimitPacer } from './pacer';
+import { readRateLimit } from './rateLimitHeaders';
+import { redactSecret } from './redact';
+import { exponentialBackoffStrategy, retryLoop, throttlingStrategy, type AttemptResult, type RetryStrategy } from './retry';
+
+export interface BrazeClientOptions {
+  endpoint: string;
+  apiKey: string;
+  requestTimeoutMs: number;
+  maxRetries: number;
+  retryDelayMs: number;
+  maxRetryDelayMs: number;
+  maxConcurrentRequests: number;
+}
+
+/** Braze's answer body; partial failures come as 2xx with `errors`. */
+const trackResponseSchema = z.looseObject({
+  message: z.string().optional(),
+  attributes_processed: z.number().optional(),
+  errors: z
+    .array(
+      z.looseObject({
+        type: z.string().optional(),
+        input_array: z.string().optional(),
+        index: z.number().int().optional(),
+      }),
+    )
+    .optional(),
+});
+
+export interface RowError {
+  index: number;
+  type: string;
+}
+
+export type TrackOutcome =
+  | { kind: 'accepted'; status: number; rowErrors: RowError[]; unattributedErrors: string[] }
+  | { kind: 'refused'; status: number; message: string };
+
+export interface TrackStats {
+  requests: number;
+  http429: number;
+  retries: number;
+}
+
+/**
+ * POST /users/track with pacing and retry. One instance per process: it owns the keep-alive
+ * connection pool and the pacer every sender shares.
+ */
+export class BrazeClient {
+  private readonly http: AxiosInstance;
+  private readonly strategies: RetryStrategy[];
+  private active = 0;
+  private readonly waiting: (() => void)[] = [];
+  readonly stats: TrackStats = { requests: 0, http429: 0, retries: 0 };
+
+  constructor(
+    private readonly options: BrazeClientOptions,
+    private readonly pacer: RateLimitPacer,
+    private readonly clock: Clock,
+  ) {
+    const agentOptions = { keepAlive: true, maxSockets: options.maxConcurrentRequests };
+    this.http = axios.create({
+      baseURL: options.endpoint,
+      timeout: options.requestTimeoutMs,
+      httpAgent: new http.Agent(agentOptions),
+      httpsAgent: new https.Agent(agentOptions),
+      headers: { Authorization: `Bearer ${options.apiKey}`, 'Content-Type': 'application/json' },
+      validateStatus: () => true,
+      responseType: 'text',
+      transformResponse: (body: unknown) => body,
+      maxRedirects: 0,
+    });
+    this.strategies = [
+      throttlingStrategy({ maxRetries: options.maxRetries * 4, fallbackDelayMs: options.retryDelayMs }),
+      exponentialBackoffStrategy(options),
+    ];
+  }
+
+  /** Sends ≤75 attribute objects; retries transient failures until `deadlineMs`. */
+  async track(attributes: BrazeAttributesObject[], deadlineMs: number): Promise<TrackOutcome> {
+    const response = await retryLoop<AxiosResponse<string> | undefined>({
+      attempt: () => this.attempt(attributes),
+      strategies: this.strategies,
+      sleep: this.clock.sleep,
+      now: this.clock.now,
+      deadlineMs,
+      onRetry: () => {
+        this.stats.retries += 1;
+      },
+    });
+    return this.interpret(response!);
+  }
+
+  private async attempt(attributes: BrazeAttributesObject[]): Promise<{ result: AttemptResult; value: AxiosResponse<string> | undefined }> {
+    await this.slot();
+    await this.pacer.acquire();
+    this.stats.requests += 1;
+    try {
+      const response = await this.http.post<string>(BRAZE_TRACK_PATH, JSON.stringify({ attributes }));
+      const rateLimit = readRateLimit(response.headers as Record<string, unknown>, this.clock.now());
+      this.pacer.release(rateLimit);
+      if (response.status === 429) {
+        this.stats.http429 += 1;
+        this.pacer.throttled(rateLimit.resetAtMs);
+      }
+      return { result: { status: response.status, retryAtMs: rateLimit.resetAtMs }, value: response };
+    } catch (error) {
+      this.pacer.release(undefined);
+      const code = (error as { code?: string }).code ?? 'ERR_NETWORK';
+      const message = redactSecret((error as Error).message ?? String(error), this.options.apiKey);
+      return { result: { transportError: { code, message } }, value: undefined };
+    } finally {
+      this.active -= 1;
+      this.waiting.shift()?.();
+    }
+  }
+
+  private slot(): Promise<void> {
+    if (this.active < this.options.maxConcurrentRequests) {
+      this.active += 1;
+      return Promise.resolve();
+    }
+    return new Promise((resolve) => {
+      this.waiting.push(() => {
+        this.active += 1;
+        resolve();
+      });
+    });
+  }
+
+  private interpret(response: AxiosResponse<string>): TrackOutcome {
+    const body = parseBody(response.data);
+    const message = redactSecret(body.message ?? (body.raw ? `non-JSON answer: ${body.raw.slice(0, 200)}` : `HTTP ${response.status}`), this.options.apiKey);
+    if (response.status === 401 || response.status === 403) {
+      throw new BrazeAuthError(`Braze answered ${response.status}: ${message}`, response.status);
+    }
+    if (response.status >= 200 && response.status < 300) {
+      const rowErrors: RowError[] = [];
+      const unattributedErrors: string[] = [];
+      for (const error of body.errors ?? []) {
+        const type = redactSecret(error.type ?? 'unknown error', this.options.apiKey);
+        if (error.index !== undefined && (error.input_array === undefined || error.input_array === 'attributes')) rowErrors.push({ index: error.index, type });
+        else unattributedErrors.push(type);
+      }
+      return { kind: 'accepted', status: response.status, rowErrors, unattributedErrors };
+    }
+    return { kind: 'refused', status: response.status, message };
+  }
+}
+
+function parseBody(text: string | undefined): z.output<typeof trackResponseSchema> & { raw?: string } {
+  if (!text) return {};
+  try {
+    const parsed = trackResponseSchema.safeParse(JSON.parse(text));
+    return parsed.success ? parsed.data : { raw: text };
+  } catch {
+    return { raw: text.replace(/\s+/g, ' ') };
+  }
+}

@@ -1,0 +1,7 @@
+/** Braze's documented limits for POST /users/track. */
+export const BRAZE_MAX_OBJECTS_PER_REQUEST = 75;
+export const BRAZE_MAX_STRING_LENGTH = 255;
+export const BRAZE_TRACK_PATH = '/users/track';
+/** Braze's default workspace limit for /users/track; used until a response tells us the real one. */
+export const BRAZE_DEFAULT_RATE_LIMIT_REQUESTS = 3_000;
+export const BRAZE_DEFAULT_RATE_LIMIT_WINDOW_MS = 3_000;

@@ -1,0 +1,128 @@
+import { createHash } from 'node:crypto';
+import type { ContainerClient } from '@azure/storage-blob';
+import type { DestinationConfig } from '../config/syncConfig';
+import { segmentAttribute } from '../config/syncConfig';
+import { ExportNotReadyError, InvalidInputError } from '../errors';
+import { modelJsonPath, type ExportLocation } from './layout';
+import { blobNameFromLocation, findEntity, parseModelJson, type CdmAttribute } from './modelJson';
+import { csvFormatOf, type CsvFormat } from './partitionReader';
+
+export interface PartitionRef {
+  blobName: string;
+  format: CsvFormat;
+  sizeBytes: number;
+  etag: string;
+}
+
+export interface SegmentRefresh {
+  table: string;
+  attribute: string;
+  brazeSegmentId: string;
+  attributes: CdmAttribute[];
+  partitions: PartitionRef[];
+}
+
+/** One refresh of one export destination: the partitions of every configured segment. */
+export interface ExportRefresh extends ExportLocation {
+  modelJsonPath: string;
+  /** Stable identity of this refresh: the same partitions give the same key. */
+  refreshKey: string;
+  /** Newest run folder (`YYYY/MM/DD/HHMM`) among the partitions, for people to read. */
+  label: string;
+  segments: SegmentRefresh[];
+}
+
+/** Finds every `CustomerInsights_*` instance that has a model.json for this destination. */
+export async function discoverExports(container: ContainerClient, destination: DestinationConfig): Promise<ExportLocation[]> {
+  const instances: string[] = [];
+  if (destination.instance) {
+    instances.push(destination.instance);
+  } else {
+    for await (const item of container.listBlobsByHierarchy('/', { prefix: 'CustomerInsights_' })) {
+      if (item.kind === 'prefix') instances.push(item.name.replace(/\/$/, ''));
+    }
+  }
+  const found: ExportLocation[] = [];
+  for (const instance of instances) {
+    const location = { instance, destination: destination.name };
+    if (await container.getBlobClient(modelJsonPath(location)).exists()) found.push(location);
+  }
+  return found;
+}
+
+export async function resolveRefresh(container: ContainerClient, location: ExportLocation, destination: DestinationConfig): Promise<ExportRefresh> {
+  const path = modelJsonPath(location);
+  let text: string;
+  try {
+    text = (await container.getBlobClient(path).downloadToBuffer()).toString('utf8');
+  } catch (error) {
+    if ((error as { statusCode?: number }).statusCode === 404) throw new ExportNotReadyError(`${path} does not exist`);
+    throw error;
+  }
+  const model = parseModelJson(text, path);
+  const segments: SegmentRefresh[] = [];
+  for (const segment of destination.segments) {
+    const entity = findEntity(model, segment.table);
+    if (!entity) {
+      throw new InvalidInputError(
+        `${path} has no entity "${segment.table}" (it has: ${model.entities.map((e) => e.name).join(', ') || 'none'})`,
+      );
+    }
+    if (entity.attributes.length === 0) throw new InvalidInputError(`${path}: entity "${entity.name}" lists no attributes`);
+    let partitions: PartitionRef[];
+    if (entity.partitions.length > 0) {
+      partitions = await Promise.all(
+        entity.partitions.map(async (p) => {
+          const blobName = blobNameFromLocation(p.location, container.containerName);
+          return describePartition(container, blobName, csvFormatOf(p.fileFormatSettings, `${path} partition ${p.name ?? blobName}`), path);
+        }),
+      );
+    } else {
+      partitions = await newestRunFolderPartitions(container, location, entity.name, path);
+    }
+    segments.push({ table: segment.table, attribute: segmentAttribute(segment), brazeSegmentId: segment.brazeSegmentId, attributes: entity.attributes, partitions });
+  }
+  const identity = segments.flatMap((s) => s.partitions.map((p) => `${s.table}|${p.blobName}|${p.etag}`)).sort();
+  const refreshKey = createHash('sha256').update(`${path}\n${identity.join('\n')}`).digest('hex').slice(0, 32);
+  const folders = segments.flatMap((s) => s.partitions.map((p) => runFolderOf(p.blobName))).filter(Boolean).sort();
+  return { ...location, modelJsonPath: path, refreshKey, label: folders.at(-1) ?? 'unknown', segments };
+}
+
+async function describePartition(container: ContainerClient, blobName: string, format: CsvFormat, modelPath: string): Promise<PartitionRef> {
+  try {
+    const properties = await container.getBlobClient(blobName).getProperties();
+    return { blobName, format, sizeBytes: properties.contentLength ?? 0, etag: properties.etag ?? '' };
+  } catch (error) {
+    if ((error as { statusCode?: number }).statusCode === 404) {
+      throw new ExportNotReadyError(`${modelPath} lists partition ${blobName}, which does not exist (export still being written, or removed)`);
+    }
+    throw error;
+  }
+}
+
+/** When model.json lists no partitions, take the CSV files of the table's newest run folder. */
+async function newestRunFolderPartitions(container: ContainerClient, location: ExportLocation, table: string, modelPath: string): Promise<PartitionRef[]> {
+  let prefix = `${location.instance}/${location.destination}/${table}/`;
+  for (const pattern of [/^\d{4}$/, /^\d{2}$/, /^\d{2}$/, /^\d{4}$/]) {
+    const names: string[] = [];
+    for await (const item of container.listBlobsByHierarchy('/', { prefix })) {
+      if (item.kind !== 'prefix') continue;
+      const name = item.name.slice(prefix.length).replace(/\/$/, '');
+      if (pattern.test(name)) names.push(name);
+    }
+    if (names.length === 0) throw new ExportNotReadyError(`${modelPath}: entity "${table}" lists no partitions and ${prefix} holds no run folder`);
+    prefix += `${names.sort().at(-1)}/`;
+  }
+  const partitions: PartitionRef[] = [];
+  for await (const blob of container.listBlobsFlat({ prefix })) {
+    if (!blob.name.toLowerCase().endsWith('.csv')) continue;
+    partitions.push({ blobName: blob.name, format: csvFormatOf(undefined, blob.name), sizeBytes: blob.properties.contentLength ?? 0, etag: blob.properties.etag ?? '' });
+  }
+  if (partitions.length === 0) throw new ExportNotReadyError(`${prefix} holds no CSV partition`);
+  return partitions.sort((a, b) => a.blobName.localeCompare(b.blobName, 'en', { numeric: true }));
+}
+
+function runFolderOf(blobName: string): string {
+  const match = /\/(\d{4}\/\d{2}\/\d{2}\/\d{4})\//.exec(blobName);
+  return match ? match[1] : '';
+}

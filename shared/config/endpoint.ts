@@ -1,0 +1,30 @@
+import { InvalidInputError } from '../errors';
+
+const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
+
+/**
+ * Braze's REST endpoint as users copy it from the dashboard (`rest.iad-03.braze.com`) or as a URL.
+ * Plain http is allowed only for loopback, so a typo can never send the API key in clear text.
+ */
+export function parseBrazeEndpoint(raw: string, settingName = 'BRAZE_REST_ENDPOINT'): string {
+  const trimmed = raw.trim();
+  if (!trimmed) throw new InvalidInputError(`${settingName} is empty`);
+  const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(trimmed) ? trimmed : `https://${trimmed}`;
+  let url: URL;
+  try {
+    url = new URL(withScheme);
+  } catch {
+    throw new InvalidInputError(`${settingName} is not a host name or URL: "${trimmed}"`);
+  }
+  if (url.protocol !== 'https:' && url.protocol !== 'http:') {
+    throw new InvalidInputError(`${settingName} must use https, got ${url.protocol}`);
+  }
+  if (url.protocol === 'http:' && !LOOPBACK_HOSTS.has(url.hostname) && !url.hostname.startsWith('127.')) {
+    throw new InvalidInputError(
+      `${settingName} uses plain http for ${url.hostname}; http is only allowed for loopback addresses`,
+    );
+  }
+  if (url.username || url.password) throw new InvalidInputError(`${settingName} must not carry credentials`);
+  if (url.search || url.hash) throw new InvalidInputError(`${settingName} must not carry a query or fragment`);
+  return `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, '')}`;
+}

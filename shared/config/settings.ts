@@ -1,0 +1,127 @@
+import { z } from 'zod';
+import { InvalidInputError } from '../errors';
+import { parseBrazeEndpoint } from './endpoint';
+
+/** The prefix of the storage connection app settings, as Azure Functions names them. */
+export const STORAGE_CONNECTION = 'AzureWebJobsStorage';
+
+const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
+
+/**
+ * App settings (environment). Everything below this module receives typed values; nothing else
+ * reads process.env.
+ */
+export const appSettingsSchema = z
+  .object({
+    AzureWebJobsStorage: z.string().min(1).optional(),
+    AzureWebJobsStorage__blobServiceUri: z.url().optional(),
+    AzureWebJobsStorage__queueServiceUri: z.url().optional(),
+    AzureWebJobsStorage__tableServiceUri: z.url().optional(),
+    EXPORT_CONTAINER: z.string().regex(/^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$/, 'must be a valid blob container name'),
+    STATE_CONTAINER: z
+      .string()
+      .regex(/^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$/, 'must be a valid blob container name')
+      .default('braze-connector'),
+    BRAZE_REST_ENDPOINT: z.string().min(1, 'is required (e.g. rest.iad-03.braze.com)'),
+    BRAZE_API_KEY: z.string().min(1, 'is required'),
+    SYNC_SCHEDULE: z.string().min(1).default('0 */15 * * * *'),
+    SYNC_CONFIG: z.string().optional(),
+    SYNC_CONFIG_FILE: z.string().optional(),
+    RUNS_TABLE: z.string().regex(/^[A-Za-z][A-Za-z0-9]{2,62}$/).default('brazeconnectorruns'),
+    BRAZE_REQUEST_TIMEOUT_MS: positiveInt(30_000),
+    BRAZE_MAX_RETRIES: z.coerce.number().int().min(0).default(6),
+    BRAZE_RETRY_DELAY_MS: positiveInt(500),
+    BRAZE_MAX_RETRY_DELAY_MS: positiveInt(30_000),
+    /** Share of Braze's rate limit left for other tools of the workspace. */
+    BRAZE_RATE_LIMIT_RESERVE_SHARE: z.coerce.number().min(0).max(0.9).default(0.1),
+    BRAZE_MAX_CONCURRENT_REQUESTS: positiveInt(32),
+    /** How long one sender invocation may spend before it re-enqueues the rest of its batch. */
+    SENDER_BUDGET_MS: positiveInt(120_000),
+  })
+  .superRefine((s, ctx) => {
+    const identityBased = s.AzureWebJobsStorage__blobServiceUri && s.AzureWebJobsStorage__queueServiceUri;
+    if (!s.AzureWebJobsStorage && !identityBased) {
+      ctx.addIssue({
+        code: 'custom',
+        path: ['AzureWebJobsStorage'],
+        message:
+          'is required: a connection string, or AzureWebJobsStorage__blobServiceUri, __queueServiceUri and __tableServiceUri for identity-based access',
+      });
+    }
+    if (!s.SYNC_CONFIG && !s.SYNC_CONFIG_FILE) {
+      ctx.addIssue({ code: 'custom', path: ['SYNC_CONFIG'], message: 'is required: the mapping config as JSON, or SYNC_CONFIG_FILE with its path' });
+    }
+    try {
+      parseBrazeEndpoint(s.BRAZE_REST_ENDPOINT);
+    } catch (error) {
+      ctx.addIssue({ code: 'custom', path: ['BRAZE_REST_ENDPOINT'], message: (error as Error).message });
+    }
+  });
+
+export type AppSettingsInput = z.input<typeof appSettingsSchema>;
+
+export interface StorageSettings {
+  connectionString?: string;
+  blobServiceUri?: string;
+  queueServiceUri?: string;
+  tableServiceUri?: string;
+}
+
+export interface AppSettings {
+  storage: StorageSettings;
+  exportContainer: string;
+  stateContainer: string;
+  runsTable: string;
+  syncSchedule: string;
+  syncConfig: { inline?: string; file?: string };
+  braze: {
+    endpoint: string;
+    apiKey: string;
+    requestTimeoutMs: number;
+    maxRetries: number;
+    retryDelayMs: number;
+    maxRetryDelayMs: number;
+    rateLimitReserveShare: number;
+    maxConcurrentRequests: number;
+  };
+  senderBudgetMs: number;
+}
+
+/** Formats zod issues as `FIELD: message` lines so a start-up failure names the bad setting. */
+export function formatIssues(what: string, error: z.ZodError): string {
+  const lines = error.issues.map((issue) => {
+    const path = issue.path.length ? issue.path.join('.') : '(root)';
+    return `  - ${path}: ${issue.message}`;
+  });
+  return `${what} is invalid:\n${lines.join('\n')}`;
+}
+
+export function loadAppSettings(env: Record<string, string | undefined>): AppSettings {
+  const parsed = appSettingsSchema.safeParse(env);
+  if (!parsed.success) throw new InvalidInputError(formatIssues('App settings', parsed.error));
+  const s = parsed.data;
+  return {
+    storage: {
+      connectionString: s.AzureWebJobsStorage,
+      blobServiceUri: s.AzureWebJobsStorage__blobServiceUri,
+      queueServiceUri: s.AzureWebJobsStorage__queueServiceUri,
+      tableServiceUri: s.AzureWebJobsStorage__tableServiceUri,
+    },
+    exportContainer: s.EXPORT_CONTAINER,
+    stateContainer: s.STATE_CONTAINER,
+    runsTable: s.RUNS_TABLE,
+    syncSchedule: s.SYNC_SCHEDULE,
+    syncConfig: { inline: s.SYNC_CONFIG, file: s.SYNC_CONFIG_FILE },
+    braze: {
+      endpoint: parseBrazeEndpoint(s.BRAZE_REST_ENDPOINT),
+      apiKey: s.BRAZE_API_KEY,
+      requestTimeoutMs: s.BRAZE_REQUEST_TIMEOUT_MS,
+      maxRetries: s.BRAZE_MAX_RETRIES,
+      retryDelayMs: s.BRAZE_RETRY_DELAY_MS,
+      maxRetryDelayMs: s.BRAZE_MAX_RETRY_DELAY_MS,
+      rateLimitReserveShare: s.BRAZE_RATE_LIMIT_RESERVE_SHARE,
+      maxConcurrentRequests: s.BRAZE_MAX_CONCURRENT_REQUESTS,
+    },
+    senderBudgetMs: s.SENDER_BUDGET_MS,
+  };
+}

@@ -1,0 +1,120 @@
+import { readFileSync } from 'node:fs';
+import { z } from 'zod';
+import { InvalidInputError } from '../errors';
+import { formatIssues } from './settings';
+import { BRAZE_MAX_STRING_LENGTH } from '../braze/constants';
+
+/** Braze custom attribute names: non-empty, ≤255 characters, not starting with `$` (reserved). */
+const brazeAttributeName = z
+  .string()
+  .min(1)
+  .max(BRAZE_MAX_STRING_LENGTH)
+  .refine((name) => !name.startsWith('$'), 'must not start with "$" (reserved by Braze)');
+
+const segmentSchema = z.strictObject({
+  /** The CI segment as exported: the entity/table name in model.json and the folder name. */
+  table: z.string().min(1),
+  /** The Braze segment API identifier CI's own Braze export asks for. */
+  brazeSegmentId: z.string().min(1),
+  /** The custom attribute members carry in Braze; defaults to the segment API identifier. */
+  attribute: brazeAttributeName.optional(),
+});
+
+const matchingSchema = z.strictObject({
+  /** The column holding the e-mail address (CI's "E-mail" data-matching field). */
+  emailColumn: z.string().min(1).optional(),
+  /** The column holding the Braze customer ID (CI's "Braze customer ID" data-matching field). */
+  customerIdColumn: z.string().min(1).optional(),
+  /** Whether the customer-ID column holds Braze's external_id. If not, rows are keyed by e-mail or alias. */
+  customerIdIsExternalId: z.boolean().default(true),
+  /**
+   * How rows without a usable external_id are keyed, in order of preference. E-mail first: Braze
+   * matches existing profiles by e-mail, and CI's CustomerId can change when profiles merge.
+   */
+  fallbackIdentifiers: z.array(z.enum(['email', 'user_alias'])).default(['email', 'user_alias']),
+  /** The alias label used when a row is keyed by user_alias (alias_name = the customer-ID value). */
+  aliasLabel: z.string().min(1).max(BRAZE_MAX_STRING_LENGTH).default('ci_customer_id'),
+});
+
+const destinationSchema = z
+  .strictObject({
+    /** The export destination's folder name (`<ExportDestinationName>` in the blob layout). */
+    name: z.string().min(1).refine((n) => !n.includes('/'), 'must be a folder name without "/"'),
+    /** Limit to one `CustomerInsights_<instanceId>` folder; all instances when absent. */
+    instance: z.string().min(1).optional(),
+    segments: z.array(segmentSchema).min(1, 'needs at least one segment'),
+    matching: matchingSchema,
+    /** Extra columns → Braze attribute names (standard ones like first_name, or custom ones). */
+    fields: z.record(z.string().min(1), brazeAttributeName).default({}),
+    /** What a member who left a segment gets: the attribute removed (null, default) or false. */
+    leaverValue: z.union([z.null(), z.literal(false)]).default(null),
+  })
+  .superRefine((d, ctx) => {
+    if (!d.matching.emailColumn && !d.matching.customerIdColumn) {
+      ctx.addIssue({ code: 'custom', path: ['matching'], message: 'needs emailColumn or customerIdColumn (or both)' });
+    }
+    const attributes = new Map<string, string>();
+    d.segments.forEach((segment, i) => {
+      const attribute = segment.attribute ?? segment.brazeSegmentId;
+      const other = attributes.get(attribute);
+      if (other !== undefined) {
+        ctx.addIssue({ code: 'custom', path: ['segments', i, 'attribute'], message: `"${attribute}" is already used by segment ${other}` });
+      }
+      attributes.set(attribute, segment.table);
+    });
+    const tables = d.segments.map((s) => s.table);
+    tables.forEach((table, i) => {
+      if (tables.indexOf(table) !== i) ctx.addIssue({ code: 'custom', path: ['segments', i, 'table'], message: `"${table}" is listed twice` });
+    });
+    for (const [column, brazeName] of Object.entries(d.fields)) {
+      if (attributes.has(brazeName)) {
+        ctx.addIssue({ code: 'custom', path: ['fields', column], message: `"${brazeName}" is also a segment attribute` });
+      }
+      if (['external_id', 'user_alias', 'braze_id', '_update_existing_only'].includes(brazeName)) {
+        ctx.addIssue({ code: 'custom', path: ['fields', column], message: `"${brazeName}" is an identifier, not an attribute; use matching` });
+      }
+    }
+  });
+
+export const syncConfigSchema = z.strictObject({
+  destinations: z
+    .array(destinationSchema)
+    .min(1, 'needs at least one destination')
+    .refine((ds) => new Set(ds.map((d) => `${d.instance ?? '*'}|${d.name}`)).size === ds.length, 'lists a destination twice'),
+});
+
+export type SyncConfig = z.output<typeof syncConfigSchema>;
+export type DestinationConfig = SyncConfig['destinations'][number];
+export type SegmentConfig = DestinationConfig['segments'][number];
+
+export function segmentAttribute(segment: SegmentConfig): string {
+  return segment.attribute ?? segment.brazeSegmentId;
+}
+
+export function parseSyncConfig(json: string, source: string): SyncConfig {
+  let raw: unknown;
+  try {
+    raw = JSON.parse(json);
+  } catch (error) {
+    throw new InvalidInputError(`Mapping config (${source}) is not valid JSON: ${(error as Error).message}`);
+  }
+  const parsed = syncConfigSchema.safeParse(raw);
+  if (!parsed.success) throw new InvalidInputError(formatIssues(`Mapping config (${source})`, parsed.error));
+  return parsed.data;
+}
+
+export function loadSyncConfig(source: { inline?: string; file?: string }): SyncConfig {
+  if (source.inline) return parseSyncConfig(source.inline, 'SYNC_CONFIG');
+  if (!source.file) throw new InvalidInputError('No mapping config: set SYNC_CONFIG or SYNC_CONFIG_FILE');
+  let text: string;
+  try {
+    text = readFileSync(source.file, 'utf8');
+  } catch (error) {
+    throw new InvalidInputError(`Mapping config file ${source.file} cannot be read: ${(error as Error).message}`);
+  }
+  return parseSyncConfig(text, source.file);
+}
+
+export function findDestination(config: SyncConfig, name: string, instance?: string): DestinationConfig | undefined {
+  return config.destinations.find((d) => d.name === name && (!d.instance || !instance || d.instance === instance));
+}

@@ -1,0 +1,17 @@
+/**
+ * The connector's logger. Messages carry counts, run ids, blob paths and reasons, never row values:
+ * e-mails, names and the API key stay out of logs by construction, not by filtering.
+ */
+export interface Logger {
+  info(message: string): void;
+  warn(message: string): void;
+  error(message: string): void;
+}
+
+export const consoleLogger: Logger = {
+  info: (message) => console.log(message),
+  warn: (message) => console.warn(message),
+  error: (message) => console.error(message),
+};
+
+export const silentLogger: Logger = { info: () => undefined, warn: () => undefined, error: () => undefined };

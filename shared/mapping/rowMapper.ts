@@ -1,0 +1,127 @@
+import type { DestinationConfig } from '../config/syncConfig';
+import { convertCell, type JsonValue } from '../ci/dataTypes';
+import type { CdmAttribute } from '../ci/modelJson';
+import type { PartitionColumns } from '../ci/partitionReader';
+import { BRAZE_MAX_STRING_LENGTH } from '../braze/constants';
+import { InvalidInputError } from '../errors';
+import { normalizeEmail } from './email';
+import type { BrazeIdentifier, MappedProfile } from './brazeUser';
+
+export type RowMapping = { ok: true; profile: MappedProfile } | { ok: false; reason: string };
+
+export type RowMapper = (values: string[]) => RowMapping;
+
+interface FieldColumn {
+  column: string;
+  brazeName: string;
+  attribute: CdmAttribute;
+}
+
+/**
+ * Checks once per segment that every column the config names exists in the entity, so a typo in
+ * the config fails the run with a clear message instead of rejecting every row.
+ */
+export function checkColumns(destination: DestinationConfig, table: string, attributes: CdmAttribute[]): void {
+  const names = new Set(attributes.map((a) => a.name));
+  const wanted: [string, string | undefined][] = [
+    ['matching.emailColumn', destination.matching.emailColumn],
+    ['matching.customerIdColumn', destination.matching.customerIdColumn],
+    ...Object.keys(destination.fields).map((column): [string, string] => [`fields.${column}`, column]),
+  ];
+  for (const [setting, column] of wanted) {
+    if (column !== undefined && !names.has(column)) {
+      throw new InvalidInputError(`Mapping config: ${setting} names column "${column}", which entity "${table}" does not have (it has: ${[...names].join(', ')})`);
+    }
+  }
+}
+
+/** Builds the row → profile function for one partition's column layout. */
+export function createRowMapper(destination: DestinationConfig, attributes: CdmAttribute[], columns: PartitionColumns): RowMapper {
+  const byName = new Map(attributes.map((a) => [a.name, a]));
+  const indexOf = (column: string | undefined): number => {
+    if (column === undefined) return -1;
+    const index = columns.indexOf.get(column);
+    if (index === undefined) throw new InvalidInputError(`partition has no column "${column}"`);
+    return index;
+  };
+  const emailIndex = indexOf(destination.matching.emailColumn);
+  const customerIdIndex = indexOf(destination.matching.customerIdColumn);
+  const { customerIdIsExternalId, fallbackIdentifiers, aliasLabel } = destination.matching;
+  const fieldColumns: (FieldColumn & { index: number })[] = Object.entries(destination.fields).map(([column, brazeName]) => ({
+    column,
+    brazeName,
+    attribute: byName.get(column) ?? { name: column, dataType: 'string' },
+    index: indexOf(column),
+  }));
+  const emailIsField = Object.values(destination.fields).includes('email');
+
+  return (values) => {
+    const customerId = customerIdIndex >= 0 ? values[customerIdIndex].trim() : '';
+    const rawEmail = emailIndex >= 0 ? values[emailIndex] : '';
+    const email = rawEmail.trim() ? normalizeEmail(rawEmail) : undefined;
+    const fieldIssues: string[] = [];
+    let identifier: BrazeIdentifier | undefined;
+    let key = '';
+
+    if (customerIdIsExternalId && customerId) {
+      if (customerId.length > BRAZE_MAX_STRING_LENGTH) return { ok: false, reason: `external_id longer than ${BRAZE_MAX_STRING_LENGTH} characters` };
+      identifier = { external_id: customerId };
+      key = `x:${customerId}`;
+    } else {
+      for (const fallback of fallbackIdentifiers) {
+        if (fallback === 'email' && email) {
+          identifier = { email };
+          key = `e:${email}`;
+          break;
+        }
+        if (fallback === 'user_alias' && customerId && customerId.length <= BRAZE_MAX_STRING_LENGTH) {
+          identifier = { user_alias: { alias_name: customerId, alias_label: aliasLabel } };
+          key = `a:${aliasLabel}:${customerId}`;
+          break;
+        }
+      }
+    }
+    if (!identifier) {
+      const why = rawEmail.trim() && !email ? 'no external_id and an invalid e-mail' : 'no usable identifier (no customer ID, no valid e-mail)';
+      return { ok: false, reason: why };
+    }
+
+    const fields: Record<string, JsonValue> = {};
+    if (emailIndex >= 0 && !('email' in identifier) && !emailIsField) {
+      if (email) fields.email = email;
+      else if (rawEmail.trim()) fieldIssues.push('email: invalid e-mail address, not sent');
+    }
+    for (const field of fieldColumns) {
+      const converted = convertCell(values[field.index], field.attribute.dataType);
+      if (!converted.ok) {
+        fieldIssues.push(`${field.brazeName}: ${converted.reason} (${field.attribute.dataType}), not sent`);
+        continue;
+      }
+      let value = converted.value;
+      if (field.brazeName === 'email' && typeof value === 'string') {
+        const normalized = normalizeEmail(value);
+        if (!normalized) {
+          fieldIssues.push('email: invalid e-mail address, not sent');
+          continue;
+        }
+        value = normalized;
+      }
+      const tooLong = longestString(value);
+      if (tooLong > BRAZE_MAX_STRING_LENGTH) {
+        fieldIssues.push(`${field.brazeName}: value of ${tooLong} characters exceeds Braze's ${BRAZE_MAX_STRING_LENGTH}, not sent`);
+        continue;
+      }
+      fields[field.brazeName] = value;
+    }
+    return { ok: true, profile: { key, identifier, fields, fieldIssues } };
+  };
+}
+
+function longestString(value: JsonValue): number {
+  if (typeof value === 'string') return value.length;
+  if (Array.isArray(value)) return value.reduce<number>((max, v) => Math.max(max, longestString(v)), 0);
+  if (value && typeof value === 'object') {
+    return Object.entries(value).reduce<number>((max, [k, v]) => Math.max(max, k.length, longestString(v)), 0);
+  }
+  return 0;
+}

@@ -1,0 +1,87 @@
+import { gzipSync, constants as zlibConstants } from 'node:zlib';
+import type { QueueClient } from '@azure/storage-queue';
+import { QUEUE_MESSAGE_MAX_BYTES, type PendingUser } from './messages';
+import { BRAZE_MAX_OBJECTS_PER_REQUEST } from '../braze/constants';
+
+/** Headroom under the 64 KiB limit for the queue's own envelope. */
+const TARGET_MESSAGE_BYTES = QUEUE_MESSAGE_MAX_BYTES - 2 * 1024;
+/** Many Braze requests per message: Azurite and the queue trigger both pay per message, not per byte. */
+const MAX_USERS_PER_MESSAGE = BRAZE_MAX_OBJECTS_PER_REQUEST * 40;
+const MAX_SENDS_IN_FLIGHT = 16;
+
+export function batchIdOf(sequence: number): string {
+  return sequence.toString().padStart(7, '0');
+}
+
+/**
+ * Packs users into gzip+base64 queue messages of up to ~62 KiB. The raw-JSON budget adapts to the
+ * compression ratio seen so far; a message that still comes out too big is split in two.
+ */
+export class BatchPacker {
+  private users: string[] = [];
+  private rawBytes = 0;
+  private rawBudget = 256 * 1024;
+  private sequence = 0;
+  private inFlight = new Set<Promise<unknown>>();
+  private failure: unknown;
+  messages = 0;
+  batches = 0;
+
+  constructor(
+    private readonly queue: QueueClient,
+    private readonly runId: string,
+  ) {}
+
+  /** The id of the batch the next user will travel in (stable across replays of the same run). */
+  get currentBatchId(): string {
+    return batchIdOf(this.sequence);
+  }
+
+  async add(user: PendingUser): Promise<void> {
+    const json = JSON.stringify(user);
+    this.users.push(json);
+    this.rawBytes += json.length + 1;
+    if (this.rawBytes >= this.rawBudget || this.users.length >= MAX_USERS_PER_MESSAGE) await this.flush();
+  }
+
+  async flush(): Promise<void> {
+    if (this.users.length === 0) return;
+    const users = this.users;
+    const batchId = batchIdOf(this.sequence);
+    this.sequence += 1;
+    this.users = [];
+    this.rawBytes = 0;
+    this.batches += 1;
+    for (const text of this.encode(batchId, users)) {
+      while (this.inFlight.size >= MAX_SENDS_IN_FLIGHT) await Promise.race(this.inFlight);
+      const send: Promise<unknown> = this.queue
+        .sendMessage(text)
+        .catch((error: unknown) => {
+          this.failure ??= error;
+        })
+        .finally(() => this.inFlight.delete(send));
+      this.inFlight.add(send);
+      if (this.failure) throw this.failure;
+      this.messages += 1;
+    }
+  }
+
+  /** Waits for every message to be accepted by the queue; throws if any send failed. */
+  async close(): Promise<void> {
+    await this.flush();
+    await Promise.all(this.inFlight);
+    if (this.failure) throw this.failure;
+  }
+
+  private encode(batchId: string, users: string[]): string[] {
+    const json = `{"kind":"brazeBatch","runId":${JSON.stringify(this.runId)},"batchId":"${batchId}","deferrals":0,"users":[${users.join(',')}]}`;
+    const text = gzipSync(Buffer.from(json, 'utf8'), { level: zlibConstants.Z_BEST_SPEED }).toString('base64');
+    const rawBytes = json.length;
+    // Aim the next message at ~90% of the limit given this ratio.
+    this.rawBudget = Math.max(8 * 1024, Math.floor((rawBytes * TARGET_MESSAGE_BYTES * 0.9) / text.length));
+    if (text.length <= TARGET_MESSAGE_BYTES) return [text];
+    if (users.length === 1) throw new Error(`one profile does not fit a queue message (${text.length} bytes encoded)`);
+    const half = Math.ceil(users.length / 2);
+    return [...this.encode(`${batchId}a`, users.slice(0, half)), ...this.encode(`${batchId}b`, users.slice(half))];
+  }
+}

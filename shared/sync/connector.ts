@@ -1,0 +1,50 @@
+import { loadAppSettings, type AppSettings } from '../config/settings';
+import { loadSyncConfig, type SyncConfig } from '../config/syncConfig';
+import { BrazeClient } from '../braze/client';
+import { systemClock, type Clock } from '../braze/clock';
+import { RateLimitPacer } from '../braze/pacer';
+import { consoleLogger, type Logger } from '../log';
+import { RunLedger } from '../runs/runLedger';
+import { createStorageClients, ensureStorage } from '../storage/clients';
+import type { ConnectorDeps } from './deps';
+
+export interface ConnectorOptions {
+  env: Record<string, string | undefined>;
+  log?: Logger;
+  clock?: Clock;
+  /** Already parsed config (the local runner's --config); otherwise read from the app settings. */
+  config?: SyncConfig;
+  settings?: AppSettings;
+}
+
+/** Builds the process's clients once; fails fast with a message naming the bad setting. */
+export function createConnector(options: ConnectorOptions): ConnectorDeps {
+  const settings = options.settings ?? loadAppSettings(options.env);
+  const config = options.config ?? loadSyncConfig(settings.syncConfig);
+  const clock = options.clock ?? systemClock;
+  const storage = createStorageClients(settings);
+  const pacer = new RateLimitPacer({ reserveShare: settings.braze.rateLimitReserveShare, clock });
+  return {
+    settings,
+    config,
+    storage,
+    ledger: new RunLedger(storage.runsTable),
+    braze: new BrazeClient(settings.braze, pacer, clock),
+    clock,
+    log: options.log ?? consoleLogger,
+  };
+}
+
+const ready = new WeakMap<ConnectorDeps, Promise<void>>();
+/** Creates the queues, table and state container once per connector. */
+export function ensureReady(deps: ConnectorDeps): Promise<void> {
+  let done = ready.get(deps);
+  if (!done) {
+    done = ensureStorage(deps.storage).catch((error) => {
+      ready.delete(deps);
+      throw error;
+    });
+    ready.set(deps, done);
+  }
+  return done;
+}

@@ -1,0 +1,221 @@
+import { BRAZE_MAX_OBJECTS_PER_REQUEST } from '../braze/constants';
+import { BrazeAuthError, BrazeRetryableError } from '../errors';
+import type { SegmentRefresh } from '../ci/exportRefresh';
+import { partitionList } from './exportRows';
+import { describeIdentifier, type BrazeAttributesObject, type BrazeIdentifier } from '../mapping/brazeUser';
+import { decodeBatchMessage, encodeMessage, type BrazeBatchMessage, type PendingUser } from '../queue/messages';
+import { writeRejectsPart, type RejectLine } from '../runs/rejectsReport';
+import { emptyOutcome, type BatchOutcome } from '../runs/runLedger';
+import { isTerminal, type RunRecord } from '../runs/runRecord';
+import { writeUndelivered } from '../state/deliveredState';
+import type { ConnectorDeps } from './deps';
+import { parkBatch } from './parkedBatches';
+import { requestFinalizeIfComplete } from './finalizeRun';
+
+/** After this many hand-backs (minutes to an hour of Braze trouble), the batch is failed and parked for a resume. */
+export const MAX_DEFERRALS = 8;
+const MAX_DEFERRAL_DELAY_MS = 10 * 60_000;
+const IDENTIFIER_KEYS = new Set(['external_id', 'user_alias', 'braze_id', 'email', 'phone', '_update_existing_only']);
+
+export type DeliveryResult = { kind: 'done' | 'duplicate' | 'parked' | 'deferred' | 'dropped'; outcome?: BatchOutcome };
+
+type UserResult = { kind: 'delivered' } | { kind: 'rejected'; reason: string } | { kind: 'unsent' };
+
+/**
+ * Sends one queue message's users to Braze and records what became of each. Idempotent: Braze
+ * attribute updates can be applied twice, and the run counts a batch once.
+ */
+export async function deliverBatch(deps: ConnectorDeps, payload: unknown): Promise<DeliveryResult> {
+  const message = decodeBatchMessage(payload);
+  const run = await deps.ledger.get(message.runId);
+  if (!run) {
+    deps.log.warn(`batch ${message.batchId}: run ${message.runId} does not exist; dropped`);
+    return { kind: 'dropped' };
+  }
+  if (await deps.ledger.isBatchSettled(message.runId, message.batchId)) return { kind: 'duplicate' };
+  const sources = sourceNames(run);
+  if (run.status === 'halted') return parkWhole(deps, message, sources, run.error ?? 'run halted');
+  if (isTerminal(run.status) && run.status !== 'completed') {
+    return recordFailedBatch(deps, message, `run ${run.status}${run.supersededBy ? ` by ${run.supersededBy}` : ''}`);
+  }
+
+  const deadlineMs = deps.clock.now() + deps.settings.senderBudgetMs;
+  const results: UserResult[] = message.users.map(() => ({ kind: 'unsent' }));
+  let authError: BrazeAuthError | undefined;
+  let retryError: BrazeRetryableError | undefined;
+  let requests = 0;
+
+  const sendChunk = async (indexes: number[]): Promise<void> => {
+    if (authError || retryError) return;
+    const objects = indexes.map((i) => message.users[i].o as BrazeAttributesObject);
+    try {
+      requests += 1;
+      const outcome = await deps.braze.track(objects, deadlineMs);
+      if (outcome.kind === 'accepted') {
+        const refused = new Map(outcome.rowErrors.map((e) => [e.index, e.type]));
+        indexes.forEach((userIndex, position) => {
+          const type = refused.get(position);
+          results[userIndex] = type === undefined ? { kind: 'delivered' } : { kind: 'rejected', reason: `Braze: ${type}` };
+        });
+        if (outcome.unattributedErrors.length) deps.log.warn(`batch ${message.batchId}: Braze reported errors without a row: ${outcome.unattributedErrors.join('; ')}`);
+        return;
+      }
+      // A whole request refused (bad request, "Max Input Length Exceeded"): halve it until the rows Braze refuses are isolated.
+      if (indexes.length > 1 && (outcome.status === 400 || outcome.status === 413 || outcome.status === 422)) {
+        const half = Math.ceil(indexes.length / 2);
+        await sendChunk(indexes.slice(0, half));
+        await sendChunk(indexes.slice(half));
+        return;
+      }
+      for (const userIndex of indexes) results[userIndex] = { kind: 'rejected', reason: `Braze ${outcome.status}: ${outcome.message}` };
+    } catch (error) {
+      if (error instanceof BrazeAuthError) authError ??= error;
+      else if (error instanceof BrazeRetryableError) retryError ??= error;
+      else throw error;
+    }
+  };
+
+  const chunks: number[][] = [];
+  for (let start = 0; start < message.users.length; start += BRAZE_MAX_OBJECTS_PER_REQUEST) {
+    chunks.push(Array.from({ length: Math.min(BRAZE_MAX_OBJECTS_PER_REQUEST, message.users.length - start) }, (_, i) => start + i));
+  }
+  await Promise.all(chunks.map(sendChunk));
+
+  const unsent = message.users.filter((_, i) => results[i].kind === 'unsent');
+  const outcome = summarize(message, results, sources);
+  outcome.brazeRequests = requests;
+
+  if (authError) {
+    deps.log.error(`run ${message.runId} halted: ${authError.message}`);
+    await deps.ledger.update(message.runId, (current) =>
+      isTerminal(current.status) || current.status === 'halted'
+        ? undefined
+        : { status: 'halted', error: `${authError!.message}. Fix BRAZE_API_KEY (users.track permission), then POST /api/runs/${message.runId}/resume.` },
+    );
+    // The unsent rest travels as a batch of its own, so a resume can settle it without touching what was delivered.
+    if (unsent.length) await parkWhole(deps, { ...message, batchId: `${message.batchId}~p`, users: unsent }, sources, authError.message);
+    return record(deps, message.runId, message.batchId, outcome, false, 'parked');
+  }
+  if (retryError && unsent.length) {
+    if (message.deferrals + 1 >= MAX_DEFERRALS) {
+      const reason = `Braze unavailable after ${MAX_DEFERRALS} deferrals: ${retryError.message}`;
+      deps.log.error(`batch ${message.batchId} of run ${message.runId}: ${unsent.length} profiles failed; ${reason}`);
+      const rest = { ...message, batchId: `${message.batchId}~f`, users: unsent };
+      await parkBatch(deps.storage.stateContainer, rest);
+      const failed = newOutcome();
+      addUnsent(failed, unsent, sources, 'failed', reason);
+      await record(deps, message.runId, rest.batchId, failed, true);
+      return record(deps, message.runId, message.batchId, outcome, false);
+    }
+    const delayMs = deferralDelay(deps, retryError, message.deferrals);
+    const child: BrazeBatchMessage = { ...message, batchId: `${message.batchId}~${message.deferrals + 1}`, deferrals: message.deferrals + 1, users: unsent };
+    await deps.storage.batchQueue.sendMessage(encodeMessage(child), { visibilityTimeout: Math.ceil(delayMs / 1000) });
+    deps.log.warn(`batch ${message.batchId}: ${unsent.length} profiles handed back for ${Math.ceil(delayMs / 1000)} s (${retryError.message})`);
+    return record(deps, message.runId, message.batchId, outcome, false, 'deferred');
+  }
+  return record(deps, message.runId, message.batchId, outcome, false);
+}
+
+function deferralDelay(deps: ConnectorDeps, error: BrazeRetryableError, deferrals: number): number {
+  const serverSays = error.retryAfterMs !== undefined ? error.retryAfterMs - deps.clock.now() : 0;
+  const backoff = Math.min(MAX_DEFERRAL_DELAY_MS, 5_000 * 2 ** deferrals);
+  return Math.max(1_000, serverSays, error.status === 429 ? 0 : backoff);
+}
+
+function dataPoints(object: Record<string, unknown>): number {
+  let n = 0;
+  for (const key of Object.keys(object)) if (!IDENTIFIER_KEYS.has(key)) n += 1;
+  // The e-mail is a data point when it is an attribute of an external_id profile, not when it is the identifier.
+  if ('email' in object && 'external_id' in object) n += 1;
+  return n;
+}
+
+type PartOutcome = BatchOutcome & { rejectLines: RejectLine[]; undelivered: string[] };
+
+function newOutcome(): PartOutcome {
+  return { ...emptyOutcome(), rejectLines: [], undelivered: [] };
+}
+
+function sourceNames(run: RunRecord): string[] {
+  try {
+    return partitionList(JSON.parse(run.sources) as SegmentRefresh[]).map((p) => p.partition.blobName);
+  } catch {
+    return [];
+  }
+}
+
+function summarize(message: BrazeBatchMessage, results: UserResult[], sources: string[]): PartOutcome {
+  const outcome = newOutcome();
+  message.users.forEach((user, i) => {
+    const result = results[i];
+    if (result.kind === 'delivered') {
+      outcome.usersDelivered += 1;
+      outcome.rowsDelivered += user.r;
+      outcome.dataPointsSent += dataPoints(user.o);
+    } else if (result.kind === 'rejected') {
+      outcome.usersRejected += 1;
+      outcome.rowsRejectedBraze += user.r;
+      const key = result.reason.replace(/\d+/g, 'N');
+      outcome.rejectedByReason[key] = (outcome.rejectedByReason[key] ?? 0) + user.r;
+      outcome.rejectLines.push(rejectLine(sources, user, 'rejected', result.reason));
+      outcome.undelivered.push(user.h);
+    }
+  });
+  return outcome;
+}
+
+function addUnsent(outcome: PartOutcome, users: PendingUser[], sources: string[], as: 'parked' | 'failed', reason: string): void {
+  for (const user of users) {
+    outcome.undelivered.push(user.h);
+    if (as === 'parked') {
+      outcome.usersParked += 1;
+      outcome.rowsParked += user.r;
+    } else {
+      outcome.usersFailed += 1;
+      outcome.rowsFailed += user.r;
+      outcome.rejectLines.push(rejectLine(sources, user, 'failed', reason));
+    }
+  }
+}
+
+/** Reject lines name the partition blob and row, and the identifier unless it is an e-mail. */
+function rejectLine(sources: string[], user: PendingUser, outcome: RejectLine['outcome'], reason: string): RejectLine {
+  if (user.s === 'exit') return { outcome, source: 'leaver (segment exit)', row: '', identifier: describeIdentifier(user.o as unknown as BrazeIdentifier), reason };
+  const [partition, row] = user.s.split(':');
+  return { outcome, source: sources[Number(partition)] ?? `partition ${partition}`, row: Number(row), identifier: describeIdentifier(user.o as unknown as BrazeIdentifier), reason };
+}
+
+async function parkWhole(deps: ConnectorDeps, message: BrazeBatchMessage, sources: string[], reason: string): Promise<DeliveryResult> {
+  await parkBatch(deps.storage.stateContainer, message);
+  const outcome = newOutcome();
+  addUnsent(outcome, message.users, sources, 'parked', reason);
+  deps.log.warn(`batch ${message.batchId} of run ${message.runId} parked (${message.users.length} profiles) until resume`);
+  return record(deps, message.runId, message.batchId, outcome, false, 'parked');
+}
+
+/** Counts every profile of a batch as failed with a reason (poison queue, ended run). */
+export async function recordFailedBatch(deps: ConnectorDeps, message: BrazeBatchMessage, reason: string): Promise<DeliveryResult> {
+  const run = await deps.ledger.get(message.runId);
+  if (!run) return { kind: 'dropped' };
+  const outcome = newOutcome();
+  addUnsent(outcome, message.users, sourceNames(run), 'failed', reason);
+  return record(deps, message.runId, message.batchId, outcome, false);
+}
+
+/** Records a batch's outcome: its rejects and undelivered profiles first, then the counts, then maybe the run's end. */
+export async function record(
+  deps: ConnectorDeps,
+  runId: string,
+  batchId: string,
+  outcome: PartOutcome,
+  skipFinalize: boolean,
+  kind: DeliveryResult['kind'] = 'done',
+): Promise<DeliveryResult> {
+  const { rejectLines, undelivered, ...counts } = outcome;
+  await writeRejectsPart(deps.storage.stateContainer, runId, `batch-${batchId}`, rejectLines);
+  await writeUndelivered(deps.storage.stateContainer, runId, batchId, undelivered);
+  const { applied, run } = await deps.ledger.recordBatch(runId, batchId, counts);
+  if (!applied) return { kind: 'duplicate' };
+  if (!skipFinalize) await requestFinalizeIfComplete(deps, run);
+  return { kind, outcome: counts };
+}

@@ -1,0 +1,234 @@
+import { z } from 'zod';
+import { findDestination, type DestinationConfig } from '../config/syncConfig';
+import type { SegmentRefresh } from '../ci/exportRefresh';
+import { describeError, ExportNotReadyError, InvalidInputError } from '../errors';
+import { toBrazeObject, identifierFromKey, describeIdentifier } from '../mapping/brazeUser';
+import { BatchPacker } from '../queue/batchPacker';
+import { rejectCsvLine, rejectsPartName, type RejectLine } from '../runs/rejectsReport';
+import { BlobLineWriter } from '../storage/blobLineWriter';
+import { isTerminal, type RunRecord } from '../runs/runRecord';
+import { changeAttributes, diffProfile } from '../state/diff';
+import { candidateBlobName, NdjsonWriter, readNdjson, stateRecordSchema, type ProfileState } from '../state/deliveredState';
+import { MembershipBits } from '../state/membershipBits';
+import { fieldsFingerprint, keyHash, ProfileIndex } from '../state/profileIndex';
+import type { ConnectorDeps } from './deps';
+import { readExportRows, partitionList } from './exportRows';
+import { finalizeRun } from './finalizeRun';
+
+/** How long an enqueuer holds a run before another may assume it crashed. Renewed while it works. */
+export const ENQUEUE_LEASE_MS = 60_000;
+
+export type RunStepResult = { kind: 'done' } | { kind: 'deferred'; delayMs: number; reason: string };
+
+const segmentRefreshListSchema = z.array(z.custom<SegmentRefresh>((v) => typeof v === 'object' && v !== null && 'partitions' in v));
+
+/**
+ * Reads a run's refresh, diffs it against what Braze last accepted, and enqueues the changes as
+ * batch messages. Safe to run twice: batch ids are deterministic, counts are set (not added), and
+ * a lease keeps two enqueuers from working at once.
+ */
+export async function enqueueRun(deps: ConnectorDeps, runId: string): Promise<RunStepResult> {
+  const run = await deps.ledger.get(runId);
+  if (!run) {
+    deps.log.warn(`run ${runId} does not exist; message dropped`);
+    return { kind: 'done' };
+  }
+  if (isTerminal(run.status) || run.enqueueDone) return { kind: 'done' };
+  const now = deps.clock.now();
+  if (run.status === 'enqueuing' && run.leaseUntil && Date.parse(run.leaseUntil) > now) {
+    return { kind: 'deferred', delayMs: Date.parse(run.leaseUntil) - now + 1_000, reason: `run ${runId} is being enqueued by another worker` };
+  }
+  const waiting = await claimDestination(deps, run);
+  if (waiting) return waiting;
+
+  const leased = await deps.ledger.update(runId, (current) => {
+    if (isTerminal(current.status) || current.enqueueDone) return undefined;
+    if (current.status === 'enqueuing' && current.leaseUntil && Date.parse(current.leaseUntil) > deps.clock.now()) return undefined;
+    return { status: 'enqueuing', leaseUntil: new Date(deps.clock.now() + ENQUEUE_LEASE_MS).toISOString() };
+  });
+  if (!leased.changed) return { kind: 'done' };
+
+  const renew = setInterval(() => {
+    deps.ledger
+      .update(runId, (current) => (current.status === 'enqueuing' ? { leaseUntil: new Date(deps.clock.now() + ENQUEUE_LEASE_MS).toISOString() } : undefined))
+      .catch((error) => deps.log.warn(`run ${runId}: lease renewal failed: ${describeError(error)}`));
+  }, ENQUEUE_LEASE_MS / 3);
+  try {
+    const destination = findDestination(deps.config, run.destination, run.instance);
+    if (!destination) throw new InvalidInputError(`destination "${run.destination}" is no longer in the mapping config`);
+    const totals = await diffAndEnqueue(deps, leased.run, destination);
+    const { run: enqueued } = await deps.ledger.update(runId, () => ({ ...totals, enqueueDone: true, status: 'sending', leaseUntil: undefined }));
+    deps.log.info(
+      `run ${runId}: read ${totals.rowsRead} rows; ${totals.usersEnqueued} profiles to send (${totals.exitsEnqueued} leaving), ${totals.rowsSkippedUnchanged} rows unchanged, ${totals.rowsRejectedInput} rejected; ${totals.batchesEnqueued} batches`,
+    );
+    if (enqueued.usersEnqueued === 0) await finalizeRun(deps, runId);
+    return { kind: 'done' };
+  } catch (error) {
+    if (error instanceof InvalidInputError || error instanceof ExportNotReadyError) {
+      deps.log.error(`run ${runId} failed: ${describeError(error)}`);
+      await deps.ledger.update(runId, () => ({ status: 'failed', error: error.message, finishedAt: new Date().toISOString(), leaseUntil: undefined }));
+      await deps.ledger.releaseDestination(run.modelJsonPath, runId);
+      return { kind: 'done' };
+    }
+    await deps.ledger.update(runId, (current) => (current.status === 'enqueuing' ? { leaseUntil: undefined, status: 'queued' } : undefined)).catch(() => undefined);
+    throw error;
+  } finally {
+    clearInterval(renew);
+  }
+}
+
+/**
+ * One run at a time per export destination, so each diff starts from the state the previous run
+ * left. A run halted on bad credentials is superseded: the newer snapshot re-sends what it missed.
+ */
+async function claimDestination(deps: ConnectorDeps, run: RunRecord): Promise<RunStepResult | undefined> {
+  const lock = await deps.ledger.activeRun(run.modelJsonPath);
+  if (lock?.runId === run.runId) return undefined;
+  if (lock) {
+    const other = await deps.ledger.get(lock.runId);
+    if (other && !isTerminal(other.status)) {
+      if (other.status !== 'halted') {
+        return { kind: 'deferred', delayMs: 15_000, reason: `waiting for run ${other.runId} of the same destination to finish` };
+      }
+      await deps.ledger.update(other.runId, (current) =>
+        current.status === 'halted'
+          ? {
+              status: 'superseded',
+              supersededBy: run.runId,
+              finishedAt: new Date().toISOString(),
+              rowsFailed: current.rowsFailed + current.rowsParked,
+              usersFailed: current.usersFailed + current.usersParked,
+              rowsParked: 0,
+              usersParked: 0,
+            }
+          : undefined,
+      );
+      deps.log.warn(`run ${other.runId} was halted; superseded by ${run.runId}, which sends the newer snapshot instead`);
+    }
+  }
+  const claimed = await deps.ledger.claimDestination(run.modelJsonPath, run.runId, lock);
+  return claimed ? undefined : { kind: 'deferred', delayMs: 2_000, reason: 'another run claimed the destination first' };
+}
+
+type EnqueueTotals = Pick<
+  RunRecord,
+  'rowsRead' | 'rowsRejectedInput' | 'rowsSkippedUnchanged' | 'rowsEnqueued' | 'usersEnqueued' | 'exitsEnqueued' | 'batchesEnqueued' | 'dataPointsFullSend' | 'rejectedByReason'
+>;
+
+async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: DestinationConfig): Promise<EnqueueTotals> {
+  const parsedSources = segmentRefreshListSchema.safeParse(JSON.parse(run.sources));
+  if (!parsedSources.success) throw new InvalidInputError(`run ${run.runId} has no readable partition list`);
+  const segments = parsedSources.data;
+  const container = deps.storage.exportContainer;
+  const state = deps.storage.stateContainer;
+  const bits = new MembershipBits(segments.map((s) => s.attribute));
+  const segmentBits = segments.map((s) => bits.bit(s.attribute));
+  const sources = partitionList(segments).map((p) => p.partition.blobName);
+  const leaverValue = destination.leaverValue;
+
+  const pointer = await deps.ledger.statePointer(run.modelJsonPath);
+  const index = new ProfileIndex((pointer?.profiles ?? 0) + 1024);
+  if (pointer) {
+    for await (const record of readNdjson(state, pointer.blobName, stateRecordSchema)) index.setPrevious(record.h, bits.maskOf(record.m), record.f);
+  }
+
+  // Pass 1: who is in which segment of this refresh, so a profile in several becomes one object.
+  for await (const row of readExportRows(container, segments, destination)) {
+    if (row.mapping.ok) index.addRow(keyHash(row.mapping.profile.key), segmentBits[row.segmentIndex]);
+  }
+
+  const totals: EnqueueTotals = {
+    rowsRead: 0,
+    rowsRejectedInput: 0,
+    rowsSkippedUnchanged: 0,
+    rowsEnqueued: 0,
+    usersEnqueued: 0,
+    exitsEnqueued: 0,
+    batchesEnqueued: 0,
+    dataPointsFullSend: 0,
+    rejectedByReason: '{}',
+  };
+  const reasons: Record<string, number> = {};
+  const rejects = new BlobLineWriter(state, rejectsPartName(run.runId, 'input'), 'text/csv; charset=utf-8');
+  const reject = async (line: RejectLine, reason: string) => {
+    await rejects.writeLine(rejectCsvLine(line).slice(0, -1));
+    if (line.outcome === 'rejected') reasons[reason] = (reasons[reason] ?? 0) + 1;
+  };
+  const packer = new BatchPacker(deps.storage.batchQueue, run.runId);
+  const candidate = new NdjsonWriter(state, candidateBlobName(run.runId));
+  const stateOf = (memberships: number, fingerprint: string): ProfileState | null => {
+    const m = bits.namesOf(memberships);
+    return m.length ? { m, f: fingerprint } : null;
+  };
+
+  try {
+    // Pass 2: each profile's first row decides what to send; its other rows travel with it.
+    for await (const row of readExportRows(container, segments, destination)) {
+      totals.rowsRead += 1;
+      const source = sources[row.partitionIndex];
+      if (!row.mapping.ok) {
+        totals.rowsRejectedInput += 1;
+        await reject({ outcome: 'rejected', source, row: row.row, identifier: '', reason: row.mapping.reason }, reasonKey(row.mapping.reason));
+        continue;
+      }
+      const profile = row.mapping.profile;
+      const hash = keyHash(profile.key);
+      for (const issue of profile.fieldIssues) {
+        await reject({ outcome: 'field_dropped', source, row: row.row, identifier: describeIdentifier(profile.identifier), reason: issue }, '');
+      }
+      if (!index.markEmitted(hash)) continue;
+      const slot = index.get(hash)!;
+      const fingerprint = fieldsFingerprint(profile.fields);
+      totals.dataPointsFullSend += Object.keys(profile.fields).length + bits.namesOf(slot.currentMemberships & bits.syncedMask).length;
+      const change = diffProfile({ ...slot, fingerprint }, bits.syncedMask, run.force);
+      const carried = (slot.previousMemberships & ~bits.syncedMask) >>> 0;
+      const next = stateOf((slot.currentMemberships & bits.syncedMask) | carried, fingerprint);
+      const previous = slot.hasPrevious ? stateOf(slot.previousMemberships, slot.previousFingerprint) : null;
+      if (change.unchanged) {
+        totals.rowsSkippedUnchanged += slot.rows;
+        await candidate.write({ h: hash, k: profile.key, n: next, p: previous });
+        continue;
+      }
+      const attributes = changeAttributes(change, profile.fields, (mask) => bits.namesOf(mask), leaverValue);
+      await candidate.write({ h: hash, k: profile.key, n: next, p: previous, b: packer.currentBatchId });
+      await packer.add({ h: hash, o: toBrazeObject(profile.identifier, attributes), r: slot.rows, s: `${row.partitionIndex}:${row.row}` });
+      totals.rowsEnqueued += slot.rows;
+      totals.usersEnqueued += 1;
+    }
+
+    // Pass 3: profiles Braze has as members that this refresh no longer lists have left.
+    if (pointer) {
+      for await (const record of readNdjson(state, pointer.blobName, stateRecordSchema)) {
+        const slot = index.get(record.h);
+        if (slot?.seen) continue;
+        const memberships = bits.maskOf(record.m);
+        const leave = (memberships & bits.syncedMask) >>> 0;
+        const kept = stateOf((memberships & ~bits.syncedMask) >>> 0, record.f);
+        if (leave === 0) {
+          await candidate.write({ h: record.h, k: record.k, n: kept, p: { m: record.m, f: record.f } });
+          continue;
+        }
+        const attributes = changeAttributes({ unchanged: false, sendFields: false, join: 0, leave }, {}, (mask) => bits.namesOf(mask), leaverValue);
+        await candidate.write({ h: record.h, k: record.k, n: kept, p: { m: record.m, f: record.f }, b: packer.currentBatchId });
+        await packer.add({ h: record.h, o: toBrazeObject(identifierFromKey(record.k), attributes), r: 0, s: 'exit' });
+        totals.usersEnqueued += 1;
+        totals.exitsEnqueued += 1;
+      }
+    }
+    await packer.close();
+    await candidate.close();
+    await rejects.close();
+  } catch (error) {
+    await candidate.close().catch(() => undefined);
+    await rejects.close().catch(() => undefined);
+    throw error;
+  }
+  totals.batchesEnqueued = packer.batches;
+  totals.rejectedByReason = JSON.stringify(reasons);
+  return totals;
+}
+
+/** Groups reasons that carry numbers ("expected 5 columns, found 4") under one key for the counts. */
+function reasonKey(reason: string): string {
+  return reason.replace(/\d+/g, 'N').replace(/: .*$/, '');
+}

@@ -1,0 +1,136 @@
+import { randomBytes } from 'node:crypto';
+import type { DestinationConfig } from '../config/syncConfig';
+import { discoverExports, resolveRefresh, type ExportRefresh } from '../ci/exportRefresh';
+import { parseExportBlobName } from '../ci/layout';
+import { checkColumns } from '../mapping/rowMapper';
+import { describeError, ExportNotReadyError, InvalidInputError } from '../errors';
+import { encodeMessage } from '../queue/messages';
+import { runIdFor } from '../runs/runLedger';
+import { runCountsSchema, type RunRecord, type RunTrigger } from '../runs/runRecord';
+import type { ConnectorDeps } from './deps';
+import { ensureReady } from './connector';
+
+export interface SyncRequest {
+  trigger: RunTrigger;
+  /** Only this destination; all configured ones when absent. */
+  destination?: string;
+  /** Only these segments (tables) of the destination. */
+  segments?: string[];
+  /** Send every profile in full and rebuild the delivered state, even if this refresh was synced. */
+  force?: boolean;
+}
+
+export interface SyncRequestOutcome {
+  runs: { runId: string; destination: string; instance: string; refresh: string; created: boolean; status: string }[];
+  /** Destinations that could not start, with the reason (a missing partition, a bad model.json). */
+  problems: { destination: string; instance?: string; error: string; retryable: boolean }[];
+}
+
+function selectDestinations(deps: ConnectorDeps, request: SyncRequest): DestinationConfig[] {
+  let destinations = deps.config.destinations;
+  if (request.destination) {
+    destinations = destinations.filter((d) => d.name === request.destination);
+    if (destinations.length === 0) {
+      throw new InvalidInputError(`destination "${request.destination}" is not configured (configured: ${deps.config.destinations.map((d) => d.name).join(', ')})`);
+    }
+  }
+  if (request.segments?.length) {
+    const wanted = new Set(request.segments);
+    destinations = destinations.map((d) => {
+      const unknown = request.segments!.filter((s) => !d.segments.some((c) => c.table === s));
+      if (unknown.length) throw new InvalidInputError(`segments ${unknown.join(', ')} are not configured for destination "${d.name}"`);
+      return { ...d, segments: d.segments.filter((s) => wanted.has(s.table)) };
+    });
+  }
+  return destinations;
+}
+
+/**
+ * Resolves the refreshes to sync and creates one run per refresh, idempotently: the run id
+ * derives from the refresh, so a timer tick, an HTTP call and a blob event for the same refresh
+ * meet on the same record and only the first one enqueues it.
+ */
+export async function requestSync(deps: ConnectorDeps, request: SyncRequest): Promise<SyncRequestOutcome> {
+  await ensureReady(deps);
+  const outcome: SyncRequestOutcome = { runs: [], problems: [] };
+  for (const destination of selectDestinations(deps, request)) {
+    const locations = await discoverExports(deps.storage.exportContainer, destination);
+    if (locations.length === 0) {
+      outcome.problems.push({ destination: destination.name, error: `no CustomerInsights_*/${destination.name}/model.json in container ${deps.settings.exportContainer}`, retryable: true });
+      continue;
+    }
+    for (const location of locations) {
+      try {
+        const refresh = await resolveRefresh(deps.storage.exportContainer, location, destination);
+        for (const segment of refresh.segments) checkColumns(destination, segment.table, segment.attributes);
+        const run = await createRun(deps, refresh, request);
+        outcome.runs.push({ runId: run.run.runId, destination: destination.name, instance: location.instance, refresh: refresh.label, created: run.created, status: run.run.status });
+      } catch (error) {
+        if (!(error instanceof InvalidInputError) && !(error instanceof ExportNotReadyError)) throw error;
+        deps.log.warn(`sync of ${location.instance}/${destination.name} not started: ${describeError(error)}`);
+        outcome.problems.push({ destination: destination.name, instance: location.instance, error: error.message, retryable: error.retryable });
+      }
+    }
+  }
+  return outcome;
+}
+
+/** A blob landed in the export container: sync the refresh it belongs to, if it is complete. */
+export async function requestSyncForBlob(deps: ConnectorDeps, blobName: string): Promise<SyncRequestOutcome> {
+  const location = parseExportBlobName(blobName);
+  if (!location) return { runs: [], problems: [] };
+  const destination = deps.config.destinations.find((d) => d.name === location.destination && (!d.instance || d.instance === location.instance));
+  if (!destination) return { runs: [], problems: [] };
+  if (location.partition && !destination.segments.some((s) => s.table.toLowerCase() === location.partition!.table.toLowerCase())) {
+    return { runs: [], problems: [] };
+  }
+  await ensureReady(deps);
+  try {
+    const refresh = await resolveRefresh(deps.storage.exportContainer, location, { ...destination, instance: location.instance });
+    // A part file newer than model.json's refresh means CI is still writing: model.json's own event will start it.
+    if (location.partition && !refresh.segments.some((s) => s.partitions.some((p) => p.blobName === blobName))) {
+      return { runs: [], problems: [{ destination: destination.name, instance: location.instance, error: `${blobName} is not (yet) part of model.json's refresh; waiting for model.json`, retryable: true }] };
+    }
+    for (const segment of refresh.segments) checkColumns(destination, segment.table, segment.attributes);
+    const run = await createRun(deps, refresh, { trigger: 'blob' });
+    return { runs: [{ runId: run.run.runId, destination: destination.name, instance: location.instance, refresh: refresh.label, created: run.created, status: run.run.status }], problems: [] };
+  } catch (error) {
+    if (error instanceof ExportNotReadyError) {
+      deps.log.info(`export ${location.instance}/${location.destination} not complete yet: ${error.message}`);
+      return { runs: [], problems: [{ destination: destination.name, instance: location.instance, error: error.message, retryable: true }] };
+    }
+    throw error;
+  }
+}
+
+async function createRun(deps: ConnectorDeps, refresh: ExportRefresh, request: Pick<SyncRequest, 'trigger' | 'force'>): Promise<{ created: boolean; run: RunRecord }> {
+  const force = request.force ?? false;
+  const runId = runIdFor(refresh.modelJsonPath, refresh.refreshKey, force, force ? randomBytes(4).toString('hex') : undefined);
+  const now = new Date().toISOString();
+  const created = await deps.ledger.create({
+    runId,
+    status: 'queued',
+    trigger: request.trigger,
+    destination: refresh.destination,
+    instance: refresh.instance,
+    modelJsonPath: refresh.modelJsonPath,
+    refreshKey: refresh.refreshKey,
+    refreshLabel: refresh.label,
+    force,
+    enqueueDone: false,
+    createdAt: now,
+    updatedAt: now,
+    rejectedByReason: '{}',
+    sources: JSON.stringify(refresh.segments),
+    ...runCountsSchema.parse({}),
+  });
+  // A run still queued may have lost its message to a crash right after the insert: send it again;
+  // the enqueuer's lease makes a second copy harmless.
+  if (created.created || created.run.status === 'queued') {
+    await deps.storage.runQueue.sendMessage(encodeMessage({ kind: 'startRun', runId }));
+    deps.log.info(`run ${runId} queued: ${refresh.instance}/${refresh.destination} refresh ${refresh.label} (${request.trigger}${force ? ', force' : ''})`);
+  } else {
+    deps.log.info(`run ${runId} already exists for ${refresh.instance}/${refresh.destination} refresh ${refresh.label} (status ${created.run.status}); not started again`);
+  }
+  return created;
+}
