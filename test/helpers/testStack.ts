@@ -1,0 +1,84 @@
+import type { SyncConfig } from '../../shared/config/syncConfig';
+import type { Logger } from '../../shared/log';
+import { startAzurite, type AzuriteInstance } from '../../local/azurite';
+import { BrazeServer, type BrazeServerOptions } from '../../local/brazeServer';
+import { LocalFunctionApp } from '../../local/stack';
+import type { HostQueueSettings } from '../../local/queueHost';
+
+export const TEST_API_KEY = '6f1c2b8e-1a2b-4c3d-9e8f-0a1b2c3d4e5f';
+
+/** Every log line, so tests can assert what never appears in one. */
+export class RecordingLogger implements Logger {
+  readonly lines: string[] = [];
+  info(message: string): void {
+    this.lines.push(message);
+  }
+  warn(message: string): void {
+    this.lines.push(message);
+  }
+  error(message: string): void {
+    this.lines.push(message);
+  }
+}
+
+export function testConfig(overrides: Partial<SyncConfig['destinations'][number]> = {}): SyncConfig {
+  return {
+    destinations: [
+      {
+        name: 'BrazeExport',
+        segments: [
+          { table: 'HighValue', brazeSegmentId: 'seg-high-value', attribute: 'ci_high_value' },
+          { table: 'Newsletter', brazeSegmentId: 'ci_newsletter' },
+        ],
+        matching: { emailColumn: 'EMail', customerIdColumn: 'CustomerId', customerIdIsExternalId: true, fallbackIdentifiers: ['email', 'user_alias'], aliasLabel: 'ci_customer_id' },
+        fields: { FirstName: 'first_name', LoyaltyPoints: 'loyalty_points' },
+        leaverValue: null,
+        ...overrides,
+      },
+    ],
+  };
+}
+
+export interface TestStack {
+  azurite: AzuriteInstance;
+  braze: BrazeServer;
+  app: LocalFunctionApp;
+  log: RecordingLogger;
+  env: Record<string, string>;
+  stop(): Promise<void>;
+}
+
+/** Real Azurite and the local Braze server; the function app with its real handlers. */
+export async function startTestStack(
+  options: { config?: SyncConfig; braze?: Partial<BrazeServerOptions>; env?: Record<string, string>; hostSettings?: Partial<HostQueueSettings>; lockSeconds?: number; azurite?: AzuriteInstance } = {},
+): Promise<TestStack> {
+  const azurite = options.azurite ?? (await startAzurite());
+  const braze = new BrazeServer({ apiKey: TEST_API_KEY, ...options.braze });
+  const endpoint = await braze.start();
+  const log = new RecordingLogger();
+  const env = {
+    AzureWebJobsStorage: azurite.connectionString,
+    EXPORT_CONTAINER: 'customer-insights',
+    BRAZE_REST_ENDPOINT: endpoint,
+    BRAZE_API_KEY: TEST_API_KEY,
+    SYNC_CONFIG: JSON.stringify(options.config ?? testConfig()),
+    BRAZE_RETRY_DELAY_MS: '20',
+    BRAZE_MAX_RETRY_DELAY_MS: '200',
+    BRAZE_REQUEST_TIMEOUT_MS: '2000',
+    ...options.env,
+  };
+  const app = new LocalFunctionApp({ env, log, hostSettings: { visibilityTimeout: '00:00:00', maxPollingInterval: '00:00:00.200', ...options.hostSettings }, lockSeconds: options.lockSeconds });
+  await app.start();
+  return {
+    azurite,
+    braze,
+    app,
+    log,
+    env,
+    stop: async () => {
+      await app.stop();
+      await braze.stop();
+      if (!options.azurite) await azurite.stop();
+    },
+  };
+}
