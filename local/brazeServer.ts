@@ -15,6 +15,8 @@ export interface BrazeFaults {
   reset?: number;
   /** Share of requests never answered (the client must time out). */
   hang?: number;
+  /** Share of rate windows whose whole budget another tool of the workspace already spent (every request 429). */
+  exhaustedWindows?: number;
 }
 
 export interface BrazeServerOptions {
@@ -60,6 +62,7 @@ export class BrazeServer {
   private readonly server: http.Server;
   private readonly sockets = new Set<Socket>();
   private random: () => number;
+  private readonly windowFate = new Map<number, boolean>();
   private latencyMs: number;
   url = '';
 
@@ -113,7 +116,8 @@ export class BrazeServer {
     if (key !== this.apiKey) return this.send(response, 401, { message: `Invalid API key: ${key}` });
 
     const window = this.windowOf(now);
-    const used = (this.stats.perWindow.get(window) ?? 0) + 1;
+    if (!this.windowFate.has(window)) this.windowFate.set(window, this.random() < (this.faults.exhaustedWindows ?? 0));
+    const used = (this.stats.perWindow.get(window) ?? 0) + 1 + (this.windowFate.get(window) ? this.rateLimit : 0);
     this.stats.perWindow.set(window, used);
     const resetEpochSeconds = Math.ceil(((window + 1) * this.rateWindowMs) / 1000);
     const rateHeaders = {

@@ -37,6 +37,8 @@ export const appSettingsSchema = z
     BRAZE_MAX_CONCURRENT_REQUESTS: positiveInt(32),
     /** How long one sender invocation may spend before it re-enqueues the rest of its batch. */
     SENDER_BUDGET_MS: positiveInt(120_000),
+    /** How long a run's enqueuer holds it before another worker may take over (after a crash). */
+    ENQUEUE_LEASE_MS: positiveInt(60_000),
   })
   .superRefine((s, ctx) => {
     const identityBased = s.AzureWebJobsStorage__blobServiceUri && s.AzureWebJobsStorage__queueServiceUri;
@@ -85,6 +87,7 @@ export interface AppSettings {
     maxConcurrentRequests: number;
   };
   senderBudgetMs: number;
+  enqueueLeaseMs: number;
 }
 
 /** Formats zod issues as `FIELD: message` lines so a start-up failure names the bad setting. */
@@ -123,5 +126,6 @@ export function loadAppSettings(env: Record<string, string | undefined>): AppSet
       maxConcurrentRequests: s.BRAZE_MAX_CONCURRENT_REQUESTS,
     },
     senderBudgetMs: s.SENDER_BUDGET_MS,
+    enqueueLeaseMs: s.ENQUEUE_LEASE_MS,
   };
 }

@@ -15,9 +15,6 @@ import type { ConnectorDeps } from './deps';
 import { readExportRows, partitionList } from './exportRows';
 import { finalizeRun } from './finalizeRun';
 
-/** How long an enqueuer holds a run before another may assume it crashed. Renewed while it works. */
-export const ENQUEUE_LEASE_MS = 60_000;
-
 export type RunStepResult = { kind: 'done' } | { kind: 'deferred'; delayMs: number; reason: string };
 
 const segmentRefreshListSchema = z.array(z.custom<SegmentRefresh>((v) => typeof v === 'object' && v !== null && 'partitions' in v));
@@ -44,15 +41,15 @@ export async function enqueueRun(deps: ConnectorDeps, runId: string): Promise<Ru
   const leased = await deps.ledger.update(runId, (current) => {
     if (isTerminal(current.status) || current.enqueueDone) return undefined;
     if (current.status === 'enqueuing' && current.leaseUntil && Date.parse(current.leaseUntil) > deps.clock.now()) return undefined;
-    return { status: 'enqueuing', leaseUntil: new Date(deps.clock.now() + ENQUEUE_LEASE_MS).toISOString() };
+    return { status: 'enqueuing', leaseUntil: new Date(deps.clock.now() + deps.settings.enqueueLeaseMs).toISOString() };
   });
   if (!leased.changed) return { kind: 'done' };
 
   const renew = setInterval(() => {
     deps.ledger
-      .update(runId, (current) => (current.status === 'enqueuing' ? { leaseUntil: new Date(deps.clock.now() + ENQUEUE_LEASE_MS).toISOString() } : undefined))
+      .update(runId, (current) => (current.status === 'enqueuing' ? { leaseUntil: new Date(deps.clock.now() + deps.settings.enqueueLeaseMs).toISOString() } : undefined))
       .catch((error) => deps.log.warn(`run ${runId}: lease renewal failed: ${describeError(error)}`));
-  }, ENQUEUE_LEASE_MS / 3);
+  }, deps.settings.enqueueLeaseMs / 3);
   try {
     const destination = findDestination(deps.config, run.destination, run.instance);
     if (!destination) throw new InvalidInputError(`destination "${run.destination}" is no longer in the mapping config`);

@@ -1,0 +1,228 @@
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { HttpRequest, InvocationContext } from '@azure/functions';
+import { runResume } from '../../functions/runResume';
+import { runStatus } from '../../functions/runStatus';
+import { rowsAccountedFor, type RunRecord } from '../../shared/runs/runRecord';
+import { requestSync } from '../../shared/sync/startSync';
+import { startAzurite } from '../../local/azurite';
+import { BrazeServer } from '../../local/brazeServer';
+import { LocalFunctionApp } from '../../local/stack';
+import { startTestStack, TEST_API_KEY, testConfig, RecordingLogger, type TestStack } from '../helpers/testStack';
+import { customerId, expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
+
+const context = () => new InvocationContext({ functionName: 'test', invocationId: 'test', logHandler: () => undefined });
+
+function brazeMismatches(braze: BrazeServer, expected: Map<string, Record<string, unknown>>): string[] {
+  const out: string[] = [];
+  const norm = (o: Record<string, unknown> | undefined) => o && JSON.stringify(Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b))));
+  for (const [key, profile] of expected) if (norm(braze.profile(key)) !== norm(profile)) out.push(`${key}: ${norm(braze.profile(key))} ≠ ${norm(profile)}`);
+  if (braze.profiles.size !== expected.size) out.push(`Braze holds ${braze.profiles.size} profiles, expected ${expected.size}`);
+  return out;
+}
+
+function expectCountsAddUp(run: RunRecord) {
+  expect(rowsAccountedFor(run)).toBe(run.rowsRead);
+  expect(run.usersDelivered + run.usersRejected + run.usersFailed).toBe(run.usersEnqueued);
+  expect(run.rowsEnqueued).toBe(run.rowsDelivered + run.rowsRejectedBraze + run.rowsFailed);
+}
+
+async function startRun(stack: { app: LocalFunctionApp }): Promise<string> {
+  const outcome = await requestSync(stack.app.deps, { trigger: 'http' });
+  expect(outcome.problems).toEqual([]);
+  return outcome.runs[0].runId;
+}
+
+describe('delivery under Braze faults', () => {
+  let stack: TestStack | undefined;
+  afterEach(async () => {
+    await stack?.stop();
+    stack = undefined;
+  });
+
+  it('ends with Braze equal to the export, profile by profile, through 500s, resets, hangs, HTML 502s, 429 bursts and partial errors', async () => {
+    stack = await startTestStack({
+      braze: {
+        rateLimit: 100,
+        rateWindowMs: 500,
+        seed: 7,
+        faults: { http500: 0.025, http500AfterApply: 0.025, reset: 0.02, hang: 0.01, html502: 0.01, exhaustedWindows: 0.15 },
+      },
+      env: { BRAZE_REQUEST_TIMEOUT_MS: '300', BRAZE_RETRY_DELAY_MS: '10', BRAZE_MAX_RETRY_DELAY_MS: '100', BRAZE_MAX_RETRIES: '8', BRAZE_RATE_LIMIT_RESERVE_SHARE: '0' },
+    });
+    const profiles = makeProfiles(1, 15000);
+    // Rows Braze refuses one by one (2xx with errors[]).
+    const refused = makeProfiles(15001, 15010);
+    const refusedRows = [...refused.values()].map((p) => ({ ...p, id: `reject-${p.id}` }));
+    await writeRefresh(stack.app.deps.storage.exportContainer, [...profiles.values(), ...refusedRows], '2026/11/28/0600', 3);
+    const runId = await startRun(stack);
+    const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 110_000 });
+
+    expect(run.status).toBe('completed');
+    expect(run.usersFailed).toBe(0);
+    expect(run.usersRejected).toBe(10);
+    expectCountsAddUp(run);
+    expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
+    const seen = stack.braze.stats.byStatus;
+    expect(seen[500]).toBeGreaterThan(0);
+    expect(seen[502]).toBeGreaterThan(0);
+    expect(seen[429]).toBeGreaterThan(0);
+    expect(seen[201]).toBeGreaterThan(0);
+    expect(stack.app.hosts.reduce((n, h) => n + h.poisoned, 0)).toBe(0);
+  }, 120_000);
+
+  it('isolates the rows of a request Braze refuses whole (400), so the good rows still land', async () => {
+    stack = await startTestStack();
+    const profiles = makeProfiles(1, 150);
+    const poisoned = { ...profiles.get(customerId(40))!, id: 'bad-request-40' };
+    await writeRefresh(stack.app.deps.storage.exportContainer, [...profiles.values(), poisoned], '2026/11/28/0600', 1);
+    const runId = await startRun(stack);
+    const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 60_000 });
+    expect(run.status).toBe('completed');
+    expect(run.usersRejected).toBe(1);
+    expect(run.usersDelivered).toBe(150);
+    // Counted in rows: the profile is in both segments.
+    expect(JSON.parse(run.rejectedByReason)).toEqual({ "Braze N: Invalid 'attributes' object": 2 });
+    expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
+  });
+
+  it('hands a batch back with a visibility delay while Braze is down, instead of burning its dequeue count', async () => {
+    stack = await startTestStack({ braze: { faults: { http500: 1 } }, env: { SENDER_BUDGET_MS: '300', BRAZE_RETRY_DELAY_MS: '50', BRAZE_MAX_RETRY_DELAY_MS: '100' } });
+    const profiles = makeProfiles(1, 100);
+    await writeRefresh(stack.app.deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
+    const runId = await startRun(stack);
+    const started = Date.now();
+    while (!stack.log.lines.some((l) => l.includes('handed back'))) {
+      if (Date.now() - started > 30_000) throw new Error('no batch was handed back');
+      await new Promise((r) => setTimeout(r, 50));
+    }
+    stack.braze.faults = {};
+    const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 60_000 });
+    expect(run.status).toBe('completed');
+    expect(run.usersDelivered).toBe(100);
+    expect(stack.app.hosts.reduce((n, h) => n + h.failed, 0)).toBe(0);
+    expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
+  });
+
+  it('halts on bad credentials with a redacted message, keeps the rest, and completes after resume', async () => {
+    stack = await startTestStack({ braze: { latencyMs: 5 }, env: { BRAZE_MAX_CONCURRENT_REQUESTS: '2' } });
+    const profiles = makeProfiles(1, 3000);
+    await writeRefresh(stack.app.deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 2);
+    const runId = await startRun(stack);
+    while (stack.braze.stats.objectsApplied < 300) await new Promise((r) => setTimeout(r, 10));
+    // The key is revoked mid-run; Braze echoes the key it got in the 401 body.
+    stack.braze.apiKey = 'rotated-key';
+    const [halted] = await stack.app.waitForRuns([runId], { timeoutMs: 60_000 });
+    expect(halted.status).toBe('halted');
+    expect(halted.error).toMatch(/Braze answered 401: Invalid API key: \[redacted\]/);
+    expect(halted.error).not.toContain(TEST_API_KEY);
+    for (const line of stack.log.lines) expect(line).not.toContain(TEST_API_KEY);
+    expect(halted.usersParked).toBeGreaterThan(0);
+    expect(halted.usersFailed).toBe(0);
+    // Wait for every in-flight batch to be parked or recorded.
+    await waitFor(async () => {
+      const r = (await stack!.app.deps.ledger.get(runId))!;
+      return r.usersDelivered + r.usersParked === r.usersEnqueued && r.enqueueDone;
+    });
+    const status = await runStatus(new HttpRequest({ method: 'GET', url: 'http://localhost/api/runs/x', params: { id: runId } }), context());
+    expect(status.jsonBody).toMatchObject({ status: 'halted' });
+
+    stack.braze.apiKey = TEST_API_KEY;
+    const resumed = await runResume(new HttpRequest({ method: 'POST', url: 'http://localhost/api/runs/x/resume', params: { id: runId } }), context());
+    expect(resumed.status).toBe(202);
+    expect((resumed.jsonBody as { requeuedBatches: number }).requeuedBatches).toBeGreaterThan(0);
+    const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 60_000 });
+    expect(run.status).toBe('completed');
+    expect(run.usersDelivered).toBe(3000);
+    expectCountsAddUp(run);
+    expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
+  });
+
+  it('counts a poisoned batch as failed and re-queues it on resume', async () => {
+    stack = await startTestStack();
+    const profiles = makeProfiles(1, 10);
+    await writeRefresh(stack.app.deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
+    // The sender is stopped, so the batch waits in the queue; we move it to poison as the host would after maxDequeueCount failures.
+    await stack.app.hosts[1].stop();
+    const runId = await startRun(stack);
+    await waitFor(async () => (await stack!.app.deps.ledger.get(runId))!.enqueueDone);
+    const { batchQueue, batchPoisonQueue } = stack.app.deps.storage;
+    const received = await batchQueue.receiveMessages({ numberOfMessages: 32 });
+    for (const m of received.receivedMessageItems) {
+      await batchPoisonQueue.sendMessage(m.messageText);
+      await batchQueue.deleteMessage(m.messageId, m.popReceipt);
+    }
+    const [failed] = await stack.app.waitForRuns([runId], { timeoutMs: 30_000 });
+    expect(failed.status).toBe('completed');
+    expect(failed.usersFailed).toBe(10);
+    expect(failed.rowsFailed).toBe(failed.rowsRead);
+    expectCountsAddUp(failed);
+
+    stack.app.hosts[1].start();
+    const resumed = await runResume(new HttpRequest({ method: 'POST', url: 'http://localhost/api/runs/x/resume', params: { id: runId } }), context());
+    expect(resumed.status).toBe(202);
+    await waitFor(async () => (await stack!.app.deps.ledger.get(runId))!.usersDelivered === 10);
+    const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 30_000 });
+    expect(run.usersFailed).toBe(0);
+    expectCountsAddUp(run);
+    expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
+  });
+
+  it('completes a run whose worker is killed mid-run, with nothing lost', async () => {
+    const azurite = await startAzurite();
+    const braze = new BrazeServer({ apiKey: TEST_API_KEY, latencyMs: 3 });
+    const endpoint = await braze.start();
+    const env = {
+      ...process.env,
+      AzureWebJobsStorage: azurite.connectionString,
+      EXPORT_CONTAINER: 'customer-insights',
+      BRAZE_REST_ENDPOINT: endpoint,
+      BRAZE_API_KEY: TEST_API_KEY,
+      SYNC_CONFIG: JSON.stringify(testConfig()),
+      BRAZE_MAX_CONCURRENT_REQUESTS: '2',
+      ENQUEUE_LEASE_MS: '3000',
+      LOCAL_LOCK_SECONDS: '3',
+    };
+    const log = new RecordingLogger();
+    // This process only triggers and observes; the functions run in worker processes.
+    const observer = new LocalFunctionApp({ env, log });
+    const workers: ChildProcess[] = [];
+    const spawnWorker = () => {
+      const child = spawn(process.execPath, [path.join(__dirname, '..', '..', 'dist', 'local', 'worker.js')], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+      child.stdout!.resume();
+      child.stderr!.resume();
+      workers.push(child);
+      return child;
+    };
+    try {
+      const profiles = makeProfiles(1, 4000);
+      await writeRefresh(observer.deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 2);
+      const runId = await startRun({ app: observer });
+      const first = spawnWorker();
+      await waitFor(async () => braze.stats.objectsApplied > 500, 60_000);
+      first.kill('SIGKILL');
+      await new Promise((r) => first.once('exit', r));
+      const appliedAtKill = braze.stats.objectsApplied;
+      expect(appliedAtKill).toBeLessThan(5000);
+      spawnWorker();
+      const [run] = await observer.waitForRuns([runId], { timeoutMs: 90_000 });
+      expect(run.status).toBe('completed');
+      expect(run.usersDelivered).toBe(4000);
+      expectCountsAddUp(run);
+      expect(brazeMismatches(braze, expectedBraze([profiles]))).toEqual([]);
+    } finally {
+      for (const w of workers) w.kill('SIGKILL');
+      await braze.stop();
+      await azurite.stop();
+    }
+  }, 120_000);
+});
+
+async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
