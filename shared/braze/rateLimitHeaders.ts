@@ -7,8 +7,10 @@ export interface RateLimitObservation {
 
 type HeaderBag = Record<string, unknown>;
 
+/** Header names are case-insensitive (and lowercase over HTTP/2). */
 function header(headers: HeaderBag, name: string): string | undefined {
-  const value = headers[name] ?? headers[name.toLowerCase()];
+  const key = Object.keys(headers).find((k) => k.toLowerCase() === name);
+  const value = key === undefined ? undefined : headers[key];
   if (Array.isArray(value)) return value[0] !== undefined ? String(value[0]) : undefined;
   return value === undefined || value === null ? undefined : String(value);
 }

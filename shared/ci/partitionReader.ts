@@ -49,8 +49,10 @@ export async function* readPartition(
   attributes: CdmAttribute[],
   onColumns: (columns: PartitionColumns) => void,
 ): AsyncGenerator<PartitionRecord> {
+  // Parser callbacks run in file order; numbering rows there keeps skipped rows in their place.
   const skipped: PartitionRecord[] = [];
-  let row = 0;
+  let headerPending = format.columnHeaders;
+  let rowCounter = 0;
   const parser = parse({
     delimiter: format.delimiter,
     encoding: format.encoding,
@@ -59,38 +61,44 @@ export async function* readPartition(
     skip_empty_lines: true,
     skip_records_with_error: true,
     on_skip: (error: CsvError | undefined) => {
-      row += 1;
+      rowCounter += 1;
       const line = (error as { lines?: number } | undefined)?.lines ?? 0;
-      skipped.push({ kind: 'invalid', row, line, reason: `unreadable CSV: ${error?.message ?? 'parse error'}` });
+      skipped.push({ kind: 'invalid', row: rowCounter, line, reason: `unreadable CSV: ${error?.message ?? 'parse error'}` });
       return undefined;
     },
-    on_record: (values: string[], context: { lines: number }) => ({ values, line: context.lines }),
+    on_record: (values: string[], context: { lines: number }) => {
+      if (headerPending) {
+        headerPending = false;
+        return { values, line: context.lines, row: 0 };
+      }
+      rowCounter += 1;
+      return { values, line: context.lines, row: rowCounter };
+    },
   } as unknown as Options);
   body.on('error', (error) => parser.destroy(error));
   body.pipe(parser);
 
   let expected = attributes.length;
-  let headerPending = format.columnHeaders;
-  if (!headerPending) onColumns(columnsByPosition(attributes));
+  if (!format.columnHeaders) onColumns(columnsByPosition(attributes));
+  let sawHeader = false;
 
-  for await (const record of parser as AsyncIterable<{ values: string[]; line: number }>) {
-    while (skipped.length) yield skipped.shift()!;
-    if (headerPending) {
-      headerPending = false;
+  for await (const record of parser as AsyncIterable<{ values: string[]; line: number; row: number }>) {
+    while (skipped.length && skipped[0].row < record.row) yield skipped.shift()!;
+    if (record.row === 0) {
+      sawHeader = true;
       const columns = columnsByHeader(record.values, attributes);
       expected = record.values.length;
       onColumns(columns);
       continue;
     }
-    row += 1;
     if (record.values.length !== expected) {
-      yield { kind: 'invalid', row, line: record.line, reason: `expected ${expected} columns, found ${record.values.length}` };
+      yield { kind: 'invalid', row: record.row, line: record.line, reason: `expected ${expected} columns, found ${record.values.length}` };
       continue;
     }
-    yield { kind: 'row', row, line: record.line, values: record.values };
+    yield { kind: 'row', row: record.row, line: record.line, values: record.values };
   }
   while (skipped.length) yield skipped.shift()!;
-  if (headerPending) onColumns(columnsByPosition(attributes));
+  if (format.columnHeaders && !sawHeader) onColumns(columnsByPosition(attributes));
 }
 
 function columnsByPosition(attributes: CdmAttribute[]): PartitionColumns {

@@ -8,23 +8,23 @@ const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
  */
 export function parseBrazeEndpoint(raw: string, settingName = 'BRAZE_REST_ENDPOINT'): string {
   const trimmed = raw.trim();
-  if (!trimmed) throw new InvalidInputError(`${settingName} is empty`);
+  if (!trimmed) throw new InvalidInputError(`${settingName}: is empty`);
   const withScheme = /^[a-z][a-z0-9+.-]*:\/\//i.test(trimmed) ? trimmed : `https://${trimmed}`;
   let url: URL;
   try {
     url = new URL(withScheme);
   } catch {
-    throw new InvalidInputError(`${settingName} is not a host name or URL: "${trimmed}"`);
+    throw new InvalidInputError(`${settingName}: is not a host name or URL: "${trimmed}"`);
   }
   if (url.protocol !== 'https:' && url.protocol !== 'http:') {
-    throw new InvalidInputError(`${settingName} must use https, got ${url.protocol}`);
+    throw new InvalidInputError(`${settingName}: must use https, got ${url.protocol}`);
   }
   if (url.protocol === 'http:' && !LOOPBACK_HOSTS.has(url.hostname) && !url.hostname.startsWith('127.')) {
     throw new InvalidInputError(
-      `${settingName} uses plain http for ${url.hostname}; http is only allowed for loopback addresses`,
+      `${settingName}: plain http is only allowed for loopback addresses, not ${url.hostname}`,
     );
   }
-  if (url.username || url.password) throw new InvalidInputError(`${settingName} must not carry credentials`);
-  if (url.search || url.hash) throw new InvalidInputError(`${settingName} must not carry a query or fragment`);
+  if (url.username || url.password) throw new InvalidInputError(`${settingName}: must not carry credentials`);
+  if (url.search || url.hash) throw new InvalidInputError(`${settingName}: must not carry a query or fragment`);
   return `${url.protocol}//${url.host}${url.pathname.replace(/\/+$/, '')}`;
 }

@@ -39,26 +39,25 @@ export const appSettingsSchema = z
     SENDER_BUDGET_MS: positiveInt(120_000),
     /** How long a run's enqueuer holds it before another worker may take over (after a crash). */
     ENQUEUE_LEASE_MS: positiveInt(60_000),
-  })
-  .superRefine((s, ctx) => {
-    const identityBased = s.AzureWebJobsStorage__blobServiceUri && s.AzureWebJobsStorage__queueServiceUri;
-    if (!s.AzureWebJobsStorage && !identityBased) {
-      ctx.addIssue({
-        code: 'custom',
-        path: ['AzureWebJobsStorage'],
-        message:
-          'is required: a connection string, or AzureWebJobsStorage__blobServiceUri, __queueServiceUri and __tableServiceUri for identity-based access',
-      });
-    }
-    if (!s.SYNC_CONFIG && !s.SYNC_CONFIG_FILE) {
-      ctx.addIssue({ code: 'custom', path: ['SYNC_CONFIG'], message: 'is required: the mapping config as JSON, or SYNC_CONFIG_FILE with its path' });
-    }
-    try {
-      parseBrazeEndpoint(s.BRAZE_REST_ENDPOINT);
-    } catch (error) {
-      ctx.addIssue({ code: 'custom', path: ['BRAZE_REST_ENDPOINT'], message: (error as Error).message });
-    }
   });
+
+/** Rules across settings, checked on the raw environment so they are reported with the field errors. */
+function crossFieldIssues(env: Record<string, string | undefined>): string[] {
+  const issues: string[] = [];
+  const identityBased = env.AzureWebJobsStorage__blobServiceUri && env.AzureWebJobsStorage__queueServiceUri;
+  if (!env.AzureWebJobsStorage && !identityBased) {
+    issues.push('  - AzureWebJobsStorage: is required: a connection string, or AzureWebJobsStorage__blobServiceUri, __queueServiceUri and __tableServiceUri for identity-based access');
+  }
+  if (!env.SYNC_CONFIG && !env.SYNC_CONFIG_FILE) issues.push('  - SYNC_CONFIG: is required: the mapping config as JSON, or SYNC_CONFIG_FILE with its path');
+  if (env.BRAZE_REST_ENDPOINT) {
+    try {
+      parseBrazeEndpoint(env.BRAZE_REST_ENDPOINT);
+    } catch (error) {
+      issues.push(`  - ${(error as Error).message}`);
+    }
+  }
+  return issues;
+}
 
 export type AppSettingsInput = z.input<typeof appSettingsSchema>;
 
@@ -101,7 +100,11 @@ export function formatIssues(what: string, error: z.ZodError): string {
 
 export function loadAppSettings(env: Record<string, string | undefined>): AppSettings {
   const parsed = appSettingsSchema.safeParse(env);
-  if (!parsed.success) throw new InvalidInputError(formatIssues('App settings', parsed.error));
+  const extra = crossFieldIssues(env);
+  if (!parsed.success || extra.length) {
+    const fieldIssues = parsed.success ? 'App settings is invalid:' : formatIssues('App settings', parsed.error);
+    throw new InvalidInputError([fieldIssues, ...extra].join('\n'));
+  }
   const s = parsed.data;
   return {
     storage: {

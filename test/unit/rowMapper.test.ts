@@ -1,0 +1,82 @@
+import { parseSyncConfig } from '../../shared/config/syncConfig';
+import { createRowMapper } from '../../shared/mapping/rowMapper';
+import type { CdmAttribute } from '../../shared/ci/modelJson';
+
+const attributes: CdmAttribute[] = [
+  { name: 'CustomerId', dataType: 'GUID' },
+  { name: 'EMail', dataType: 'string' },
+  { name: 'FirstName', dataType: 'string' },
+  { name: 'Points', dataType: 'int64' },
+  { name: 'Vip', dataType: 'boolean' },
+  { name: 'Since', dataType: 'dateTime' },
+  { name: 'Prefs', dataType: 'JSON' },
+];
+const columns = { indexOf: new Map(attributes.map((a, i) => [a.name, i])), count: attributes.length };
+
+function mapperFor(matching: Record<string, unknown> = {}) {
+  const config = parseSyncConfig(
+    JSON.stringify({
+      destinations: [
+        {
+          name: 'D',
+          segments: [{ table: 'S', brazeSegmentId: 'seg' }],
+          matching: { emailColumn: 'EMail', customerIdColumn: 'CustomerId', ...matching },
+          fields: { FirstName: 'first_name', Points: 'points', Vip: 'is_vip', Since: 'customer_since', Prefs: 'prefs' },
+        },
+      ],
+    }),
+    'test',
+  );
+  return createRowMapper(config.destinations[0], attributes, columns);
+}
+
+const row = (overrides: Partial<Record<string, string>> = {}) => {
+  const values: Record<string, string> = { CustomerId: 'c-1', EMail: ' Ana@Example.COM ', FirstName: 'Ana', Points: '42', Vip: 'true', Since: '2024-02-03T04:05:06Z', Prefs: '{"lang":"de"}', ...overrides };
+  return attributes.map((a) => values[a.name]);
+};
+
+describe('a CSV row becomes one Braze user', () => {
+  it('keys by external_id, lower-cases the e-mail and types every field by its CDM dataType', () => {
+    expect(mapperFor()(row())).toEqual({
+      ok: true,
+      profile: {
+        key: 'x:c-1',
+        identifier: { external_id: 'c-1' },
+        fields: { email: 'ana@example.com', first_name: 'Ana', points: 42, is_vip: true, customer_since: '2024-02-03T04:05:06.000Z', prefs: { lang: 'de' } },
+        fieldIssues: [],
+      },
+    });
+  });
+
+  it('drops and reports an invalid e-mail on a row with an external_id, and sends the rest', () => {
+    const result = mapperFor()(row({ EMail: 'ana@' }));
+    expect(result).toMatchObject({ ok: true, profile: { fieldIssues: ['email: invalid e-mail address, not sent'] } });
+    expect(result.ok && 'email' in result.profile.fields).toBe(false);
+  });
+
+  it('keys a row without customer ID by e-mail, then by alias; rejects one with neither', () => {
+    expect(mapperFor()(row({ CustomerId: '' }))).toMatchObject({ ok: true, profile: { key: 'e:ana@example.com', identifier: { email: 'ana@example.com' } } });
+    expect(mapperFor({ customerIdIsExternalId: false, fallbackIdentifiers: ['user_alias'] })(row())).toMatchObject({
+      ok: true,
+      profile: { key: 'a:ci_customer_id:c-1', identifier: { user_alias: { alias_name: 'c-1', alias_label: 'ci_customer_id' } } },
+    });
+    expect(mapperFor()(row({ CustomerId: '', EMail: '' }))).toEqual({ ok: false, reason: 'no usable identifier (no customer ID, no valid e-mail)' });
+    expect(mapperFor()(row({ CustomerId: '', EMail: 'nope' }))).toEqual({ ok: false, reason: 'no external_id and an invalid e-mail' });
+  });
+
+  it('reports values Braze would refuse or truncate instead of mangling them', () => {
+    const result = mapperFor()(row({ FirstName: 'x'.repeat(256), Points: '12.5', Vip: 'maybe' }));
+    expect(result.ok && result.profile.fieldIssues).toEqual([
+      "first_name: value of 256 characters exceeds Braze's 255, not sent",
+      'points: not an integer (int64), not sent',
+      'is_vip: not a boolean (boolean), not sent',
+    ]);
+    expect(result.ok && Object.keys(result.profile.fields)).toEqual(['email', 'customer_since', 'prefs']);
+    expect(mapperFor()(row({ CustomerId: 'y'.repeat(256) }))).toEqual({ ok: false, reason: 'external_id longer than 255 characters' });
+  });
+
+  it('sends an empty value as null, so Braze clears what CI no longer has', () => {
+    const result = mapperFor()(row({ FirstName: '', Points: '' }));
+    expect(result.ok && result.profile.fields).toMatchObject({ first_name: null, points: null });
+  });
+});
