@@ -1,3 +1,4 @@
+import './quietTestMode';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { HttpRequest, InvocationContext } from '@azure/functions';

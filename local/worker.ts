@@ -1,3 +1,4 @@
+import './quietTestMode';
 import { consoleLogger } from '../shared/log';
 import { LocalFunctionApp } from './stack';
 

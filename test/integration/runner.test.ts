@@ -1,0 +1,40 @@
+import { spawnSync } from 'node:child_process';
+import { mkdtempSync, writeFileSync } from 'node:fs';
+import { tmpdir } from 'node:os';
+import path from 'node:path';
+
+const root = path.join(__dirname, '..', '..');
+const runner = path.join(root, 'dist', 'local', 'runner.js');
+const env = { ...process.env, AzureWebJobsStorage: '', BRAZE_REST_ENDPOINT: '', BRAZE_API_KEY: '' };
+
+function run(args: string[]) {
+  const result = spawnSync(process.execPath, [runner, ...args], { env, encoding: 'utf8', timeout: 110_000 });
+  return { code: result.status, stdout: result.stdout, stderr: result.stderr };
+}
+
+describe('npm start: the local runner', () => {
+  it.each(['timer', 'http', 'blob'])('syncs the sample export through the %s trigger and prints a JSON summary', (trigger) => {
+    const result = run(['--json', '--trigger', trigger, '--export-dir', path.join(root, 'sample', 'export'), '--config', path.join(root, 'sample', 'config.json')]);
+    expect(result.stderr).toBe('');
+    expect(result.code).toBe(0);
+    const summary = JSON.parse(result.stdout.trim().split('\n').at(-1)!);
+    expect(summary).toMatchObject({ trigger, rowsRead: 16, failed: 0, brazeProfiles: 12 });
+    expect(summary.delivered + summary.skippedUnchanged + summary.rejected).toBe(summary.rowsRead);
+    expect(summary.runs[0].rejectsReport).toMatch(/^runs\/r-[0-9a-f]+\/rejects\.csv$/);
+  });
+
+  it('refuses a malformed config with a message naming the field, and exits non-zero', () => {
+    const dir = mkdtempSync(path.join(tmpdir(), 'cfg-'));
+    const config = path.join(dir, 'config.json');
+    writeFileSync(config, JSON.stringify({ destinations: [{ name: 'BrazeExport', segments: [], matching: { emailColumn: 'EMail' } }] }));
+    const result = run(['--config', config]);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/destinations\.0\.segments: needs at least one segment/);
+  });
+
+  it('refuses an unknown trigger', () => {
+    const result = run(['--trigger', 'cron']);
+    expect(result.code).toBe(2);
+    expect(result.stderr).toMatch(/--trigger must be timer, http or blob/);
+  });
+});

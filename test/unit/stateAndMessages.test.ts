@@ -1,0 +1,93 @@
+import { changeAttributes, diffProfile } from '../../shared/state/diff';
+import { MembershipBits } from '../../shared/state/membershipBits';
+import { fieldsFingerprint, keyHash, ProfileIndex } from '../../shared/state/profileIndex';
+import { decodeBatchMessage, decodeRunMessage, encodeMessage, QUEUE_MESSAGE_MAX_BYTES } from '../../shared/queue/messages';
+import { redactSecret } from '../../shared/braze/redact';
+import { InvalidInputError } from '../../shared/errors';
+
+describe('diffing a profile against what Braze last accepted', () => {
+  const bits = new MembershipBits(['a', 'b']);
+  const A = bits.bit('a');
+  const B = bits.bit('b');
+  const OTHER = bits.bit('other');
+  const base = { hasPrevious: true, previousMemberships: A, previousFingerprint: 'f1', currentMemberships: A, fingerprint: 'f1' };
+
+  it('skips an unchanged profile', () => {
+    expect(diffProfile(base, bits.syncedMask, false)).toEqual({ unchanged: true, sendFields: false, join: 0, leave: 0 });
+  });
+  it('sends only the membership when a profile joins another segment', () => {
+    const change = diffProfile({ ...base, currentMemberships: A | B }, bits.syncedMask, false);
+    expect(change).toEqual({ unchanged: false, sendFields: false, join: B, leave: 0 });
+    expect(changeAttributes(change, { first_name: 'X' }, (m) => bits.namesOf(m), null)).toEqual({ b: true });
+  });
+  it('clears a left segment with the leaver value and keeps the other', () => {
+    const change = diffProfile({ ...base, previousMemberships: A | B }, bits.syncedMask, false);
+    expect(changeAttributes(change, {}, (m) => bits.namesOf(m), false)).toEqual({ b: false });
+  });
+  it('sends fields when they changed, everything when new or forced', () => {
+    expect(diffProfile({ ...base, fingerprint: 'f2' }, bits.syncedMask, false)).toMatchObject({ sendFields: true, join: 0 });
+    expect(diffProfile({ ...base, hasPrevious: false }, bits.syncedMask, false)).toMatchObject({ sendFields: true, join: A });
+    expect(diffProfile(base, bits.syncedMask, true)).toMatchObject({ unchanged: false, sendFields: true, join: A });
+  });
+  it('leaves memberships of segments the run does not sync alone', () => {
+    expect(diffProfile({ ...base, previousMemberships: A | OTHER }, bits.syncedMask, false).unchanged).toBe(true);
+  });
+  it('fingerprints fields regardless of key order', () => {
+    expect(fieldsFingerprint({ a: 1, b: 'x' })).toBe(fieldsFingerprint({ b: 'x', a: 1 }));
+    expect(fieldsFingerprint({ a: 1 })).not.toBe(fieldsFingerprint({ a: 2 }));
+  });
+});
+
+describe('the profile index', () => {
+  it('holds a million profiles in typed arrays', () => {
+    const index = new ProfileIndex();
+    for (let i = 0; i < 1_000_000; i++) index.addRow(keyHash(`x:${i}`), 1);
+    expect(index.count).toBe(1_000_000);
+    expect(index.bytes).toBeLessThanOrEqual(64 * 1024 * 1024);
+    expect(index.get(keyHash('x:999999'))).toMatchObject({ seen: true, rows: 1, currentMemberships: 1 });
+    expect(index.get(keyHash('x:1000000'))).toBeUndefined();
+  });
+  it('merges rows of one profile and emits it once', () => {
+    const index = new ProfileIndex();
+    const h = keyHash('x:1');
+    index.setPrevious(h, 2, 'aaaaaaaabbbbbbbb');
+    index.addRow(h, 1);
+    index.addRow(h, 4);
+    expect(index.markEmitted(h)).toBe(true);
+    expect(index.markEmitted(h)).toBe(false);
+    expect(index.get(h)).toEqual({ previousMemberships: 2, previousFingerprint: 'aaaaaaaabbbbbbbb', currentMemberships: 5, rows: 2, hasPrevious: true, seen: true, emitted: true });
+  });
+});
+
+describe('queue messages', () => {
+  const user = (i: number) => ({ h: keyHash(`x:${i}`), o: { external_id: `id-${i}`, first_name: `Name ${i}`, seg: true }, r: 1, s: `0:${i}` });
+
+  it('round-trip as gzip+base64, and decode plain JSON too', () => {
+    const message = { kind: 'brazeBatch' as const, runId: 'r-1', batchId: '0000001', deferrals: 0, users: [user(1), user(2)] };
+    const text = encodeMessage(message);
+    expect(text).toMatch(/^[A-Za-z0-9+/=]+$/);
+    expect(decodeBatchMessage(text)).toEqual(message);
+    expect(decodeBatchMessage(JSON.stringify(message))).toEqual(message);
+    expect(decodeRunMessage(Buffer.from(JSON.stringify({ kind: 'startRun', runId: 'r-1' })).toString('base64'))).toEqual({ kind: 'startRun', runId: 'r-1' });
+  });
+
+  it('fit well over a thousand users under the 64 KiB limit', () => {
+    const users = Array.from({ length: 1500 }, (_, i) => user(i));
+    const text = encodeMessage({ kind: 'brazeBatch', runId: 'r-1', batchId: '1', deferrals: 0, users });
+    expect(text.length).toBeLessThan(QUEUE_MESSAGE_MAX_BYTES);
+  });
+
+  it('name what is wrong with a message that does not fit the schema', () => {
+    expect(() => decodeBatchMessage(JSON.stringify({ kind: 'brazeBatch', runId: 'r', batchId: '1', users: [] }))).toThrow(InvalidInputError);
+    expect(() => decodeBatchMessage('{"kind":"brazeBatch","runId":"r","batchId":"1","users":[]}')).toThrow(/users: Too small/);
+    expect(() => decodeRunMessage('%%%')).toThrow(/Run message is not a readable message/);
+  });
+});
+
+describe('redaction', () => {
+  it('removes the API key, bearer tokens and key-shaped UUIDs', () => {
+    expect(redactSecret('Invalid API key: s3cret-key', 's3cret-key')).toBe('Invalid API key: [redacted]');
+    expect(redactSecret('Authorization: Bearer abc.def', 'x')).toBe('Authorization: Bearer [redacted]');
+    expect(redactSecret('key 6f1c2b8e-1a2b-4c3d-9e8f-0a1b2c3d4e5f', '')).toBe('key [redacted]');
+  });
+});
