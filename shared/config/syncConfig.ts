@@ -42,7 +42,7 @@ const destinationSchema = z
     name: z.string().min(1).refine((n) => !n.includes('/'), 'must be a folder name without "/"'),
     /** Limit to one `CustomerInsights_<instanceId>` folder; all instances when absent. */
     instance: z.string().min(1).optional(),
-    segments: z.array(segmentSchema).min(1, 'needs at least one segment'),
+    segments: z.array(segmentSchema).min(1, 'needs at least one segment').max(32, 'at most 32 segments per destination'),
     matching: matchingSchema,
     /** Extra columns → Braze attribute names (standard ones like first_name, or custom ones). */
     fields: z.record(z.string().min(1), brazeAttributeName).default({}),
