@@ -4,7 +4,7 @@ import type { SegmentRefresh } from '../ci/exportRefresh';
 import { partitionList } from './exportRows';
 import { describeIdentifier, type BrazeAttributesObject, type BrazeIdentifier } from '../mapping/brazeUser';
 import { decodeBatchMessage, encodeMessage, type BrazeBatchMessage, type PendingUser } from '../queue/messages';
-import { writeRejectsPart, type RejectLine } from '../runs/rejectsReport';
+import { runFolder, writeRejectsPart, type RejectLine } from '../runs/rejectsReport';
 import { emptyOutcome, type BatchOutcome } from '../runs/runLedger';
 import { isTerminal, type RunRecord } from '../runs/runRecord';
 import { writeUndelivered } from '../state/deliveredState';
@@ -26,7 +26,7 @@ type UserResult = { kind: 'delivered' } | { kind: 'rejected'; reason: string } |
  * attribute updates can be applied twice, and the run counts a batch once.
  */
 export async function deliverBatch(deps: ConnectorDeps, payload: unknown): Promise<DeliveryResult> {
-  const message = decodeBatchMessage(payload);
+  let message = decodeBatchMessage(payload);
   const run = await deps.ledger.get(message.runId);
   if (!run) {
     deps.log.warn(`batch ${message.batchId}: run ${message.runId} does not exist; dropped`);
@@ -34,6 +34,13 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown): Promi
   }
   if (await deps.ledger.isBatchSettled(message.runId, message.batchId)) return { kind: 'duplicate' };
   const sources = sourceNames(run);
+  // A replay after a crash mid-handoff: finish the handoff, and leave the handed-off profiles to their batch.
+  const earlier = await readHandoff(deps, message);
+  if (earlier) {
+    await performHandoff(deps, earlier, sources);
+    const handedOff = new Set(earlier.child.users.map((u) => u.h));
+    message = { ...message, users: message.users.filter((u) => !handedOff.has(u.h)) };
+  }
   if (run.status === 'halted') return parkWhole(deps, message, sources, run.error ?? 'run halted');
   if (isTerminal(run.status) && run.status !== 'completed') {
     return recordFailedBatch(deps, message, `run ${run.status}${run.supersededBy ? ` by ${run.supersededBy}` : ''}`);
@@ -93,27 +100,74 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown): Promi
         : { status: 'halted', error: `${authError!.message}. Fix BRAZE_API_KEY (users.track permission), then POST /api/runs/${message.runId}/resume.` },
     );
     // The unsent rest travels as a batch of its own, so a resume can settle it without touching what was delivered.
-    if (unsent.length) await parkWhole(deps, { ...message, batchId: `${message.batchId}~p`, users: unsent }, sources, authError.message);
+    if (unsent.length) await handOff(deps, message, { kind: 'park', child: { ...message, batchId: `${message.batchId}~p`, users: unsent }, reason: authError.message }, sources);
     return record(deps, message.runId, message.batchId, outcome, false, 'parked');
   }
   if (retryError && unsent.length) {
     if (message.deferrals + 1 >= MAX_DEFERRALS) {
       const reason = `Braze unavailable after ${MAX_DEFERRALS} deferrals: ${retryError.message}`;
       deps.log.error(`batch ${message.batchId} of run ${message.runId}: ${unsent.length} profiles failed; ${reason}`);
-      const rest = { ...message, batchId: `${message.batchId}~f`, users: unsent };
-      await parkBatch(deps.storage.stateContainer, rest);
-      const failed = newOutcome();
-      addUnsent(failed, unsent, sources, 'failed', reason);
-      await record(deps, message.runId, rest.batchId, failed, true);
+      await handOff(deps, message, { kind: 'fail', child: { ...message, batchId: `${message.batchId}~f`, users: unsent }, reason }, sources);
       return record(deps, message.runId, message.batchId, outcome, false);
     }
     const delayMs = deferralDelay(deps, retryError, message.deferrals);
     const child: BrazeBatchMessage = { ...message, batchId: `${message.batchId}~${message.deferrals + 1}`, deferrals: message.deferrals + 1, users: unsent };
-    await deps.storage.batchQueue.sendMessage(encodeMessage(child), { visibilityTimeout: Math.ceil(delayMs / 1000) });
+    await handOff(deps, message, { kind: 'defer', child, delayMs, reason: retryError.message }, sources);
     deps.log.warn(`batch ${message.batchId}: ${unsent.length} profiles handed back for ${Math.ceil(delayMs / 1000)} s (${retryError.message})`);
     return record(deps, message.runId, message.batchId, outcome, false, 'deferred');
   }
   return record(deps, message.runId, message.batchId, outcome, false);
+}
+
+/**
+ * Profiles a batch could not settle move to a child batch: sent again later (defer), parked until
+ * a resume (park), or counted failed and parked (fail). The handoff is written down first, so a
+ * replay of the parent after a crash finishes it instead of counting those profiles twice.
+ */
+interface Handoff {
+  kind: 'defer' | 'park' | 'fail';
+  child: BrazeBatchMessage;
+  reason: string;
+  delayMs?: number;
+}
+
+function handoffBlobName(runId: string, batchId: string): string {
+  return `${runFolder(runId)}/handoffs/${batchId}.json`;
+}
+
+async function handOff(deps: ConnectorDeps, parent: BrazeBatchMessage, handoff: Handoff, sources: string[]): Promise<void> {
+  const text = JSON.stringify({ ...handoff, child: encodeMessage(handoff.child) });
+  await deps.storage.stateContainer.getBlockBlobClient(handoffBlobName(parent.runId, parent.batchId)).upload(text, Buffer.byteLength(text));
+  await performHandoff(deps, handoff, sources);
+}
+
+async function readHandoff(deps: ConnectorDeps, message: BrazeBatchMessage): Promise<Handoff | undefined> {
+  try {
+    const text = (await deps.storage.stateContainer.getBlobClient(handoffBlobName(message.runId, message.batchId)).downloadToBuffer()).toString('utf8');
+    const stored = JSON.parse(text) as Omit<Handoff, 'child'> & { child: string };
+    return { ...stored, child: decodeBatchMessage(stored.child) };
+  } catch (error) {
+    if ((error as { statusCode?: number }).statusCode === 404) return undefined;
+    throw error;
+  }
+}
+
+/** Idempotent: a duplicate child message is recognised by its batch id; parking and recording overwrite. */
+async function performHandoff(deps: ConnectorDeps, handoff: Handoff, sources: string[]): Promise<void> {
+  const { child } = handoff;
+  if (handoff.kind === 'defer') {
+    await deps.storage.batchQueue.sendMessage(encodeMessage(child), { visibilityTimeout: Math.ceil((handoff.delayMs ?? 0) / 1000) });
+    return;
+  }
+  if (await deps.ledger.isBatchSettled(child.runId, child.batchId)) return;
+  if (handoff.kind === 'park') {
+    await parkWhole(deps, child, sources, handoff.reason);
+    return;
+  }
+  await parkBatch(deps.storage.stateContainer, child);
+  const failed = newOutcome();
+  addUnsent(failed, child.users, sources, 'failed', handoff.reason);
+  await record(deps, child.runId, child.batchId, failed, true);
 }
 
 function deferralDelay(deps: ConnectorDeps, error: BrazeRetryableError, deferrals: number): number {
