@@ -104,6 +104,7 @@ export class BrazeServer {
   private async handle(request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {
     const chunks: Buffer[] = [];
     for await (const chunk of request) chunks.push(chunk as Buffer);
+    if (request.url === '/__stats' && request.method === 'GET') return this.sendStats(response);
     if (this.latencyMs) await new Promise((resolve) => setTimeout(resolve, this.latencyMs));
     const now = Date.now();
     this.stats.requests += 1;
@@ -202,6 +203,22 @@ export class BrazeServer {
     }
     this.profiles.set(key, profile);
     this.stats.objectsApplied += 1;
+  }
+
+  /** Test and benchmark hook (no auth: the server only listens on loopback). */
+  private sendStats(response: http.ServerResponse): void {
+    const text = JSON.stringify({
+      requests: this.stats.requests,
+      byStatus: this.stats.byStatus,
+      objectsApplied: this.stats.objectsApplied,
+      rowErrors: this.stats.rowErrors,
+      firstRequestAtMs: this.stats.firstRequestAtMs,
+      lastRequestAtMs: this.stats.lastRequestAtMs,
+      profiles: this.profiles.size,
+      maxPerWindow: Math.max(0, ...this.stats.perWindow.values()),
+    });
+    response.writeHead(200, { 'Content-Type': 'application/json' });
+    response.end(text);
   }
 
   private count(status: number): void {

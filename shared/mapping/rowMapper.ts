@@ -35,18 +35,52 @@ export function checkColumns(destination: DestinationConfig, table: string, attr
   }
 }
 
+type Identity = { ok: true; identifier: BrazeIdentifier; key: string; email?: string; rawEmail: string } | { ok: false; reason: string };
+
+/** Which Braze identifier a row gets; the one rule both the full mapping and the key-only pass use. */
+function identifierResolver(destination: DestinationConfig, emailIndex: number, customerIdIndex: number): (values: string[]) => Identity {
+  const { customerIdIsExternalId, fallbackIdentifiers, aliasLabel } = destination.matching;
+  return (values) => {
+    const customerId = customerIdIndex >= 0 ? values[customerIdIndex].trim() : '';
+    const rawEmail = emailIndex >= 0 ? values[emailIndex] : '';
+    const email = rawEmail.trim() ? normalizeEmail(rawEmail) : undefined;
+    if (customerIdIsExternalId && customerId) {
+      if (customerId.length > BRAZE_MAX_STRING_LENGTH) return { ok: false, reason: `external_id longer than ${BRAZE_MAX_STRING_LENGTH} characters` };
+      return { ok: true, identifier: { external_id: customerId }, key: `x:${customerId}`, email, rawEmail };
+    }
+    for (const fallback of fallbackIdentifiers) {
+      if (fallback === 'email' && email) return { ok: true, identifier: { email }, key: `e:${email}`, email, rawEmail };
+      if (fallback === 'user_alias' && customerId && customerId.length <= BRAZE_MAX_STRING_LENGTH) {
+        return { ok: true, identifier: { user_alias: { alias_name: customerId, alias_label: aliasLabel } }, key: `a:${aliasLabel}:${customerId}`, email, rawEmail };
+      }
+    }
+    const reason = rawEmail.trim() && !email ? 'no external_id and an invalid e-mail' : 'no usable identifier (no customer ID, no valid e-mail)';
+    return { ok: false, reason };
+  };
+}
+
+function columnIndex(columns: PartitionColumns, column: string | undefined): number {
+  if (column === undefined) return -1;
+  const index = columns.indexOf.get(column);
+  if (index === undefined) throw new InvalidInputError(`partition has no column "${column}"`);
+  return index;
+}
+
+/** Only the profile key of a row (or undefined when the row has no usable identifier): the cheap first pass. */
+export function createKeyMapper(destination: DestinationConfig, columns: PartitionColumns): (values: string[]) => string | undefined {
+  const identify = identifierResolver(destination, columnIndex(columns, destination.matching.emailColumn), columnIndex(columns, destination.matching.customerIdColumn));
+  return (values) => {
+    const identity = identify(values);
+    return identity.ok ? identity.key : undefined;
+  };
+}
+
 /** Builds the row → profile function for one partition's column layout. */
 export function createRowMapper(destination: DestinationConfig, attributes: CdmAttribute[], columns: PartitionColumns): RowMapper {
   const byName = new Map(attributes.map((a) => [a.name, a]));
-  const indexOf = (column: string | undefined): number => {
-    if (column === undefined) return -1;
-    const index = columns.indexOf.get(column);
-    if (index === undefined) throw new InvalidInputError(`partition has no column "${column}"`);
-    return index;
-  };
+  const indexOf = (column: string | undefined): number => columnIndex(columns, column);
   const emailIndex = indexOf(destination.matching.emailColumn);
   const customerIdIndex = indexOf(destination.matching.customerIdColumn);
-  const { customerIdIsExternalId, fallbackIdentifiers, aliasLabel } = destination.matching;
   const fieldColumns: (FieldColumn & { index: number })[] = Object.entries(destination.fields).map(([column, brazeName]) => ({
     column,
     brazeName,
@@ -54,37 +88,13 @@ export function createRowMapper(destination: DestinationConfig, attributes: CdmA
     index: indexOf(column),
   }));
   const emailIsField = Object.values(destination.fields).includes('email');
+  const identify = identifierResolver(destination, emailIndex, customerIdIndex);
 
   return (values) => {
-    const customerId = customerIdIndex >= 0 ? values[customerIdIndex].trim() : '';
-    const rawEmail = emailIndex >= 0 ? values[emailIndex] : '';
-    const email = rawEmail.trim() ? normalizeEmail(rawEmail) : undefined;
+    const identity = identify(values);
+    if (!identity.ok) return identity;
+    const { identifier, key, email, rawEmail } = identity;
     const fieldIssues: string[] = [];
-    let identifier: BrazeIdentifier | undefined;
-    let key = '';
-
-    if (customerIdIsExternalId && customerId) {
-      if (customerId.length > BRAZE_MAX_STRING_LENGTH) return { ok: false, reason: `external_id longer than ${BRAZE_MAX_STRING_LENGTH} characters` };
-      identifier = { external_id: customerId };
-      key = `x:${customerId}`;
-    } else {
-      for (const fallback of fallbackIdentifiers) {
-        if (fallback === 'email' && email) {
-          identifier = { email };
-          key = `e:${email}`;
-          break;
-        }
-        if (fallback === 'user_alias' && customerId && customerId.length <= BRAZE_MAX_STRING_LENGTH) {
-          identifier = { user_alias: { alias_name: customerId, alias_label: aliasLabel } };
-          key = `a:${aliasLabel}:${customerId}`;
-          break;
-        }
-      }
-    }
-    if (!identifier) {
-      const why = rawEmail.trim() && !email ? 'no external_id and an invalid e-mail' : 'no usable identifier (no customer ID, no valid e-mail)';
-      return { ok: false, reason: why };
-    }
 
     const fields: Record<string, JsonValue> = {};
     if (emailIndex >= 0 && !('email' in identifier) && !emailIsField) {

@@ -12,7 +12,7 @@ import { candidateBlobName, NdjsonWriter, readNdjson, stateRecordSchema, type Pr
 import { MembershipBits } from '../state/membershipBits';
 import { fieldsFingerprint, keyHash, ProfileIndex } from '../state/profileIndex';
 import type { ConnectorDeps } from './deps';
-import { readExportRows, partitionList } from './exportRows';
+import { readExportKeys, readExportRows, partitionList } from './exportRows';
 import { finalizeRun } from './finalizeRun';
 
 export type RunStepResult = { kind: 'done' } | { kind: 'deferred'; delayMs: number; reason: string };
@@ -129,9 +129,12 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
     for await (const record of readNdjson(state, pointer.blobName, stateRecordSchema)) index.setPrevious(record.h, bits.maskOf(record.m), record.f);
   }
 
-  // Pass 1: who is in which segment of this refresh, so a profile in several becomes one object.
-  for await (const row of readExportRows(container, segments, destination)) {
-    if (row.mapping.ok) index.addRow(keyHash(row.mapping.profile.key), segmentBits[row.segmentIndex]);
+  // Pass 1 learns who is in which segment, so a profile in several becomes one object. It can skip
+  // the largest segment: pass 2 reads that one first and learns its memberships as it goes.
+  const bySize = segments.map((s, i) => ({ i, bytes: s.partitions.reduce((n, p) => n + p.sizeBytes, 0) })).sort((a, b) => b.bytes - a.bytes || a.i - b.i);
+  const sendingOrder = bySize.map((s) => s.i);
+  for await (const row of readExportKeys(container, segments, destination, sendingOrder.slice(1))) {
+    if (row.result.ok) index.addMembership(keyHash(row.result.value), segmentBits[row.segmentIndex]);
   }
 
   const totals: EnqueueTotals = {
@@ -159,17 +162,25 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
   };
 
   try {
-    // Pass 2: each profile's first row decides what to send; its other rows travel with it.
-    for await (const row of readExportRows(container, segments, destination)) {
+    // Pass 2: each profile's first row decides what to send; its rows in other segments travel with it.
+    for await (const row of readExportRows(container, segments, destination, sendingOrder)) {
       totals.rowsRead += 1;
       const source = sources[row.partitionIndex];
-      if (!row.mapping.ok) {
+      if (!row.result.ok) {
         totals.rowsRejectedInput += 1;
-        await reject({ outcome: 'rejected', source, row: row.row, identifier: '', reason: row.mapping.reason }, reasonKey(row.mapping.reason));
+        await reject({ outcome: 'rejected', source, row: row.row, identifier: '', reason: row.result.reason }, reasonKey(row.result.reason));
         continue;
       }
-      const profile = row.mapping.profile;
+      const profile = row.result.value.profile;
       const hash = keyHash(profile.key);
+      const bit = segmentBits[row.segmentIndex];
+      index.addMembership(hash, bit);
+      if (!index.claimRow(hash, bit)) {
+        totals.rowsRejectedInput += 1;
+        const reason = 'duplicate: the segment has another row of this profile (its values were sent)';
+        await reject({ outcome: 'rejected', source, row: row.row, identifier: describeIdentifier(profile.identifier), reason }, reason);
+        continue;
+      }
       for (const issue of profile.fieldIssues) {
         await reject({ outcome: 'field_dropped', source, row: row.row, identifier: describeIdentifier(profile.identifier), reason: issue }, '');
       }

@@ -41,18 +41,21 @@ describe('diffing a profile against what Braze last accepted', () => {
 describe('the profile index', () => {
   it('holds a million profiles in typed arrays', () => {
     const index = new ProfileIndex();
-    for (let i = 0; i < 1_000_000; i++) index.addRow(keyHash(`x:${i}`), 1);
+    for (let i = 0; i < 1_000_000; i++) index.addMembership(keyHash(`x:${i}`), 1);
     expect(index.count).toBe(1_000_000);
     expect(index.bytes).toBeLessThanOrEqual(64 * 1024 * 1024);
     expect(index.get(keyHash('x:999999'))).toMatchObject({ seen: true, rows: 1, currentMemberships: 1 });
     expect(index.get(keyHash('x:1000000'))).toBeUndefined();
   });
-  it('merges rows of one profile and emits it once', () => {
+  it('merges rows of one profile across segments, emits it once, and spots a duplicate within a segment', () => {
     const index = new ProfileIndex();
     const h = keyHash('x:1');
     index.setPrevious(h, 2, 'aaaaaaaabbbbbbbb');
-    index.addRow(h, 1);
-    index.addRow(h, 4);
+    index.addMembership(h, 1);
+    index.addMembership(h, 4);
+    expect(index.claimRow(h, 1)).toBe(true);
+    expect(index.claimRow(h, 4)).toBe(true);
+    expect(index.claimRow(h, 1)).toBe(false);
     expect(index.markEmitted(h)).toBe(true);
     expect(index.markEmitted(h)).toBe(false);
     expect(index.get(h)).toEqual({ previousMemberships: 2, previousFingerprint: 'aaaaaaaabbbbbbbb', currentMemberships: 5, rows: 2, hasPrevious: true, seen: true, emitted: true });

@@ -1,0 +1,303 @@
+import '../local/quietTestMode';
+import { spawn, type ChildProcess } from 'node:child_process';
+import { readFileSync } from 'node:fs';
+import http from 'node:http';
+import path from 'node:path';
+import { Readable } from 'node:stream';
+import { parseArgs } from 'node:util';
+import axios from 'axios';
+import { parse } from 'csv-parse';
+import type { ContainerClient } from '@azure/storage-blob';
+import { startAzurite } from '../local/azurite';
+import { createConnector, ensureReady } from '../shared/sync/connector';
+import type { ConnectorDeps } from '../shared/sync/deps';
+import { requestSync } from '../shared/sync/startSync';
+import { silentLogger } from '../shared/log';
+import type { RunRecord } from '../shared/runs/runRecord';
+import type { SyncConfig } from '../shared/config/syncConfig';
+
+const ROOT = path.resolve(__dirname, '..', '..');
+const INSTANCE = 'CustomerInsights_bench0001';
+const DESTINATION = 'BrazeExport';
+const API_KEY = 'bench-key';
+const COLUMNS = [
+  { name: 'CustomerId', dataType: 'GUID' },
+  { name: 'EMail', dataType: 'string' },
+  { name: 'FirstName', dataType: 'string' },
+  { name: 'LastName', dataType: 'string' },
+  { name: 'LoyaltyPoints', dataType: 'int64' },
+  { name: 'LastPurchaseDate', dataType: 'dateTime' },
+];
+const SEGMENTS = ['HighValue', 'Newsletter'] as const;
+
+const config: SyncConfig = {
+  destinations: [
+    {
+      name: DESTINATION,
+      segments: [
+        { table: 'HighValue', brazeSegmentId: 'seg-high-value', attribute: 'ci_high_value' },
+        { table: 'Newsletter', brazeSegmentId: 'ci_newsletter' },
+      ],
+      matching: { emailColumn: 'EMail', customerIdColumn: 'CustomerId', customerIdIsExternalId: true, fallbackIdentifiers: ['email', 'user_alias'], aliasLabel: 'ci_customer_id' },
+      fields: { FirstName: 'first_name', LastName: 'last_name', LoyaltyPoints: 'loyalty_points', LastPurchaseDate: 'last_purchase_at' },
+      leaverValue: null,
+    },
+  ],
+};
+
+/** Segment membership of profile i: ~70% HighValue, ~50% Newsletter, everyone in at least one. */
+function segmentsOf(i: number): (typeof SEGMENTS)[number][] {
+  const hv = i % 10 < 7;
+  const nl = i % 2 === 0;
+  if (!hv && !nl) return ['HighValue'];
+  return [...(hv ? ['HighValue' as const] : []), ...(nl ? ['Newsletter' as const] : [])];
+}
+
+function customerId(i: number): string {
+  return `5f1e9c6a-3b7d-4e2a-9c1f-${i.toString(16).padStart(12, '0')}`;
+}
+
+function rowOf(i: number, changed: boolean): string {
+  const points = (i % 5000) + (changed ? 100_000 : 0);
+  return `"${customerId(i)}","user${i}@example.com","First${i % 997}","Last${i % 1009}","${points}","2026-${String((i % 12) + 1).padStart(2, '0')}-15T10:00:00Z"\n`;
+}
+
+/** Streams a CI-style export into Azurite: headerless CSV partitions per segment, model.json last. */
+async function writeExport(container: ContainerClient, profiles: number, partitions: number, runFolder: string, changedShare: number): Promise<{ rows: number; bytes: number }> {
+  let rows = 0;
+  let bytes = 0;
+  const entities = [];
+  for (const segment of SEGMENTS) {
+    const locations = [];
+    for (let p = 0; p < partitions; p++) {
+      const name = `${INSTANCE}/${DESTINATION}/${segment}/${runFolder}/${segment}_${p + 1}.csv`;
+      function* lines() {
+        let chunk = '';
+        for (let i = p; i < profiles; i += partitions) {
+          if (!segmentsOf(i).includes(segment)) continue;
+          // A deterministic ~changedShare of profiles get a new value in this refresh.
+          const changed = changedShare > 0 && (i * 2654435761) % 1000 < changedShare * 1000;
+          chunk += rowOf(i, changed);
+          rows += 1;
+          if (chunk.length > 256 * 1024) {
+            bytes += chunk.length;
+            yield Buffer.from(chunk);
+            chunk = '';
+          }
+        }
+        bytes += chunk.length;
+        if (chunk) yield Buffer.from(chunk);
+      }
+      await container.getBlockBlobClient(name).uploadStream(Readable.from(lines()), 4 * 1024 * 1024, 4);
+      locations.push({ name: `${segment}_${p + 1}`, refreshTime: new Date().toISOString(), location: `${container.url}/${name}` });
+    }
+    entities.push({ $type: 'LocalEntity', name: segment, attributes: COLUMNS, partitions: locations });
+  }
+  const model = JSON.stringify({ name: DESTINATION, version: '1.0', entities });
+  await container.getBlockBlobClient(`${INSTANCE}/${DESTINATION}/model.json`).upload(model, model.length);
+  return { rows, bytes };
+}
+
+interface ProcessStats {
+  peakRssMb: number;
+  cpuSeconds: number;
+}
+
+const CLOCK_TICKS = 100;
+function processStats(pid: number): ProcessStats {
+  const status = readFileSync(`/proc/${pid}/status`, 'utf8');
+  const hwm = Number(/VmHWM:\s+(\d+) kB/.exec(status)?.[1] ?? 0);
+  const stat = readFileSync(`/proc/${pid}/stat`, 'utf8');
+  const fields = stat.slice(stat.lastIndexOf(')') + 2).split(' ');
+  const cpu = (Number(fields[11]) + Number(fields[12])) / CLOCK_TICKS;
+  return { peakRssMb: Math.round(hwm / 1024), cpuSeconds: Math.round(cpu * 10) / 10 };
+}
+
+interface BrazeStats {
+  requests: number;
+  byStatus: Record<string, number>;
+  objectsApplied: number;
+  firstRequestAtMs?: number;
+  lastRequestAtMs?: number;
+  maxPerWindow: number;
+}
+
+async function brazeStats(url: string): Promise<BrazeStats> {
+  return (await axios.get<BrazeStats>(`${url}/__stats`)).data;
+}
+
+function startChild(script: string, env: NodeJS.ProcessEnv, ready: RegExp): Promise<{ child: ChildProcess; firstLine: string }> {
+  // BENCH_CPU_PROF=DIR writes a V8 CPU profile of each child process (to find where time goes).
+  const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
+  const child = spawn(process.execPath, [...profile, path.join(ROOT, 'dist', script)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  return new Promise((resolve, reject) => {
+    let out = '';
+    child.stdout!.on('data', (chunk: Buffer) => {
+      out += chunk.toString();
+      const line = out.split('\n').find((l) => ready.test(l));
+      if (line) resolve({ child, firstLine: line.trim() });
+    });
+    child.stderr!.on('data', (chunk: Buffer) => process.stderr.write(chunk));
+    child.once('exit', (code) => reject(new Error(`${script} exited with ${code}: ${out}`)));
+  });
+}
+
+async function syncAndWait(deps: ConnectorDeps): Promise<{ run: RunRecord; seconds: number }> {
+  const started = Date.now();
+  const outcome = await requestSync(deps, { trigger: 'http' });
+  if (outcome.runs.length !== 1) throw new Error(`expected one run: ${JSON.stringify(outcome)}`);
+  const runId = outcome.runs[0].runId;
+  for (;;) {
+    const run = (await deps.ledger.get(runId))!;
+    if (run.status === 'completed' || run.status === 'failed' || run.status === 'halted') {
+      if (run.status !== 'completed') throw new Error(`run ${runId} ended ${run.status}: ${run.error}`);
+      return { run, seconds: (Date.now() - started) / 1000 };
+    }
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}
+
+/** The naive way, for comparison: stream each CSV and POST every 75 rows, one request at a time. */
+async function naiveBaseline(container: ContainerClient, brazeUrl: string, runFolder: string): Promise<{ seconds: number; requests: number }> {
+  const client = axios.create({ baseURL: brazeUrl, httpAgent: new http.Agent({ keepAlive: true }), headers: { Authorization: `Bearer ${API_KEY}` }, validateStatus: () => true });
+  const started = Date.now();
+  let requests = 0;
+  const post = async (attributes: Record<string, unknown>[]) => {
+    for (;;) {
+      requests += 1;
+      const response = await client.post('/users/track', { attributes });
+      if (response.status !== 429) return;
+      const reset = Number(response.headers['x-ratelimit-reset']) * 1000;
+      await new Promise((r) => setTimeout(r, Math.max(0, reset - Date.now())));
+    }
+  };
+  for (const segment of SEGMENTS) {
+    for await (const blob of container.listBlobsFlat({ prefix: `${INSTANCE}/${DESTINATION}/${segment}/${runFolder}/` })) {
+      const body = (await container.getBlobClient(blob.name).download()).readableStreamBody as Readable;
+      let batch: Record<string, unknown>[] = [];
+      for await (const record of body.pipe(parse()) as AsyncIterable<string[]>) {
+        batch.push({ external_id: record[0], email: record[1].toLowerCase(), first_name: record[2], last_name: record[3], loyalty_points: Number(record[4]), last_purchase_at: record[5], [segment === 'HighValue' ? 'ci_high_value' : 'ci_newsletter']: true });
+        if (batch.length === 75) {
+          await post(batch);
+          batch = [];
+        }
+      }
+      if (batch.length) await post(batch);
+    }
+  }
+  return { seconds: (Date.now() - started) / 1000, requests };
+}
+
+async function main(): Promise<void> {
+  const { values } = parseArgs({
+    options: {
+      profiles: { type: 'string', default: '1000000' },
+      partitions: { type: 'string', default: '4' },
+      json: { type: 'boolean', default: false },
+      'skip-baseline': { type: 'boolean', default: false },
+    },
+  });
+  const profiles = Number(values.profiles);
+  const partitions = Number(values.partitions);
+  const say = (line: string) => {
+    if (!values.json) console.log(line);
+  };
+
+  const azurite = await startAzurite();
+  const brazeEnv = { ...process.env, BRAZE_API_KEY: API_KEY, BRAZE_RATE_LIMIT: '3000', BRAZE_RATE_WINDOW_MS: '3000' };
+  const braze = await startChild('local/brazeServerMain.js', brazeEnv, /^http:/);
+  const brazeUrl = braze.firstLine;
+  const env: NodeJS.ProcessEnv = {
+    ...process.env,
+    AzureWebJobsStorage: azurite.connectionString,
+    EXPORT_CONTAINER: 'customer-insights',
+    BRAZE_REST_ENDPOINT: brazeUrl,
+    BRAZE_API_KEY: API_KEY,
+    SYNC_CONFIG: JSON.stringify(config),
+    // The benchmark is the workspace's only client: no share held back for other tools.
+    BRAZE_RATE_LIMIT_RESERVE_SHARE: process.env.BRAZE_RATE_LIMIT_RESERVE_SHARE ?? '0',
+  };
+  let worker: ChildProcess | undefined;
+  try {
+    const deps = createConnector({ env, log: silentLogger });
+    await ensureReady(deps);
+    await deps.storage.exportContainer.createIfNotExists();
+
+    say(`generating ${profiles.toLocaleString()} profiles (${partitions} partitions per segment) into Azurite…`);
+    const generated = await writeExport(deps.storage.exportContainer, profiles, partitions, '2026/11/27/0600', 0);
+    say(`  ${generated.rows.toLocaleString()} rows, ${(generated.bytes / 1e6).toFixed(0)} MB of CSV`);
+
+    worker = (await startChild('local/worker.js', env, /worker ready/)).child;
+    const before1 = await brazeStats(brazeUrl);
+    say('refresh 1: full sync…');
+    const refresh1 = await syncAndWait(deps);
+    const after1 = await brazeStats(brazeUrl);
+    const requests1 = after1.requests - before1.requests;
+    const sendingSeconds = ((after1.lastRequestAtMs ?? 0) - (after1.firstRequestAtMs ?? 0)) / 1000;
+    const http429 = (after1.byStatus['429'] ?? 0) - (before1.byStatus['429'] ?? 0);
+
+    say('refresh 2: ~5% of profiles changed…');
+    await writeExport(deps.storage.exportContainer, profiles, partitions, '2026/11/28/0600', 0.05);
+    const before2 = await brazeStats(brazeUrl);
+    const refresh2 = await syncAndWait(deps);
+    const after2 = await brazeStats(brazeUrl);
+    const connector = processStats(worker.pid!);
+    const brazeProcess = processStats(braze.child.pid!);
+    const azuriteProcess = processStats(azurite.process.pid!);
+
+    let baseline: { seconds: number; requests: number } | undefined;
+    if (!values['skip-baseline']) {
+      say('baseline: stream the CSVs, POST every 75 rows sequentially, no queue…');
+      baseline = await naiveBaseline(deps.storage.exportContainer, brazeUrl, '2026/11/27/0600');
+    }
+
+    const limitPerSecond = 3000 / 3;
+    const result = {
+      profiles,
+      rows: generated.rows,
+      seconds: round(refresh1.seconds),
+      profilesPerSecond: Math.round(profiles / refresh1.seconds),
+      brazeRequests: requests1,
+      brazeRequestsPerSecond: Math.round(requests1 / Math.max(sendingSeconds, 0.001)),
+      rateLimitRequestsPerSecond: limitPerSecond,
+      ceilingRatio: round(requests1 / Math.max(sendingSeconds, 0.001) / limitPerSecond),
+      sendingSeconds: round(sendingSeconds),
+      http429,
+      http429Share: round(http429 / Math.max(requests1, 1), 4),
+      queueMessages: refresh1.run.batchesEnqueued,
+      peakRssMb: connector.peakRssMb,
+      connectorCpuSeconds: connector.cpuSeconds,
+      brazeServerPeakRssMb: brazeProcess.peakRssMb,
+      brazeServerCpuSeconds: brazeProcess.cpuSeconds,
+      azuritePeakRssMb: azuriteProcess.peakRssMb,
+      azuriteCpuSeconds: azuriteProcess.cpuSeconds,
+      refresh2Seconds: round(refresh2.seconds),
+      refresh2Requests: after2.requests - before2.requests,
+      refresh2ProfilesSent: refresh2.run.usersEnqueued,
+      refresh2RowsUnchanged: refresh2.run.rowsSkippedUnchanged,
+      baselineSeconds: baseline ? round(baseline.seconds) : null,
+      baselineRequests: baseline?.requests ?? null,
+      speedupVsBaseline: baseline ? round(baseline.seconds / refresh1.seconds) : null,
+    };
+    if (values.json) {
+      console.log(JSON.stringify(result));
+    } else {
+      console.log('\nresult');
+      for (const [key, value] of Object.entries(result)) console.log(`  ${key.padEnd(26)} ${value}`);
+    }
+  } finally {
+    worker?.kill('SIGTERM');
+    braze.child.kill('SIGTERM');
+    await azurite.stop();
+  }
+}
+
+function round(n: number, digits = 2): number {
+  const f = 10 ** digits;
+  return Math.round(n * f) / f;
+}
+
+main().catch((error) => {
+  console.error(error);
+  process.exit(1);
+});
