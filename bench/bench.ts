@@ -138,6 +138,7 @@ function startChild(script: string, env: NodeJS.ProcessEnv, ready: RegExp): Prom
       if (line) resolve({ child, firstLine: line.trim() });
     });
     child.stderr!.on('data', (chunk: Buffer) => process.stderr.write(chunk));
+    if (process.env.BENCH_VERBOSE) child.stdout!.on('data', (chunk: Buffer) => process.stderr.write(chunk));
     child.once('exit', (code) => reject(new Error(`${script} exited with ${code}: ${out}`)));
   });
 }
@@ -228,10 +229,20 @@ async function main(): Promise<void> {
     say(`  ${generated.rows.toLocaleString()} rows, ${(generated.bytes / 1e6).toFixed(0)} MB of CSV`);
 
     worker = (await startChild('local/worker.js', env, /worker ready/)).child;
+    const cpuOf = () => ({ connector: processStats(worker!.pid!).cpuSeconds, braze: processStats(braze.child.pid!).cpuSeconds, azurite: processStats(azurite.process.pid!).cpuSeconds, bench: process.cpuUsage() });
+    const cpuBefore1 = cpuOf();
     const before1 = await brazeStats(brazeUrl);
     say('refresh 1: full sync…');
     const refresh1 = await syncAndWait(deps);
     const after1 = await brazeStats(brazeUrl);
+    const cpuAfter1 = cpuOf();
+    // CPU every process spent during refresh 1: with 2 cores, their sum ÷ 2 is a floor for the wall time.
+    const refresh1Cpu = {
+      connector: round(cpuAfter1.connector - cpuBefore1.connector),
+      brazeServer: round(cpuAfter1.braze - cpuBefore1.braze),
+      azurite: round(cpuAfter1.azurite - cpuBefore1.azurite),
+      benchObserver: round((cpuAfter1.bench.user + cpuAfter1.bench.system - cpuBefore1.bench.user - cpuBefore1.bench.system) / 1e6),
+    };
     const requests1 = after1.requests - before1.requests;
     const sendingSeconds = ((after1.lastRequestAtMs ?? 0) - (after1.firstRequestAtMs ?? 0)) / 1000;
     const http429 = (after1.byStatus['429'] ?? 0) - (before1.byStatus['429'] ?? 0);
@@ -271,6 +282,8 @@ async function main(): Promise<void> {
       brazeServerCpuSeconds: brazeProcess.cpuSeconds,
       azuritePeakRssMb: azuriteProcess.peakRssMb,
       azuriteCpuSeconds: azuriteProcess.cpuSeconds,
+      refresh1CpuSeconds: refresh1Cpu,
+      refresh1CpuFloorSeconds: round((refresh1Cpu.connector + refresh1Cpu.brazeServer + refresh1Cpu.azurite + refresh1Cpu.benchObserver) / 2),
       refresh2Seconds: round(refresh2.seconds),
       refresh2Requests: after2.requests - before2.requests,
       refresh2ProfilesSent: refresh2.run.usersEnqueued,
@@ -283,7 +296,7 @@ async function main(): Promise<void> {
       console.log(JSON.stringify(result));
     } else {
       console.log('\nresult');
-      for (const [key, value] of Object.entries(result)) console.log(`  ${key.padEnd(26)} ${value}`);
+      for (const [key, value] of Object.entries(result)) console.log(`  ${key.padEnd(26)} ${typeof value === 'object' && value ? JSON.stringify(value) : value}`);
     }
   } finally {
     worker?.kill('SIGTERM');

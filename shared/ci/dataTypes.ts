@@ -4,6 +4,7 @@ export type JsonValue = string | number | boolean | null | JsonValue[] | { [key:
 
 export type Conversion = { ok: true; value: JsonValue } | { ok: false; reason: string };
 
+const CANONICAL_UTC = /^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\dZ$/;
 const TRUE_WORDS = new Set(['true', '1', 'yes', 'y']);
 const FALSE_WORDS = new Set(['false', '0', 'no', 'n']);
 
@@ -38,6 +39,8 @@ export function convertCell(raw: string, dataType: CdmDataType): Conversion {
     }
     case 'dateTime':
     case 'dateTimeOffset': {
+      // CI writes UTC as 2024-02-03T04:05:06Z; its canonical form needs no Date round trip.
+      if (CANONICAL_UTC.test(raw)) return { ok: true, value: `${raw.slice(0, 19)}.000Z` };
       const ms = Date.parse(raw.trim());
       if (Number.isNaN(ms)) return { ok: false, reason: `not a date/time` };
       // A time without offset is UTC in CI exports; Braze reads ISO 8601 strings as time attributes.

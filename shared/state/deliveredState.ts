@@ -44,8 +44,23 @@ export function undeliveredPrefix(runId: string): string {
   return `${runFolder(runId)}/undelivered/`;
 }
 
+const isProfileState = (v: unknown): v is ProfileState =>
+  typeof v === 'object' && v !== null && Array.isArray((v as ProfileState).m) && (v as ProfileState).m.every((m) => typeof m === 'string') && typeof (v as ProfileState).f === 'string';
+
+/** The hot-path shape checks; a line that fails one goes through the zod schema for a precise message. */
+export const isStateRecord = (v: unknown): v is StateRecord =>
+  isProfileState(v) && typeof (v as StateRecord).h === 'string' && (v as StateRecord).h.length === 16 && typeof (v as StateRecord).k === 'string';
+
+export const isCandidateRecord = (v: unknown): v is CandidateRecord => {
+  const r = v as CandidateRecord;
+  return (
+    typeof v === 'object' && v !== null && typeof r.h === 'string' && r.h.length === 16 && typeof r.k === 'string' &&
+    (r.n === null || isProfileState(r.n)) && (r.p === null || isProfileState(r.p)) && (r.b === undefined || typeof r.b === 'string')
+  );
+};
+
 /** Streams NDJSON lines of a blob; yields nothing when the blob does not exist. */
-export async function* readNdjson<T>(container: ContainerClient, blobName: string, schema: z.ZodType<T>): AsyncGenerator<T> {
+export async function* readNdjson<T>(container: ContainerClient, blobName: string, schema: z.ZodType<T>, isValid: (value: unknown) => value is T): AsyncGenerator<T> {
   let body: Readable;
   try {
     const download = await container.getBlobClient(blobName).download();
@@ -59,10 +74,40 @@ export async function* readNdjson<T>(container: ContainerClient, blobName: strin
   for await (const line of lines) {
     lineNumber += 1;
     if (!line) continue;
-    const parsed = schema.safeParse(JSON.parse(line));
+    const value: unknown = JSON.parse(line);
+    if (isValid(value)) {
+      yield value;
+      continue;
+    }
+    const parsed = schema.safeParse(value);
     if (!parsed.success) throw new Error(`${blobName} line ${lineNumber} is not a valid record: ${parsed.error.issues[0]?.message}`);
     yield parsed.data;
   }
+}
+
+/**
+ * State and candidate lines, serialized by hand: the same JSON that JSON.stringify would write,
+ * without its generic walk, since a million of them are written per run.
+ */
+const membershipJson = new Map<string, string>();
+function stateJson(state: ProfileState | null | undefined): string {
+  if (!state) return 'null';
+  const key = state.m.join('\u0000');
+  let m = membershipJson.get(key);
+  if (m === undefined) {
+    m = JSON.stringify(state.m);
+    if (membershipJson.size < 4096) membershipJson.set(key, m);
+  }
+  return `{"m":${m},"f":"${state.f}"}`;
+}
+
+export function stateLine(record: StateRecord): string {
+  return `{"h":"${record.h}","k":${JSON.stringify(record.k)},${stateJson(record).slice(1)}`;
+}
+
+export function candidateLine(record: CandidateRecord): string {
+  const batch = record.b === undefined ? '' : `,"b":"${record.b}"`;
+  return `{"h":"${record.h}","k":${JSON.stringify(record.k)},"n":${stateJson(record.n)},"p":${stateJson(record.p)}${batch}}`;
 }
 
 /** NDJSON on top of the line writer. */
@@ -73,6 +118,14 @@ export class NdjsonWriter extends BlobLineWriter {
 
   write(record: unknown): Promise<void> {
     return this.writeLine(JSON.stringify(record));
+  }
+
+  writeState(record: StateRecord): Promise<void> {
+    return this.writeLine(stateLine(record));
+  }
+
+  writeCandidate(record: CandidateRecord): Promise<void> {
+    return this.writeLine(candidateLine(record));
   }
 }
 
@@ -108,9 +161,9 @@ export async function writeStateFromCandidate(container: ContainerClient, runId:
   const undelivered = await loadUndelivered(container, runId);
   const blobName = stateBlobName(modelJsonPath, runId);
   const writer = new NdjsonWriter(container, blobName);
-  for await (const record of readNdjson(container, candidateBlobName(runId), candidateRecordSchema)) {
+  for await (const record of readNdjson(container, candidateBlobName(runId), candidateRecordSchema, isCandidateRecord)) {
     const chosen = record.b !== undefined && undelivered.has(record.h) ? record.p : record.n;
-    if (chosen && chosen.m.length > 0) await writer.write({ h: record.h, k: record.k, m: chosen.m, f: chosen.f });
+    if (chosen && chosen.m.length > 0) await writer.writeState({ h: record.h, k: record.k, m: chosen.m, f: chosen.f });
   }
   await writer.close();
   return { blobName, profiles: writer.lines };

@@ -11,11 +11,13 @@ export function keyHash(key: string): string {
   return md5Hex(key).slice(0, 16);
 }
 
-/** 64-bit fingerprint of a profile's mapped fields, order-independent. */
+/**
+ * 64-bit fingerprint of a profile's mapped fields. Fields come in config order, so no sort: a
+ * reordered config changes fingerprints once and those profiles are sent again, which is harmless.
+ */
 export function fieldsFingerprint(fields: Record<string, unknown>): string {
-  const names = Object.keys(fields).sort();
   let text = '';
-  for (const name of names) text += `${name}\u0000${JSON.stringify(fields[name])}\u0001`;
+  for (const name in fields) text += `${name}\u0000${JSON.stringify(fields[name])}\u0001`;
   return md5Hex(text).slice(0, 16);
 }
 

@@ -8,7 +8,7 @@ import { rejectCsvLine, rejectsPartName, type RejectLine } from '../runs/rejects
 import { BlobLineWriter } from '../storage/blobLineWriter';
 import { isTerminal, type RunRecord } from '../runs/runRecord';
 import { changeAttributes, diffProfile } from '../state/diff';
-import { candidateBlobName, NdjsonWriter, readNdjson, stateRecordSchema, type ProfileState } from '../state/deliveredState';
+import { candidateBlobName, isStateRecord, NdjsonWriter, readNdjson, stateRecordSchema, type ProfileState } from '../state/deliveredState';
 import { MembershipBits } from '../state/membershipBits';
 import { fieldsFingerprint, keyHash, ProfileIndex } from '../state/profileIndex';
 import type { ConnectorDeps } from './deps';
@@ -123,12 +123,16 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
   const sources = partitionList(segments).map((p) => p.partition.blobName);
   const leaverValue = destination.leaverValue;
 
+  const startedMs = Date.now();
+  const phases: string[] = [];
+  const phaseDone = (name: string) => phases.push(`${name} ${((Date.now() - startedMs) / 1000).toFixed(1)} s`);
   const pointer = await deps.ledger.statePointer(run.modelJsonPath);
   const index = new ProfileIndex((pointer?.profiles ?? 0) + 1024);
   if (pointer) {
-    for await (const record of readNdjson(state, pointer.blobName, stateRecordSchema)) index.setPrevious(record.h, bits.maskOf(record.m), record.f);
+    for await (const record of readNdjson(state, pointer.blobName, stateRecordSchema, isStateRecord)) index.setPrevious(record.h, bits.maskOf(record.m), record.f);
   }
 
+  phaseDone('state loaded');
   // Pass 1 learns who is in which segment, so a profile in several becomes one object. It can skip
   // the largest segment: pass 2 reads that one first and learns its memberships as it goes.
   const bySize = segments.map((s, i) => ({ i, bytes: s.partitions.reduce((n, p) => n + p.sizeBytes, 0) })).sort((a, b) => b.bytes - a.bytes || a.i - b.i);
@@ -137,6 +141,7 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
     if (row.result.ok) index.addMembership(keyHash(row.result.value), segmentBits[row.segmentIndex]);
   }
 
+  phaseDone('memberships read');
   const totals: EnqueueTotals = {
     rowsRead: 0,
     rowsRejectedInput: 0,
@@ -194,30 +199,31 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
       const previous = slot.hasPrevious ? stateOf(slot.previousMemberships, slot.previousFingerprint) : null;
       if (change.unchanged) {
         totals.rowsSkippedUnchanged += slot.rows;
-        await candidate.write({ h: hash, k: profile.key, n: next, p: previous });
+        await candidate.writeCandidate({ h: hash, k: profile.key, n: next, p: previous });
         continue;
       }
       const attributes = changeAttributes(change, profile.fields, (mask) => bits.namesOf(mask), leaverValue);
-      await candidate.write({ h: hash, k: profile.key, n: next, p: previous, b: packer.currentBatchId });
+      await candidate.writeCandidate({ h: hash, k: profile.key, n: next, p: previous, b: packer.currentBatchId });
       await packer.add({ h: hash, o: toBrazeObject(profile.identifier, attributes), r: slot.rows, s: `${row.partitionIndex}:${row.row}` });
       totals.rowsEnqueued += slot.rows;
       totals.usersEnqueued += 1;
     }
 
+    phaseDone('rows mapped and diffed');
     // Pass 3: profiles Braze has as members that this refresh no longer lists have left.
     if (pointer) {
-      for await (const record of readNdjson(state, pointer.blobName, stateRecordSchema)) {
+      for await (const record of readNdjson(state, pointer.blobName, stateRecordSchema, isStateRecord)) {
         const slot = index.get(record.h);
         if (slot?.seen) continue;
         const memberships = bits.maskOf(record.m);
         const leave = (memberships & bits.syncedMask) >>> 0;
         const kept = stateOf((memberships & ~bits.syncedMask) >>> 0, record.f);
         if (leave === 0) {
-          await candidate.write({ h: record.h, k: record.k, n: kept, p: { m: record.m, f: record.f } });
+          await candidate.writeCandidate({ h: record.h, k: record.k, n: kept, p: { m: record.m, f: record.f } });
           continue;
         }
         const attributes = changeAttributes({ unchanged: false, sendFields: false, join: 0, leave }, {}, (mask) => bits.namesOf(mask), leaverValue);
-        await candidate.write({ h: record.h, k: record.k, n: kept, p: { m: record.m, f: record.f }, b: packer.currentBatchId });
+        await candidate.writeCandidate({ h: record.h, k: record.k, n: kept, p: { m: record.m, f: record.f }, b: packer.currentBatchId });
         await packer.add({ h: record.h, o: toBrazeObject(identifierFromKey(record.k), attributes), r: 0, s: 'exit' });
         totals.usersEnqueued += 1;
         totals.exitsEnqueued += 1;
@@ -226,6 +232,7 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
     await packer.close();
     await candidate.close();
     await rejects.close();
+    phaseDone('leavers found, all enqueued');
   } catch (error) {
     await candidate.close().catch(() => undefined);
     await rejects.close().catch(() => undefined);
@@ -233,6 +240,7 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
   }
   totals.batchesEnqueued = packer.batches;
   totals.rejectedByReason = JSON.stringify(reasons);
+  deps.log.info(`run ${run.runId}: enqueue timing: ${phases.join(', ')}`);
   return totals;
 }
 

@@ -3,6 +3,8 @@ import { MembershipBits } from '../../shared/state/membershipBits';
 import { fieldsFingerprint, keyHash, ProfileIndex } from '../../shared/state/profileIndex';
 import { decodeBatchMessage, decodeRunMessage, encodeMessage, QUEUE_MESSAGE_MAX_BYTES } from '../../shared/queue/messages';
 import { redactSecret } from '../../shared/braze/redact';
+import { candidateLine, stateLine } from '../../shared/state/deliveredState';
+import { convertCell } from '../../shared/ci/dataTypes';
 import { InvalidInputError } from '../../shared/errors';
 
 describe('diffing a profile against what Braze last accepted', () => {
@@ -32,9 +34,22 @@ describe('diffing a profile against what Braze last accepted', () => {
   it('leaves memberships of segments the run does not sync alone', () => {
     expect(diffProfile({ ...base, previousMemberships: A | OTHER }, bits.syncedMask, false).unchanged).toBe(true);
   });
-  it('fingerprints fields regardless of key order', () => {
-    expect(fieldsFingerprint({ a: 1, b: 'x' })).toBe(fieldsFingerprint({ b: 'x', a: 1 }));
+  it('fingerprints the same fields alike, and tells any changed value, type or name apart', () => {
+    expect(fieldsFingerprint({ a: 1, b: 'x' })).toBe(fieldsFingerprint({ a: 1, b: 'x' }));
     expect(fieldsFingerprint({ a: 1 })).not.toBe(fieldsFingerprint({ a: 2 }));
+    expect(fieldsFingerprint({ a: 1 })).not.toBe(fieldsFingerprint({ a: '1' }));
+    expect(fieldsFingerprint({ a: null })).not.toBe(fieldsFingerprint({ b: null }));
+  });
+});
+
+describe('state lines', () => {
+  it('are exactly what JSON.stringify writes', () => {
+    const state = { h: '0123456789abcdef', k: 'x:id "quoted" \\ ü', m: ['ci_a', 'seg "b"'], f: 'fedcba9876543210' };
+    expect(stateLine(state)).toBe(JSON.stringify(state));
+    const candidate = { h: state.h, k: state.k, n: { m: state.m, f: state.f }, p: null, b: '0000003' };
+    expect(candidateLine(candidate)).toBe(JSON.stringify(candidate));
+    const unsent = { h: state.h, k: 'e:a@b.co', n: null, p: { m: [], f: state.f } };
+    expect(candidateLine(unsent)).toBe(JSON.stringify(unsent));
   });
 });
 
@@ -84,6 +99,15 @@ describe('queue messages', () => {
     expect(() => decodeBatchMessage(JSON.stringify({ kind: 'brazeBatch', runId: 'r', batchId: '1', users: [] }))).toThrow(InvalidInputError);
     expect(() => decodeBatchMessage('{"kind":"brazeBatch","runId":"r","batchId":"1","users":[]}')).toThrow(/users: Too small/);
     expect(() => decodeRunMessage('%%%')).toThrow(/Run message is not a readable message/);
+  });
+});
+
+describe('CDM values', () => {
+  it('normalise date-times to ISO 8601 UTC whichever way they are written', () => {
+    expect(convertCell('2024-02-03T04:05:06Z', 'dateTime')).toEqual({ ok: true, value: '2024-02-03T04:05:06.000Z' });
+    expect(convertCell('2024-02-03T06:05:06+02:00', 'dateTimeOffset')).toEqual({ ok: true, value: '2024-02-03T04:05:06.000Z' });
+    expect(convertCell('2024-02-30T04:05:06Z', 'dateTime')).toMatchObject({ ok: true });
+    expect(convertCell('yesterday', 'dateTime')).toEqual({ ok: false, reason: 'not a date/time' });
   });
 });
 
