@@ -29,6 +29,8 @@ export const brazeBatchMessageSchema = z.strictObject({
   batchId: z.string().min(1),
   /** How often this batch was handed back for later because Braze could not take it in time. */
   deferrals: z.number().int().min(0).default(0),
+  /** Re-queued by a resume: the batch has a history (parked, failed) to settle. */
+  resumed: z.boolean().optional(),
   users: z.array(pendingUserSchema).min(1),
 });
 export type BrazeBatchMessage = z.output<typeof brazeBatchMessageSchema>;

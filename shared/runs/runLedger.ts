@@ -116,17 +116,29 @@ export class RunLedger {
    * replayed message changes nothing; one that failed or was parked before can be recorded again
    * after a resume, and only the difference is added.
    */
-  async recordBatch(runId: string, batchId: string, outcome: BatchOutcome): Promise<{ applied: boolean; run: RunRecord }> {
+  async recordBatch(
+    runId: string,
+    batchId: string,
+    outcome: BatchOutcome,
+    hint: { run?: RunRecord; firstDelivery?: boolean } = {},
+  ): Promise<{ applied: boolean; run: RunRecord }> {
     const rowKey = `batch-${batchId}`;
+    // First try on what the caller already read; a conflict falls back to reading everything fresh.
+    let known = hint.run;
+    let assumeNew = hint.firstDelivery ?? false;
     for (let attempt = 0; attempt < MAX_CONFLICT_RETRIES; attempt++) {
-      const run = await this.get(runId);
+      const run = known ?? (await this.get(runId));
+      known = undefined;
       if (!run) throw new Error(`run ${runId} does not exist`);
       let previous: (Record<string, unknown> & { etag?: string }) | undefined;
-      try {
-        previous = await this.table.getEntity<Record<string, unknown>>(runId, rowKey);
-      } catch (error) {
-        if (statusOf(error) !== 404) throw error;
+      if (!assumeNew) {
+        try {
+          previous = await this.table.getEntity<Record<string, unknown>>(runId, rowKey);
+        } catch (error) {
+          if (statusOf(error) !== 404) throw error;
+        }
       }
+      assumeNew = false;
       const old = previous ? outcomeOf(previous) : emptyOutcome();
       if (previous && old.usersFailed + old.usersParked === 0) return { applied: false, run };
       const next: RunRecord = { ...run, updatedAt: new Date().toISOString() };
@@ -142,8 +154,8 @@ export class RunLedger {
         ['update', toEntity(next), 'Replace', { etag: run.etag }],
       ];
       try {
-        await this.table.submitTransaction(actions);
-        return { applied: true, run: (await this.get(runId))! };
+        const response = await this.table.submitTransaction(actions);
+        return { applied: true, run: { ...next, etag: response.getResponseForEntity(RUN_ROW)?.etag } };
       } catch (error) {
         if (!isConflict(error) && !isTransactionConflict(error)) throw error;
       }

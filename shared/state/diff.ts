@@ -3,9 +3,9 @@ import type { JsonValue } from '../ci/dataTypes';
 export interface ProfileFacts {
   hasPrevious: boolean;
   previousMemberships: number;
-  previousFingerprint: string;
   currentMemberships: number;
-  fingerprint: string;
+  /** The mapped fields' fingerprint differs from the one Braze last accepted. */
+  fieldsChanged: boolean;
 }
 
 export interface ProfileChange {
@@ -26,7 +26,7 @@ export function diffProfile(facts: ProfileFacts, syncedMask: number, force: bool
   const previous = facts.hasPrevious ? (facts.previousMemberships & syncedMask) >>> 0 : 0;
   const current = (facts.currentMemberships & syncedMask) >>> 0;
   if (force || !facts.hasPrevious) return { unchanged: false, sendFields: true, join: current, leave: (previous & ~current) >>> 0 };
-  const sendFields = facts.fingerprint !== facts.previousFingerprint;
+  const sendFields = facts.fieldsChanged;
   const join = (current & ~previous) >>> 0;
   const leave = (previous & ~current) >>> 0;
   return { unchanged: !sendFields && join === 0 && leave === 0, sendFields, join, leave };

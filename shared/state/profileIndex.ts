@@ -175,13 +175,25 @@ export class ProfileIndex {
     return true;
   }
 
+  /** Whether Braze last accepted exactly these fields for the profile (compared as numbers: no strings built). */
+  sameFingerprint(hash: string, fingerprint: string): boolean {
+    const slot = this.findSlot(hash);
+    if (slot < 0 || !(this.flags[slot] & FLAG_HAS_PREVIOUS)) return false;
+    return this.prevFpHi[slot] === parseInt(fingerprint.slice(0, 8), 16) && this.prevFpLo[slot] === parseInt(fingerprint.slice(8, 16), 16);
+  }
+
   get(hash: string): ProfileSlot | undefined {
     const slot = this.findSlot(hash);
     if (slot < 0) return undefined;
     const flags = this.flags[slot];
+    const hi = this.prevFpHi[slot];
+    const lo = this.prevFpLo[slot];
     return {
+      // Built only when asked for: most profiles of a steady refresh never need it.
+      get previousFingerprint() {
+        return hi.toString(16).padStart(8, '0') + lo.toString(16).padStart(8, '0');
+      },
       previousMemberships: this.prevMembers[slot],
-      previousFingerprint: this.prevFpHi[slot].toString(16).padStart(8, '0') + this.prevFpLo[slot].toString(16).padStart(8, '0'),
       currentMemberships: this.curMembers[slot],
       rows: popcount(this.curMembers[slot]),
       hasPrevious: (flags & FLAG_HAS_PREVIOUS) !== 0,

@@ -25,17 +25,21 @@ type UserResult = { kind: 'delivered' } | { kind: 'rejected'; reason: string } |
  * Sends one queue message's users to Braze and records what became of each. Idempotent: Braze
  * attribute updates can be applied twice, and the run counts a batch once.
  */
-export async function deliverBatch(deps: ConnectorDeps, payload: unknown): Promise<DeliveryResult> {
+export async function deliverBatch(deps: ConnectorDeps, payload: unknown, delivery: { dequeueCount?: number } = {}): Promise<DeliveryResult> {
   let message = decodeBatchMessage(payload);
+  // A message on its first delivery has no history to look up (outcome, handoff, earlier parts):
+  // that saves several storage calls per batch. Replays, and resumed batches, check everything.
+  const firstDelivery = delivery.dequeueCount === 1 && !message.resumed;
   const run = await deps.ledger.get(message.runId);
   if (!run) {
     deps.log.warn(`batch ${message.batchId}: run ${message.runId} does not exist; dropped`);
     return { kind: 'dropped' };
   }
-  if (await deps.ledger.isBatchSettled(message.runId, message.batchId)) return { kind: 'duplicate' };
+  const context: RecordContext = { run, firstDelivery };
+  if (!firstDelivery && (await deps.ledger.isBatchSettled(message.runId, message.batchId))) return { kind: 'duplicate' };
   const sources = sourceNames(run);
   // A replay after a crash mid-handoff: finish the handoff, and leave the handed-off profiles to their batch.
-  const earlier = await readHandoff(deps, message);
+  const earlier = firstDelivery ? undefined : await readHandoff(deps, message);
   if (earlier) {
     await performHandoff(deps, earlier, sources);
     const handedOff = new Set(earlier.child.users.map((u) => u.h));
@@ -101,7 +105,7 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown): Promi
     );
     // The unsent rest travels as a batch of its own, so a resume can settle it without touching what was delivered.
     if (unsent.length) await handOff(deps, message, { kind: 'park', child: { ...message, batchId: `${message.batchId}~p`, users: unsent }, reason: authError.message }, sources);
-    return record(deps, message.runId, message.batchId, outcome, false, 'parked');
+    return record(deps, message.runId, message.batchId, outcome, false, 'parked', context);
   }
   if (retryError && unsent.length) {
     if (message.deferrals + 1 >= MAX_DEFERRALS) {
@@ -114,9 +118,9 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown): Promi
     const child: BrazeBatchMessage = { ...message, batchId: `${message.batchId}~${message.deferrals + 1}`, deferrals: message.deferrals + 1, users: unsent };
     await handOff(deps, message, { kind: 'defer', child, delayMs, reason: retryError.message }, sources);
     deps.log.warn(`batch ${message.batchId}: ${unsent.length} profiles handed back for ${Math.ceil(delayMs / 1000)} s (${retryError.message})`);
-    return record(deps, message.runId, message.batchId, outcome, false, 'deferred');
+    return record(deps, message.runId, message.batchId, outcome, false, 'deferred', context);
   }
-  return record(deps, message.runId, message.batchId, outcome, false);
+  return record(deps, message.runId, message.batchId, outcome, false, 'done', context);
 }
 
 /**
@@ -256,6 +260,12 @@ export async function recordFailedBatch(deps: ConnectorDeps, message: BrazeBatch
   return record(deps, message.runId, message.batchId, outcome, false);
 }
 
+interface RecordContext {
+  run: RunRecord;
+  /** Nothing was recorded or written for this batch before: empty parts need no clean-up. */
+  firstDelivery: boolean;
+}
+
 /** Records a batch's outcome: its rejects and undelivered profiles first, then the counts, then maybe the run's end. */
 export async function record(
   deps: ConnectorDeps,
@@ -264,11 +274,13 @@ export async function record(
   outcome: PartOutcome,
   skipFinalize: boolean,
   kind: DeliveryResult['kind'] = 'done',
+  context?: RecordContext,
 ): Promise<DeliveryResult> {
   const { rejectLines, undelivered, ...counts } = outcome;
-  await writeRejectsPart(deps.storage.stateContainer, runId, `batch-${batchId}`, rejectLines);
-  await writeUndelivered(deps.storage.stateContainer, runId, batchId, undelivered);
-  const { applied, run } = await deps.ledger.recordBatch(runId, batchId, counts);
+  const fresh = context?.firstDelivery ?? false;
+  if (rejectLines.length || !fresh) await writeRejectsPart(deps.storage.stateContainer, runId, `batch-${batchId}`, rejectLines);
+  if (undelivered.length || !fresh) await writeUndelivered(deps.storage.stateContainer, runId, batchId, undelivered);
+  const { applied, run } = await deps.ledger.recordBatch(runId, batchId, counts, { run: context?.run, firstDelivery: fresh });
   if (!applied) return { kind: 'duplicate' };
   if (!skipFinalize) await requestFinalizeIfComplete(deps, run);
   return { kind, outcome: counts };

@@ -13,7 +13,7 @@ import { MembershipBits } from '../state/membershipBits';
 import { fieldsFingerprint, keyHash, ProfileIndex } from '../state/profileIndex';
 import type { ConnectorDeps } from './deps';
 import { readExportKeys, readExportRows, partitionList } from './exportRows';
-import { finalizeRun } from './finalizeRun';
+import { finalizeRun, requestFinalizeIfComplete } from './finalizeRun';
 
 export type RunStepResult = { kind: 'done' } | { kind: 'deferred'; delayMs: number; reason: string };
 
@@ -58,7 +58,9 @@ export async function enqueueRun(deps: ConnectorDeps, runId: string): Promise<Ru
     deps.log.info(
       `run ${runId}: read ${totals.rowsRead} rows; ${totals.usersEnqueued} profiles to send (${totals.exitsEnqueued} leaving), ${totals.rowsSkippedUnchanged} rows unchanged, ${totals.rowsRejectedInput} rejected; ${totals.batchesEnqueued} batches`,
     );
+    // The last batch may have been recorded before enqueueDone was set: whoever writes last asks.
     if (enqueued.usersEnqueued === 0) await finalizeRun(deps, runId);
+    else await requestFinalizeIfComplete(deps, enqueued);
     return { kind: 'done' };
   } catch (error) {
     if (error instanceof InvalidInputError || error instanceof ExportNotReadyError) {
@@ -193,15 +195,17 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
       const slot = index.get(hash)!;
       const fingerprint = fieldsFingerprint(profile.fields);
       totals.dataPointsFullSend += Object.keys(profile.fields).length + bits.namesOf(slot.currentMemberships & bits.syncedMask).length;
-      const change = diffProfile({ ...slot, fingerprint }, bits.syncedMask, run.force);
+      const fieldsChanged = !index.sameFingerprint(hash, fingerprint);
+      const change = diffProfile({ hasPrevious: slot.hasPrevious, previousMemberships: slot.previousMemberships, currentMemberships: slot.currentMemberships, fieldsChanged }, bits.syncedMask, run.force);
       const carried = (slot.previousMemberships & ~bits.syncedMask) >>> 0;
       const next = stateOf((slot.currentMemberships & bits.syncedMask) | carried, fingerprint);
-      const previous = slot.hasPrevious ? stateOf(slot.previousMemberships, slot.previousFingerprint) : null;
       if (change.unchanged) {
+        // Nothing is sent, so the next state is the current one whatever happens: no previous needed.
         totals.rowsSkippedUnchanged += slot.rows;
-        await candidate.writeCandidate({ h: hash, k: profile.key, n: next, p: previous });
+        await candidate.writeCandidate({ h: hash, k: profile.key, n: next, p: null });
         continue;
       }
+      const previous = slot.hasPrevious ? stateOf(slot.previousMemberships, slot.previousFingerprint) : null;
       const attributes = changeAttributes(change, profile.fields, (mask) => bits.namesOf(mask), leaverValue);
       await candidate.writeCandidate({ h: hash, k: profile.key, n: next, p: previous, b: packer.currentBatchId });
       await packer.add({ h: hash, o: toBrazeObject(profile.identifier, attributes), r: slot.rows, s: `${row.partitionIndex}:${row.row}` });

@@ -34,7 +34,7 @@ export async function resumeRun(deps: ConnectorDeps, runId: string): Promise<Res
   let requeuedProfiles = 0;
   for await (const parked of listParked(deps.storage.stateContainer, runId)) {
     const message = decodeBatchMessage(parked.text);
-    await deps.storage.batchQueue.sendMessage(encodeMessage({ ...message, deferrals: 0 }));
+    await deps.storage.batchQueue.sendMessage(encodeMessage({ ...message, deferrals: 0, resumed: true }));
     await deps.storage.stateContainer.getBlobClient(parked.blobName).deleteIfExists();
     requeuedBatches += 1;
     requeuedProfiles += message.users.length;

@@ -12,7 +12,7 @@ describe('diffing a profile against what Braze last accepted', () => {
   const A = bits.bit('a');
   const B = bits.bit('b');
   const OTHER = bits.bit('other');
-  const base = { hasPrevious: true, previousMemberships: A, previousFingerprint: 'f1', currentMemberships: A, fingerprint: 'f1' };
+  const base = { hasPrevious: true, previousMemberships: A, currentMemberships: A, fieldsChanged: false };
 
   it('skips an unchanged profile', () => {
     expect(diffProfile(base, bits.syncedMask, false)).toEqual({ unchanged: true, sendFields: false, join: 0, leave: 0 });
@@ -27,7 +27,7 @@ describe('diffing a profile against what Braze last accepted', () => {
     expect(changeAttributes(change, {}, (m) => bits.namesOf(m), false)).toEqual({ b: false });
   });
   it('sends fields when they changed, everything when new or forced', () => {
-    expect(diffProfile({ ...base, fingerprint: 'f2' }, bits.syncedMask, false)).toMatchObject({ sendFields: true, join: 0 });
+    expect(diffProfile({ ...base, fieldsChanged: true }, bits.syncedMask, false)).toMatchObject({ sendFields: true, join: 0 });
     expect(diffProfile({ ...base, hasPrevious: false }, bits.syncedMask, false)).toMatchObject({ sendFields: true, join: A });
     expect(diffProfile(base, bits.syncedMask, true)).toMatchObject({ unchanged: false, sendFields: true, join: A });
   });
@@ -73,7 +73,9 @@ describe('the profile index', () => {
     expect(index.claimRow(h, 1)).toBe(false);
     expect(index.markEmitted(h)).toBe(true);
     expect(index.markEmitted(h)).toBe(false);
-    expect(index.get(h)).toEqual({ previousMemberships: 2, previousFingerprint: 'aaaaaaaabbbbbbbb', currentMemberships: 5, rows: 2, hasPrevious: true, seen: true, emitted: true });
+    expect({ ...index.get(h) }).toEqual({ previousMemberships: 2, previousFingerprint: 'aaaaaaaabbbbbbbb', currentMemberships: 5, rows: 2, hasPrevious: true, seen: true, emitted: true });
+    expect(index.sameFingerprint(h, 'aaaaaaaabbbbbbbb')).toBe(true);
+    expect(index.sameFingerprint(h, 'aaaaaaaabbbbbbbc')).toBe(false);
   });
 });
 
