@@ -53,7 +53,7 @@ export async function composeRejectsReport(container: ContainerClient, runId: st
   const { PassThrough } = await import('node:stream');
   const out = new PassThrough();
   const target = container.getBlockBlobClient(rejectsReportName(runId));
-  const upload = target.uploadStream(out, 4 * 1024 * 1024, 4, { blobHTTPHeaders: { blobContentType: 'text/csv; charset=utf-8' } });
+  const upload = target.uploadStream(out, 1024 * 1024, 2, { blobHTTPHeaders: { blobContentType: 'text/csv; charset=utf-8' } });
   let lines = 0;
   try {
     out.write(REJECTS_HEADER);

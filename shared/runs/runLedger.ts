@@ -14,7 +14,16 @@ export interface StatePointer {
   profiles: number;
   etag?: string;
 }
-const MAX_CONFLICT_RETRIES = 50;
+const MAX_CONFLICT_RETRIES = 200;
+
+/**
+ * Many senders update one run entity. After a lost ETag race, wait a random, growing moment
+ * (capped at 200 ms) so the contenders spread out instead of colliding again at once.
+ */
+function conflictPause(attempt: number): Promise<void> {
+  const ceilingMs = Math.min(200, 5 * 2 ** Math.min(attempt, 6));
+  return new Promise((resolve) => setTimeout(resolve, Math.random() * ceilingMs));
+}
 
 export type BatchOutcome = Pick<
   RunCounts,
@@ -69,13 +78,10 @@ export class RunLedger {
   constructor(private readonly table: TableClient) {}
 
   async get(runId: string): Promise<RunRecord | undefined> {
-    try {
-      const entity = await this.table.getEntity<Record<string, unknown>>(runId, RUN_ROW);
-      return runRecordSchema.parse({ ...entity, etag: entity.etag });
-    } catch (error) {
-      if (statusOf(error) === 404) return undefined;
-      throw error;
-    }
+    const entities: Record<string, unknown>[] = [];
+    const filter = `PartitionKey eq '${runId}' and (RowKey eq '${RUN_ROW}' or (RowKey ge '${SHARD_PREFIX}' and RowKey lt '${SHARD_END}'))`;
+    for await (const entity of this.table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) entities.push(entity);
+    return assemble(entities);
   }
 
   /** Inserts the run if no run with this id exists; answers the stored one either way. */
@@ -105,6 +111,7 @@ export class RunLedger {
         return { run: (await this.get(runId))!, changed: true };
       } catch (error) {
         if (!isConflict(error)) throw error;
+        await conflictPause(attempt);
       }
     }
     throw new Error(`run ${runId}: too many concurrent updates`);
@@ -116,51 +123,60 @@ export class RunLedger {
    * replayed message changes nothing; one that failed or was parked before can be recorded again
    * after a resume, and only the difference is added.
    */
-  async recordBatch(
-    runId: string,
-    batchId: string,
-    outcome: BatchOutcome,
-    hint: { run?: RunRecord; firstDelivery?: boolean } = {},
-  ): Promise<{ applied: boolean; run: RunRecord }> {
+  async recordBatch(runId: string, batchId: string, outcome: BatchOutcome, hint: { firstDelivery?: boolean } = {}): Promise<{ applied: boolean; run: RunRecord }> {
     const rowKey = `batch-${batchId}`;
-    // First try on what the caller already read; a conflict falls back to reading everything fresh.
-    let known = hint.run;
+    const shardKey = shardOf(batchId);
     let assumeNew = hint.firstDelivery ?? false;
     for (let attempt = 0; attempt < MAX_CONFLICT_RETRIES; attempt++) {
-      const run = known ?? (await this.get(runId));
-      known = undefined;
-      if (!run) throw new Error(`run ${runId} does not exist`);
-      let previous: (Record<string, unknown> & { etag?: string }) | undefined;
-      if (!assumeNew) {
-        try {
-          previous = await this.table.getEntity<Record<string, unknown>>(runId, rowKey);
-        } catch (error) {
-          if (statusOf(error) !== 404) throw error;
-        }
-      }
+      const [previous, shard] = await Promise.all([assumeNew ? undefined : this.entity(runId, rowKey), this.entity(runId, shardKey)]);
       assumeNew = false;
       const old = previous ? outcomeOf(previous) : emptyOutcome();
-      if (previous && old.usersFailed + old.usersParked === 0) return { applied: false, run };
-      const next: RunRecord = { ...run, updatedAt: new Date().toISOString() };
-      for (const name of outcomeCounters) next[name] = Math.max(0, run[name] + outcome[name] - old[name]);
-      const reasons = JSON.parse(run.rejectedByReason) as Record<string, number>;
-      for (const [reason, n] of Object.entries(old.rejectedByReason)) reasons[reason] = (reasons[reason] ?? 0) - n;
-      for (const [reason, n] of Object.entries(outcome.rejectedByReason)) reasons[reason] = (reasons[reason] ?? 0) + n;
-      for (const reason of Object.keys(reasons)) if (reasons[reason] <= 0) delete reasons[reason];
-      next.rejectedByReason = JSON.stringify(reasons);
+      if (previous && old.usersFailed + old.usersParked === 0) return { applied: false, run: (await this.get(runId))! };
+      const counts = shard ? outcomeOf(shard) : emptyOutcome();
+      const next = addOutcome(addOutcome(counts, old, -1), outcome, 1);
       const outcomeEntity = { partitionKey: runId, rowKey, ...outcome, rejectedByReason: JSON.stringify(outcome.rejectedByReason) };
+      const shardEntity = { partitionKey: runId, rowKey: shardKey, ...next, rejectedByReason: JSON.stringify(next.rejectedByReason) };
       const actions: TransactionAction[] = [
         previous ? ['update', outcomeEntity, 'Replace', { etag: previous.etag }] : ['create', outcomeEntity],
-        ['update', toEntity(next), 'Replace', { etag: run.etag }],
+        shard ? ['update', shardEntity, 'Replace', { etag: shard.etag }] : ['create', shardEntity],
       ];
       try {
-        const response = await this.table.submitTransaction(actions);
-        return { applied: true, run: { ...next, etag: response.getResponseForEntity(RUN_ROW)?.etag } };
+        await this.table.submitTransaction(actions);
+        return { applied: true, run: (await this.get(runId))! };
       } catch (error) {
         if (!isConflict(error) && !isTransactionConflict(error)) throw error;
+        await conflictPause(attempt);
       }
     }
     throw new Error(`run ${runId}: too many concurrent batch updates`);
+  }
+
+  /** Moves counts between buckets outside any batch (a superseded run's parked profiles become failed). */
+  async adjustCounters(runId: string, delta: Partial<Omit<BatchOutcome, 'rejectedByReason'>>): Promise<void> {
+    const adjustment = { ...emptyOutcome(), ...delta };
+    for (let attempt = 0; attempt < MAX_CONFLICT_RETRIES; attempt++) {
+      const shard = await this.entity(runId, ADJUSTMENT_SHARD);
+      const next = addOutcome(shard ? outcomeOf(shard) : emptyOutcome(), adjustment, 1, true);
+      const entity = { partitionKey: runId, rowKey: ADJUSTMENT_SHARD, ...next, rejectedByReason: JSON.stringify(next.rejectedByReason) };
+      try {
+        if (shard) await this.table.updateEntity(entity, 'Replace', { etag: shard.etag });
+        else await this.table.createEntity(entity);
+        return;
+      } catch (error) {
+        if (!isConflict(error)) throw error;
+        await conflictPause(attempt);
+      }
+    }
+    throw new Error(`run ${runId}: too many concurrent counter adjustments`);
+  }
+
+  private async entity(partitionKey: string, rowKey: string): Promise<(Record<string, unknown> & { etag?: string }) | undefined> {
+    try {
+      return await this.table.getEntity<Record<string, unknown>>(partitionKey, rowKey);
+    } catch (error) {
+      if (statusOf(error) === 404) return undefined;
+      throw error;
+    }
   }
 
   /** A batch already recorded as fully ended (nothing failed or parked): a replay has nothing to do. */
@@ -242,12 +258,17 @@ export class RunLedger {
     throw new Error('delivered state: too many concurrent updates');
   }
 
-  /** Every run, newest first (small: one entity per run). */
+  /** Every run with its counts, newest first (one entity per run plus its counter shards). */
   async listRuns(): Promise<RunRecord[]> {
-    const runs: RunRecord[] = [];
-    for await (const entity of this.table.listEntities<Record<string, unknown>>({ queryOptions: { filter: `RowKey eq '${RUN_ROW}'` } })) {
-      runs.push(runRecordSchema.parse({ ...entity, etag: entity.etag }));
+    const byRun = new Map<string, Record<string, unknown>[]>();
+    const filter = `RowKey eq '${RUN_ROW}' or (RowKey ge '${SHARD_PREFIX}' and RowKey lt '${SHARD_END}')`;
+    for await (const entity of this.table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) {
+      const runId = String(entity.partitionKey);
+      const list = byRun.get(runId) ?? [];
+      list.push(entity);
+      byRun.set(runId, list);
     }
+    const runs = [...byRun.values()].map(assemble).filter((r): r is RunRecord => r !== undefined);
     return runs.sort((a, b) => b.createdAt.localeCompare(a.createdAt));
   }
 }
@@ -261,6 +282,44 @@ function lockKey(modelJsonPath: string): string {
   return createHash('sha256').update(modelJsonPath).digest('hex').slice(0, 32);
 }
 
+/** The run entity plus the sum of its counter shards, as one record. */
+function assemble(entities: Record<string, unknown>[]): RunRecord | undefined {
+  const runEntity = entities.find((e) => e.rowKey === RUN_ROW);
+  if (!runEntity) return undefined;
+  let delivery = emptyOutcome();
+  for (const shard of entities) if (shard !== runEntity) delivery = addOutcome(delivery, outcomeOf(shard), 1);
+  const inputReasons = JSON.parse(String(runEntity.inputRejectedByReason ?? '{}')) as Record<string, number>;
+  const reasons = { ...inputReasons };
+  for (const [reason, n] of Object.entries(delivery.rejectedByReason)) reasons[reason] = (reasons[reason] ?? 0) + n;
+  const { rejectedByReason: _braze, ...counters } = delivery;
+  return runRecordSchema.parse({ ...runEntity, ...counters, rejectedByReason: JSON.stringify(reasons), etag: runEntity.etag });
+}
+
+function addOutcome(base: BatchOutcome, delta: BatchOutcome, sign: 1 | -1, allowNegative = false): BatchOutcome {
+  const sum = emptyOutcome();
+  for (const name of outcomeCounters) sum[name] = base[name] + sign * delta[name];
+  if (!allowNegative) for (const name of outcomeCounters) sum[name] = Math.max(0, sum[name]);
+  const reasons = { ...base.rejectedByReason };
+  for (const [reason, n] of Object.entries(delta.rejectedByReason)) reasons[reason] = (reasons[reason] ?? 0) + sign * n;
+  for (const reason of Object.keys(reasons)) if (reasons[reason] === 0 || (!allowNegative && reasons[reason] < 0)) delete reasons[reason];
+  sum.rejectedByReason = reasons;
+  return sum;
+}
+
+/**
+ * Delivery counts live in counter shards beside the run entity: a batch's transaction touches its
+ * own outcome and one of 16 shards, so hundreds of concurrent senders do not queue on one ETag.
+ */
+const SHARD_PREFIX = 'counters-';
+const SHARD_END = 'counters.';
+const COUNTER_SHARDS = 16;
+const ADJUSTMENT_SHARD = `${SHARD_PREFIX}adjust`;
+
+function shardOf(batchId: string): string {
+  const n = createHash('md5').update(batchId).digest().readUInt32BE(0) % COUNTER_SHARDS;
+  return `${SHARD_PREFIX}${String(n).padStart(2, '0')}`;
+}
+
 function outcomeOf(entity: Record<string, unknown>): BatchOutcome {
   const outcome = emptyOutcome();
   for (const name of outcomeCounters) outcome[name] = Number(entity[name] ?? 0);
@@ -268,9 +327,11 @@ function outcomeOf(entity: Record<string, unknown>): BatchOutcome {
   return outcome;
 }
 
+/** The run entity holds what the run itself writes; delivery counts and Braze's reasons live in the shards. */
 function toEntity(run: Omit<RunRecord, 'etag'> & { etag?: string }): TableEntity<Record<string, unknown>> {
-  const { etag: _etag, ...fields } = run;
+  const { etag: _etag, rejectedByReason: _merged, ...fields } = run;
   const entity: TableEntity<Record<string, unknown>> = { partitionKey: run.runId, rowKey: RUN_ROW };
-  for (const [name, value] of Object.entries(fields)) if (value !== undefined) entity[name] = value;
+  const delivery = new Set<string>(outcomeCounters);
+  for (const [name, value] of Object.entries(fields)) if (value !== undefined && !delivery.has(name)) entity[name] = value;
   return entity;
 }

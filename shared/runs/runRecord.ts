@@ -52,8 +52,10 @@ export const runRecordSchema = runCountsSchema.extend({
   leaseUntil: z.string().optional(),
   error: z.string().optional(),
   supersededBy: z.string().optional(),
-  /** JSON: reason → rows. */
+  /** JSON: reason → rows, input and Braze rejects together (assembled from the run and its counter shards). */
   rejectedByReason: z.string().default('{}'),
+  /** JSON: reason → rows rejected while reading the export (written by the enqueuer). */
+  inputRejectedByReason: z.string().default('{}'),
   /** JSON: partition blob names, indexed as in the batches' source references. */
   sources: z.string().default('[]'),
   etag: z.string().optional(),

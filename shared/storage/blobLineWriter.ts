@@ -1,6 +1,10 @@
 import { PassThrough } from 'node:stream';
 import type { ContainerClient } from '@azure/storage-blob';
 
+/** 1 MiB blocks, two in flight: enough to keep Azure Storage busy, little enough to keep memory flat. */
+const BLOCK_BYTES = 1024 * 1024;
+const UPLOADS_IN_FLIGHT = 2;
+
 /** A blob written line by line with backpressure, so a million lines never sit in memory. */
 export class BlobLineWriter {
   private readonly stream = new PassThrough();
@@ -10,7 +14,7 @@ export class BlobLineWriter {
   lines = 0;
 
   constructor(container: ContainerClient, blobName: string, contentType: string) {
-    this.upload = container.getBlockBlobClient(blobName).uploadStream(this.stream, 4 * 1024 * 1024, 4, {
+    this.upload = container.getBlockBlobClient(blobName).uploadStream(this.stream, BLOCK_BYTES, UPLOADS_IN_FLIGHT, {
       blobHTTPHeaders: { blobContentType: contentType },
     });
     // Surface upload failures at close(), not as an unhandled rejection.

@@ -280,7 +280,7 @@ export async function record(
   const fresh = context?.firstDelivery ?? false;
   if (rejectLines.length || !fresh) await writeRejectsPart(deps.storage.stateContainer, runId, `batch-${batchId}`, rejectLines);
   if (undelivered.length || !fresh) await writeUndelivered(deps.storage.stateContainer, runId, batchId, undelivered);
-  const { applied, run } = await deps.ledger.recordBatch(runId, batchId, counts, { run: context?.run, firstDelivery: fresh });
+  const { applied, run } = await deps.ledger.recordBatch(runId, batchId, counts, { firstDelivery: fresh });
   if (!applied) return { kind: 'duplicate' };
   if (!skipFinalize) await requestFinalizeIfComplete(deps, run);
   return { kind, outcome: counts };

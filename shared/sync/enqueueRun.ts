@@ -89,19 +89,14 @@ async function claimDestination(deps: ConnectorDeps, run: RunRecord): Promise<Ru
       if (other.status !== 'halted') {
         return { kind: 'deferred', delayMs: 15_000, reason: `waiting for run ${other.runId} of the same destination to finish` };
       }
-      await deps.ledger.update(other.runId, (current) =>
-        current.status === 'halted'
-          ? {
-              status: 'superseded',
-              supersededBy: run.runId,
-              finishedAt: new Date().toISOString(),
-              rowsFailed: current.rowsFailed + current.rowsParked,
-              usersFailed: current.usersFailed + current.usersParked,
-              rowsParked: 0,
-              usersParked: 0,
-            }
-          : undefined,
+      const superseded = await deps.ledger.update(other.runId, (current) =>
+        current.status === 'halted' ? { status: 'superseded', supersededBy: run.runId, finishedAt: new Date().toISOString() } : undefined,
       );
+      if (superseded.changed) {
+        // Its parked profiles will never be sent by it: they count as failed (the newer run covers them).
+        const { rowsParked, usersParked } = superseded.run;
+        await deps.ledger.adjustCounters(other.runId, { rowsFailed: rowsParked, usersFailed: usersParked, rowsParked: -rowsParked, usersParked: -usersParked });
+      }
       deps.log.warn(`run ${other.runId} was halted; superseded by ${run.runId}, which sends the newer snapshot instead`);
     }
   }
@@ -111,7 +106,7 @@ async function claimDestination(deps: ConnectorDeps, run: RunRecord): Promise<Ru
 
 type EnqueueTotals = Pick<
   RunRecord,
-  'rowsRead' | 'rowsRejectedInput' | 'rowsSkippedUnchanged' | 'rowsEnqueued' | 'usersEnqueued' | 'exitsEnqueued' | 'batchesEnqueued' | 'dataPointsFullSend' | 'rejectedByReason'
+  'rowsRead' | 'rowsRejectedInput' | 'rowsSkippedUnchanged' | 'rowsEnqueued' | 'usersEnqueued' | 'exitsEnqueued' | 'batchesEnqueued' | 'dataPointsFullSend' | 'inputRejectedByReason'
 >;
 
 async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: DestinationConfig): Promise<EnqueueTotals> {
@@ -153,7 +148,7 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
     exitsEnqueued: 0,
     batchesEnqueued: 0,
     dataPointsFullSend: 0,
-    rejectedByReason: '{}',
+    inputRejectedByReason: '{}',
   };
   const reasons: Record<string, number> = {};
   const rejects = new BlobLineWriter(state, rejectsPartName(run.runId, 'input'), 'text/csv; charset=utf-8');
@@ -243,7 +238,7 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
     throw error;
   }
   totals.batchesEnqueued = packer.batches;
-  totals.rejectedByReason = JSON.stringify(reasons);
+  totals.inputRejectedByReason = JSON.stringify(reasons);
   deps.log.info(`run ${run.runId}: enqueue timing: ${phases.join(', ')}`);
   return totals;
 }

@@ -121,6 +121,7 @@ async function createRun(deps: ConnectorDeps, refresh: ExportRefresh, request: P
     createdAt: now,
     updatedAt: now,
     rejectedByReason: '{}',
+    inputRejectedByReason: '{}',
     sources: JSON.stringify(refresh.segments),
     ...runCountsSchema.parse({}),
   });

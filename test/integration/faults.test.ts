@@ -138,6 +138,34 @@ describe('delivery under Braze faults', () => {
     expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
   });
 
+  it('takes a message delivered twice (visibility expired, pop receipt lost) without error or double counting', async () => {
+    stack = await startTestStack();
+    const profiles = makeProfiles(1, 400);
+    await writeRefresh(stack.app.deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
+    await stack.app.hosts[1].stop();
+    const runId = await startRun(stack);
+    await waitFor(async () => (await stack!.app.deps.ledger.get(runId))!.enqueueDone);
+    const { batchQueue } = stack.app.deps.storage;
+    const received = await batchQueue.receiveMessages({ numberOfMessages: 32 });
+    expect(received.receivedMessageItems.length).toBeGreaterThan(0);
+    const deps = stack.app.deps;
+    const { deliverBatch } = await import('../../shared/sync/deliverBatch');
+    for (const m of received.receivedMessageItems) {
+      // Both copies believe they are the first delivery, and run at the same time.
+      const results = await Promise.all([deliverBatch(deps, m.messageText, { dequeueCount: 1 }), deliverBatch(deps, m.messageText, { dequeueCount: 1 })]);
+      expect(results.map((r) => r.kind).sort()).toEqual(['done', 'duplicate']);
+      // And once more later, as a redelivery.
+      expect((await deliverBatch(deps, m.messageText, { dequeueCount: 2 })).kind).toBe('duplicate');
+      await batchQueue.deleteMessage(m.messageId, m.popReceipt);
+    }
+    stack.app.hosts[1].start();
+    const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 30_000 });
+    expect(run.status).toBe('completed');
+    expect(run.usersDelivered).toBe(400);
+    expectCountsAddUp(run);
+    expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
+  });
+
   it('counts a poisoned batch as failed and re-queues it on resume', async () => {
     stack = await startTestStack();
     const profiles = makeProfiles(1, 10);
