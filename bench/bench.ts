@@ -198,6 +198,7 @@ async function main(): Promise<void> {
       json: { type: 'boolean', default: false },
       'skip-baseline': { type: 'boolean', default: false },
       workers: { type: 'string', default: '2' },
+      'braze-latency-ms': { type: 'string', default: '0' },
     },
   });
   const profiles = Number(values.profiles);
@@ -207,7 +208,8 @@ async function main(): Promise<void> {
   };
 
   const azurite = await startAzurite();
-  const brazeEnv = { ...process.env, BRAZE_API_KEY: API_KEY, BRAZE_RATE_LIMIT: '3000', BRAZE_RATE_WINDOW_MS: '3000' };
+  // Loopback answers in about a millisecond; --braze-latency-ms adds what a real network and Braze take.
+  const brazeEnv = { ...process.env, BRAZE_API_KEY: API_KEY, BRAZE_RATE_LIMIT: '3000', BRAZE_RATE_WINDOW_MS: '3000', BRAZE_LATENCY_MS: values['braze-latency-ms'] };
   const braze = await startChild('local/brazeServerMain.js', brazeEnv, /^http:/);
   const brazeUrl = braze.firstLine;
   const env: NodeJS.ProcessEnv = {
@@ -271,6 +273,7 @@ async function main(): Promise<void> {
       profiles,
       rows: generated.rows,
       workers: workers.length,
+      brazeLatencyMs: Number(values['braze-latency-ms']),
       seconds: round(refresh1.seconds),
       profilesPerSecond: Math.round(profiles / refresh1.seconds),
       brazeRequests: requests1,

@@ -2,6 +2,7 @@ import http from 'node:http';
 import https from 'node:https';
 import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
 import { z } from 'zod';
+import type { AppSettings } from '../config/settings';
 import { BrazeAuthError } from '../errors';
 import type { BrazeAttributesObject } from '../mapping/brazeUser';
 import type { Clock } from './clock';
@@ -11,15 +12,8 @@ import { readRateLimit } from './rateLimitHeaders';
 import { redactSecret } from './redact';
 import { exponentialBackoffStrategy, retryLoop, throttlingStrategy, type AttemptResult, type RetryStrategy } from './retry';
 
-export interface BrazeClientOptions {
-  endpoint: string;
-  apiKey: string;
-  requestTimeoutMs: number;
-  maxRetries: number;
-  retryDelayMs: number;
-  maxRetryDelayMs: number;
-  maxConcurrentRequests: number;
-}
+/** The Braze app settings; the reserve share belongs to the pacer. */
+export type BrazeClientOptions = Omit<AppSettings['braze'], 'rateLimitReserveShare'>;
 
 /** Braze's answer body; partial failures come as 2xx with `errors`. */
 const trackResponseSchema = z.looseObject({

@@ -165,6 +165,26 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
     expect(missing.status).toBe(404);
   });
 
+  it('rejects a second row of the same profile within one segment, naming the reason, and sends the first', async () => {
+    await freshStack();
+    await writeExport(stack.app.deps.storage.exportContainer, {
+      destination: 'BrazeExport',
+      segments: [
+        { table: 'HighValue', partitions: [csv([[ID(1), 'a@example.com', 'First', '1'], [ID(1), 'a@example.com', 'Second', '2']])] },
+        { table: 'Newsletter', partitions: [csv([[ID(1), 'a@example.com', 'First', '1']])] },
+      ],
+    });
+    const outcome = await requestSync(stack.app.deps, { trigger: 'http' });
+    const [run] = await runToEnd(stack, [outcome.runs[0].runId]);
+    expect(run.rowsRead).toBe(3);
+    expect(run.rowsDelivered).toBe(2);
+    expect(run.rowsRejectedInput).toBe(1);
+    expect(rowsAccountedFor(run)).toBe(3);
+    expect(stack.braze.profile(`external_id:${ID(1)}`)).toMatchObject({ first_name: 'First', ci_high_value: true, ci_newsletter: true });
+    const report = await readBlob(stack, rejectsReportName(run.runId));
+    expect(report).toMatch(/rejected,[^,]*HighValue_1\.csv,2,external_id [^,]+,"?duplicate: the segment has another row of this profile/);
+  });
+
   it('requires a function key on every HTTP function', () => {
     for (const options of [syncHttpOptions, runStatusOptions, runResumeOptions]) expect(options.authLevel).toBe('function');
   });
