@@ -38,7 +38,13 @@ const config: SyncConfig = {
         { table: 'HighValue', brazeSegmentId: 'seg-high-value', attribute: 'ci_high_value' },
         { table: 'Newsletter', brazeSegmentId: 'ci_newsletter' },
       ],
-      matching: { emailColumn: 'EMail', customerIdColumn: 'CustomerId', customerIdIsExternalId: true, fallbackIdentifiers: ['email', 'user_alias'], aliasLabel: 'ci_customer_id' },
+      matching: {
+        emailColumn: 'EMail',
+        customerIdColumn: 'CustomerId',
+        customerIdIsExternalId: true,
+        fallbackIdentifiers: ['email', 'user_alias'],
+        aliasLabel: 'ci_customer_id',
+      },
       fields: { FirstName: 'first_name', LastName: 'last_name', LoyaltyPoints: 'loyalty_points', LastPurchaseDate: 'last_purchase_at' },
       leaverValue: null,
     },
@@ -63,7 +69,13 @@ function rowOf(i: number, changed: boolean): string {
 }
 
 /** Streams a CI-style export into Azurite: headerless CSV partitions per segment, model.json last. */
-async function writeExport(container: ContainerClient, profiles: number, partitions: number, runFolder: string, changedShare: number): Promise<{ rows: number; bytes: number }> {
+async function writeExport(
+  container: ContainerClient,
+  profiles: number,
+  partitions: number,
+  runFolder: string,
+  changedShare: number,
+): Promise<{ rows: number; bytes: number }> {
   let rows = 0;
   let bytes = 0;
   const entities = [];
@@ -129,7 +141,11 @@ async function brazeStats(url: string): Promise<BrazeStats> {
 function startChild(script: string, env: NodeJS.ProcessEnv, ready: RegExp): Promise<{ child: ChildProcess; firstLine: string }> {
   // BENCH_CPU_PROF=DIR writes a V8 CPU profile of each child process (to find where time goes).
   const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-  const child = spawn(process.execPath, [...profile, path.join(ROOT, 'dist', script)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // The workers run with the heap size the README recommends for up to 1M profiles (in Azure:
+  // languageWorkers__node__arguments); BENCH_WORKER_NODE_ARGS overrides it, "" for V8's default.
+  const workerNodeArgs = process.env.BENCH_WORKER_NODE_ARGS ?? '--max-old-space-size=192';
+  const workerArgs = script.includes('worker') && workerNodeArgs ? workerNodeArgs.split(' ') : [];
+  const child = spawn(process.execPath, [...profile, ...workerArgs, path.join(ROOT, 'dist', script)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
   return new Promise((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -161,7 +177,12 @@ async function syncAndWait(deps: ConnectorDeps): Promise<{ run: RunRecord; secon
 
 /** The naive way, for comparison: stream each CSV and POST every 75 rows, one request at a time. */
 async function naiveBaseline(container: ContainerClient, brazeUrl: string, runFolder: string): Promise<{ seconds: number; requests: number }> {
-  const client = axios.create({ baseURL: brazeUrl, httpAgent: new http.Agent({ keepAlive: true }), headers: { Authorization: `Bearer ${API_KEY}` }, validateStatus: () => true });
+  const client = axios.create({
+    baseURL: brazeUrl,
+    httpAgent: new http.Agent({ keepAlive: true }),
+    headers: { Authorization: `Bearer ${API_KEY}` },
+    validateStatus: () => true,
+  });
   const started = Date.now();
   let requests = 0;
   const post = async (attributes: Record<string, unknown>[]) => {
@@ -178,7 +199,15 @@ async function naiveBaseline(container: ContainerClient, brazeUrl: string, runFo
       const body = (await container.getBlobClient(blob.name).download()).readableStreamBody as Readable;
       let batch: Record<string, unknown>[] = [];
       for await (const record of body.pipe(parse()) as AsyncIterable<string[]>) {
-        batch.push({ external_id: record[0], email: record[1].toLowerCase(), first_name: record[2], last_name: record[3], loyalty_points: Number(record[4]), last_purchase_at: record[5], [segment === 'HighValue' ? 'ci_high_value' : 'ci_newsletter']: true });
+        batch.push({
+          external_id: record[0],
+          email: record[1].toLowerCase(),
+          first_name: record[2],
+          last_name: record[3],
+          loyalty_points: Number(record[4]),
+          last_purchase_at: record[5],
+          [segment === 'HighValue' ? 'ci_high_value' : 'ci_newsletter']: true,
+        });
         if (batch.length === 75) {
           await post(batch);
           batch = [];
@@ -209,7 +238,13 @@ async function main(): Promise<void> {
 
   const azurite = await startAzurite();
   // Loopback answers in about a millisecond; --braze-latency-ms adds what a real network and Braze take.
-  const brazeEnv = { ...process.env, BRAZE_API_KEY: API_KEY, BRAZE_RATE_LIMIT: '3000', BRAZE_RATE_WINDOW_MS: '3000', BRAZE_LATENCY_MS: values['braze-latency-ms'] };
+  const brazeEnv = {
+    ...process.env,
+    BRAZE_API_KEY: API_KEY,
+    BRAZE_RATE_LIMIT: '3000',
+    BRAZE_RATE_WINDOW_MS: '3000',
+    BRAZE_LATENCY_MS: values['braze-latency-ms'],
+  };
   const braze = await startChild('local/brazeServerMain.js', brazeEnv, /^http:/);
   const brazeUrl = braze.firstLine;
   const env: NodeJS.ProcessEnv = {
@@ -235,7 +270,12 @@ async function main(): Promise<void> {
     // Function instances: each runs every queue trigger, as the Functions host does when it scales out.
     for (let i = 0; i < Number(values.workers); i++) workers.push((await startChild('local/worker.js', env, /worker ready/)).child);
     const connectorCpu = () => workers.reduce((n, w) => n + processStats(w.pid!).cpuSeconds, 0);
-    const cpuOf = () => ({ connector: connectorCpu(), braze: processStats(braze.child.pid!).cpuSeconds, azurite: processStats(azurite.process.pid!).cpuSeconds, bench: process.cpuUsage() });
+    const cpuOf = () => ({
+      connector: connectorCpu(),
+      braze: processStats(braze.child.pid!).cpuSeconds,
+      azurite: processStats(azurite.process.pid!).cpuSeconds,
+      bench: process.cpuUsage(),
+    });
     const cpuBefore1 = cpuOf();
     const before1 = await brazeStats(brazeUrl);
     say('refresh 1: full sync…');
@@ -304,10 +344,12 @@ async function main(): Promise<void> {
       console.log(JSON.stringify(result));
     } else {
       console.log('\nresult');
-      for (const [key, value] of Object.entries(result)) console.log(`  ${key.padEnd(26)} ${typeof value === 'object' && value ? JSON.stringify(value) : value}`);
+      for (const [key, value] of Object.entries(result))
+        console.log(`  ${key.padEnd(26)} ${typeof value === 'object' && value ? JSON.stringify(value) : value}`);
     }
   } finally {
-    for (const w of workers) w.kill('SIGTERM');
+    // Workers first, so their pollers do not complain about storage going away.
+    await Promise.all(workers.map((w) => new Promise((resolve) => (w.exitCode !== null ? resolve(null) : (w.once('exit', resolve), w.kill('SIGTERM'))))));
     braze.child.kill('SIGTERM');
     await azurite.stop();
   }

@@ -26,7 +26,8 @@ export async function syncHttp(request: HttpRequest, context: InvocationContext)
   try {
     const outcome = await requestSync(connector(), { trigger: 'http', ...parsed.data });
     context.log(`sync requested over HTTP: ${outcome.runs.length} runs, ${outcome.problems.length} problems`);
-    if (outcome.runs.length === 0) return { status: outcome.problems.every((p) => p.retryable) ? 409 : 422, jsonBody: { runs: [], problems: outcome.problems } };
+    if (outcome.runs.length === 0)
+      return { status: outcome.problems.every((p) => p.retryable) ? 409 : 422, jsonBody: { runs: [], problems: outcome.problems } };
     return {
       status: 202,
       jsonBody: { runId: outcome.runs[0].runId, runs: outcome.runs, problems: outcome.problems },

@@ -16,7 +16,25 @@ const KEY = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZ
  */
 export async function startAzurite(options: { debugLog?: string } = {}): Promise<AzuriteInstance> {
   const bin = path.join(path.dirname(require.resolve('azurite/package.json')), 'dist', 'src', 'azurite.js');
-  const args = [bin, '--inMemoryPersistence', '--skipApiVersionCheck', '--disableTelemetry', '--silent', '--blobPort', '0', '--queuePort', '0', '--tablePort', '0', '--blobHost', '127.0.0.1', '--queueHost', '127.0.0.1', '--tableHost', '127.0.0.1'];
+  const args = [
+    bin,
+    '--inMemoryPersistence',
+    '--skipApiVersionCheck',
+    '--disableTelemetry',
+    '--silent',
+    '--blobPort',
+    '0',
+    '--queuePort',
+    '0',
+    '--tablePort',
+    '0',
+    '--blobHost',
+    '127.0.0.1',
+    '--queueHost',
+    '127.0.0.1',
+    '--tableHost',
+    '127.0.0.1',
+  ];
   if (options.debugLog) args.push('--debug', options.debugLog);
   const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
   const ports = await new Promise<{ blob: number; queue: number; table: number }>((resolve, reject) => {

@@ -110,14 +110,17 @@ export class QueueHost {
   private async run(id: string, popReceipt: string, text: string, dequeueCount: number): Promise<void> {
     const lockSeconds = this.options.lockSeconds ?? 60;
     let receipt = popReceipt;
-    const renew = setInterval(() => {
-      this.queue
-        .updateMessage(id, receipt, undefined, lockSeconds)
-        .then((r) => {
-          receipt = r.popReceipt ?? receipt;
-        })
-        .catch(() => undefined);
-    }, (lockSeconds * 1000) / 3);
+    const renew = setInterval(
+      () => {
+        this.queue
+          .updateMessage(id, receipt, undefined, lockSeconds)
+          .then((r) => {
+            receipt = r.popReceipt ?? receipt;
+          })
+          .catch(() => undefined);
+      },
+      (lockSeconds * 1000) / 3,
+    );
     try {
       await this.handler(text, { dequeueCount, id });
       clearInterval(renew);

@@ -107,7 +107,9 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
       timeoutMs,
       onProgress: (current) => {
         for (const run of current) {
-          say(`  ${run.runId} ${run.status}: ${run.rowsRead} rows read, ${run.usersDelivered}/${run.usersEnqueued} profiles delivered, ${run.rowsSkippedUnchanged} unchanged, ${run.rowsRejectedInput + run.rowsRejectedBraze} rejected, ${run.rowsFailed} failed`);
+          say(
+            `  ${run.runId} ${run.status}: ${run.rowsRead} rows read, ${run.usersDelivered}/${run.usersEnqueued} profiles delivered, ${run.rowsSkippedUnchanged} unchanged, ${run.rowsRejectedInput + run.rowsRejectedBraze} rejected, ${run.rowsFailed} failed`,
+          );
         }
       },
     });
@@ -127,7 +129,12 @@ async function fire(app: LocalFunctionApp, trigger: string, uploaded: string[], 
   const before = new Set((await app.deps.ledger.listRuns()).map((r) => r.runId));
   if (trigger === 'http') {
     const response = await syncHttp(
-      new HttpRequest({ method: 'POST', url: 'http://localhost/api/sync', body: { string: JSON.stringify(force ? { force } : {}) }, headers: { 'content-type': 'application/json' } }),
+      new HttpRequest({
+        method: 'POST',
+        url: 'http://localhost/api/sync',
+        body: { string: JSON.stringify(force ? { force } : {}) },
+        headers: { 'content-type': 'application/json' },
+      }),
       context('syncHttp'),
     );
     if (response.status !== 202) throw new InvalidInputError(`POST /api/sync answered ${response.status}: ${JSON.stringify(response.jsonBody)}`);
@@ -160,14 +167,25 @@ function report(runs: RunRecord[], braze: BrazeServer | undefined, json: boolean
       }),
       { rowsRead: 0, delivered: 0, skippedUnchanged: 0, rejected: 0, failed: 0, profilesDelivered: 0, exits: 0, brazeRequests: 0 },
     );
-    console.log(JSON.stringify({ trigger, ...totals, runs: summaries.map((s) => ({ ...s, rejectsReport: rejectsReportName(s.runId) })), brazeProfiles: braze?.profiles.size }));
+    console.log(
+      JSON.stringify({
+        trigger,
+        ...totals,
+        runs: summaries.map((s) => ({ ...s, rejectsReport: rejectsReportName(s.runId) })),
+        brazeProfiles: braze?.profiles.size,
+      }),
+    );
     return;
   }
   console.log('\nSummary');
   for (const s of summaries) {
     console.log(`  run ${s.runId} (${s.destination}, refresh ${s.refresh}): ${s.status}${s.error ? ` — ${s.error}` : ''}`);
-    console.log(`    rows: ${s.rows.read} read = ${s.rows.delivered} delivered + ${s.rows.skippedUnchanged} unchanged + ${s.rows.rejected} rejected + ${s.rows.failed} failed`);
-    console.log(`    profiles: ${s.users.delivered} delivered (${s.users.exitsEnqueued} segment exits), ${s.users.rejected} rejected by Braze; ${s.braze.requests} requests, ${s.braze.dataPointsSent} data points (full send: ${s.braze.dataPointsFullSend})`);
+    console.log(
+      `    rows: ${s.rows.read} read = ${s.rows.delivered} delivered + ${s.rows.skippedUnchanged} unchanged + ${s.rows.rejected} rejected + ${s.rows.failed} failed`,
+    );
+    console.log(
+      `    profiles: ${s.users.delivered} delivered (${s.users.exitsEnqueued} segment exits), ${s.users.rejected} rejected by Braze; ${s.braze.requests} requests, ${s.braze.dataPointsSent} data points (full send: ${s.braze.dataPointsFullSend})`,
+    );
     for (const [reason, n] of Object.entries(s.rejectedByReason)) console.log(`    rejected: ${n} × ${reason}`);
     console.log(`    rejects report: blob ${rejectsReportName(s.runId)} in the state container`);
   }

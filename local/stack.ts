@@ -81,7 +81,10 @@ export class LocalFunctionApp {
   }
 
   /** Waits until each run is completed, failed, superseded or halted, reporting progress. */
-  async waitForRuns(runIds: string[], options: { timeoutMs: number; onProgress?: (runs: RunRecord[]) => void; progressEveryMs?: number }): Promise<RunRecord[]> {
+  async waitForRuns(
+    runIds: string[],
+    options: { timeoutMs: number; onProgress?: (runs: RunRecord[]) => void; progressEveryMs?: number },
+  ): Promise<RunRecord[]> {
     const deadline = Date.now() + options.timeoutMs;
     let lastProgress = 0;
     for (;;) {

@@ -8,7 +8,12 @@ import { LocalFunctionApp } from './stack';
  */
 async function main(): Promise<void> {
   const lockSeconds = Number(process.env.LOCAL_LOCK_SECONDS ?? '60');
-  const app = new LocalFunctionApp({ env: process.env, log: consoleLogger, lockSeconds, hostSettings: { maxPollingInterval: '00:00:00.200', visibilityTimeout: '00:00:00' } });
+  const app = new LocalFunctionApp({
+    env: process.env,
+    log: consoleLogger,
+    lockSeconds,
+    hostSettings: { maxPollingInterval: '00:00:00.200', visibilityTimeout: '00:00:00' },
+  });
   await app.start();
   console.log('worker ready');
   const stop = async () => {

@@ -56,12 +56,7 @@ export class BrazeRetryableError extends Error {
   }
 }
 
-export type ConnectorError =
-  | InvalidInputError
-  | ExportNotReadyError
-  | BrazeAuthError
-  | BrazeRequestRejectedError
-  | BrazeRetryableError;
+export type ConnectorError = InvalidInputError | ExportNotReadyError | BrazeAuthError | BrazeRequestRejectedError | BrazeRetryableError;
 
 export function describeError(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`;

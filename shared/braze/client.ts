@@ -36,8 +36,7 @@ export interface RowError {
 }
 
 export type TrackOutcome =
-  | { kind: 'accepted'; status: number; rowErrors: RowError[]; unattributedErrors: string[] }
-  | { kind: 'refused'; status: number; message: string };
+  { kind: 'accepted'; status: number; rowErrors: RowError[]; unattributedErrors: string[] } | { kind: 'refused'; status: number; message: string };
 
 export interface TrackStats {
   requests: number;
@@ -73,10 +72,7 @@ export class BrazeClient {
       transformResponse: (body: unknown) => body,
       maxRedirects: 0,
     });
-    this.strategies = [
-      throttlingStrategy({ maxRetries: options.maxRetries * 4, fallbackDelayMs: options.retryDelayMs }),
-      exponentialBackoffStrategy(options),
-    ];
+    this.strategies = [throttlingStrategy({ maxRetries: options.maxRetries * 4, fallbackDelayMs: options.retryDelayMs }), exponentialBackoffStrategy(options)];
   }
 
   /** Sends ≤75 attribute objects; retries transient failures until `deadlineMs`. */

@@ -75,7 +75,8 @@ export interface RetryLoopOptions<T> {
 export async function retryLoop<T>(options: RetryLoopOptions<T>): Promise<T> {
   for (let retryCount = 0; ; retryCount++) {
     const { result, value } = await options.attempt();
-    const failed = result.transportError !== undefined || (result.status !== undefined && (result.status === 429 || result.status === 408 || result.status >= 500));
+    const failed =
+      result.transportError !== undefined || (result.status !== undefined && (result.status === 429 || result.status === 408 || result.status >= 500));
     if (!failed) return value;
     const nowMs = options.now();
     let decision: RetryDecision = { kind: 'skip' };
@@ -88,7 +89,11 @@ export async function retryLoop<T>(options: RetryLoopOptions<T>): Promise<T> {
     if (decision.kind === 'skip') return value;
     if (decision.kind === 'giveUp') throw new BrazeRetryableError(`Braze request failed: ${decision.reason} (${describe})`, status, result.retryAtMs);
     if (nowMs + decision.delayMs > options.deadlineMs) {
-      throw new BrazeRetryableError(`Braze request deferred: ${describe}; next try in ${Math.ceil(decision.delayMs)} ms is past this invocation's budget`, status, nowMs + decision.delayMs);
+      throw new BrazeRetryableError(
+        `Braze request deferred: ${describe}; next try in ${Math.ceil(decision.delayMs)} ms is past this invocation's budget`,
+        status,
+        nowMs + decision.delayMs,
+      );
     }
     options.onRetry?.({ retryCount, delayMs: decision.delayMs, result });
     await options.sleep(decision.delayMs);

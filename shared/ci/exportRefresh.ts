@@ -64,9 +64,7 @@ export async function resolveRefresh(container: ContainerClient, location: Expor
   for (const segment of destination.segments) {
     const entity = findEntity(model, segment.table);
     if (!entity) {
-      throw new InvalidInputError(
-        `${path} has no entity "${segment.table}" (it has: ${model.entities.map((e) => e.name).join(', ') || 'none'})`,
-      );
+      throw new InvalidInputError(`${path} has no entity "${segment.table}" (it has: ${model.entities.map((e) => e.name).join(', ') || 'none'})`);
     }
     if (entity.attributes.length === 0) throw new InvalidInputError(`${path}: entity "${entity.name}" lists no attributes`);
     let partitions: PartitionRef[];
@@ -80,11 +78,23 @@ export async function resolveRefresh(container: ContainerClient, location: Expor
     } else {
       partitions = await newestRunFolderPartitions(container, location, entity.name, path);
     }
-    segments.push({ table: segment.table, attribute: segmentAttribute(segment), brazeSegmentId: segment.brazeSegmentId, attributes: entity.attributes, partitions });
+    segments.push({
+      table: segment.table,
+      attribute: segmentAttribute(segment),
+      brazeSegmentId: segment.brazeSegmentId,
+      attributes: entity.attributes,
+      partitions,
+    });
   }
   const identity = segments.flatMap((s) => s.partitions.map((p) => `${s.table}|${p.blobName}|${p.etag}`)).sort();
-  const refreshKey = createHash('sha256').update(`${path}\n${identity.join('\n')}`).digest('hex').slice(0, 32);
-  const folders = segments.flatMap((s) => s.partitions.map((p) => runFolderOf(p.blobName))).filter(Boolean).sort();
+  const refreshKey = createHash('sha256')
+    .update(`${path}\n${identity.join('\n')}`)
+    .digest('hex')
+    .slice(0, 32);
+  const folders = segments
+    .flatMap((s) => s.partitions.map((p) => runFolderOf(p.blobName)))
+    .filter(Boolean)
+    .sort();
   return { ...location, modelJsonPath: path, refreshKey, label: folders.at(-1) ?? 'unknown', segments };
 }
 
@@ -116,7 +126,12 @@ async function newestRunFolderPartitions(container: ContainerClient, location: E
   const partitions: PartitionRef[] = [];
   for await (const blob of container.listBlobsFlat({ prefix })) {
     if (!blob.name.toLowerCase().endsWith('.csv')) continue;
-    partitions.push({ blobName: blob.name, format: csvFormatOf(undefined, blob.name), sizeBytes: blob.properties.contentLength ?? 0, etag: blob.properties.etag ?? '' });
+    partitions.push({
+      blobName: blob.name,
+      format: csvFormatOf(undefined, blob.name),
+      sizeBytes: blob.properties.contentLength ?? 0,
+      etag: blob.properties.etag ?? '',
+    });
   }
   if (partitions.length === 0) throw new ExportNotReadyError(`${prefix} holds no CSV partition`);
   return partitions.sort((a, b) => a.blobName.localeCompare(b.blobName, 'en', { numeric: true }));

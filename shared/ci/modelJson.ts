@@ -6,20 +6,18 @@ import { formatIssues } from '../config/settings';
 export const cdmDataTypes = ['string', 'int64', 'double', 'decimal', 'boolean', 'dateTime', 'dateTimeOffset', 'GUID', 'JSON'] as const;
 export type CdmDataType = (typeof cdmDataTypes)[number];
 
-const dataTypeSchema = z
-  .string()
-  .transform((t, ctx): CdmDataType => {
-    const match = cdmDataTypes.find((known) => known.toLowerCase() === t.toLowerCase());
-    if (match) return match;
-    // CDM also knows int16/int32, float, date/time, unclassified: read them by their nearest JSON type.
-    const lower = t.toLowerCase();
-    if (['int16', 'int32', 'integer', 'int'].includes(lower)) return 'int64';
-    if (['float', 'single'].includes(lower)) return 'double';
-    if (['date', 'time'].includes(lower)) return 'dateTime';
-    if (['unclassified', 'unknown'].includes(lower)) return 'string';
-    ctx.addIssue({ code: 'custom', message: `unknown dataType "${t}" (expected one of ${cdmDataTypes.join(', ')})` });
-    return z.NEVER;
-  });
+const dataTypeSchema = z.string().transform((t, ctx): CdmDataType => {
+  const match = cdmDataTypes.find((known) => known.toLowerCase() === t.toLowerCase());
+  if (match) return match;
+  // CDM also knows int16/int32, float, date/time, unclassified: read them by their nearest JSON type.
+  const lower = t.toLowerCase();
+  if (['int16', 'int32', 'integer', 'int'].includes(lower)) return 'int64';
+  if (['float', 'single'].includes(lower)) return 'double';
+  if (['date', 'time'].includes(lower)) return 'dateTime';
+  if (['unclassified', 'unknown'].includes(lower)) return 'string';
+  ctx.addIssue({ code: 'custom', message: `unknown dataType "${t}" (expected one of ${cdmDataTypes.join(', ')})` });
+  return z.NEVER;
+});
 
 const fileFormatSettingsSchema = z.looseObject({
   $type: z.string().optional(),
@@ -87,7 +85,10 @@ export function blobNameFromLocation(location: string, container: string): strin
   if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
     path = new URL(location).pathname;
   }
-  const segments = path.split('/').filter(Boolean).map((s) => decodeURIComponent(s));
+  const segments = path
+    .split('/')
+    .filter(Boolean)
+    .map((s) => decodeURIComponent(s));
   const at = segments.indexOf(container);
   if (at >= 0) return segments.slice(at + 1).join('/');
   // Exports copied between accounts keep their layout: the blob name starts at the instance folder.

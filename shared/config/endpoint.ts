@@ -20,9 +20,7 @@ export function parseBrazeEndpoint(raw: string, settingName = 'BRAZE_REST_ENDPOI
     throw new InvalidInputError(`${settingName}: must use https, got ${url.protocol}`);
   }
   if (url.protocol === 'http:' && !LOOPBACK_HOSTS.has(url.hostname) && !url.hostname.startsWith('127.')) {
-    throw new InvalidInputError(
-      `${settingName}: plain http is only allowed for loopback addresses, not ${url.hostname}`,
-    );
+    throw new InvalidInputError(`${settingName}: plain http is only allowed for loopback addresses, not ${url.hostname}`);
   }
   if (url.username || url.password) throw new InvalidInputError(`${settingName}: must not carry credentials`);
   if (url.search || url.hash) throw new InvalidInputError(`${settingName}: must not carry a query or fragment`);

@@ -11,42 +11,46 @@ const positiveInt = (fallback: number) => z.coerce.number().int().positive().def
  * App settings (environment). Everything below this module receives typed values; nothing else
  * reads process.env.
  */
-export const appSettingsSchema = z
-  .object({
-    AzureWebJobsStorage: z.string().min(1).optional(),
-    AzureWebJobsStorage__blobServiceUri: z.url().optional(),
-    AzureWebJobsStorage__queueServiceUri: z.url().optional(),
-    AzureWebJobsStorage__tableServiceUri: z.url().optional(),
-    EXPORT_CONTAINER: z.string().regex(/^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$/, 'must be a valid blob container name'),
-    STATE_CONTAINER: z
-      .string()
-      .regex(/^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$/, 'must be a valid blob container name')
-      .default('braze-connector'),
-    BRAZE_REST_ENDPOINT: z.string().min(1, 'is required (e.g. rest.iad-03.braze.com)'),
-    BRAZE_API_KEY: z.string().min(1, 'is required'),
-    SYNC_SCHEDULE: z.string().min(1).default('0 */15 * * * *'),
-    SYNC_CONFIG: z.string().optional(),
-    SYNC_CONFIG_FILE: z.string().optional(),
-    RUNS_TABLE: z.string().regex(/^[A-Za-z][A-Za-z0-9]{2,62}$/).default('brazeconnectorruns'),
-    BRAZE_REQUEST_TIMEOUT_MS: positiveInt(30_000),
-    BRAZE_MAX_RETRIES: z.coerce.number().int().min(0).default(6),
-    BRAZE_RETRY_DELAY_MS: positiveInt(500),
-    BRAZE_MAX_RETRY_DELAY_MS: positiveInt(30_000),
-    /** Share of Braze's rate limit left for other tools of the workspace. */
-    BRAZE_RATE_LIMIT_RESERVE_SHARE: z.coerce.number().min(0).max(0.9).default(0.1),
-    BRAZE_MAX_CONCURRENT_REQUESTS: positiveInt(32),
-    /** How long one sender invocation may spend before it re-enqueues the rest of its batch. */
-    SENDER_BUDGET_MS: positiveInt(120_000),
-    /** How long a run's enqueuer holds it before another worker may take over (after a crash). */
-    ENQUEUE_LEASE_MS: positiveInt(60_000),
-  });
+export const appSettingsSchema = z.object({
+  AzureWebJobsStorage: z.string().min(1).optional(),
+  AzureWebJobsStorage__blobServiceUri: z.url().optional(),
+  AzureWebJobsStorage__queueServiceUri: z.url().optional(),
+  AzureWebJobsStorage__tableServiceUri: z.url().optional(),
+  EXPORT_CONTAINER: z.string().regex(/^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$/, 'must be a valid blob container name'),
+  STATE_CONTAINER: z
+    .string()
+    .regex(/^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$/, 'must be a valid blob container name')
+    .default('braze-connector'),
+  BRAZE_REST_ENDPOINT: z.string().min(1, 'is required (e.g. rest.iad-03.braze.com)'),
+  BRAZE_API_KEY: z.string().min(1, 'is required'),
+  SYNC_SCHEDULE: z.string().min(1).default('0 */15 * * * *'),
+  SYNC_CONFIG: z.string().optional(),
+  SYNC_CONFIG_FILE: z.string().optional(),
+  RUNS_TABLE: z
+    .string()
+    .regex(/^[A-Za-z][A-Za-z0-9]{2,62}$/)
+    .default('brazeconnectorruns'),
+  BRAZE_REQUEST_TIMEOUT_MS: positiveInt(30_000),
+  BRAZE_MAX_RETRIES: z.coerce.number().int().min(0).default(6),
+  BRAZE_RETRY_DELAY_MS: positiveInt(500),
+  BRAZE_MAX_RETRY_DELAY_MS: positiveInt(30_000),
+  /** Share of Braze's rate limit left for other tools of the workspace. */
+  BRAZE_RATE_LIMIT_RESERVE_SHARE: z.coerce.number().min(0).max(0.9).default(0.1),
+  BRAZE_MAX_CONCURRENT_REQUESTS: positiveInt(32),
+  /** How long one sender invocation may spend before it re-enqueues the rest of its batch. */
+  SENDER_BUDGET_MS: positiveInt(120_000),
+  /** How long a run's enqueuer holds it before another worker may take over (after a crash). */
+  ENQUEUE_LEASE_MS: positiveInt(60_000),
+});
 
 /** Rules across settings, checked on the raw environment so they are reported with the field errors. */
 function crossFieldIssues(env: Record<string, string | undefined>): string[] {
   const issues: string[] = [];
   const identityBased = env.AzureWebJobsStorage__blobServiceUri && env.AzureWebJobsStorage__queueServiceUri;
   if (!env.AzureWebJobsStorage && !identityBased) {
-    issues.push('  - AzureWebJobsStorage: is required: a connection string, or AzureWebJobsStorage__blobServiceUri, __queueServiceUri and __tableServiceUri for identity-based access');
+    issues.push(
+      '  - AzureWebJobsStorage: is required: a connection string, or AzureWebJobsStorage__blobServiceUri, __queueServiceUri and __tableServiceUri for identity-based access',
+    );
   }
   if (!env.SYNC_CONFIG && !env.SYNC_CONFIG_FILE) issues.push('  - SYNC_CONFIG: is required: the mapping config as JSON, or SYNC_CONFIG_FILE with its path');
   if (env.BRAZE_REST_ENDPOINT) {

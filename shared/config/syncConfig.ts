@@ -39,7 +39,10 @@ const matchingSchema = z.strictObject({
 const destinationSchema = z
   .strictObject({
     /** The export destination's folder name (`<ExportDestinationName>` in the blob layout). */
-    name: z.string().min(1).refine((n) => !n.includes('/'), 'must be a folder name without "/"'),
+    name: z
+      .string()
+      .min(1)
+      .refine((n) => !n.includes('/'), 'must be a folder name without "/"'),
     /** Limit to one `CustomerInsights_<instanceId>` folder; all instances when absent. */
     instance: z.string().min(1).optional(),
     segments: z.array(segmentSchema).min(1, 'needs at least one segment').max(32, 'at most 32 segments per destination'),

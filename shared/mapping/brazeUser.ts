@@ -1,9 +1,6 @@
 import type { JsonValue } from '../ci/dataTypes';
 
-export type BrazeIdentifier =
-  | { external_id: string }
-  | { email: string }
-  | { user_alias: { alias_name: string; alias_label: string } };
+export type BrazeIdentifier = { external_id: string } | { email: string } | { user_alias: { alias_name: string; alias_label: string } };
 
 /** One object of the `attributes` array of POST /users/track. */
 export type BrazeAttributesObject = Record<string, JsonValue | { alias_name: string; alias_label: string }>;

@@ -30,7 +30,9 @@ export function checkColumns(destination: DestinationConfig, table: string, attr
   ];
   for (const [setting, column] of wanted) {
     if (column !== undefined && !names.has(column)) {
-      throw new InvalidInputError(`Mapping config: ${setting} names column "${column}", which entity "${table}" does not have (it has: ${[...names].join(', ')})`);
+      throw new InvalidInputError(
+        `Mapping config: ${setting} names column "${column}", which entity "${table}" does not have (it has: ${[...names].join(', ')})`,
+      );
     }
   }
 }
@@ -51,7 +53,13 @@ function identifierResolver(destination: DestinationConfig, emailIndex: number, 
     for (const fallback of fallbackIdentifiers) {
       if (fallback === 'email' && email) return { ok: true, identifier: { email }, key: `e:${email}`, email, rawEmail };
       if (fallback === 'user_alias' && customerId && customerId.length <= BRAZE_MAX_STRING_LENGTH) {
-        return { ok: true, identifier: { user_alias: { alias_name: customerId, alias_label: aliasLabel } }, key: `a:${aliasLabel}:${customerId}`, email, rawEmail };
+        return {
+          ok: true,
+          identifier: { user_alias: { alias_name: customerId, alias_label: aliasLabel } },
+          key: `a:${aliasLabel}:${customerId}`,
+          email,
+          rawEmail,
+        };
       }
     }
     const reason = rawEmail.trim() && !email ? 'no external_id and an invalid e-mail' : 'no usable identifier (no customer ID, no valid e-mail)';
@@ -68,7 +76,11 @@ function columnIndex(columns: PartitionColumns, column: string | undefined): num
 
 /** Only the profile key of a row (or undefined when the row has no usable identifier): the cheap first pass. */
 export function createKeyMapper(destination: DestinationConfig, columns: PartitionColumns): (values: string[]) => string | undefined {
-  const identify = identifierResolver(destination, columnIndex(columns, destination.matching.emailColumn), columnIndex(columns, destination.matching.customerIdColumn));
+  const identify = identifierResolver(
+    destination,
+    columnIndex(columns, destination.matching.emailColumn),
+    columnIndex(columns, destination.matching.customerIdColumn),
+  );
   return (values) => {
     const identity = identify(values);
     return identity.ok ? identity.key : undefined;

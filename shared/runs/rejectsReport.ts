@@ -59,7 +59,10 @@ export async function composeRejectsReport(container: ContainerClient, runId: st
     out.write(REJECTS_HEADER);
     for await (const item of container.listBlobsFlat({ prefix: `${runFolder(runId)}/rejects-parts/` })) {
       const part = await container.getBlobClient(item.name).downloadToBuffer();
-      lines += part.toString('utf8').split('\n').filter((l) => l.length > 0).length;
+      lines += part
+        .toString('utf8')
+        .split('\n')
+        .filter((l) => l.length > 0).length;
       if (!out.write(part)) await new Promise((resolve) => out.once('drain', resolve));
     }
   } finally {

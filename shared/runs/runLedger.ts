@@ -123,7 +123,12 @@ export class RunLedger {
    * replayed message changes nothing; one that failed or was parked before can be recorded again
    * after a resume, and only the difference is added.
    */
-  async recordBatch(runId: string, batchId: string, outcome: BatchOutcome, hint: { firstDelivery?: boolean } = {}): Promise<{ applied: boolean; run: RunRecord }> {
+  async recordBatch(
+    runId: string,
+    batchId: string,
+    outcome: BatchOutcome,
+    hint: { firstDelivery?: boolean } = {},
+  ): Promise<{ applied: boolean; run: RunRecord }> {
     const rowKey = `batch-${batchId}`;
     const shardKey = shardOf(batchId);
     let assumeNew = hint.firstDelivery ?? false;

@@ -45,7 +45,11 @@ export function undeliveredPrefix(runId: string): string {
 }
 
 const isProfileState = (v: unknown): v is ProfileState =>
-  typeof v === 'object' && v !== null && Array.isArray((v as ProfileState).m) && (v as ProfileState).m.every((m) => typeof m === 'string') && typeof (v as ProfileState).f === 'string';
+  typeof v === 'object' &&
+  v !== null &&
+  Array.isArray((v as ProfileState).m) &&
+  (v as ProfileState).m.every((m) => typeof m === 'string') &&
+  typeof (v as ProfileState).f === 'string';
 
 /** The hot-path shape checks; a line that fails one goes through the zod schema for a precise message. */
 export const isStateRecord = (v: unknown): v is StateRecord =>
@@ -54,13 +58,24 @@ export const isStateRecord = (v: unknown): v is StateRecord =>
 export const isCandidateRecord = (v: unknown): v is CandidateRecord => {
   const r = v as CandidateRecord;
   return (
-    typeof v === 'object' && v !== null && typeof r.h === 'string' && r.h.length === 16 && typeof r.k === 'string' &&
-    (r.n === null || isProfileState(r.n)) && (r.p === null || isProfileState(r.p)) && (r.b === undefined || typeof r.b === 'string')
+    typeof v === 'object' &&
+    v !== null &&
+    typeof r.h === 'string' &&
+    r.h.length === 16 &&
+    typeof r.k === 'string' &&
+    (r.n === null || isProfileState(r.n)) &&
+    (r.p === null || isProfileState(r.p)) &&
+    (r.b === undefined || typeof r.b === 'string')
   );
 };
 
 /** Streams NDJSON lines of a blob; yields nothing when the blob does not exist. */
-export async function* readNdjson<T>(container: ContainerClient, blobName: string, schema: z.ZodType<T>, isValid: (value: unknown) => value is T): AsyncGenerator<T> {
+export async function* readNdjson<T>(
+  container: ContainerClient,
+  blobName: string,
+  schema: z.ZodType<T>,
+  isValid: (value: unknown) => value is T,
+): AsyncGenerator<T> {
   let body: Readable;
   try {
     const download = await container.getBlobClient(blobName).download();
@@ -157,7 +172,11 @@ export async function loadUndelivered(container: ContainerClient, runId: string)
  * Braze accepted, the old one for those it did not, so they are sent again next refresh. The blob
  * is new (named by run); the caller switches the state pointer to it once it is complete.
  */
-export async function writeStateFromCandidate(container: ContainerClient, runId: string, modelJsonPath: string): Promise<{ blobName: string; profiles: number }> {
+export async function writeStateFromCandidate(
+  container: ContainerClient,
+  runId: string,
+  modelJsonPath: string,
+): Promise<{ blobName: string; profiles: number }> {
   const undelivered = await loadUndelivered(container, runId);
   const blobName = stateBlobName(modelJsonPath, runId);
   const writer = new NdjsonWriter(container, blobName);

@@ -68,7 +68,8 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown, delive
           const type = refused.get(position);
           results[userIndex] = type === undefined ? { kind: 'delivered' } : { kind: 'rejected', reason: `Braze: ${type}` };
         });
-        if (outcome.unattributedErrors.length) deps.log.warn(`batch ${message.batchId}: Braze reported errors without a row: ${outcome.unattributedErrors.join('; ')}`);
+        if (outcome.unattributedErrors.length)
+          deps.log.warn(`batch ${message.batchId}: Braze reported errors without a row: ${outcome.unattributedErrors.join('; ')}`);
         return;
       }
       // A whole request refused (bad request, "Max Input Length Exceeded"): halve it until the rows Braze refuses are isolated.
@@ -104,7 +105,8 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown, delive
         : { status: 'halted', error: `${authError!.message}. Fix BRAZE_API_KEY (users.track permission), then POST /api/runs/${message.runId}/resume.` },
     );
     // The unsent rest travels as a batch of its own, so a resume can settle it without touching what was delivered.
-    if (unsent.length) await handOff(deps, message, { kind: 'park', child: { ...message, batchId: `${message.batchId}~p`, users: unsent }, reason: authError.message }, sources);
+    if (unsent.length)
+      await handOff(deps, message, { kind: 'park', child: { ...message, batchId: `${message.batchId}~p`, users: unsent }, reason: authError.message }, sources);
     return record(deps, message.runId, message.batchId, outcome, false, 'parked', context);
   }
   if (retryError && unsent.length) {
@@ -238,9 +240,16 @@ function addUnsent(outcome: PartOutcome, users: PendingUser[], sources: string[]
 
 /** Reject lines name the partition blob and row, and the identifier unless it is an e-mail. */
 function rejectLine(sources: string[], user: PendingUser, outcome: RejectLine['outcome'], reason: string): RejectLine {
-  if (user.s === 'exit') return { outcome, source: 'leaver (segment exit)', row: '', identifier: describeIdentifier(user.o as unknown as BrazeIdentifier), reason };
+  if (user.s === 'exit')
+    return { outcome, source: 'leaver (segment exit)', row: '', identifier: describeIdentifier(user.o as unknown as BrazeIdentifier), reason };
   const [partition, row] = user.s.split(':');
-  return { outcome, source: sources[Number(partition)] ?? `partition ${partition}`, row: Number(row), identifier: describeIdentifier(user.o as unknown as BrazeIdentifier), reason };
+  return {
+    outcome,
+    source: sources[Number(partition)] ?? `partition ${partition}`,
+    row: Number(row),
+    identifier: describeIdentifier(user.o as unknown as BrazeIdentifier),
+    reason,
+  };
 }
 
 async function parkWhole(deps: ConnectorDeps, message: BrazeBatchMessage, sources: string[], reason: string): Promise<DeliveryResult> {

@@ -47,7 +47,9 @@ export async function enqueueRun(deps: ConnectorDeps, runId: string): Promise<Ru
 
   const renew = setInterval(() => {
     deps.ledger
-      .update(runId, (current) => (current.status === 'enqueuing' ? { leaseUntil: new Date(deps.clock.now() + deps.settings.enqueueLeaseMs).toISOString() } : undefined))
+      .update(runId, (current) =>
+        current.status === 'enqueuing' ? { leaseUntil: new Date(deps.clock.now() + deps.settings.enqueueLeaseMs).toISOString() } : undefined,
+      )
       .catch((error) => deps.log.warn(`run ${runId}: lease renewal failed: ${describeError(error)}`));
   }, deps.settings.enqueueLeaseMs / 3);
   try {
@@ -69,7 +71,9 @@ export async function enqueueRun(deps: ConnectorDeps, runId: string): Promise<Ru
       await deps.ledger.releaseDestination(run.modelJsonPath, runId);
       return { kind: 'done' };
     }
-    await deps.ledger.update(runId, (current) => (current.status === 'enqueuing' ? { leaseUntil: undefined, status: 'queued' } : undefined)).catch(() => undefined);
+    await deps.ledger
+      .update(runId, (current) => (current.status === 'enqueuing' ? { leaseUntil: undefined, status: 'queued' } : undefined))
+      .catch(() => undefined);
     throw error;
   } finally {
     clearInterval(renew);
@@ -106,7 +110,15 @@ async function claimDestination(deps: ConnectorDeps, run: RunRecord): Promise<Ru
 
 type EnqueueTotals = Pick<
   RunRecord,
-  'rowsRead' | 'rowsRejectedInput' | 'rowsSkippedUnchanged' | 'rowsEnqueued' | 'usersEnqueued' | 'exitsEnqueued' | 'batchesEnqueued' | 'dataPointsFullSend' | 'inputRejectedByReason'
+  | 'rowsRead'
+  | 'rowsRejectedInput'
+  | 'rowsSkippedUnchanged'
+  | 'rowsEnqueued'
+  | 'usersEnqueued'
+  | 'exitsEnqueued'
+  | 'batchesEnqueued'
+  | 'dataPointsFullSend'
+  | 'inputRejectedByReason'
 >;
 
 async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: DestinationConfig): Promise<EnqueueTotals> {
@@ -126,7 +138,8 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
   const pointer = await deps.ledger.statePointer(run.modelJsonPath);
   const index = new ProfileIndex((pointer?.profiles ?? 0) + 1024);
   if (pointer) {
-    for await (const record of readNdjson(state, pointer.blobName, stateRecordSchema, isStateRecord)) index.setPrevious(record.h, bits.maskOf(record.m), record.f);
+    for await (const record of readNdjson(state, pointer.blobName, stateRecordSchema, isStateRecord))
+      index.setPrevious(record.h, bits.maskOf(record.m), record.f);
   }
 
   phaseDone('state loaded');
@@ -191,7 +204,11 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
       const fingerprint = fieldsFingerprint(profile.fields);
       totals.dataPointsFullSend += Object.keys(profile.fields).length + bits.namesOf(slot.currentMemberships & bits.syncedMask).length;
       const fieldsChanged = !index.sameFingerprint(hash, fingerprint);
-      const change = diffProfile({ hasPrevious: slot.hasPrevious, previousMemberships: slot.previousMemberships, currentMemberships: slot.currentMemberships, fieldsChanged }, bits.syncedMask, run.force);
+      const change = diffProfile(
+        { hasPrevious: slot.hasPrevious, previousMemberships: slot.previousMemberships, currentMemberships: slot.currentMemberships, fieldsChanged },
+        bits.syncedMask,
+        run.force,
+      );
       const carried = (slot.previousMemberships & ~bits.syncedMask) >>> 0;
       const next = stateOf((slot.currentMemberships & bits.syncedMask) | carried, fingerprint);
       if (change.unchanged) {

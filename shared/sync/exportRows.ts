@@ -59,7 +59,12 @@ async function* readRows<T>(
 }
 
 /** Rows mapped to Braze profiles. */
-export function readExportRows(container: ContainerClient, segments: SegmentRefresh[], destination: DestinationConfig, segmentOrder: number[]): AsyncGenerator<SourcedRow<RowMapping & { ok: true }>> {
+export function readExportRows(
+  container: ContainerClient,
+  segments: SegmentRefresh[],
+  destination: DestinationConfig,
+  segmentOrder: number[],
+): AsyncGenerator<SourcedRow<RowMapping & { ok: true }>> {
   return readRows(container, segments, segmentOrder, (segment, columns) => {
     const map = createRowMapper(destination, segment.attributes, columns);
     return (values) => {
@@ -70,7 +75,12 @@ export function readExportRows(container: ContainerClient, segments: SegmentRefr
 }
 
 /** Rows reduced to their profile key: the cheap pass that learns who is in which segment. */
-export function readExportKeys(container: ContainerClient, segments: SegmentRefresh[], destination: DestinationConfig, segmentOrder: number[]): AsyncGenerator<SourcedRow<string>> {
+export function readExportKeys(
+  container: ContainerClient,
+  segments: SegmentRefresh[],
+  destination: DestinationConfig,
+  segmentOrder: number[],
+): AsyncGenerator<SourcedRow<string>> {
   return readRows(container, segments, segmentOrder, (_segment, columns) => {
     const keyOf = createKeyMapper(destination, columns);
     return (values) => {

@@ -27,7 +27,12 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
 
   const state = deps.storage.stateContainer;
   const written = await writeStateFromCandidate(state, runId, run.modelJsonPath);
-  const switched = await deps.ledger.switchStatePointer(run.modelJsonPath, { blobName: written.blobName, runId, runCreatedAt: run.createdAt, profiles: written.profiles });
+  const switched = await deps.ledger.switchStatePointer(run.modelJsonPath, {
+    blobName: written.blobName,
+    runId,
+    runCreatedAt: run.createdAt,
+    profiles: written.profiles,
+  });
   if (switched.switched && switched.previous && switched.previous.blobName !== written.blobName) {
     await state.getBlobClient(switched.previous.blobName).deleteIfExists();
   }

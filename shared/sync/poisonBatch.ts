@@ -22,5 +22,7 @@ export async function handlePoisonBatch(deps: ConnectorDeps, payload: unknown): 
   if (await deps.ledger.isBatchSettled(message.runId, message.batchId)) return;
   await parkBatch(deps.storage.stateContainer, message);
   await recordFailedBatch(deps, message, 'the batch failed every attempt and went to the poison queue');
-  deps.log.error(`batch ${message.batchId} of run ${message.runId} poisoned: ${message.users.length} profiles counted failed; POST /api/runs/${message.runId}/resume re-queues it`);
+  deps.log.error(
+    `batch ${message.batchId} of run ${message.runId} poisoned: ${message.users.length} profiles counted failed; POST /api/runs/${message.runId}/resume re-queues it`,
+  );
 }

@@ -19,7 +19,8 @@ export interface ResumeOutcome {
 export async function resumeRun(deps: ConnectorDeps, runId: string): Promise<ResumeOutcome> {
   const run = await deps.ledger.get(runId);
   if (!run) throw new InvalidInputError(`run ${runId} does not exist`);
-  if (run.status === 'superseded') throw new InvalidInputError(`run ${runId} was superseded by run ${run.supersededBy}, which sends the newer snapshot; nothing to resume`);
+  if (run.status === 'superseded')
+    throw new InvalidInputError(`run ${runId} was superseded by run ${run.supersededBy}, which sends the newer snapshot; nothing to resume`);
   const lock = await deps.ledger.activeRun(run.modelJsonPath);
   if (lock && lock.runId !== runId) throw new InvalidInputError(`run ${lock.runId} now owns destination ${run.destination}; resume that one instead`);
   if (!lock && !(await deps.ledger.claimDestination(run.modelJsonPath, runId, undefined))) {
@@ -28,7 +29,9 @@ export async function resumeRun(deps: ConnectorDeps, runId: string): Promise<Res
 
   // The run goes back to sending before the batches do, so they are not parked again.
   await deps.ledger.update(runId, (current) =>
-    current.status === 'halted' || (current.status === 'completed' && current.usersFailed > 0) ? { status: 'sending', error: undefined, finishedAt: undefined } : undefined,
+    current.status === 'halted' || (current.status === 'completed' && current.usersFailed > 0)
+      ? { status: 'sending', error: undefined, finishedAt: undefined }
+      : undefined,
   );
   let requeuedBatches = 0;
   let requeuedProfiles = 0;

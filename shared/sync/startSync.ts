@@ -31,7 +31,9 @@ function selectDestinations(deps: ConnectorDeps, request: SyncRequest): Destinat
   if (request.destination) {
     destinations = destinations.filter((d) => d.name === request.destination);
     if (destinations.length === 0) {
-      throw new InvalidInputError(`destination "${request.destination}" is not configured (configured: ${deps.config.destinations.map((d) => d.name).join(', ')})`);
+      throw new InvalidInputError(
+        `destination "${request.destination}" is not configured (configured: ${deps.config.destinations.map((d) => d.name).join(', ')})`,
+      );
     }
   }
   if (request.segments?.length) {
@@ -56,7 +58,11 @@ export async function requestSync(deps: ConnectorDeps, request: SyncRequest): Pr
   for (const destination of selectDestinations(deps, request)) {
     const locations = await discoverExports(deps.storage.exportContainer, destination);
     if (locations.length === 0) {
-      outcome.problems.push({ destination: destination.name, error: `no CustomerInsights_*/${destination.name}/model.json in container ${deps.settings.exportContainer}`, retryable: true });
+      outcome.problems.push({
+        destination: destination.name,
+        error: `no CustomerInsights_*/${destination.name}/model.json in container ${deps.settings.exportContainer}`,
+        retryable: true,
+      });
       continue;
     }
     for (const location of locations) {
@@ -64,7 +70,14 @@ export async function requestSync(deps: ConnectorDeps, request: SyncRequest): Pr
         const refresh = await resolveRefresh(deps.storage.exportContainer, location, destination);
         for (const segment of refresh.segments) checkColumns(destination, segment.table, segment.attributes);
         const run = await createRun(deps, refresh, request);
-        outcome.runs.push({ runId: run.run.runId, destination: destination.name, instance: location.instance, refresh: refresh.label, created: run.created, status: run.run.status });
+        outcome.runs.push({
+          runId: run.run.runId,
+          destination: destination.name,
+          instance: location.instance,
+          refresh: refresh.label,
+          created: run.created,
+          status: run.run.status,
+        });
       } catch (error) {
         if (!(error instanceof InvalidInputError) && !(error instanceof ExportNotReadyError)) throw error;
         deps.log.warn(`sync of ${location.instance}/${destination.name} not started: ${describeError(error)}`);
@@ -89,11 +102,33 @@ export async function requestSyncForBlob(deps: ConnectorDeps, blobName: string):
     const refresh = await resolveRefresh(deps.storage.exportContainer, location, { ...destination, instance: location.instance });
     // A part file newer than model.json's refresh means CI is still writing: model.json's own event will start it.
     if (location.partition && !refresh.segments.some((s) => s.partitions.some((p) => p.blobName === blobName))) {
-      return { runs: [], problems: [{ destination: destination.name, instance: location.instance, error: `${blobName} is not (yet) part of model.json's refresh; waiting for model.json`, retryable: true }] };
+      return {
+        runs: [],
+        problems: [
+          {
+            destination: destination.name,
+            instance: location.instance,
+            error: `${blobName} is not (yet) part of model.json's refresh; waiting for model.json`,
+            retryable: true,
+          },
+        ],
+      };
     }
     for (const segment of refresh.segments) checkColumns(destination, segment.table, segment.attributes);
     const run = await createRun(deps, refresh, { trigger: 'blob' });
-    return { runs: [{ runId: run.run.runId, destination: destination.name, instance: location.instance, refresh: refresh.label, created: run.created, status: run.run.status }], problems: [] };
+    return {
+      runs: [
+        {
+          runId: run.run.runId,
+          destination: destination.name,
+          instance: location.instance,
+          refresh: refresh.label,
+          created: run.created,
+          status: run.run.status,
+        },
+      ],
+      problems: [],
+    };
   } catch (error) {
     if (error instanceof ExportNotReadyError) {
       deps.log.info(`export ${location.instance}/${location.destination} not complete yet: ${error.message}`);
@@ -103,7 +138,11 @@ export async function requestSyncForBlob(deps: ConnectorDeps, blobName: string):
   }
 }
 
-async function createRun(deps: ConnectorDeps, refresh: ExportRefresh, request: Pick<SyncRequest, 'trigger' | 'force'>): Promise<{ created: boolean; run: RunRecord }> {
+async function createRun(
+  deps: ConnectorDeps,
+  refresh: ExportRefresh,
+  request: Pick<SyncRequest, 'trigger' | 'force'>,
+): Promise<{ created: boolean; run: RunRecord }> {
   const force = request.force ?? false;
   const runId = runIdFor(refresh.modelJsonPath, refresh.refreshKey, force, force ? randomBytes(4).toString('hex') : undefined);
   const now = new Date().toISOString();
@@ -131,7 +170,9 @@ async function createRun(deps: ConnectorDeps, refresh: ExportRefresh, request: P
     await deps.storage.runQueue.sendMessage(encodeMessage({ kind: 'startRun', runId }));
     deps.log.info(`run ${runId} queued: ${refresh.instance}/${refresh.destination} refresh ${refresh.label} (${request.trigger}${force ? ', force' : ''})`);
   } else {
-    deps.log.info(`run ${runId} already exists for ${refresh.instance}/${refresh.destination} refresh ${refresh.label} (status ${created.run.status}); not started again`);
+    deps.log.info(
+      `run ${runId} already exists for ${refresh.instance}/${refresh.destination} refresh ${refresh.label} (status ${created.run.status}); not started again`,
+    );
   }
   return created;
 }

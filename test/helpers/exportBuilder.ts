@@ -47,7 +47,12 @@ export async function writeExport(
       const name = `${instance}/${options.destination}/${segment.table}/${folder}/${segment.table}_${i + 1}.csv`;
       await container.getBlockBlobClient(name).upload(segment.partitions[i], Buffer.byteLength(segment.partitions[i]));
       partitionNames.push(name);
-      partitions.push({ name: `${segment.table}_${i + 1}`, refreshTime: '2026-11-28T06:00:00Z', location: `${container.url}/${name}`, ...(segment.fileFormatSettings ? { fileFormatSettings: segment.fileFormatSettings } : {}) });
+      partitions.push({
+        name: `${segment.table}_${i + 1}`,
+        refreshTime: '2026-11-28T06:00:00Z',
+        location: `${container.url}/${name}`,
+        ...(segment.fileFormatSettings ? { fileFormatSettings: segment.fileFormatSettings } : {}),
+      });
     }
     entities.push({ $type: 'LocalEntity', name: segment.table, attributes: columns, partitions: options.omitPartitions ? [] : partitions });
   }

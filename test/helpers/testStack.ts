@@ -30,7 +30,13 @@ export function testConfig(overrides: Partial<SyncConfig['destinations'][number]
           { table: 'HighValue', brazeSegmentId: 'seg-high-value', attribute: 'ci_high_value' },
           { table: 'Newsletter', brazeSegmentId: 'ci_newsletter' },
         ],
-        matching: { emailColumn: 'EMail', customerIdColumn: 'CustomerId', customerIdIsExternalId: true, fallbackIdentifiers: ['email', 'user_alias'], aliasLabel: 'ci_customer_id' },
+        matching: {
+          emailColumn: 'EMail',
+          customerIdColumn: 'CustomerId',
+          customerIdIsExternalId: true,
+          fallbackIdentifiers: ['email', 'user_alias'],
+          aliasLabel: 'ci_customer_id',
+        },
         fields: { FirstName: 'first_name', LoyaltyPoints: 'loyalty_points' },
         leaverValue: null,
         ...overrides,
@@ -50,7 +56,14 @@ export interface TestStack {
 
 /** Real Azurite and the local Braze server; the function app with its real handlers. */
 export async function startTestStack(
-  options: { config?: SyncConfig; braze?: Partial<BrazeServerOptions>; env?: Record<string, string>; hostSettings?: Partial<HostQueueSettings>; lockSeconds?: number; azurite?: AzuriteInstance } = {},
+  options: {
+    config?: SyncConfig;
+    braze?: Partial<BrazeServerOptions>;
+    env?: Record<string, string>;
+    hostSettings?: Partial<HostQueueSettings>;
+    lockSeconds?: number;
+    azurite?: AzuriteInstance;
+  } = {},
 ): Promise<TestStack> {
   const azurite = options.azurite ?? (await startAzurite());
   const braze = new BrazeServer({ apiKey: TEST_API_KEY, ...options.braze });
@@ -67,7 +80,12 @@ export async function startTestStack(
     BRAZE_REQUEST_TIMEOUT_MS: '2000',
     ...options.env,
   };
-  const app = new LocalFunctionApp({ env, log, hostSettings: { visibilityTimeout: '00:00:00', maxPollingInterval: '00:00:00.200', ...options.hostSettings }, lockSeconds: options.lockSeconds });
+  const app = new LocalFunctionApp({
+    env,
+    log,
+    hostSettings: { visibilityTimeout: '00:00:00', maxPollingInterval: '00:00:00.200', ...options.hostSettings },
+    lockSeconds: options.lockSeconds,
+  });
   await app.start();
   return {
     azurite,

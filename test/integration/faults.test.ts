@@ -48,7 +48,13 @@ describe('delivery under Braze faults', () => {
         seed: 7,
         faults: { http500: 0.025, http500AfterApply: 0.025, reset: 0.02, hang: 0.01, html502: 0.01, exhaustedWindows: 0.15 },
       },
-      env: { BRAZE_REQUEST_TIMEOUT_MS: '300', BRAZE_RETRY_DELAY_MS: '10', BRAZE_MAX_RETRY_DELAY_MS: '100', BRAZE_MAX_RETRIES: '8', BRAZE_RATE_LIMIT_RESERVE_SHARE: '0' },
+      env: {
+        BRAZE_REQUEST_TIMEOUT_MS: '300',
+        BRAZE_RETRY_DELAY_MS: '10',
+        BRAZE_MAX_RETRY_DELAY_MS: '100',
+        BRAZE_MAX_RETRIES: '8',
+        BRAZE_RATE_LIMIT_RESERVE_SHARE: '0',
+      },
     });
     const profiles = makeProfiles(1, 15000);
     // Rows Braze refuses one by one (2xx with errors[]).
@@ -87,7 +93,10 @@ describe('delivery under Braze faults', () => {
   });
 
   it('hands a batch back with a visibility delay while Braze is down, instead of burning its dequeue count', async () => {
-    stack = await startTestStack({ braze: { faults: { http500: 1 } }, env: { SENDER_BUDGET_MS: '300', BRAZE_RETRY_DELAY_MS: '50', BRAZE_MAX_RETRY_DELAY_MS: '100' } });
+    stack = await startTestStack({
+      braze: { faults: { http500: 1 } },
+      env: { SENDER_BUDGET_MS: '300', BRAZE_RETRY_DELAY_MS: '50', BRAZE_MAX_RETRY_DELAY_MS: '100' },
+    });
     const profiles = makeProfiles(1, 100);
     await writeRefresh(stack.app.deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
     const runId = await startRun(stack);
@@ -253,4 +262,3 @@ async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs = 30_0
     await new Promise((r) => setTimeout(r, 50));
   }
 }
-

@@ -18,7 +18,8 @@ function expectBrazeToEqual(stack: TestStack, expected: Map<string, Record<strin
   const mismatches: string[] = [];
   for (const [key, profile] of expected) {
     const actual = stack.braze.profile(key);
-    if (JSON.stringify(sorted(actual)) !== JSON.stringify(sorted(profile))) mismatches.push(`${key}: expected ${JSON.stringify(profile)}, got ${JSON.stringify(actual)}`);
+    if (JSON.stringify(sorted(actual)) !== JSON.stringify(sorted(profile)))
+      mismatches.push(`${key}: expected ${JSON.stringify(profile)}, got ${JSON.stringify(actual)}`);
   }
   expect(mismatches.slice(0, 5)).toEqual([]);
   expect(stack.braze.profiles.size).toBe(expected.size);

@@ -28,7 +28,12 @@ describe('the local queue host follows host.json like the Functions host', () =>
     const packer = new BatchPacker(queue, 'r-test');
     const total = 10_000;
     for (let i = 0; i < total; i++) {
-      await packer.add({ h: keyHash(`x:${i}`), o: { external_id: `customer-${i}`, first_name: `Name ${i}`, loyalty_points: i, ci_high_value: true }, r: 1, s: `0:${i}` });
+      await packer.add({
+        h: keyHash(`x:${i}`),
+        o: { external_id: `customer-${i}`, first_name: `Name ${i}`, loyalty_points: i, ci_high_value: true },
+        r: 1,
+        s: `0:${i}`,
+      });
     }
     await packer.close();
     const seen: string[] = [];
@@ -62,7 +67,10 @@ describe('the local queue host follows host.json like the Functions host', () =>
         attempts.set(text, (attempts.get(text) ?? 0) + 1);
         if (text === 'always fails') throw new Error('boom');
       },
-      { settings: { batchSize: 16, newBatchThreshold: 8, maxDequeueCount: 3, visibilityTimeout: '00:00:00', maxPollingInterval: '00:00:00.100' }, lockSeconds: 5 },
+      {
+        settings: { batchSize: 16, newBatchThreshold: 8, maxDequeueCount: 3, visibilityTimeout: '00:00:00', maxPollingInterval: '00:00:00.100' },
+        lockSeconds: 5,
+      },
     );
     host.start();
     const deadline = Date.now() + 20_000;

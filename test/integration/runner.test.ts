@@ -14,7 +14,15 @@ function run(args: string[]) {
 
 describe('npm start: the local runner', () => {
   it.each(['timer', 'http', 'blob'])('syncs the sample export through the %s trigger and prints a JSON summary', (trigger) => {
-    const result = run(['--json', '--trigger', trigger, '--export-dir', path.join(root, 'sample', 'export'), '--config', path.join(root, 'sample', 'config.json')]);
+    const result = run([
+      '--json',
+      '--trigger',
+      trigger,
+      '--export-dir',
+      path.join(root, 'sample', 'export'),
+      '--config',
+      path.join(root, 'sample', 'config.json'),
+    ]);
     expect(result.stderr).toBe('');
     expect(result.code).toBe(0);
     const summary = JSON.parse(result.stdout.trim().split('\n').at(-1)!);

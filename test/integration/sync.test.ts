@@ -11,7 +11,8 @@ import { csv, writeExport } from '../helpers/exportBuilder';
 import { startTestStack, TEST_API_KEY, testConfig, type TestStack } from '../helpers/testStack';
 import { startAzurite, type AzuriteInstance } from '../../local/azurite';
 
-const context = (triggerMetadata?: Record<string, unknown>) => new InvocationContext({ functionName: 'test', invocationId: 'test', triggerMetadata, logHandler: () => undefined });
+const context = (triggerMetadata?: Record<string, unknown>) =>
+  new InvocationContext({ functionName: 'test', invocationId: 'test', triggerMetadata, logHandler: () => undefined });
 const timerTick = { isPastDue: false, schedule: { adjustForDST: false }, scheduleStatus: { last: '', next: '', lastUpdated: '' } };
 
 const ID = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
@@ -36,10 +37,21 @@ async function writeStandardExport(stack: TestStack, destination = 'BrazeExport'
             ['', 'dana@example.com', 'Dana', ''],
             ['', '', 'Nobody', '5'],
             ['reject-me', 'rita@example.com', 'Rita', '1'],
-          ]) + '"' + ID(9) + '","short@example.com","Short"\n',
+          ]) +
+            '"' +
+            ID(9) +
+            '","short@example.com","Short"\n',
         ],
       },
-      { table: 'Newsletter', partitions: [csv([[ID(1), 'ana@example.com', 'Ana', '10'], [ID(4), 'cara@example.com', 'Cara', 'many']])] },
+      {
+        table: 'Newsletter',
+        partitions: [
+          csv([
+            [ID(1), 'ana@example.com', 'Ana', '10'],
+            [ID(4), 'cara@example.com', 'Cara', 'many'],
+          ]),
+        ],
+      },
     ],
   });
 }
@@ -94,8 +106,19 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
     expect(run.rowsDelivered).toBe(6); // Ana twice (one profile), Ben, row 3, Dana, Cara
 
     const braze = stack.braze;
-    expect(braze.profile(`external_id:${ID(1)}`)).toEqual({ email: 'ana@example.com', first_name: 'Ana', loyalty_points: 10, ci_high_value: true, ci_newsletter: true });
-    expect(braze.profile(`external_id:${ID(2)}`)).toEqual({ email: 'ben@example.com', first_name: 'Ben "B" Jr., III', loyalty_points: 20, ci_high_value: true });
+    expect(braze.profile(`external_id:${ID(1)}`)).toEqual({
+      email: 'ana@example.com',
+      first_name: 'Ana',
+      loyalty_points: 10,
+      ci_high_value: true,
+      ci_newsletter: true,
+    });
+    expect(braze.profile(`external_id:${ID(2)}`)).toEqual({
+      email: 'ben@example.com',
+      first_name: 'Ben "B" Jr., III',
+      loyalty_points: 20,
+      ci_high_value: true,
+    });
     // An invalid e-mail on a row with an external_id is dropped from the row and reported; the row still lands.
     expect(braze.profile(`external_id:${ID(3)}`)).toEqual({ first_name: 'Multi\nLine', loyalty_points: 30, ci_high_value: true });
     // No customer ID: keyed by e-mail, created with _update_existing_only false; an empty number is null (absent).
@@ -148,11 +171,17 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
     expect(bad.status).toBe(400);
     expect(JSON.stringify(bad.jsonBody)).toMatch(/force/);
     expect(JSON.stringify(bad.jsonBody)).toMatch(/extra/);
-    const unknown = await syncHttp(new HttpRequest({ method: 'POST', url: 'http://localhost/api/sync', body: { string: '{"destination":"Nope"}' } }), context());
+    const unknown = await syncHttp(
+      new HttpRequest({ method: 'POST', url: 'http://localhost/api/sync', body: { string: '{"destination":"Nope"}' } }),
+      context(),
+    );
     expect(unknown.status).toBe(400);
     expect(JSON.stringify(unknown.jsonBody)).toMatch(/Nope.{0,4} is not configured/);
 
-    const started = await syncHttp(new HttpRequest({ method: 'POST', url: 'http://localhost/api/sync', body: { string: '{"segments":["HighValue"]}' } }), context());
+    const started = await syncHttp(
+      new HttpRequest({ method: 'POST', url: 'http://localhost/api/sync', body: { string: '{"segments":["HighValue"]}' } }),
+      context(),
+    );
     expect(started.status).toBe(202);
     const runId = (started.jsonBody as { runId: string }).runId;
     await runToEnd(stack, [runId]);
@@ -161,7 +190,10 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
     expect(status.jsonBody).toMatchObject({ runId, status: 'completed', rows: { read: 7, rejected: 3, failed: 0 } });
     // Only the requested segment was synced.
     expect(stack.braze.profile(`external_id:${ID(4)}`)).toBeUndefined();
-    const missing = await runStatus(new HttpRequest({ method: 'GET', url: 'http://localhost/api/runs/r-000000000000000000000000', params: { id: 'r-000000000000000000000000' } }), context());
+    const missing = await runStatus(
+      new HttpRequest({ method: 'GET', url: 'http://localhost/api/runs/r-000000000000000000000000', params: { id: 'r-000000000000000000000000' } }),
+      context(),
+    );
     expect(missing.status).toBe(404);
   });
 
@@ -170,7 +202,15 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
     await writeExport(stack.app.deps.storage.exportContainer, {
       destination: 'BrazeExport',
       segments: [
-        { table: 'HighValue', partitions: [csv([[ID(1), 'a@example.com', 'First', '1'], [ID(1), 'a@example.com', 'Second', '2']])] },
+        {
+          table: 'HighValue',
+          partitions: [
+            csv([
+              [ID(1), 'a@example.com', 'First', '1'],
+              [ID(1), 'a@example.com', 'Second', '2'],
+            ]),
+          ],
+        },
         { table: 'Newsletter', partitions: [csv([[ID(1), 'a@example.com', 'First', '1']])] },
       ],
     });
@@ -213,11 +253,19 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
 
   it('names what is wrong with a model.json that does not parse, and starts nothing', async () => {
     await freshStack();
-    await writeExport(stack.app.deps.storage.exportContainer, { destination: 'BrazeExport', segments: [], modelJsonText: '{"entities": [ {"name": "HighValue", "attributes": [' });
+    await writeExport(stack.app.deps.storage.exportContainer, {
+      destination: 'BrazeExport',
+      segments: [],
+      modelJsonText: '{"entities": [ {"name": "HighValue", "attributes": [',
+    });
     const response = await syncHttp(new HttpRequest({ method: 'POST', url: 'http://localhost/api/sync', body: { string: '' } }), context());
     expect(response.status).toBe(422);
     expect(JSON.stringify(response.jsonBody)).toMatch(/model\.json is not valid JSON/);
-    await writeExport(stack.app.deps.storage.exportContainer, { destination: 'BrazeExport', segments: [], modelJsonText: '{"entities": [{"name": "HighValue", "attributes": [{"name": "CustomerId", "dataType": "uuid-ish"}]}]}' });
+    await writeExport(stack.app.deps.storage.exportContainer, {
+      destination: 'BrazeExport',
+      segments: [],
+      modelJsonText: '{"entities": [{"name": "HighValue", "attributes": [{"name": "CustomerId", "dataType": "uuid-ish"}]}]}',
+    });
     const typed = await syncHttp(new HttpRequest({ method: 'POST', url: 'http://localhost/api/sync', body: { string: '' } }), context());
     expect(JSON.stringify(typed.jsonBody)).toMatch(/entities\.0\.attributes\.0\.dataType: unknown dataType \\"uuid-ish\\"/);
     expect(await stack.app.deps.ledger.listRuns()).toHaveLength(0);
@@ -230,14 +278,18 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
     await writeExport(container, {
       destination: 'BrazeExport',
       omitPartitions: true,
-      segments: [
-        { table: 'HighValue', runFolder: '2026/11/27/0600', partitions: [csv([[ID(1), 'old@example.com', 'Old', '1']])] },
-      ],
+      segments: [{ table: 'HighValue', runFolder: '2026/11/27/0600', partitions: [csv([[ID(1), 'old@example.com', 'Old', '1']])] }],
     });
     await writeExport(container, {
       destination: 'BrazeExport',
       omitPartitions: true,
-      segments: [{ table: 'HighValue', runFolder: '2026/11/28/0615', partitions: ['EMail;CustomerId;FirstName;LoyaltyPoints\n"new@example.com";"' + ID(1) + '";"New";"2"\n'] }],
+      segments: [
+        {
+          table: 'HighValue',
+          runFolder: '2026/11/28/0615',
+          partitions: ['EMail;CustomerId;FirstName;LoyaltyPoints\n"new@example.com";"' + ID(1) + '";"New";"2"\n'],
+        },
+      ],
     });
     // Headered, semicolon-delimited files need fileFormatSettings; with a listing there is none, so use a model.json that says so.
     await writeExport(container, {
@@ -273,7 +325,10 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
     await writeStandardExport(stack);
     await syncTimer(timerTick, context());
     const runs = await stack.app.deps.ledger.listRuns();
-    await runToEnd(stack, runs.map((r) => r.runId));
+    await runToEnd(
+      stack,
+      runs.map((r) => r.runId),
+    );
     // The completion line is logged just after the status flips.
     for (let i = 0; i < 100 && !stack.log.lines.some((l) => / completed: /.test(l)); i++) await new Promise((r) => setTimeout(r, 20));
     expect(stack.log.lines.some((l) => / completed: /.test(l))).toBe(true);
@@ -287,5 +342,6 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
 
 async function clearQueues(stack: TestStack) {
   const storage = stack.app.deps.storage;
-  for (const queue of [storage.runQueue, storage.batchQueue, storage.batchPoisonQueue, storage.runPoisonQueue]) await queue.clearMessages().catch(() => undefined);
+  for (const queue of [storage.runQueue, storage.batchQueue, storage.batchPoisonQueue, storage.runPoisonQueue])
+    await queue.clearMessages().catch(() => undefined);
 }

@@ -12,7 +12,9 @@ const validEnv = {
 };
 
 const validConfig = {
-  destinations: [{ name: 'BrazeExport', segments: [{ table: 'HighValue', brazeSegmentId: 'seg-1' }], matching: { emailColumn: 'EMail', customerIdColumn: 'CustomerId' } }],
+  destinations: [
+    { name: 'BrazeExport', segments: [{ table: 'HighValue', brazeSegmentId: 'seg-1' }], matching: { emailColumn: 'EMail', customerIdColumn: 'CustomerId' } },
+  ],
 };
 
 describe('app settings', () => {
@@ -24,7 +26,8 @@ describe('app settings', () => {
   });
 
   it('names every bad field at once', () => {
-    const attempt = () => loadAppSettings({ EXPORT_CONTAINER: 'Bad_Name', BRAZE_REST_ENDPOINT: 'http://rest.iad-03.braze.com', BRAZE_REQUEST_TIMEOUT_MS: '-5' });
+    const attempt = () =>
+      loadAppSettings({ EXPORT_CONTAINER: 'Bad_Name', BRAZE_REST_ENDPOINT: 'http://rest.iad-03.braze.com', BRAZE_REQUEST_TIMEOUT_MS: '-5' });
     expect(attempt).toThrow(InvalidInputError);
     const message = (() => {
       try {
@@ -74,7 +77,13 @@ describe('the mapping config', () => {
   it('defaults the attribute to the segment API identifier and the matching rules', () => {
     const config = parseSyncConfig(JSON.stringify(validConfig), 'test');
     const destination = config.destinations[0];
-    expect(destination.matching).toEqual({ emailColumn: 'EMail', customerIdColumn: 'CustomerId', customerIdIsExternalId: true, fallbackIdentifiers: ['email', 'user_alias'], aliasLabel: 'ci_customer_id' });
+    expect(destination.matching).toEqual({
+      emailColumn: 'EMail',
+      customerIdColumn: 'CustomerId',
+      customerIdIsExternalId: true,
+      fallbackIdentifiers: ['email', 'user_alias'],
+      aliasLabel: 'ci_customer_id',
+    });
     expect(destination.leaverValue).toBeNull();
   });
 

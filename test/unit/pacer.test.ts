@@ -18,7 +18,11 @@ async function simulate(options: { instances: number; requestsPerInstance: numbe
     const count = (used.get(window) ?? 0) + 1;
     used.set(window, count);
     sent += 1;
-    const headers = { 'x-ratelimit-limit': String(options.limit), 'x-ratelimit-remaining': String(Math.max(0, options.limit - count)), 'x-ratelimit-reset': String(Math.ceil(((window + 1) * options.windowMs) / 1000)) };
+    const headers = {
+      'x-ratelimit-limit': String(options.limit),
+      'x-ratelimit-remaining': String(Math.max(0, options.limit - count)),
+      'x-ratelimit-reset': String(Math.ceil(((window + 1) * options.windowMs) / 1000)),
+    };
     if (count > options.limit) throttled += 1;
     else perWindow.set(window, (perWindow.get(window) ?? 0) + 1);
     return { status: count > options.limit ? 429 : 201, headers };
@@ -75,7 +79,11 @@ describe('pacing several instances against one workspace limit', () => {
 
 describe('rate-limit headers', () => {
   it('reads Reset as epoch seconds, or as seconds remaining when too small to be an epoch', () => {
-    expect(readRateLimit({ 'x-ratelimit-reset': '1700000003', 'x-ratelimit-remaining': '12', 'x-ratelimit-limit': '3000' }, 1_700_000_000_000)).toEqual({ limit: 3000, remaining: 12, resetAtMs: 1_700_000_003_000 });
+    expect(readRateLimit({ 'x-ratelimit-reset': '1700000003', 'x-ratelimit-remaining': '12', 'x-ratelimit-limit': '3000' }, 1_700_000_000_000)).toEqual({
+      limit: 3000,
+      remaining: 12,
+      resetAtMs: 1_700_000_003_000,
+    });
     expect(readRateLimit({ 'X-RateLimit-Reset': '2' }, 1_000)).toEqual({ limit: undefined, remaining: undefined, resetAtMs: 3_000 });
     expect(readRateLimit({ 'x-ratelimit-retry-after': '5', 'x-ratelimit-reset': '1700000003' }, 0).resetAtMs).toBe(5_000);
   });

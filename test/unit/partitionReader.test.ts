@@ -37,7 +37,12 @@ describe('reading a partition CSV', () => {
 
   it('rejects a row with the wrong column count and reads on', async () => {
     const { records } = await read('"1","a@x.com","Ana"\n"2","b@x.com"\n"3","c@x.com","Cy","extra"\n"4","d@x.com","Di"\n');
-    expect(records.map((r) => (r.kind === 'row' ? `ok ${r.row}` : `${r.row}: ${r.reason}`))).toEqual(['ok 1', '2: expected 3 columns, found 2', '3: expected 3 columns, found 4', 'ok 4']);
+    expect(records.map((r) => (r.kind === 'row' ? `ok ${r.row}` : `${r.row}: ${r.reason}`))).toEqual([
+      'ok 1',
+      '2: expected 3 columns, found 2',
+      '3: expected 3 columns, found 4',
+      'ok 4',
+    ]);
   });
 
   it('reports a row with broken quoting instead of stopping the partition', async () => {
@@ -56,7 +61,9 @@ describe('reading a partition CSV', () => {
   });
 
   it('refuses an encoding it cannot read, naming it', () => {
-    expect(() => csvFormatOf({ encoding: 'EBCDIC' }, 'model.json partition P1')).toThrow(/model\.json partition P1: fileFormatSettings\.encoding "EBCDIC" is not supported/);
+    expect(() => csvFormatOf({ encoding: 'EBCDIC' }, 'model.json partition P1')).toThrow(
+      /model\.json partition P1: fileFormatSettings\.encoding "EBCDIC" is not supported/,
+    );
   });
 
   it('streams: a large partition is read without being held whole', async () => {
@@ -65,7 +72,8 @@ describe('reading a partition CSV', () => {
       for (let i = 0; i < rows; i++) yield Buffer.from(`"${i}","u${i}@x.com","Name ${i}"\n`);
     }
     let count = 0;
-    for await (const record of readPartition(Readable.from(generate()), csvFormatOf(undefined, 't'), attributes, () => undefined)) if (record.kind === 'row') count += 1;
+    for await (const record of readPartition(Readable.from(generate()), csvFormatOf(undefined, 't'), attributes, () => undefined))
+      if (record.kind === 'row') count += 1;
     expect(count).toBe(rows);
   });
 });

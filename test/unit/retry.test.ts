@@ -25,7 +25,10 @@ describe('retry strategies', () => {
       { kind: 'retry', delayMs: 400 },
     ]);
     const capped = exponentialBackoffStrategy({ maxRetries: 20, retryDelayMs: 100, maxRetryDelayMs: 1000, random: () => 0.99 });
-    expect(capped({ retryCount: 10, nowMs: 0, result: { transportError: { code: 'ECONNRESET', message: 'reset' } } })).toEqual({ kind: 'retry', delayMs: 1000 });
+    expect(capped({ retryCount: 10, nowMs: 0, result: { transportError: { code: 'ECONNRESET', message: 'reset' } } })).toEqual({
+      kind: 'retry',
+      delayMs: 1000,
+    });
     expect(backoff({ retryCount: 3, nowMs: 0, result: { status: 500 } })).toMatchObject({ kind: 'giveUp' });
     expect(backoff({ retryCount: 0, nowMs: 0, result: { status: 400 } })).toEqual({ kind: 'skip' });
   });
@@ -44,7 +47,10 @@ describe('the retry loop (fake timers)', () => {
   afterEach(() => jest.useRealTimers());
 
   const clock = { now: () => Date.now(), sleep: (ms: number) => new Promise<void>((r) => setTimeout(r, ms)) };
-  const strategies = [throttlingStrategy({ maxRetries: 5, fallbackDelayMs: 250 }), exponentialBackoffStrategy({ maxRetries: 3, retryDelayMs: 100, maxRetryDelayMs: 1000, random: () => 0.5 })];
+  const strategies = [
+    throttlingStrategy({ maxRetries: 5, fallbackDelayMs: 250 }),
+    exponentialBackoffStrategy({ maxRetries: 3, retryDelayMs: 100, maxRetryDelayMs: 1000, random: () => 0.5 }),
+  ];
 
   function scripted(results: AttemptResult[]) {
     let calls = 0;
@@ -91,7 +97,10 @@ describe('the retry loop (fake timers)', () => {
     const script = scripted([{ status: 429, retryAtMs: start + 30_000 }]);
     const done = retryLoop({ attempt: script.attempt, strategies, ...clock, deadlineMs: start + 5_000 });
     await expect(done).rejects.toBeInstanceOf(BrazeRetryableError);
-    await expect(retryLoop({ attempt: script.attempt, strategies, ...clock, deadlineMs: start + 5_000 })).rejects.toMatchObject({ retryAfterMs: start + 30_000, status: 429 });
+    await expect(retryLoop({ attempt: script.attempt, strategies, ...clock, deadlineMs: start + 5_000 })).rejects.toMatchObject({
+      retryAfterMs: start + 30_000,
+      status: 429,
+    });
     expect(Date.now()).toBe(start);
   });
 

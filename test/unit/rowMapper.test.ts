@@ -31,7 +31,16 @@ function mapperFor(matching: Record<string, unknown> = {}) {
 }
 
 const row = (overrides: Partial<Record<string, string>> = {}) => {
-  const values: Record<string, string> = { CustomerId: 'c-1', EMail: ' Ana@Example.COM ', FirstName: 'Ana', Points: '42', Vip: 'true', Since: '2024-02-03T04:05:06Z', Prefs: '{"lang":"de"}', ...overrides };
+  const values: Record<string, string> = {
+    CustomerId: 'c-1',
+    EMail: ' Ana@Example.COM ',
+    FirstName: 'Ana',
+    Points: '42',
+    Vip: 'true',
+    Since: '2024-02-03T04:05:06Z',
+    Prefs: '{"lang":"de"}',
+    ...overrides,
+  };
   return attributes.map((a) => values[a.name]);
 };
 

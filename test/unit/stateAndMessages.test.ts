@@ -73,7 +73,15 @@ describe('the profile index', () => {
     expect(index.claimRow(h, 1)).toBe(false);
     expect(index.markEmitted(h)).toBe(true);
     expect(index.markEmitted(h)).toBe(false);
-    expect({ ...index.get(h) }).toEqual({ previousMemberships: 2, previousFingerprint: 'aaaaaaaabbbbbbbb', currentMemberships: 5, rows: 2, hasPrevious: true, seen: true, emitted: true });
+    expect({ ...index.get(h) }).toEqual({
+      previousMemberships: 2,
+      previousFingerprint: 'aaaaaaaabbbbbbbb',
+      currentMemberships: 5,
+      rows: 2,
+      hasPrevious: true,
+      seen: true,
+      emitted: true,
+    });
     expect(index.sameFingerprint(h, 'aaaaaaaabbbbbbbb')).toBe(true);
     expect(index.sameFingerprint(h, 'aaaaaaaabbbbbbbc')).toBe(false);
   });
