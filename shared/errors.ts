@@ -27,20 +27,6 @@ export class BrazeAuthError extends Error {
   }
 }
 
-/** Braze refused the request itself (4xx other than auth/429). The rows go to rejects. */
-export class BrazeRequestRejectedError extends Error {
-  override readonly name = 'BrazeRequestRejectedError';
-  readonly retryable = false;
-  constructor(
-    message: string,
-    readonly status: number,
-  ) {
-    super(message);
-  }
-}
-
-type RetryableStatus = 408 | 429 | 500 | 502 | 503 | 504 | 0;
-
 /** A transient failure (429, 408, 5xx, timeout, socket error) that outlived the retries of one invocation. */
 export class BrazeRetryableError extends Error {
   override readonly name = 'BrazeRetryableError';
@@ -48,7 +34,7 @@ export class BrazeRetryableError extends Error {
   constructor(
     message: string,
     /** 0 for a timeout or socket error that got no HTTP answer. */
-    readonly status: RetryableStatus | number,
+    readonly status: number,
     /** When the server said it can take requests again, if it said. */
     readonly retryAfterMs?: number,
   ) {
@@ -56,7 +42,11 @@ export class BrazeRetryableError extends Error {
   }
 }
 
-export type ConnectorError = InvalidInputError | ExportNotReadyError | BrazeAuthError | BrazeRequestRejectedError | BrazeRetryableError;
+/**
+ * The closed set. A request Braze refuses outright (400 and the like) is not an error of the run:
+ * its rows become rejects with Braze's message (see deliverBatch).
+ */
+export type ConnectorError = InvalidInputError | ExportNotReadyError | BrazeAuthError | BrazeRetryableError;
 
 export function describeError(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`;

@@ -34,8 +34,3 @@ export function parseExportBlobName(blobName: string): (ExportLocation & { parti
   }
   return location;
 }
-
-export function isModelJsonBlob(blobName: string): boolean {
-  const parts = blobName.split('/');
-  return parts.length === 3 && parts[0].startsWith('CustomerInsights_') && parts[2] === MODEL_JSON;
-}

@@ -2,9 +2,6 @@ import { z } from 'zod';
 import { InvalidInputError } from '../errors';
 import { parseBrazeEndpoint } from './endpoint';
 
-/** The prefix of the storage connection app settings, as Azure Functions names them. */
-export const STORAGE_CONNECTION = 'AzureWebJobsStorage';
-
 const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
 
 /**
@@ -62,8 +59,6 @@ function crossFieldIssues(env: Record<string, string | undefined>): string[] {
   }
   return issues;
 }
-
-export type AppSettingsInput = z.input<typeof appSettingsSchema>;
 
 export interface StorageSettings {
   connectionString?: string;

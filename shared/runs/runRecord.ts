@@ -31,7 +31,6 @@ export const runCountsSchema = z.object({
   dataPointsFullSend: count,
 });
 export type RunCounts = z.output<typeof runCountsSchema>;
-export const counterNames = Object.keys(runCountsSchema.shape) as (keyof RunCounts)[];
 
 /** The run entity as stored in the runs table (partition = run id, row = "run"). */
 export const runRecordSchema = runCountsSchema.extend({

@@ -131,10 +131,6 @@ export class NdjsonWriter extends BlobLineWriter {
     super(container, blobName, 'application/x-ndjson');
   }
 
-  write(record: unknown): Promise<void> {
-    return this.writeLine(JSON.stringify(record));
-  }
-
   writeState(record: StateRecord): Promise<void> {
     return this.writeLine(stateLine(record));
   }

@@ -23,7 +23,14 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
   const run = await deps.ledger.get(runId);
   if (!run || !isRunComplete(run)) return run;
   if (run.status === 'completed' || run.status === 'superseded') return run;
-  await deps.ledger.update(runId, (current) => (current.status === 'sending' || current.status === 'enqueuing' ? { status: 'finalizing' } : undefined));
+  // Several senders may ask at once: one finalizer holds the run at a time (two would race on the
+  // same blobs); one that crashed is replaced when its lease runs out.
+  const claim = await deps.ledger.update(runId, (current) => {
+    const free = current.status === 'sending' || current.status === 'enqueuing';
+    const abandoned = current.status === 'finalizing' && (!current.leaseUntil || Date.parse(current.leaseUntil) < deps.clock.now());
+    return free || abandoned ? { status: 'finalizing', leaseUntil: new Date(deps.clock.now() + deps.settings.enqueueLeaseMs).toISOString() } : undefined;
+  });
+  if (!claim.changed) return claim.run;
 
   const state = deps.storage.stateContainer;
   const written = await writeStateFromCandidate(state, runId, run.modelJsonPath);
@@ -42,7 +49,7 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
   }
   const report = await composeRejectsReport(state, runId);
   const { run: finished } = await deps.ledger.update(runId, (current) =>
-    current.status === 'completed' ? undefined : { status: 'completed', finishedAt: new Date().toISOString() },
+    current.status === 'completed' ? undefined : { status: 'completed', finishedAt: new Date().toISOString(), leaseUntil: undefined },
   );
   await deps.ledger.releaseDestination(run.modelJsonPath, runId);
   deps.log.info(
