@@ -67,17 +67,7 @@ export async function requestSync(deps: ConnectorDeps, request: SyncRequest): Pr
     }
     for (const location of locations) {
       try {
-        const refresh = await resolveRefresh(deps.storage.exportContainer, location, destination);
-        for (const segment of refresh.segments) checkColumns(destination, segment.table, segment.attributes);
-        const run = await createRun(deps, refresh, request);
-        outcome.runs.push({
-          runId: run.run.runId,
-          destination: destination.name,
-          instance: location.instance,
-          refresh: refresh.label,
-          created: run.created,
-          status: run.run.status,
-        });
+        outcome.runs.push(await startRefresh(deps, await resolveRefresh(deps.storage.exportContainer, location, destination), destination, request));
       } catch (error) {
         if (!(error instanceof InvalidInputError) && !(error instanceof ExportNotReadyError)) throw error;
         deps.log.warn(`sync of ${location.instance}/${destination.name} not started: ${describeError(error)}`);
@@ -114,19 +104,8 @@ export async function requestSyncForBlob(deps: ConnectorDeps, blobName: string):
         ],
       };
     }
-    for (const segment of refresh.segments) checkColumns(destination, segment.table, segment.attributes);
-    const run = await createRun(deps, refresh, { trigger: 'blob' });
     return {
-      runs: [
-        {
-          runId: run.run.runId,
-          destination: destination.name,
-          instance: location.instance,
-          refresh: refresh.label,
-          created: run.created,
-          status: run.run.status,
-        },
-      ],
+      runs: [await startRefresh(deps, refresh, destination, { trigger: 'blob' })],
       problems: [],
     };
   } catch (error) {
@@ -134,8 +113,25 @@ export async function requestSyncForBlob(deps: ConnectorDeps, blobName: string):
       deps.log.info(`export ${location.instance}/${location.destination} not complete yet: ${error.message}`);
       return { runs: [], problems: [{ destination: destination.name, instance: location.instance, error: error.message, retryable: true }] };
     }
+    // A bad model.json or a config that does not fit it: retrying the event cannot help; say why once.
+    if (error instanceof InvalidInputError) {
+      deps.log.warn(`sync of ${location.instance}/${location.destination} not started: ${describeError(error)}`);
+      return { runs: [], problems: [{ destination: destination.name, instance: location.instance, error: error.message, retryable: false }] };
+    }
     throw error;
   }
+}
+
+/** Checks the config against the refresh's columns, then creates (or meets) its run. */
+async function startRefresh(
+  deps: ConnectorDeps,
+  refresh: ExportRefresh,
+  destination: DestinationConfig,
+  request: Pick<SyncRequest, 'trigger' | 'force'>,
+): Promise<SyncRequestOutcome['runs'][number]> {
+  for (const segment of refresh.segments) checkColumns(destination, segment.table, segment.attributes);
+  const { created, run } = await createRun(deps, refresh, request);
+  return { runId: run.runId, destination: destination.name, instance: refresh.instance, refresh: refresh.label, created, status: run.status };
 }
 
 async function createRun(

@@ -126,13 +126,14 @@ describe('delivery under Braze faults', () => {
     expect(halted.error).toMatch(/Braze answered 401: Invalid API key: \[redacted\]/);
     expect(halted.error).not.toContain(TEST_API_KEY);
     for (const line of stack.log.lines) expect(line).not.toContain(TEST_API_KEY);
-    expect(halted.usersParked).toBeGreaterThan(0);
-    expect(halted.usersFailed).toBe(0);
-    // Wait for every in-flight batch to be parked or recorded.
+    // The run is marked halted before its batches are parked: wait for every batch to be parked or recorded.
     await waitFor(async () => {
       const r = (await stack!.app.deps.ledger.get(runId))!;
       return r.usersDelivered + r.usersParked === r.usersEnqueued && r.enqueueDone;
     });
+    const parked = (await stack.app.deps.ledger.get(runId))!;
+    expect(parked.usersParked).toBeGreaterThan(0);
+    expect(parked.usersFailed).toBe(0);
     const status = await runStatus(new HttpRequest({ method: 'GET', url: 'http://localhost/api/runs/x', params: { id: runId } }), context());
     expect(status.jsonBody).toMatchObject({ status: 'halted' });
 
