@@ -1,13 +1,14 @@
 import './quietTestMode';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
-import { HttpRequest, InvocationContext } from '@azure/functions';
+import { randomBytes } from 'node:crypto';
+import { InvocationContext } from '@azure/functions';
+import { LocalHttpHost } from './httpHost';
 import { describeError, InvalidInputError } from '../shared/errors';
 import { rowsAccountedFor, runSummary, type RunRecord } from '../shared/runs/runRecord';
 import { rejectsReportName } from '../shared/runs/rejectsReport';
 import { consoleLogger, type Logger } from '../shared/log';
 import { syncTimer } from '../functions/syncTimer';
-import { syncHttp } from '../functions/syncHttp';
 import { exportBlobDrop } from '../functions/exportBlobDrop';
 import { startAzurite, type AzuriteInstance } from './azurite';
 import { BrazeServer } from './brazeServer';
@@ -128,17 +129,22 @@ async function fire(app: LocalFunctionApp, trigger: string, uploaded: string[], 
     new InvocationContext({ functionName: name, invocationId: `local-${Date.now()}`, triggerMetadata, logHandler: () => undefined });
   const before = new Set((await app.deps.ledger.listRuns()).map((r) => r.runId));
   if (trigger === 'http') {
-    const response = await syncHttp(
-      new HttpRequest({
+    // Through a real HTTP request, with the function key the host would demand.
+    const functionKey = randomBytes(16).toString('hex');
+    const host = new LocalHttpHost(functionKey);
+    const url = await host.start();
+    try {
+      const response = await fetch(`${url}/api/sync`, {
         method: 'POST',
-        url: 'http://localhost/api/sync',
-        body: { string: JSON.stringify(force ? { force } : {}) },
-        headers: { 'content-type': 'application/json' },
-      }),
-      context('syncHttp'),
-    );
-    if (response.status !== 202) throw new InvalidInputError(`POST /api/sync answered ${response.status}: ${JSON.stringify(response.jsonBody)}`);
-    return (response.jsonBody as { runs: { runId: string }[] }).runs.map((r) => r.runId);
+        headers: { 'content-type': 'application/json', 'x-functions-key': functionKey },
+        body: JSON.stringify(force ? { force } : {}),
+      });
+      const body = (await response.json()) as { runs?: { runId: string }[] };
+      if (response.status !== 202) throw new InvalidInputError(`POST /api/sync answered ${response.status}: ${JSON.stringify(body)}`);
+      return (body.runs ?? []).map((r) => r.runId);
+    } finally {
+      await host.stop();
+    }
   }
   if (trigger === 'blob') {
     // Event Grid fires once per blob, in the order CI writes them; overlapping events meet on one run.

@@ -10,6 +10,7 @@ import { requestSync } from '../../shared/sync/startSync';
 import { csv, writeExport } from '../helpers/exportBuilder';
 import { startTestStack, TEST_API_KEY, testConfig, type TestStack } from '../helpers/testStack';
 import { startAzurite, type AzuriteInstance } from '../../local/azurite';
+import { LocalHttpHost } from '../../local/httpHost';
 
 const context = (triggerMetadata?: Record<string, unknown>) =>
   new InvocationContext({ functionName: 'test', invocationId: 'test', triggerMetadata, logHandler: () => undefined });
@@ -225,8 +226,27 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
     expect(report).toMatch(/rejected,[^,]*HighValue_1\.csv,2,external_id [^,]+,"?duplicate: the segment has another row of this profile/);
   });
 
-  it('requires a function key on every HTTP function', () => {
+  it('requires a function key on every HTTP function', async () => {
     for (const options of [syncHttpOptions, runStatusOptions, runResumeOptions]) expect(options.authLevel).toBe('function');
+    // And over HTTP, as the local host routes and checks them like the Functions host.
+    await freshStack();
+    await writeStandardExport(stack);
+    const host = new LocalHttpHost('the-key');
+    const url = await host.start();
+    try {
+      expect((await fetch(`${url}/api/sync`, { method: 'POST', body: '{}' })).status).toBe(401);
+      expect((await fetch(`${url}/api/sync?code=wrong`, { method: 'POST', body: '{}' })).status).toBe(401);
+      const started = await fetch(`${url}/api/sync`, { method: 'POST', body: '{}', headers: { 'x-functions-key': 'the-key' } });
+      expect(started.status).toBe(202);
+      const { runId } = (await started.json()) as { runId: string };
+      await runToEnd(stack, [runId]);
+      const status = await fetch(`${url}/api/runs/${runId}?code=the-key`);
+      expect(status.status).toBe(200);
+      expect(await status.json()).toMatchObject({ runId, status: 'completed' });
+      expect((await fetch(`${url}/api/runs/${runId}`)).status).toBe(401);
+    } finally {
+      await host.stop();
+    }
   });
 
   it('starts the sync from the blob event of model.json, and waits while the export is incomplete', async () => {

@@ -1,0 +1,77 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { HttpRequest, InvocationContext, type HttpHandler } from '@azure/functions';
+import { syncHttp } from '../functions/syncHttp';
+import { runStatus } from '../functions/runStatus';
+import { runResume } from '../functions/runResume';
+
+interface Route {
+  method: string;
+  pattern: RegExp;
+  name: string;
+  handler: HttpHandler;
+}
+
+/** The HTTP functions as the host routes them (`/api/<route>`), all `authLevel: 'function'`. */
+const routes: Route[] = [
+  { method: 'POST', pattern: /^\/api\/sync$/, name: 'syncHttp', handler: syncHttp },
+  { method: 'GET', pattern: /^\/api\/runs\/(?<id>[^/]+)$/, name: 'runStatus', handler: runStatus },
+  { method: 'POST', pattern: /^\/api\/runs\/(?<id>[^/]+)\/resume$/, name: 'runResume', handler: runResume },
+];
+
+/**
+ * What the Functions host does for the HTTP functions, without the host: routing and the function
+ * key check (`x-functions-key` header or `?code=`), then the real handler.
+ */
+export class LocalHttpHost {
+  private readonly server: http.Server;
+  url = '';
+
+  constructor(private readonly functionKey: string) {
+    this.server = http.createServer((request, response) => void this.handle(request, response));
+  }
+
+  async start(): Promise<string> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+    return this.url;
+  }
+
+  async stop(): Promise<void> {
+    await new Promise<void>((resolve) => this.server.close(() => resolve()));
+  }
+
+  private async handle(request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {
+    const url = new URL(request.url ?? '/', 'http://localhost');
+    const route = routes.find((r) => r.method === request.method && r.pattern.test(url.pathname));
+    if (!route) return send(response, 404, { error: 'no such function' });
+    const key = request.headers['x-functions-key'] ?? url.searchParams.get('code');
+    if (key !== this.functionKey) return send(response, 401, { error: 'a function key is required (x-functions-key header or ?code=)' });
+    const chunks: Buffer[] = [];
+    for await (const chunk of request) chunks.push(chunk as Buffer);
+    const headers: Record<string, string> = {};
+    for (const [name, value] of Object.entries(request.headers)) if (typeof value === 'string') headers[name] = value;
+    try {
+      const result = await route.handler(
+        new HttpRequest({
+          method: route.method,
+          url: url.toString(),
+          headers,
+          params: { ...(route.pattern.exec(url.pathname)?.groups ?? {}) },
+          body: { string: Buffer.concat(chunks).toString('utf8') },
+        }),
+        new InvocationContext({ functionName: route.name, invocationId: `local-${Date.now()}`, logHandler: () => undefined }),
+      );
+      const init = result as { status?: number; jsonBody?: unknown; headers?: Record<string, string> };
+      send(response, init.status ?? 200, init.jsonBody ?? null, init.headers);
+    } catch (error) {
+      send(response, 500, { error: error instanceof Error ? error.message : String(error) });
+    }
+  }
+}
+
+function send(response: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+  const text = JSON.stringify(body);
+  response.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), ...headers });
+  response.end(text);
+}
