@@ -35,7 +35,7 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown, delive
     deps.log.warn(`batch ${message.batchId}: run ${message.runId} does not exist; dropped`);
     return { kind: 'dropped' };
   }
-  const context: RecordContext = { run, firstDelivery };
+  const context: RecordContext = { firstDelivery };
   if (!firstDelivery && (await deps.ledger.isBatchSettled(message.runId, message.batchId))) return { kind: 'duplicate' };
   const sources = sourceNames(run);
   // A replay after a crash mid-handoff: finish the handoff, and leave the handed-off profiles to their batch.
@@ -44,6 +44,7 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown, delive
     await performHandoff(deps, earlier, sources);
     const handedOff = new Set(earlier.child.users.map((u) => u.h));
     message = { ...message, users: message.users.filter((u) => !handedOff.has(u.h)) };
+    if (message.users.length === 0) return record(deps, message.runId, message.batchId, newOutcome(), false, 'done', context);
   }
   if (run.status === 'halted') return parkWhole(deps, message, sources, run.error ?? 'run halted');
   if (isTerminal(run.status) && run.status !== 'completed') {
@@ -185,8 +186,8 @@ function deferralDelay(deps: ConnectorDeps, error: BrazeRetryableError, deferral
 function dataPoints(object: Record<string, unknown>): number {
   let n = 0;
   for (const key of Object.keys(object)) if (!IDENTIFIER_KEYS.has(key)) n += 1;
-  // The e-mail is a data point when it is an attribute of an external_id profile, not when it is the identifier.
-  if ('email' in object && 'external_id' in object) n += 1;
+  // The e-mail is a data point when it is an attribute, not when it is the identifier.
+  if ('email' in object && ('external_id' in object || 'user_alias' in object)) n += 1;
   return n;
 }
 
@@ -270,7 +271,6 @@ export async function recordFailedBatch(deps: ConnectorDeps, message: BrazeBatch
 }
 
 interface RecordContext {
-  run: RunRecord;
   /** Nothing was recorded or written for this batch before: empty parts need no clean-up. */
   firstDelivery: boolean;
 }
