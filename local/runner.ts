@@ -116,6 +116,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
     });
     const ok = runs.every((run) => run.status === 'completed' && run.rowsFailed === 0 && rowsAccountedFor(run) === run.rowsRead);
     report(runs, braze, quiet, trigger);
+    if (!quiet) await printRejects(app, runs);
     return { exitCode: ok ? 0 : 1, runs };
   } finally {
     await app?.stop();
@@ -196,6 +197,23 @@ function report(runs: RunRecord[], braze: BrazeServer | undefined, json: boolean
     console.log(`    rejects report: blob ${rejectsReportName(s.runId)} in the state container`);
   }
   if (braze) console.log(`  local Braze now holds ${braze.profiles.size} profiles`);
+}
+
+/** Azurite in memory goes away with the runner, so show the rejects reports (no e-mails or names in them). */
+async function printRejects(app: LocalFunctionApp, runs: RunRecord[]): Promise<void> {
+  const shown = 20;
+  for (const run of runs) {
+    let text: string;
+    try {
+      text = (await app.deps.storage.stateContainer.getBlobClient(rejectsReportName(run.runId)).downloadToBuffer()).toString('utf8');
+    } catch {
+      continue;
+    }
+    const lines = text.trimEnd().split('\n');
+    if (lines.length <= 1) continue;
+    console.log(`\nRejects report of ${run.runId}${lines.length - 1 > shown ? ` (first ${shown} of ${lines.length - 1})` : ''}:`);
+    for (const line of lines.slice(0, shown + 1)) console.log(`  ${line}`);
+  }
 }
 
 if (require.main === module) {
