@@ -1,0 +1,46 @@
+import { requestSync } from '../../shared/sync/startSync';
+import { sweepRuns } from '../../shared/sync/sweepRuns';
+import { rowsAccountedFor } from '../../shared/runs/runRecord';
+import { startTestStack, type TestStack } from '../helpers/testStack';
+import { expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
+
+describe('the timer sweep picks up runs a crash left behind', () => {
+  let stack: TestStack;
+  afterEach(async () => {
+    await stack?.stop();
+  });
+
+  it('re-sends the start of a run whose message was lost between the insert and the send', async () => {
+    stack = await startTestStack();
+    const profiles = makeProfiles(1, 50);
+    await writeRefresh(stack.app.deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
+    await stack.app.hosts[0].stop();
+    const { runs } = await requestSync(stack.app.deps, { trigger: 'timer' });
+    // The crash: the run record exists, its message does not.
+    await stack.app.deps.storage.runQueue.clearMessages();
+    stack.app.hosts[0].start();
+    expect(await sweepRuns(stack.app.deps)).toEqual({ restarted: [], finalizing: [] });
+    // Five minutes later the sweep sees a queued run nobody works on.
+    const later = { ...stack.app.deps, clock: { ...stack.app.deps.clock, now: () => Date.now() + 6 * 60_000 } };
+    expect(await sweepRuns(later)).toEqual({ restarted: [runs[0].runId], finalizing: [] });
+    const [run] = await stack.app.waitForRuns([runs[0].runId], { timeoutMs: 30_000 });
+    expect(run.status).toBe('completed');
+    expect(rowsAccountedFor(run)).toBe(run.rowsRead);
+    expect(stack.braze.profiles.size).toBe(expectedBraze([profiles]).size);
+  });
+
+  it('finalizes a run whose last batch was recorded but whose finalize request was lost', async () => {
+    stack = await startTestStack();
+    const profiles = makeProfiles(1, 50);
+    await writeRefresh(stack.app.deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
+    const { runs } = await requestSync(stack.app.deps, { trigger: 'timer' });
+    const runId = runs[0].runId;
+    await stack.app.waitForRuns([runId], { timeoutMs: 30_000 });
+    // Roll the run back to just before its finalize, as if that message had been lost.
+    await stack.app.deps.ledger.update(runId, () => ({ status: 'sending', finishedAt: undefined }));
+    expect(await sweepRuns(stack.app.deps)).toEqual({ restarted: [], finalizing: [runId] });
+    const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 30_000 });
+    expect(run.status).toBe('completed');
+    expect(run.finishedAt).toBeDefined();
+  });
+});
