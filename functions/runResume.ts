@@ -1,10 +1,12 @@
 import { app, type HttpFunctionOptions, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import { InvalidInputError } from '../shared/errors';
 import { resumeRun } from '../shared/sync/resumeRun';
+import { isRunId } from '../shared/runs/runLedger';
 import { connector } from './connector';
 
 export async function runResume(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
   const runId = request.params.id ?? '';
+  if (!isRunId(runId)) return { status: 400, jsonBody: { error: 'run id is malformed' } };
   try {
     const outcome = await resumeRun(connector(), runId);
     context.log(`run ${runId} resumed: ${outcome.requeuedBatches} batches re-queued`);

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { TableClient, TableEntity, TransactionAction } from '@azure/data-tables';
+import { odata, type TableClient, type TableEntity, type TransactionAction } from '@azure/data-tables';
 import { runRecordSchema, type RunCounts, type RunRecord } from './runRecord';
 
 const RUN_ROW = 'run';
@@ -64,6 +64,11 @@ function isConflict(error: unknown): boolean {
   return status === 409 || status === 412;
 }
 
+/** The shape of the ids runIdFor makes; anything else is not a run of ours. */
+export function isRunId(id: string): boolean {
+  return /^[rf]-[0-9a-f]{24}(-[0-9a-z]+)?$/.test(id);
+}
+
 /** Run id of a refresh: the same refresh always maps to the same run, so overlapping triggers meet. */
 export function runIdFor(modelJsonPath: string, refreshKey: string, force: boolean, nonce?: string): string {
   const hash = createHash('sha256').update(`${modelJsonPath}\n${refreshKey}`).digest('hex').slice(0, 24);
@@ -79,7 +84,8 @@ export class RunLedger {
 
   async get(runId: string): Promise<RunRecord | undefined> {
     const entities: Record<string, unknown>[] = [];
-    const filter = `PartitionKey eq '${runId}' and (RowKey eq '${RUN_ROW}' or (RowKey ge '${SHARD_PREFIX}' and RowKey lt '${SHARD_END}'))`;
+    // odata`` quotes the id: it can come from an HTTP route.
+    const filter = odata`PartitionKey eq ${runId} and (RowKey eq ${RUN_ROW} or (RowKey ge ${SHARD_PREFIX} and RowKey lt ${SHARD_END}))`;
     for await (const entity of this.table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) entities.push(entity);
     return assemble(entities);
   }
@@ -118,8 +124,8 @@ export class RunLedger {
   }
 
   /**
-   * Records what a batch message achieved, atomically with the run's counters (one table
-   * transaction). A batch already recorded as fully ended is not counted again, so a duplicated or
+   * Records what a batch message achieved, atomically with one of the run's counter shards (one
+   * table transaction). A batch already recorded as fully ended is not counted again, so a duplicated or
    * replayed message changes nothing; one that failed or was parked before can be recorded again
    * after a resume, and only the difference is added.
    */
@@ -266,7 +272,7 @@ export class RunLedger {
   /** Every run with its counts, newest first (one entity per run plus its counter shards). */
   async listRuns(): Promise<RunRecord[]> {
     const byRun = new Map<string, Record<string, unknown>[]>();
-    const filter = `RowKey eq '${RUN_ROW}' or (RowKey ge '${SHARD_PREFIX}' and RowKey lt '${SHARD_END}')`;
+    const filter = odata`RowKey eq ${RUN_ROW} or (RowKey ge ${SHARD_PREFIX} and RowKey lt ${SHARD_END})`;
     for await (const entity of this.table.listEntities<Record<string, unknown>>({ queryOptions: { filter } })) {
       const runId = String(entity.partitionKey);
       const list = byRun.get(runId) ?? [];

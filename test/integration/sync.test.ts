@@ -196,6 +196,8 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
       context(),
     );
     expect(missing.status).toBe(404);
+    const malformed = await runStatus(new HttpRequest({ method: 'GET', url: 'http://localhost/api/runs/x', params: { id: "r-1' or true" } }), context());
+    expect(malformed.status).toBe(400);
   });
 
   it('rejects a second row of the same profile within one segment, naming the reason, and sends the first', async () => {
