@@ -31,7 +31,6 @@ export interface StackOptions {
 export class LocalFunctionApp {
   readonly deps: ConnectorDeps;
   readonly hosts: QueueHost[] = [];
-  private readonly errors: string[] = [];
 
   constructor(private readonly options: StackOptions) {
     const settings = loadAppSettings(options.env);
@@ -47,7 +46,6 @@ export class LocalFunctionApp {
       new InvocationContext({ functionName: name, invocationId: id, triggerMetadata: { dequeueCount, id }, logHandler: () => undefined });
     const onError = (name: string) => (error: unknown, dequeueCount: number) => {
       const message = `${name} failed (dequeue ${dequeueCount}): ${error instanceof Error ? error.message : String(error)}`;
-      this.errors.push(message);
       this.options.log.warn(message);
     };
     const lockSeconds = this.options.lockSeconds ?? 60;
@@ -74,10 +72,6 @@ export class LocalFunctionApp {
   async stop(): Promise<void> {
     await Promise.all(this.hosts.map((h) => h.stop()));
     useConnector(undefined);
-  }
-
-  get handlerErrors(): string[] {
-    return this.errors;
   }
 
   /** Waits until each run is completed, failed, superseded or halted, reporting progress. */

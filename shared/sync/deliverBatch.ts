@@ -48,7 +48,7 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown, delive
   }
   if (run.status === 'halted') return parkWhole(deps, message, sources, run.error ?? 'run halted');
   if (isTerminal(run.status) && run.status !== 'completed') {
-    return recordFailedBatch(deps, message, `run ${run.status}${run.supersededBy ? ` by ${run.supersededBy}` : ''}`);
+    return recordFailed(deps, message, sources, `run ${run.status}${run.supersededBy ? ` by ${run.supersededBy}` : ''}`);
   }
 
   const deadlineMs = deps.clock.now() + deps.settings.senderBudgetMs;
@@ -171,10 +171,7 @@ async function performHandoff(deps: ConnectorDeps, handoff: Handoff, sources: st
     await parkWhole(deps, child, sources, handoff.reason);
     return;
   }
-  await parkBatch(deps.storage.stateContainer, child);
-  const failed = newOutcome();
-  addUnsent(failed, child.users, sources, 'failed', handoff.reason);
-  await record(deps, child.runId, child.batchId, failed, true);
+  await parkFailed(deps, child, sources, handoff.reason);
 }
 
 function deferralDelay(deps: ConnectorDeps, error: BrazeRetryableError, deferrals: number): number {
@@ -262,12 +259,23 @@ async function parkWhole(deps: ConnectorDeps, message: BrazeBatchMessage, source
 }
 
 /** Counts every profile of a batch as failed with a reason (poison queue, ended run). */
-export async function recordFailedBatch(deps: ConnectorDeps, message: BrazeBatchMessage, reason: string): Promise<DeliveryResult> {
+function recordFailed(deps: ConnectorDeps, message: BrazeBatchMessage, sources: string[], reason: string): Promise<DeliveryResult> {
+  const outcome = newOutcome();
+  addUnsent(outcome, message.users, sources, 'failed', reason);
+  return record(deps, message.runId, message.batchId, outcome, false);
+}
+
+/** Keeps a batch for a resume and counts its profiles as failed with the reason. */
+async function parkFailed(deps: ConnectorDeps, message: BrazeBatchMessage, sources: string[], reason: string): Promise<DeliveryResult> {
+  await parkBatch(deps.storage.stateContainer, message);
+  return recordFailed(deps, message, sources, reason);
+}
+
+/** A batch that will not be sent any more (the poison queue): parked for a resume, counted failed. */
+export async function parkFailedBatch(deps: ConnectorDeps, message: BrazeBatchMessage, reason: string): Promise<DeliveryResult> {
   const run = await deps.ledger.get(message.runId);
   if (!run) return { kind: 'dropped' };
-  const outcome = newOutcome();
-  addUnsent(outcome, message.users, sourceNames(run), 'failed', reason);
-  return record(deps, message.runId, message.batchId, outcome, false);
+  return parkFailed(deps, message, sourceNames(run), reason);
 }
 
 interface RecordContext {

@@ -1,8 +1,7 @@
 import { describeError, InvalidInputError } from '../errors';
 import { decodeBatchMessage } from '../queue/messages';
 import type { ConnectorDeps } from './deps';
-import { parkBatch } from './parkedBatches';
-import { recordFailedBatch } from './deliverBatch';
+import { parkFailedBatch } from './deliverBatch';
 
 /**
  * A batch message that failed every dequeue landed in the poison queue: count its profiles as
@@ -20,8 +19,7 @@ export async function handlePoisonBatch(deps: ConnectorDeps, payload: unknown): 
     throw error;
   }
   if (await deps.ledger.isBatchSettled(message.runId, message.batchId)) return;
-  await parkBatch(deps.storage.stateContainer, message);
-  await recordFailedBatch(deps, message, 'the batch failed every attempt and went to the poison queue');
+  await parkFailedBatch(deps, message, 'the batch failed every attempt and went to the poison queue');
   deps.log.error(
     `batch ${message.batchId} of run ${message.runId} poisoned: ${message.users.length} profiles counted failed; POST /api/runs/${message.runId}/resume re-queues it`,
   );
