@@ -14,6 +14,7 @@ import { fieldsFingerprint, keyHash, ProfileIndex } from '../state/profileIndex'
 import type { ConnectorDeps } from './deps';
 import { readExportKeys, readExportRows, partitionList } from './exportRows';
 import { finalizeRun, requestFinalizeIfComplete } from './finalizeRun';
+import { leaseEnd, leaseHeld } from './lease';
 
 export type RunStepResult = { kind: 'done' } | { kind: 'deferred'; delayMs: number; reason: string };
 
@@ -32,24 +33,22 @@ export async function enqueueRun(deps: ConnectorDeps, runId: string): Promise<Ru
   }
   if (isTerminal(run.status) || run.enqueueDone) return { kind: 'done' };
   const now = deps.clock.now();
-  if (run.status === 'enqueuing' && run.leaseUntil && Date.parse(run.leaseUntil) > now) {
-    return { kind: 'deferred', delayMs: Date.parse(run.leaseUntil) - now + 1_000, reason: `run ${runId} is being enqueued by another worker` };
+  if (run.status === 'enqueuing' && leaseHeld(run, now)) {
+    return { kind: 'deferred', delayMs: Date.parse(run.leaseUntil!) - now + 1_000, reason: `run ${runId} is being enqueued by another worker` };
   }
   const waiting = await claimDestination(deps, run);
   if (waiting) return waiting;
 
   const leased = await deps.ledger.update(runId, (current) => {
     if (isTerminal(current.status) || current.enqueueDone) return undefined;
-    if (current.status === 'enqueuing' && current.leaseUntil && Date.parse(current.leaseUntil) > deps.clock.now()) return undefined;
-    return { status: 'enqueuing', leaseUntil: new Date(deps.clock.now() + deps.settings.enqueueLeaseMs).toISOString() };
+    if (current.status === 'enqueuing' && leaseHeld(current, deps.clock.now())) return undefined;
+    return { status: 'enqueuing', leaseUntil: leaseEnd(deps) };
   });
   if (!leased.changed) return { kind: 'done' };
 
   const renew = setInterval(() => {
     deps.ledger
-      .update(runId, (current) =>
-        current.status === 'enqueuing' ? { leaseUntil: new Date(deps.clock.now() + deps.settings.enqueueLeaseMs).toISOString() } : undefined,
-      )
+      .update(runId, (current) => (current.status === 'enqueuing' ? { leaseUntil: leaseEnd(deps) } : undefined))
       .catch((error) => deps.log.warn(`run ${runId}: lease renewal failed: ${describeError(error)}`));
   }, deps.settings.enqueueLeaseMs / 3);
   try {

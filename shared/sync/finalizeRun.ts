@@ -3,6 +3,7 @@ import { composeRejectsReport } from '../runs/rejectsReport';
 import { isTerminal, type RunRecord } from '../runs/runRecord';
 import { writeStateFromCandidate } from '../state/deliveredState';
 import type { ConnectorDeps } from './deps';
+import { leaseEnd, leaseHeld } from './lease';
 
 /** Every profile of the run has an ending and none waits parked. */
 export function isRunComplete(run: RunRecord): boolean {
@@ -27,8 +28,8 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
   // same blobs); one that crashed is replaced when its lease runs out.
   const claim = await deps.ledger.update(runId, (current) => {
     const free = current.status === 'sending' || current.status === 'enqueuing';
-    const abandoned = current.status === 'finalizing' && (!current.leaseUntil || Date.parse(current.leaseUntil) < deps.clock.now());
-    return free || abandoned ? { status: 'finalizing', leaseUntil: new Date(deps.clock.now() + deps.settings.enqueueLeaseMs).toISOString() } : undefined;
+    const abandoned = current.status === 'finalizing' && !leaseHeld(current, deps.clock.now());
+    return free || abandoned ? { status: 'finalizing', leaseUntil: leaseEnd(deps) } : undefined;
   });
   if (!claim.changed) return claim.run;
 

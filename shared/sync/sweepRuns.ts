@@ -1,6 +1,7 @@
 import { encodeMessage } from '../queue/messages';
 import { isTerminal } from '../runs/runRecord';
 import type { ConnectorDeps } from './deps';
+import { leaseHeld } from './lease';
 import { isRunComplete } from './finalizeRun';
 
 /** A queued run older than this without progress lost its message (a crash between insert and send). */
@@ -21,7 +22,7 @@ export async function sweepRuns(deps: ConnectorDeps): Promise<{ restarted: strin
       finalizing.push(run.runId);
       continue;
     }
-    const leaseOver = !run.leaseUntil || Date.parse(run.leaseUntil) < now;
+    const leaseOver = !leaseHeld(run, now);
     if ((run.status === 'queued' || run.status === 'enqueuing') && leaseOver && now - Date.parse(run.updatedAt) > STALE_MS) {
       await deps.storage.runQueue.sendMessage(encodeMessage({ kind: 'startRun', runId: run.runId }));
       restarted.push(run.runId);
