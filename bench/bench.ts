@@ -165,7 +165,7 @@ async function syncAndWait(deps: ConnectorDeps): Promise<{ run: RunRecord; secon
   if (outcome.runs.length !== 1) throw new Error(`expected one run: ${JSON.stringify(outcome)}`);
   const runId = outcome.runs[0].runId;
   for (;;) {
-    const run = (await deps.ledger.get(runId))!;
+    const run = (await deps.runs.get(runId))!;
     if (run.status === 'completed' || run.status === 'failed' || run.status === 'halted') {
       if (run.status !== 'completed') throw new Error(`run ${runId} ended ${run.status}: ${run.error}`);
       return { run, seconds: (Date.now() - started) / 1000 };

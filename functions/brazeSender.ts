@@ -4,9 +4,8 @@ import { deliverBatch } from '../shared/sync/deliverBatch';
 import { connector } from './connector';
 
 export async function brazeSender(message: unknown, context: InvocationContext): Promise<void> {
-  const dequeueCount = Number(context.triggerMetadata?.dequeueCount ?? 0);
-  const result = await deliverBatch(connector(), message, { dequeueCount });
-  const counts = result.outcome;
+  const result = await deliverBatch(connector(), message);
+  const counts = 'outcome' in result ? result.outcome : undefined;
   context.log(
     `batch ${result.kind}${counts ? `: ${counts.usersDelivered} delivered, ${counts.usersRejected} rejected, ${counts.usersFailed} failed, ${counts.usersParked} parked` : ''} (dequeue ${String(context.triggerMetadata?.dequeueCount ?? '?')})`,
   );

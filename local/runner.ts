@@ -6,7 +6,7 @@ import { InvocationContext } from '@azure/functions';
 import { LocalHttpHost } from './httpHost';
 import { describeError, InvalidInputError } from '../shared/errors';
 import { rowsAccountedFor, runSummary, type RunRecord } from '../shared/runs/runRecord';
-import { rejectsReportName } from '../shared/runs/rejectsReport';
+import { rejectsReportName } from '../shared/runs/runBlobs';
 import { consoleLogger, type Logger } from '../shared/log';
 import { syncTimer } from '../functions/syncTimer';
 import { exportBlobDrop } from '../functions/exportBlobDrop';
@@ -128,7 +128,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
 async function fire(app: LocalFunctionApp, trigger: string, uploaded: string[], force: boolean): Promise<string[]> {
   const context = (name: string, triggerMetadata?: Record<string, unknown>) =>
     new InvocationContext({ functionName: name, invocationId: `local-${Date.now()}`, triggerMetadata, logHandler: () => undefined });
-  const before = new Set((await app.deps.ledger.listRuns()).map((r) => r.runId));
+  const before = new Set((await app.deps.runs.listRuns()).map((r) => r.runId));
   if (trigger === 'http') {
     // Through a real HTTP request, with the function key the host would demand.
     const functionKey = randomBytes(16).toString('hex');
@@ -154,7 +154,7 @@ async function fire(app: LocalFunctionApp, trigger: string, uploaded: string[], 
     if (force) throw new InvalidInputError('--force goes with --trigger http');
     await syncTimer({ isPastDue: false, schedule: { adjustForDST: false }, scheduleStatus: { last: '', next: '', lastUpdated: '' } }, context('syncTimer'));
   }
-  const after = await app.deps.ledger.listRuns();
+  const after = await app.deps.runs.listRuns();
   return after.filter((r) => !before.has(r.runId) || r.status !== 'completed').map((r) => r.runId);
 }
 

@@ -82,7 +82,7 @@ export class LocalFunctionApp {
     const deadline = Date.now() + options.timeoutMs;
     let lastProgress = 0;
     for (;;) {
-      const runs = await Promise.all(runIds.map(async (id) => (await this.deps.ledger.get(id))!));
+      const runs = await Promise.all(runIds.map(async (id) => (await this.deps.runs.get(id))!));
       const settled = runs.every((r) => r && (isTerminal(r.status) || r.status === 'halted'));
       if (options.onProgress && (settled || Date.now() - lastProgress >= (options.progressEveryMs ?? 1000))) {
         options.onProgress(runs);

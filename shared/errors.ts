@@ -1,12 +1,26 @@
 /**
- * The closed set of failures the connector raises. The retry rule lives in the type, so callers
- * decide by `instanceof`, never by parsing messages.
+ * The closed set of failures the connector raises. The retry rule lives in the type: callers
+ * decide by `instanceof` and `retryable`, never by reading a message.
  */
 
-/** Input we were given is wrong (config, model.json, HTTP body). Retrying cannot help. */
+/** Input we were given is wrong (config, model.json, CSV, a queue message, an HTTP body). Retrying cannot help. */
 export class InvalidInputError extends Error {
-  override readonly name = 'InvalidInputError';
+  override readonly name: string = 'InvalidInputError';
   readonly retryable = false;
+}
+
+/**
+ * A queue message that cannot be decoded. Whatever could still be read of it (which run, which
+ * batch, how many profiles) comes along, so the run can count it as failed instead of waiting.
+ */
+export class UnreadableMessageError extends InvalidInputError {
+  override readonly name = 'UnreadableMessageError';
+  constructor(
+    message: string,
+    readonly salvage: { runId?: string; batchId?: string; profiles?: number; rows?: number } = {},
+  ) {
+    super(message);
+  }
 }
 
 /** The export is not (yet) in a state we can read: a partition listed but missing, a refresh still being written. */
@@ -35,18 +49,28 @@ export class BrazeRetryableError extends Error {
     message: string,
     /** 0 for a timeout or socket error that got no HTTP answer. */
     readonly status: number,
-    /** When the server said it can take requests again, if it said. */
-    readonly retryAfterMs?: number,
+    /** When (epoch ms) the server said it can take requests again, if it said. */
+    readonly retryAtMs?: number,
   ) {
     super(message);
   }
 }
 
 /**
- * The closed set. A request Braze refuses outright (400 and the like) is not an error of the run:
- * its rows become rejects with Braze's message (see deliverBatch).
+ * A run's enqueuer or finalizer lost its lease (another worker took the run over, or the lease ran
+ * out while storage was unreachable). It stops at once; the message is retried and whoever holds
+ * the lease by then carries on.
  */
-export type ConnectorError = InvalidInputError | ExportNotReadyError | BrazeAuthError | BrazeRetryableError;
+export class LeaseLostError extends Error {
+  override readonly name = 'LeaseLostError';
+  readonly retryable = true;
+}
+
+/**
+ * The closed set. A request Braze refuses outright (400 and the like) is not an error of the run:
+ * its rows become rejects with Braze's message (see sendBatch).
+ */
+export type ConnectorError = InvalidInputError | ExportNotReadyError | BrazeAuthError | BrazeRetryableError | LeaseLostError;
 
 export function describeError(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`;

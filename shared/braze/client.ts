@@ -4,7 +4,7 @@ import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
 import { z } from 'zod';
 import type { AppSettings } from '../config/settings';
 import { BrazeAuthError } from '../errors';
-import type { BrazeAttributesObject } from '../mapping/brazeUser';
+import type { BrazeAttributesObject } from '../mapping/profileIdentity';
 import type { Clock } from './clock';
 import { BRAZE_TRACK_PATH } from './constants';
 import type { RateLimitPacer } from './pacer';

@@ -4,23 +4,32 @@ import type { DestinationConfig } from '../config/syncConfig';
 import { segmentAttribute } from '../config/syncConfig';
 import { ExportNotReadyError, InvalidInputError } from '../errors';
 import { modelJsonPath, type ExportLocation } from './layout';
-import { blobNameFromLocation, findEntity, parseModelJson, type CdmAttribute } from './modelJson';
-import { csvFormatOf, type CsvFormat } from './partitionReader';
+import { z } from 'zod';
+import { blobNameFromLocation, cdmDataTypes, findEntity, parseModelJson } from './modelJson';
+import { csvFormatOf } from './partitionReader';
 
-export interface PartitionRef {
-  blobName: string;
-  format: CsvFormat;
-  sizeBytes: number;
-  etag: string;
-}
+export const partitionRefSchema = z.strictObject({
+  blobName: z.string().min(1),
+  format: z.strictObject({
+    columnHeaders: z.boolean(),
+    delimiter: z.string().min(1),
+    encoding: z.enum(['utf8', 'utf16le', 'latin1', 'ascii']),
+  }),
+  sizeBytes: z.number().int().min(0),
+  /** The run reads the partition as it was when the run was created: a rewrite fails the run. */
+  etag: z.string(),
+});
+export type PartitionRef = z.output<typeof partitionRefSchema>;
 
-export interface SegmentRefresh {
-  table: string;
-  attribute: string;
-  brazeSegmentId: string;
-  attributes: CdmAttribute[];
-  partitions: PartitionRef[];
-}
+/** One configured segment of a refresh: its columns and the partitions to read. What a run's sources blob holds. */
+export const segmentRefreshSchema = z.strictObject({
+  table: z.string().min(1),
+  attribute: z.string().min(1),
+  brazeSegmentId: z.string().min(1),
+  attributes: z.array(z.strictObject({ name: z.string().min(1), dataType: z.enum(cdmDataTypes) })),
+  partitions: z.array(partitionRefSchema),
+});
+export type SegmentRefresh = z.output<typeof segmentRefreshSchema>;
 
 /** One refresh of one export destination: the partitions of every configured segment. */
 export interface ExportRefresh extends ExportLocation {
@@ -82,7 +91,7 @@ export async function resolveRefresh(container: ContainerClient, location: Expor
       table: segment.table,
       attribute: segmentAttribute(segment),
       brazeSegmentId: segment.brazeSegmentId,
-      attributes: entity.attributes,
+      attributes: entity.attributes.map((a) => ({ name: a.name, dataType: a.dataType })),
       partitions,
     });
   }
@@ -98,7 +107,7 @@ export async function resolveRefresh(container: ContainerClient, location: Expor
   return { ...location, modelJsonPath: path, refreshKey, label: folders.at(-1) ?? 'unknown', segments };
 }
 
-async function describePartition(container: ContainerClient, blobName: string, format: CsvFormat, modelPath: string): Promise<PartitionRef> {
+async function describePartition(container: ContainerClient, blobName: string, format: PartitionRef['format'], modelPath: string): Promise<PartitionRef> {
   try {
     const properties = await container.getBlobClient(blobName).getProperties();
     return { blobName, format, sizeBytes: properties.contentLength ?? 0, etag: properties.etag ?? '' };

@@ -3,10 +3,12 @@ import type { Readable } from 'node:stream';
 import { InvalidInputError } from '../errors';
 import type { CdmAttribute, FileFormatSettings } from './modelJson';
 
+export type CsvEncoding = 'utf8' | 'utf16le' | 'latin1' | 'ascii';
+
 export interface CsvFormat {
   columnHeaders: boolean;
   delimiter: string;
-  encoding: BufferEncoding;
+  encoding: CsvEncoding;
 }
 
 /** CDM defaults when a partition has no fileFormatSettings: no header row, comma, UTF-8. */
@@ -18,7 +20,7 @@ export function csvFormatOf(settings: FileFormatSettings | undefined, where: str
   };
 }
 
-function nodeEncoding(encoding: string | undefined, where: string): BufferEncoding {
+function nodeEncoding(encoding: string | undefined, where: string): CsvEncoding {
   const name = (encoding ?? 'UTF-8').toLowerCase().replace(/[^a-z0-9]/g, '');
   if (name === 'utf8') return 'utf8';
   if (name === 'utf16' || name === 'utf16le' || name === 'unicode') return 'utf16le';

@@ -38,6 +38,11 @@ export const appSettingsSchema = z.object({
   SENDER_BUDGET_MS: positiveInt(120_000),
   /** How long a run's enqueuer holds it before another worker may take over (after a crash). */
   ENQUEUE_LEASE_MS: positiveInt(60_000),
+  /**
+   * A sending run none of whose batches ended for this long is marked stalled. Above the longest
+   * quiet a healthy run has: a batch handed back waits at most an hour for Braze's reset.
+   */
+  RUN_STALL_MINUTES: positiveInt(90),
 });
 
 /** Rules across settings, checked on the raw environment so they are reported with the field errors. */
@@ -86,6 +91,7 @@ export interface AppSettings {
   };
   senderBudgetMs: number;
   enqueueLeaseMs: number;
+  runStallMs: number;
 }
 
 /** Formats zod issues as `FIELD: message` lines so a start-up failure names the bad setting. */
@@ -129,5 +135,6 @@ export function loadAppSettings(env: Record<string, string | undefined>): AppSet
     },
     senderBudgetMs: s.SENDER_BUDGET_MS,
     enqueueLeaseMs: s.ENQUEUE_LEASE_MS,
+    runStallMs: s.RUN_STALL_MINUTES * 60_000,
   };
 }

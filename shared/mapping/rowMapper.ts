@@ -5,7 +5,17 @@ import type { PartitionColumns } from '../ci/partitionReader';
 import { BRAZE_MAX_STRING_LENGTH } from '../braze/constants';
 import { InvalidInputError } from '../errors';
 import { normalizeEmail } from './email';
-import type { BrazeIdentifier, MappedProfile } from './brazeUser';
+import { profileKeyOf, type BrazeIdentifier } from './profileIdentity';
+
+export interface MappedProfile {
+  /** Identity of the profile across segments and refreshes (see profileKeyOf). */
+  key: string;
+  identifier: BrazeIdentifier;
+  /** Mapped attributes (not memberships), as they will be sent. */
+  fields: Record<string, JsonValue>;
+  /** Fields dropped from this row, each with the reason: reported, never silently mangled. */
+  fieldIssues: string[];
+}
 
 export type RowMapping = { ok: true; profile: MappedProfile } | { ok: false; reason: string };
 
@@ -48,18 +58,17 @@ function identifierResolver(destination: DestinationConfig, emailIndex: number, 
     const email = rawEmail.trim() ? normalizeEmail(rawEmail) : undefined;
     if (customerIdIsExternalId && customerId) {
       if (customerId.length > BRAZE_MAX_STRING_LENGTH) return { ok: false, reason: `external_id longer than ${BRAZE_MAX_STRING_LENGTH} characters` };
-      return { ok: true, identifier: { external_id: customerId }, key: `x:${customerId}`, email, rawEmail };
+      const identifier = { external_id: customerId };
+      return { ok: true, identifier, key: profileKeyOf(identifier), email, rawEmail };
     }
     for (const fallback of fallbackIdentifiers) {
-      if (fallback === 'email' && email) return { ok: true, identifier: { email }, key: `e:${email}`, email, rawEmail };
+      if (fallback === 'email' && email) {
+        const identifier = { email };
+        return { ok: true, identifier, key: profileKeyOf(identifier), email, rawEmail };
+      }
       if (fallback === 'user_alias' && customerId && customerId.length <= BRAZE_MAX_STRING_LENGTH) {
-        return {
-          ok: true,
-          identifier: { user_alias: { alias_name: customerId, alias_label: aliasLabel } },
-          key: `a:${aliasLabel}:${customerId}`,
-          email,
-          rawEmail,
-        };
+        const identifier = { user_alias: { alias_name: customerId, alias_label: aliasLabel } };
+        return { ok: true, identifier, key: profileKeyOf(identifier), email, rawEmail };
       }
     }
     const reason = rawEmail.trim() && !email ? 'no external_id and an invalid e-mail' : 'no usable identifier (no customer ID, no valid e-mail)';

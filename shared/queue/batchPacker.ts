@@ -1,12 +1,12 @@
-import { gzipSync, constants as zlibConstants } from 'node:zlib';
 import type { QueueClient } from '@azure/storage-queue';
-import { QUEUE_MESSAGE_MAX_BYTES, type PendingUser } from './messages';
+import { gzipText, QUEUE_MESSAGE_MAX_BYTES, type BatchProfile } from './messages';
 import { BRAZE_MAX_OBJECTS_PER_REQUEST } from '../braze/constants';
+import { sendToQueue } from '../storage/queueSend';
 
 /** Headroom under the 64 KiB limit for the queue's own envelope. */
 const TARGET_MESSAGE_BYTES = QUEUE_MESSAGE_MAX_BYTES - 2 * 1024;
 /** Many Braze requests per message: Azurite and the queue trigger both pay per message, not per byte. */
-const MAX_USERS_PER_MESSAGE = BRAZE_MAX_OBJECTS_PER_REQUEST * 40;
+const MAX_PROFILES_PER_MESSAGE = BRAZE_MAX_OBJECTS_PER_REQUEST * 40;
 const MAX_SENDS_IN_FLIGHT = 16;
 
 export function batchIdOf(sequence: number): string {
@@ -14,48 +14,46 @@ export function batchIdOf(sequence: number): string {
 }
 
 /**
- * Packs users into gzip+base64 queue messages of up to ~62 KiB. The raw-JSON budget adapts to the
- * compression ratio seen so far; a message that still comes out too big is split in two.
+ * Packs profiles into gzip+base64 queue messages of up to ~62 KiB. The raw-JSON budget adapts to
+ * the compression ratio seen so far; a message that still comes out too big is split in two.
  */
 export class BatchPacker {
-  private users: string[] = [];
+  private profiles: string[] = [];
   private rawBytes = 0;
   private rawBudget = 256 * 1024;
   private sequence = 0;
   private inFlight = new Set<Promise<unknown>>();
   private failure: unknown;
+  /** Queue messages sent: each one is a batch with its own id. */
   messages = 0;
-  batches = 0;
 
   constructor(
     private readonly queue: QueueClient,
     private readonly runId: string,
   ) {}
 
-  /** The id of the batch the next user will travel in (stable across replays of the same run). */
+  /** The id of the batch the next profile will travel in (stable across replays of the same run). */
   get currentBatchId(): string {
     return batchIdOf(this.sequence);
   }
 
-  async add(user: PendingUser): Promise<void> {
-    const json = JSON.stringify(user);
-    this.users.push(json);
+  async add(profile: BatchProfile): Promise<void> {
+    const json = JSON.stringify(profile);
+    this.profiles.push(json);
     this.rawBytes += json.length + 1;
-    if (this.rawBytes >= this.rawBudget || this.users.length >= MAX_USERS_PER_MESSAGE) await this.flush();
+    if (this.rawBytes >= this.rawBudget || this.profiles.length >= MAX_PROFILES_PER_MESSAGE) await this.flush();
   }
 
   async flush(): Promise<void> {
-    if (this.users.length === 0) return;
-    const users = this.users;
+    if (this.profiles.length === 0) return;
+    const profiles = this.profiles;
     const batchId = batchIdOf(this.sequence);
     this.sequence += 1;
-    this.users = [];
+    this.profiles = [];
     this.rawBytes = 0;
-    this.batches += 1;
-    for (const text of this.encode(batchId, users)) {
+    for (const text of this.encode(batchId, profiles)) {
       while (this.inFlight.size >= MAX_SENDS_IN_FLIGHT) await Promise.race(this.inFlight);
-      const send: Promise<unknown> = this.queue
-        .sendMessage(text)
+      const send: Promise<unknown> = sendToQueue(this.queue, text)
         .catch((error: unknown) => {
           this.failure ??= error;
         })
@@ -73,15 +71,15 @@ export class BatchPacker {
     if (this.failure) throw this.failure;
   }
 
-  private encode(batchId: string, users: string[]): string[] {
-    const json = `{"kind":"brazeBatch","runId":${JSON.stringify(this.runId)},"batchId":"${batchId}","deferrals":0,"users":[${users.join(',')}]}`;
-    const text = gzipSync(Buffer.from(json, 'utf8'), { level: zlibConstants.Z_BEST_SPEED }).toString('base64');
+  private encode(batchId: string, profiles: string[]): string[] {
+    const json = `{"kind":"brazeBatch","runId":${JSON.stringify(this.runId)},"batchId":"${batchId}","deferrals":0,"profiles":[${profiles.join(',')}]}`;
+    const text = gzipText(json);
     const rawBytes = json.length;
     // Aim the next message at ~90% of the limit given this ratio.
     this.rawBudget = Math.max(8 * 1024, Math.floor((rawBytes * TARGET_MESSAGE_BYTES * 0.9) / text.length));
     if (text.length <= TARGET_MESSAGE_BYTES) return [text];
-    if (users.length === 1) throw new Error(`one profile does not fit a queue message (${text.length} bytes encoded)`);
-    const half = Math.ceil(users.length / 2);
-    return [...this.encode(`${batchId}a`, users.slice(0, half)), ...this.encode(`${batchId}b`, users.slice(half))];
+    if (profiles.length === 1) throw new Error(`one profile does not fit a queue message (${text.length} bytes encoded)`);
+    const half = Math.ceil(profiles.length / 2);
+    return [...this.encode(`${batchId}a`, profiles.slice(0, half)), ...this.encode(`${batchId}b`, profiles.slice(half))];
   }
 }

@@ -1,26 +1,41 @@
 import { gunzipSync, gzipSync, constants as zlibConstants } from 'node:zlib';
 import { z } from 'zod';
-import { InvalidInputError } from '../errors';
+import { UnreadableMessageError } from '../errors';
 import { formatIssues } from '../config/settings';
 
 /** Azure Storage queues take at most 64 KiB per message, counted on the encoded text. */
 export const QUEUE_MESSAGE_MAX_BYTES = 64 * 1024;
+/**
+ * What a message may inflate to. The packer's messages stay far below (a few hundred KiB); the
+ * bound keeps a crafted message from inflating into gigabytes inside a worker.
+ */
+export const MESSAGE_MAX_INFLATED_BYTES = 4 * 1024 * 1024;
 
-/** A plain object; the Braze object inside is checked by Braze, and a full schema walk per user costs more than the send. */
-const attributesObject = z.custom<Record<string, unknown>>((v) => typeof v === 'object' && v !== null && !Array.isArray(v), 'must be an attributes object');
+/** A plain object; the Braze object inside is checked by Braze, and a full schema walk per profile costs more than the send. */
+const attributesRecord = z.custom<Record<string, unknown>>((v) => typeof v === 'object' && v !== null && !Array.isArray(v), 'must be an attributes object');
 
-/** One profile to send: the exact /users/track object plus what we need to account for it. */
-export const pendingUserSchema = z.strictObject({
-  /** Hash of the profile key (16 hex), matching the delivered-state record. */
-  h: z.string().length(16),
-  /** The attributes object for Braze, identifier included. */
-  o: attributesObject,
-  /** Input rows this object stands for (a profile in two segments is one object, two rows); 0 for a leaver. */
-  r: z.number().int().min(0),
-  /** Where it came from, for the rejects report: `<partitionIndex>:<row>`, or `exit` for a leaver. */
-  s: z.string(),
+export const identifierSchema = z.union([
+  z.strictObject({ external_id: z.string().min(1) }),
+  z.strictObject({ email: z.string().min(3) }),
+  z.strictObject({ user_alias: z.strictObject({ alias_name: z.string().min(1), alias_label: z.string().min(1) }) }),
+]);
+
+/** Where a profile came from, for the rejects report: a partition (by its index in the run's list) and row, or a segment exit. */
+export const profileSourceSchema = z.union([z.strictObject({ partition: z.number().int().min(0), row: z.number().int().min(1) }), z.literal('leaver')]);
+export type ProfileSource = z.output<typeof profileSourceSchema>;
+
+/** One profile to send: its identifier and attributes, plus what is needed to account for it. */
+export const batchProfileSchema = z.strictObject({
+  /** Hash of the profile key, matching the delivered-state record. */
+  hash: z.string().length(16),
+  identifier: identifierSchema,
+  /** The attributes to write, without the identifier. */
+  attributes: attributesRecord,
+  /** Input rows this profile stands for (one per segment it is in); 0 for a leaver. */
+  rows: z.number().int().min(0),
+  source: profileSourceSchema,
 });
-export type PendingUser = z.output<typeof pendingUserSchema>;
+export type BatchProfile = z.output<typeof batchProfileSchema>;
 
 export const brazeBatchMessageSchema = z.strictObject({
   kind: z.literal('brazeBatch'),
@@ -29,9 +44,9 @@ export const brazeBatchMessageSchema = z.strictObject({
   batchId: z.string().min(1),
   /** How often this batch was handed back for later because Braze could not take it in time. */
   deferrals: z.number().int().min(0).default(0),
-  /** Re-queued by a resume: the batch has a history (parked, failed) to settle. */
+  /** Re-queued by a resume: the batch was parked or failed before and may be sent again. */
   resumed: z.boolean().optional(),
-  users: z.array(pendingUserSchema).min(1),
+  profiles: z.array(batchProfileSchema).min(1),
 });
 export type BrazeBatchMessage = z.output<typeof brazeBatchMessageSchema>;
 
@@ -42,27 +57,51 @@ export const runMessageSchema = z.discriminatedUnion('kind', [
 export type RunMessage = z.output<typeof runMessageSchema>;
 
 /**
- * Messages are gzip-compressed JSON in base64: several Braze requests' worth fits in 64 KiB, and
- * base64 is what the Functions queue trigger expects by default.
+ * One encoding for every message: gzip-compressed JSON in base64 (several Braze requests' worth
+ * fits in 64 KiB). host.json sets the queue trigger's messageEncoding to none, so the function
+ * gets this text as written.
  */
 export function encodeMessage(message: BrazeBatchMessage | RunMessage): string {
-  const json = Buffer.from(JSON.stringify(message), 'utf8');
-  return gzipSync(json, { level: zlibConstants.Z_BEST_SPEED }).toString('base64');
+  return gzipText(JSON.stringify(message));
+}
+
+export function gzipText(json: string): string {
+  return gzipSync(Buffer.from(json, 'utf8'), { level: zlibConstants.Z_BEST_SPEED }).toString('base64');
 }
 
 function decodeJson(payload: unknown): unknown {
-  if (typeof payload === 'object' && payload !== null && !Buffer.isBuffer(payload)) return payload;
-  const text = Buffer.isBuffer(payload) ? payload.toString('utf8') : String(payload);
-  const trimmed = text.trim();
-  if (trimmed.startsWith('{')) return JSON.parse(trimmed);
-  let bytes = Buffer.from(trimmed, 'base64');
-  // gzip magic; otherwise the message is base64 JSON (written by hand or by another tool).
-  if (bytes[0] === 0x1f && bytes[1] === 0x8b) bytes = gunzipSync(bytes);
-  const inner = bytes.toString('utf8').trim();
-  if (inner.startsWith('{')) return JSON.parse(inner);
-  // The Functions host may already have decoded the outer base64.
-  const again = Buffer.from(inner, 'base64');
-  return JSON.parse((again[0] === 0x1f && again[1] === 0x8b ? gunzipSync(again) : again).toString('utf8'));
+  if (typeof payload !== 'string' && !Buffer.isBuffer(payload)) throw new Error(`expected base64 text, got ${payload === null ? 'null' : typeof payload}`);
+  const text = (Buffer.isBuffer(payload) ? payload.toString('utf8') : payload).trim();
+  if (!/^[A-Za-z0-9+/]+={0,2}$/.test(text)) throw new Error('not base64 text');
+  const bytes = Buffer.from(text, 'base64');
+  if (bytes[0] !== 0x1f || bytes[1] !== 0x8b) throw new Error('not gzip data');
+  let inflated: Buffer;
+  try {
+    inflated = gunzipSync(bytes, { maxOutputLength: MESSAGE_MAX_INFLATED_BYTES });
+  } catch (error) {
+    const code = (error as { code?: string }).code;
+    if (code === 'ERR_BUFFER_TOO_LARGE') throw new Error(`inflates beyond ${MESSAGE_MAX_INFLATED_BYTES} bytes`);
+    throw new Error(`gzip data is damaged (${code ?? 'unknown error'})`);
+  }
+  try {
+    return JSON.parse(inflated.toString('utf8'));
+  } catch {
+    throw new Error('inflated text is not JSON');
+  }
+}
+
+/** What can still be learnt from a message that does not fit its schema: enough to count it against its run. */
+function salvage(json: unknown): UnreadableMessageError['salvage'] {
+  if (typeof json !== 'object' || json === null) return {};
+  const m = json as Record<string, unknown>;
+  const found: UnreadableMessageError['salvage'] = {};
+  if (typeof m.runId === 'string' && m.runId) found.runId = m.runId;
+  if (typeof m.batchId === 'string' && m.batchId) found.batchId = m.batchId;
+  if (Array.isArray(m.profiles)) {
+    found.profiles = m.profiles.length;
+    found.rows = m.profiles.reduce<number>((n, p) => n + (typeof (p as { rows?: unknown })?.rows === 'number' ? (p as { rows: number }).rows : 0), 0);
+  }
+  return found;
 }
 
 function decodeWith<T>(schema: z.ZodType<T>, payload: unknown, what: string): T {
@@ -70,10 +109,10 @@ function decodeWith<T>(schema: z.ZodType<T>, payload: unknown, what: string): T 
   try {
     json = decodeJson(payload);
   } catch (error) {
-    throw new InvalidInputError(`${what} is not a readable message: ${(error as Error).message}`);
+    throw new UnreadableMessageError(`${what} is not a readable message: ${(error as Error).message}`);
   }
   const parsed = schema.safeParse(json);
-  if (!parsed.success) throw new InvalidInputError(formatIssues(what, parsed.error));
+  if (!parsed.success) throw new UnreadableMessageError(formatIssues(what, parsed.error), salvage(json));
   return parsed.data;
 }
 

@@ -1,4 +1,6 @@
 import type { ContainerClient } from '@azure/storage-blob';
+import { BlobLineWriter } from '../storage/blobLineWriter';
+import { inputRejectsPartName, REJECTS_PARTS, rejectsReportName, runFolder, splitPartName } from './runBlobs';
 
 /**
  * The rejects report: one CSV line per row (or field) that did not reach Braze as read, with the
@@ -25,49 +27,49 @@ export function rejectCsvLine(line: RejectLine): string {
   return [line.outcome, line.source, line.row, line.identifier, line.reason].map(csvField).join(',') + '\n';
 }
 
-export function runFolder(runId: string): string {
-  return `runs/${runId}`;
-}
-
-/** Where one batch's rejects go until the run ends; the batch id makes a replay overwrite, not append. */
-export function rejectsPartName(runId: string, part: string): string {
-  return `${runFolder(runId)}/rejects-parts/${part}.csv`;
-}
-
-export function rejectsReportName(runId: string): string {
-  return `${runFolder(runId)}/rejects.csv`;
-}
-
-export async function writeRejectsPart(container: ContainerClient, runId: string, part: string, lines: RejectLine[]): Promise<void> {
-  const blob = container.getBlockBlobClient(rejectsPartName(runId, part));
-  if (lines.length === 0) {
-    await blob.deleteIfExists();
-    return;
-  }
+/** Writes one batch's reject lines; nothing when there are none. */
+export async function writeRejectsPart(container: ContainerClient, blobName: string, lines: RejectLine[]): Promise<void> {
+  if (lines.length === 0) return;
   const text = lines.map(rejectCsvLine).join('');
-  await blob.upload(text, Buffer.byteLength(text), { blobHTTPHeaders: { blobContentType: 'text/csv; charset=utf-8' } });
+  await container.getBlockBlobClient(blobName).upload(text, Buffer.byteLength(text), { blobHTTPHeaders: { blobContentType: 'text/csv; charset=utf-8' } });
 }
 
-/** Joins the parts into one report per run. Streams, so a run with many rejects stays in bounded memory. */
-export async function composeRejectsReport(container: ContainerClient, runId: string): Promise<{ blobName: string; lines: number }> {
-  const { PassThrough } = await import('node:stream');
-  const out = new PassThrough();
-  const target = container.getBlockBlobClient(rejectsReportName(runId));
-  const upload = target.uploadStream(out, 1024 * 1024, 2, { blobHTTPHeaders: { blobContentType: 'text/csv; charset=utf-8' } });
+/**
+ * Joins the parts that count into one report per run: the input rejects of the enqueue that
+ * completed, then each batch's part written by the owner that closed it (`batchTokens`). Parts of
+ * writers that lost their claim are left out. Streams, so a run with many rejects stays in bounded memory.
+ */
+export async function composeRejectsReport(
+  container: ContainerClient,
+  runId: string,
+  enqueuedBy: string | undefined,
+  batchTokens: Map<string, string>,
+): Promise<{ blobName: string; lines: number }> {
+  const out = new BlobLineWriter(container, rejectsReportName(runId), 'text/csv; charset=utf-8');
+  const counts = (name: string): boolean => {
+    if (enqueuedBy && name === inputRejectsPartName(runId, enqueuedBy)) return true;
+    const part = splitPartName(name.slice(name.lastIndexOf('/') + 1));
+    return part !== undefined && part.id.startsWith('batch-') && batchTokens.get(part.id.slice('batch-'.length)) === part.token;
+  };
   let lines = 0;
   try {
-    out.write(REJECTS_HEADER);
-    for await (const item of container.listBlobsFlat({ prefix: `${runFolder(runId)}/rejects-parts/` })) {
-      const part = await container.getBlobClient(item.name).downloadToBuffer();
+    await out.write(REJECTS_HEADER);
+    const names: string[] = [];
+    for await (const item of container.listBlobsFlat({ prefix: `${runFolder(runId)}/${REJECTS_PARTS}/` })) if (counts(item.name)) names.push(item.name);
+    // Input rejects first, then batches in id order.
+    names.sort((a, b) => Number(!a.includes('/input.')) - Number(!b.includes('/input.')) || a.localeCompare(b));
+    for (const name of names) {
+      const part = await container.getBlobClient(name).downloadToBuffer();
       lines += part
         .toString('utf8')
         .split('\n')
         .filter((l) => l.length > 0).length;
-      if (!out.write(part)) await new Promise((resolve) => out.once('drain', resolve));
+      await out.write(part);
     }
-  } finally {
-    out.end();
+  } catch (error) {
+    await out.abort(error);
+    throw error;
   }
-  await upload;
+  await out.close();
   return { blobName: rejectsReportName(runId), lines };
 }

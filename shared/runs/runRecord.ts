@@ -1,14 +1,48 @@
 import { z } from 'zod';
 
-export const runStatuses = ['queued', 'enqueuing', 'sending', 'finalizing', 'completed', 'halted', 'failed', 'superseded'] as const;
+export const runStatuses = ['queued', 'enqueuing', 'sending', 'finalizing', 'completed', 'halted', 'stalled', 'failed', 'superseded'] as const;
 export type RunStatus = (typeof runStatuses)[number];
+
+/**
+ * What may happen to a run, and which status each event moves it from and to. The run store applies
+ * an event only through this table: an event that does not fit the current status leaves the
+ * status as it is (a halt outlives the end of enqueueing; a finished run is never reopened by a
+ * late batch). Statuses not named under an event are not changed by it.
+ */
+export const runTransitions = {
+  /** The first enqueuer takes the run. */
+  startEnqueue: { queued: 'enqueuing' },
+  /** The enqueuer gave the run back after a transient failure; the next one starts over. */
+  releaseEnqueue: { enqueuing: 'queued' },
+  /** Every batch is on the queue. */
+  enqueueDone: { enqueuing: 'sending' },
+  /** Braze refused the credentials: the rest waits, parked, for a resume. */
+  halt: { enqueuing: 'halted', sending: 'halted', stalled: 'halted' },
+  /** No batch ended for longer than the stall limit: resumable, and a newer refresh may take over. */
+  stall: { sending: 'stalled' },
+  /** POST /api/runs/{id}/resume. A completed run is resumed to retry the profiles that failed. */
+  resume: { halted: 'sending', stalled: 'sending', completed: 'sending' },
+  /** A newer refresh of the destination takes over from a run that cannot finish by itself. */
+  supersede: { halted: 'superseded', stalled: 'superseded' },
+  /** Bad input: nothing more can be done with this refresh. */
+  fail: { queued: 'failed', enqueuing: 'failed', sending: 'failed', halted: 'failed', stalled: 'failed' },
+  /** Every profile has an ending: one finalizer writes the state and the report. */
+  startFinalize: { sending: 'finalizing', stalled: 'finalizing', finalizing: 'finalizing' },
+  complete: { finalizing: 'completed' },
+} as const satisfies Record<string, Partial<Record<RunStatus, RunStatus>>>;
+export type RunEvent = keyof typeof runTransitions;
+
+/** The status an event leads to from `status`, or undefined when the event does not apply to it. */
+export function statusAfter(status: RunStatus, event: RunEvent): RunStatus | undefined {
+  return (runTransitions[event] as Partial<Record<RunStatus, RunStatus>>)[status];
+}
 
 export const runTriggers = ['timer', 'http', 'blob', 'resume', 'local'] as const;
 export type RunTrigger = (typeof runTriggers)[number];
 
 const count = z.number().int().min(0).default(0);
 
-/** Row and user counters of a run. Rows: input CSV rows. Users: Braze objects (a leaver is a user, not a row). */
+/** Row and profile counters of a run. Rows: input CSV rows. Users: Braze objects (a leaver is a user, not a row). */
 export const runCountsSchema = z.object({
   rowsRead: count,
   rowsRejectedInput: count,
@@ -24,6 +58,7 @@ export const runCountsSchema = z.object({
   usersRejected: count,
   usersFailed: count,
   usersParked: count,
+  /** Queue messages the enqueuer sent (each a batch with its own id). */
   batchesEnqueued: count,
   brazeRequests: count,
   dataPointsSent: count,
@@ -32,7 +67,7 @@ export const runCountsSchema = z.object({
 });
 export type RunCounts = z.output<typeof runCountsSchema>;
 
-/** The run entity as stored in the runs table (partition = run id, row = "run"). */
+/** The run as the store assembles it: the run entity (partition = run id, row = "run") plus its counter shards. */
 export const runRecordSchema = runCountsSchema.extend({
   runId: z.string(),
   status: z.enum(runStatuses),
@@ -47,16 +82,21 @@ export const runRecordSchema = runCountsSchema.extend({
   createdAt: z.string(),
   updatedAt: z.string(),
   finishedAt: z.string().optional(),
-  /** Until when the current enqueuer holds the run; a crashed one's lease runs out and another takes over. */
+  /** Who holds the run's lease (an enqueuer or finalizer), and until when; a crashed holder's lease runs out. */
+  leaseOwner: z.string().optional(),
   leaseUntil: z.string().optional(),
+  /** The enqueue that completed: its token names the candidate state and input rejects it wrote. */
+  enqueuedBy: z.string().optional(),
   error: z.string().optional(),
   supersededBy: z.string().optional(),
   /** JSON: reason → rows, input and Braze rejects together (assembled from the run and its counter shards). */
   rejectedByReason: z.string().default('{}'),
   /** JSON: reason → rows rejected while reading the export (written by the enqueuer). */
   inputRejectedByReason: z.string().default('{}'),
-  /** JSON: partition blob names, indexed as in the batches' source references. */
-  sources: z.string().default('[]'),
+  /** The blob in the state container that lists the refresh's segments and partitions (ETags pinned). */
+  sourcesBlob: z.string(),
+  /** The latest moment a batch of this run ended or was handed on, or the run itself changed. */
+  lastProgressAt: z.string().optional(),
   etag: z.string().optional(),
 });
 export type RunRecord = z.output<typeof runRecordSchema>;
@@ -69,6 +109,7 @@ export function reasonCounts(run: Pick<RunRecord, 'rejectedByReason'>): Record<s
   }
 }
 
+/** No more work will happen for the run by itself. `completed` can still be resumed to retry failed profiles. */
 export function isTerminal(status: RunStatus): boolean {
   return status === 'completed' || status === 'failed' || status === 'superseded';
 }
@@ -90,6 +131,7 @@ export function runSummary(run: RunRecord) {
     force: run.force,
     createdAt: run.createdAt,
     finishedAt: run.finishedAt,
+    lastProgressAt: run.lastProgressAt,
     error: run.error,
     supersededBy: run.supersededBy,
     rows: {

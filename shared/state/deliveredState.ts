@@ -3,8 +3,9 @@ import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import type { ContainerClient } from '@azure/storage-blob';
 import { z } from 'zod';
-import { runFolder } from '../runs/rejectsReport';
+import { candidateBlobName, splitPartName, undeliveredBlobName, undeliveredPrefix } from '../runs/runBlobs';
 import { BlobLineWriter } from '../storage/blobLineWriter';
+import { isNotFound } from '../storage/storageErrors';
 
 /** What Braze last accepted for a profile: its memberships (attribute names) and a fingerprint of its fields. */
 export const profileStateSchema = z.object({ m: z.array(z.string()), f: z.string() });
@@ -36,14 +37,6 @@ export function stateBlobName(modelJsonPath: string, runId: string): string {
   return `state/${destinationKey(modelJsonPath)}/delivered-${runId}.ndjson`;
 }
 
-export function candidateBlobName(runId: string): string {
-  return `${runFolder(runId)}/candidate-state.ndjson`;
-}
-
-export function undeliveredPrefix(runId: string): string {
-  return `${runFolder(runId)}/undelivered/`;
-}
-
 const isProfileState = (v: unknown): v is ProfileState =>
   typeof v === 'object' &&
   v !== null &&
@@ -69,19 +62,20 @@ export const isCandidateRecord = (v: unknown): v is CandidateRecord => {
   );
 };
 
-/** Streams NDJSON lines of a blob; yields nothing when the blob does not exist. */
+/** Streams NDJSON lines of a blob; yields nothing when the blob does not exist, unless it must. */
 export async function* readNdjson<T>(
   container: ContainerClient,
   blobName: string,
   schema: z.ZodType<T>,
   isValid: (value: unknown) => value is T,
+  mustExist = false,
 ): AsyncGenerator<T> {
   let body: Readable;
   try {
     const download = await container.getBlobClient(blobName).download();
     body = download.readableStreamBody as Readable;
   } catch (error) {
-    if ((error as { statusCode?: number }).statusCode === 404) return;
+    if (isNotFound(error) && !mustExist) return;
     throw error;
   }
   const lines = createInterface({ input: body, crlfDelay: Infinity });
@@ -141,22 +135,21 @@ export class NdjsonWriter extends BlobLineWriter {
 }
 
 /**
- * Hashes of profiles whose batch did not reach Braze (failed, parked or rejected by Braze), one
- * blob per batch so a replay overwrites instead of adding.
+ * Hashes of profiles of a batch that did not reach Braze (failed, parked or rejected by Braze),
+ * named by batch and writer: only the part of the writer that closed the batch counts.
  */
-export async function writeUndelivered(container: ContainerClient, runId: string, batchId: string, hashes: string[]): Promise<void> {
-  const blob = container.getBlockBlobClient(`${undeliveredPrefix(runId)}${batchId}.txt`);
-  if (hashes.length === 0) {
-    await blob.deleteIfExists();
-    return;
-  }
+export async function writeUndelivered(container: ContainerClient, runId: string, batchId: string, token: string, hashes: string[]): Promise<void> {
+  if (hashes.length === 0) return;
   const text = hashes.join('\n');
-  await blob.upload(text, Buffer.byteLength(text));
+  await container.getBlockBlobClient(undeliveredBlobName(runId, batchId, token)).upload(text, Buffer.byteLength(text));
 }
 
-export async function loadUndelivered(container: ContainerClient, runId: string): Promise<Set<string>> {
+/** The undelivered profiles of a run, from the parts of the writers that closed their batches. */
+export async function loadUndelivered(container: ContainerClient, runId: string, batchTokens: Map<string, string>): Promise<Set<string>> {
   const hashes = new Set<string>();
   for await (const item of container.listBlobsFlat({ prefix: undeliveredPrefix(runId) })) {
+    const part = splitPartName(item.name.slice(undeliveredPrefix(runId).length));
+    if (!part || batchTokens.get(part.id) !== part.token) continue;
     const text = (await container.getBlobClient(item.name).downloadToBuffer()).toString('utf8');
     for (const hash of text.split('\n')) if (hash) hashes.add(hash);
   }
@@ -170,15 +163,22 @@ export async function loadUndelivered(container: ContainerClient, runId: string)
  */
 export async function writeStateFromCandidate(
   container: ContainerClient,
-  runId: string,
-  modelJsonPath: string,
+  run: { runId: string; modelJsonPath: string; enqueuedBy: string },
+  batchTokens: Map<string, string>,
+  signal?: AbortSignal,
 ): Promise<{ blobName: string; profiles: number }> {
-  const undelivered = await loadUndelivered(container, runId);
-  const blobName = stateBlobName(modelJsonPath, runId);
+  const undelivered = await loadUndelivered(container, run.runId, batchTokens);
+  const blobName = stateBlobName(run.modelJsonPath, run.runId);
   const writer = new NdjsonWriter(container, blobName);
-  for await (const record of readNdjson(container, candidateBlobName(runId), candidateRecordSchema, isCandidateRecord)) {
-    const chosen = record.b !== undefined && undelivered.has(record.h) ? record.p : record.n;
-    if (chosen && chosen.m.length > 0) await writer.writeState({ h: record.h, k: record.k, m: chosen.m, f: chosen.f });
+  try {
+    for await (const record of readNdjson(container, candidateBlobName(run.runId, run.enqueuedBy), candidateRecordSchema, isCandidateRecord, true)) {
+      signal?.throwIfAborted();
+      const chosen = record.b !== undefined && undelivered.has(record.h) ? record.p : record.n;
+      if (chosen && chosen.m.length > 0) await writer.writeState({ h: record.h, k: record.k, m: chosen.m, f: chosen.f });
+    }
+  } catch (error) {
+    await writer.abort(error);
+    throw error;
   }
   await writer.close();
   return { blobName, profiles: writer.lines };

@@ -4,7 +4,9 @@ import { BrazeClient } from '../braze/client';
 import { systemClock, type Clock } from '../braze/clock';
 import { RateLimitPacer } from '../braze/pacer';
 import { consoleLogger, type Logger } from '../log';
-import { RunLedger } from '../runs/runLedger';
+import { BatchLedger } from '../runs/batchLedger';
+import { DestinationStore } from '../runs/destinationStore';
+import { RunStore } from '../runs/runStore';
 import { createStorageClients, ensureStorage } from '../storage/clients';
 import type { ConnectorDeps } from './deps';
 
@@ -28,7 +30,9 @@ export function createConnector(options: ConnectorOptions): ConnectorDeps {
     settings,
     config,
     storage,
-    ledger: new RunLedger(storage.runsTable),
+    runs: new RunStore(storage.runsTable, clock),
+    batches: new BatchLedger(storage.runsTable, clock),
+    destinations: new DestinationStore(storage.runsTable, clock),
     braze: new BrazeClient(settings.braze, pacer, clock),
     clock,
     log: options.log ?? consoleLogger,

@@ -3,7 +3,9 @@ import type { SyncConfig } from '../config/syncConfig';
 import type { BrazeClient } from '../braze/client';
 import type { Clock } from '../braze/clock';
 import type { Logger } from '../log';
-import type { RunLedger } from '../runs/runLedger';
+import type { BatchLedger } from '../runs/batchLedger';
+import type { DestinationStore } from '../runs/destinationStore';
+import type { RunStore } from '../runs/runStore';
 import type { StorageClients } from '../storage/clients';
 
 /** Everything the core needs, created once per process and passed in. */
@@ -11,7 +13,12 @@ export interface ConnectorDeps {
   settings: AppSettings;
   config: SyncConfig;
   storage: StorageClients;
-  ledger: RunLedger;
+  /** Run records: status (through its transitions), counts, leases. */
+  runs: RunStore;
+  /** Batch records and the run counters they add to. */
+  batches: BatchLedger;
+  /** Which run owns a destination, and where its delivered state is. */
+  destinations: DestinationStore;
   braze: BrazeClient;
   clock: Clock;
   log: Logger;

@@ -1,109 +1,122 @@
-import { z } from 'zod';
 import { findDestination, type DestinationConfig } from '../config/syncConfig';
-import type { SegmentRefresh } from '../ci/exportRefresh';
-import { describeError, ExportNotReadyError, InvalidInputError } from '../errors';
-import { toBrazeObject, identifierFromKey, describeIdentifier } from '../mapping/brazeUser';
+import { describeError, ExportNotReadyError, InvalidInputError, LeaseLostError } from '../errors';
+import { dataPointsOf, describeIdentifier, identifierFromKey } from '../mapping/profileIdentity';
 import { BatchPacker } from '../queue/batchPacker';
-import { rejectCsvLine, rejectsPartName, type RejectLine } from '../runs/rejectsReport';
+import { rejectCsvLine, type RejectLine } from '../runs/rejectsReport';
+import { candidateBlobName, deleteWorkingBlobs, inputRejectsPartName, newToken } from '../runs/runBlobs';
+import { isTerminal, statusAfter, type RunRecord } from '../runs/runRecord';
 import { BlobLineWriter } from '../storage/blobLineWriter';
-import { isTerminal, type RunRecord } from '../runs/runRecord';
 import { changeAttributes, diffProfile } from '../state/diff';
-import { candidateBlobName, isStateRecord, NdjsonWriter, readNdjson, stateRecordSchema, type ProfileState } from '../state/deliveredState';
+import { isStateRecord, NdjsonWriter, readNdjson, stateRecordSchema, type ProfileState } from '../state/deliveredState';
 import { MembershipBits } from '../state/membershipBits';
 import { fieldsFingerprint, keyHash, ProfileIndex } from '../state/profileIndex';
 import type { ConnectorDeps } from './deps';
-import { readExportKeys, readExportRows, partitionList } from './exportRows';
+import { readExportKeys, readExportRows } from './exportRows';
 import { finalizeRun, requestFinalizeIfComplete } from './finalizeRun';
-import { leaseEnd, leaseHeld } from './lease';
+import { holdingLease, leaseEnd, leaseHeld } from './lease';
+import { readSources, sourceNames } from './runSources';
 
 export type RunStepResult = { kind: 'done' } | { kind: 'deferred'; delayMs: number; reason: string };
 
-const segmentRefreshListSchema = z.array(z.custom<SegmentRefresh>((v) => typeof v === 'object' && v !== null && 'partitions' in v));
+/** How often the row loop looks at its lease: often enough to stop within a moment, rarely enough to cost nothing. */
+const LEASE_CHECK_ROWS = 1024;
 
 /**
  * Reads a run's refresh, diffs it against what Braze last accepted, and enqueues the changes as
- * batch messages. Safe to run twice: batch ids are deterministic, counts are set (not added), and
- * a lease keeps two enqueuers from working at once.
+ * batch messages. Safe to run twice: batch ids are deterministic (a batch already settled is
+ * recognised when it arrives again), counts are set, not added, and a lease keeps two enqueuers
+ * from working at once. Its working blobs carry its lease token, so a loser's writes never count.
  */
 export async function enqueueRun(deps: ConnectorDeps, runId: string): Promise<RunStepResult> {
-  const run = await deps.ledger.get(runId);
+  const run = await deps.runs.get(runId);
   if (!run) {
     deps.log.warn(`run ${runId} does not exist; message dropped`);
     return { kind: 'done' };
   }
-  if (isTerminal(run.status) || run.enqueueDone) return { kind: 'done' };
+  if (isTerminal(run.status) || run.status === 'finalizing' || run.enqueueDone) return { kind: 'done' };
   const now = deps.clock.now();
-  if (run.status === 'enqueuing' && leaseHeld(run, now)) {
+  if (leaseHeld(run, now)) {
     return { kind: 'deferred', delayMs: Date.parse(run.leaseUntil!) - now + 1_000, reason: `run ${runId} is being enqueued by another worker` };
   }
   const waiting = await claimDestination(deps, run);
   if (waiting) return waiting;
 
-  const leased = await deps.ledger.update(runId, (current) => {
-    if (isTerminal(current.status) || current.enqueueDone) return undefined;
-    if (current.status === 'enqueuing' && leaseHeld(current, deps.clock.now())) return undefined;
-    return { status: 'enqueuing', leaseUntil: leaseEnd(deps) };
+  const owner = newToken();
+  const leased = await deps.runs.update(runId, (current) => {
+    if (isTerminal(current.status) || current.status === 'finalizing' || current.enqueueDone) return undefined;
+    if (leaseHeld(current, deps.clock.now())) return undefined;
+    // A halted or stalled run keeps its status while its enqueue goes on (or starts again).
+    return { event: 'startEnqueue', leaseOwner: owner, leaseUntil: leaseEnd(deps) };
   });
   if (!leased.changed) return { kind: 'done' };
 
-  const renew = setInterval(() => {
-    deps.ledger
-      .update(runId, (current) => (current.status === 'enqueuing' ? { leaseUntil: leaseEnd(deps) } : undefined))
-      .catch((error) => deps.log.warn(`run ${runId}: lease renewal failed: ${describeError(error)}`));
-  }, deps.settings.enqueueLeaseMs / 3);
   try {
     const destination = findDestination(deps.config, run.destination, run.instance);
     if (!destination) throw new InvalidInputError(`destination "${run.destination}" is no longer in the mapping config`);
-    const totals = await diffAndEnqueue(deps, leased.run, destination);
-    const { run: enqueued } = await deps.ledger.update(runId, () => ({ ...totals, enqueueDone: true, status: 'sending', leaseUntil: undefined }));
+    const totals = await holdingLease(deps, runId, owner, (signal) => diffAndEnqueue(deps, leased.run, destination, owner, signal));
+    const { run: enqueued, changed } = await deps.runs.update(runId, (current) =>
+      current.leaseOwner === owner
+        ? { ...totals, enqueueDone: true, enqueuedBy: owner, event: 'enqueueDone', leaseOwner: undefined, leaseUntil: undefined }
+        : undefined,
+    );
+    if (!changed) throw new LeaseLostError(`run ${runId}: lease lost just before the enqueue was recorded`);
     deps.log.info(
       `run ${runId}: read ${totals.rowsRead} rows; ${totals.usersEnqueued} profiles to send (${totals.exitsEnqueued} leaving), ${totals.rowsSkippedUnchanged} rows unchanged, ${totals.rowsRejectedInput} rejected; ${totals.batchesEnqueued} batches`,
     );
     // The last batch may have been recorded before enqueueDone was set: whoever writes last asks.
     if (enqueued.usersEnqueued === 0) await finalizeRun(deps, runId);
-    else await requestFinalizeIfComplete(deps, enqueued);
+    else await requestFinalizeIfComplete(deps, runId);
     return { kind: 'done' };
   } catch (error) {
     if (error instanceof InvalidInputError || error instanceof ExportNotReadyError) {
       deps.log.error(`run ${runId} failed: ${describeError(error)}`);
-      await deps.ledger.update(runId, () => ({ status: 'failed', error: error.message, finishedAt: new Date().toISOString(), leaseUntil: undefined }));
-      await deps.ledger.releaseDestination(run.modelJsonPath, runId);
+      const failed = await deps.runs.update(runId, (current) =>
+        current.leaseOwner === owner
+          ? { event: 'fail', error: error.message, finishedAt: new Date(deps.clock.now()).toISOString(), leaseOwner: undefined, leaseUntil: undefined }
+          : undefined,
+      );
+      if (failed.changed) {
+        await deps.destinations.release(run.modelJsonPath, runId);
+        await deleteWorkingBlobs(deps.storage.stateContainer, runId);
+      }
       return { kind: 'done' };
     }
-    await deps.ledger
-      .update(runId, (current) => (current.status === 'enqueuing' ? { leaseUntil: undefined, status: 'queued' } : undefined))
+    await deps.runs
+      .update(runId, (current) => (current.leaseOwner === owner ? { event: 'releaseEnqueue', leaseOwner: undefined, leaseUntil: undefined } : undefined))
       .catch(() => undefined);
     throw error;
-  } finally {
-    clearInterval(renew);
   }
 }
 
 /**
  * One run at a time per export destination, so each diff starts from the state the previous run
- * left. A run halted on bad credentials is superseded: the newer snapshot re-sends what it missed.
+ * left. A run that cannot finish by itself (halted on bad credentials, stalled) is superseded:
+ * the newer snapshot re-sends whatever it missed.
  */
 async function claimDestination(deps: ConnectorDeps, run: RunRecord): Promise<RunStepResult | undefined> {
-  const lock = await deps.ledger.activeRun(run.modelJsonPath);
+  const lock = await deps.destinations.activeRun(run.modelJsonPath);
   if (lock?.runId === run.runId) return undefined;
   if (lock) {
-    const other = await deps.ledger.get(lock.runId);
+    const other = await deps.runs.get(lock.runId);
     if (other && !isTerminal(other.status)) {
-      if (other.status !== 'halted') {
+      if (!statusAfter(other.status, 'supersede')) {
         return { kind: 'deferred', delayMs: 15_000, reason: `waiting for run ${other.runId} of the same destination to finish` };
       }
-      const superseded = await deps.ledger.update(other.runId, (current) =>
-        current.status === 'halted' ? { status: 'superseded', supersededBy: run.runId, finishedAt: new Date().toISOString() } : undefined,
+      const superseded = await deps.runs.update(other.runId, (current) =>
+        statusAfter(current.status, 'supersede')
+          ? { event: 'supersede', supersededBy: run.runId, finishedAt: new Date(deps.clock.now()).toISOString(), leaseOwner: undefined, leaseUntil: undefined }
+          : undefined,
       );
       if (superseded.changed) {
         // Its parked profiles will never be sent by it: they count as failed (the newer run covers them).
         const { rowsParked, usersParked } = superseded.run;
-        await deps.ledger.adjustCounters(other.runId, { rowsFailed: rowsParked, usersFailed: usersParked, rowsParked: -rowsParked, usersParked: -usersParked });
+        await deps.runs.adjustCounters(other.runId, { rowsFailed: rowsParked, usersFailed: usersParked, rowsParked: -rowsParked, usersParked: -usersParked });
+        await deleteWorkingBlobs(deps.storage.stateContainer, other.runId);
+        deps.log.warn(`run ${other.runId} was ${other.status}; superseded by ${run.runId}, which sends the newer snapshot instead`);
       }
-      deps.log.warn(`run ${other.runId} was halted; superseded by ${run.runId}, which sends the newer snapshot instead`);
     }
   }
-  const claimed = await deps.ledger.claimDestination(run.modelJsonPath, run.runId, lock);
+  const claimed = await deps.destinations.claim(run.modelJsonPath, run.runId, lock);
   return claimed ? undefined : { kind: 'deferred', delayMs: 2_000, reason: 'another run claimed the destination first' };
 }
 
@@ -120,21 +133,19 @@ type EnqueueTotals = Pick<
   | 'inputRejectedByReason'
 >;
 
-async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: DestinationConfig): Promise<EnqueueTotals> {
-  const parsedSources = segmentRefreshListSchema.safeParse(JSON.parse(run.sources));
-  if (!parsedSources.success) throw new InvalidInputError(`run ${run.runId} has no readable partition list`);
-  const segments = parsedSources.data;
+async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: DestinationConfig, owner: string, signal: AbortSignal): Promise<EnqueueTotals> {
+  const segments = await readSources(deps, run);
   const container = deps.storage.exportContainer;
   const state = deps.storage.stateContainer;
   const bits = new MembershipBits(segments.map((s) => s.attribute));
   const segmentBits = segments.map((s) => bits.bit(s.attribute));
-  const sources = partitionList(segments).map((p) => p.partition.blobName);
+  const sources = await sourceNames(deps, run);
   const leaverValue = destination.leaverValue;
 
   const startedMs = Date.now();
   const phases: string[] = [];
   const phaseDone = (name: string) => phases.push(`${name} ${((Date.now() - startedMs) / 1000).toFixed(1)} s`);
-  const pointer = await deps.ledger.statePointer(run.modelJsonPath);
+  const pointer = await deps.destinations.statePointer(run.modelJsonPath);
   const index = new ProfileIndex((pointer?.profiles ?? 0) + 1024);
   if (pointer) {
     for await (const record of readNdjson(state, pointer.blobName, stateRecordSchema, isStateRecord))
@@ -146,7 +157,9 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
   // the largest segment: pass 2 reads that one first and learns its memberships as it goes.
   const bySize = segments.map((s, i) => ({ i, bytes: s.partitions.reduce((n, p) => n + p.sizeBytes, 0) })).sort((a, b) => b.bytes - a.bytes || a.i - b.i);
   const sendingOrder = bySize.map((s) => s.i);
+  let keysRead = 0;
   for await (const row of readExportKeys(container, segments, destination, sendingOrder.slice(1))) {
+    if (++keysRead % LEASE_CHECK_ROWS === 0) signal.throwIfAborted();
     if (row.result.ok) index.addMembership(keyHash(row.result.value), segmentBits[row.segmentIndex]);
   }
 
@@ -163,13 +176,13 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
     inputRejectedByReason: '{}',
   };
   const reasons: Record<string, number> = {};
-  const rejects = new BlobLineWriter(state, rejectsPartName(run.runId, 'input'), 'text/csv; charset=utf-8');
+  const rejects = new BlobLineWriter(state, inputRejectsPartName(run.runId, owner), 'text/csv; charset=utf-8');
   const reject = async (line: RejectLine, reason: string) => {
     await rejects.writeLine(rejectCsvLine(line).slice(0, -1));
     if (line.outcome === 'rejected') reasons[reason] = (reasons[reason] ?? 0) + 1;
   };
   const packer = new BatchPacker(deps.storage.batchQueue, run.runId);
-  const candidate = new NdjsonWriter(state, candidateBlobName(run.runId));
+  const candidate = new NdjsonWriter(state, candidateBlobName(run.runId, owner));
   const stateOf = (memberships: number, fingerprint: string): ProfileState | null => {
     const m = bits.namesOf(memberships);
     return m.length ? { m, f: fingerprint } : null;
@@ -179,6 +192,7 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
     // Pass 2: each profile's first row decides what to send; its rows in other segments travel with it.
     for await (const row of readExportRows(container, segments, destination, sendingOrder)) {
       totals.rowsRead += 1;
+      if (totals.rowsRead % LEASE_CHECK_ROWS === 0) signal.throwIfAborted();
       const source = sources[row.partitionIndex];
       if (!row.result.ok) {
         totals.rowsRejectedInput += 1;
@@ -201,7 +215,7 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
       if (!index.markEmitted(hash)) continue;
       const slot = index.get(hash)!;
       const fingerprint = fieldsFingerprint(profile.fields);
-      totals.dataPointsFullSend += Object.keys(profile.fields).length + bits.namesOf(slot.currentMemberships & bits.syncedMask).length;
+      totals.dataPointsFullSend += dataPointsOf(profile.fields) + bits.namesOf(slot.currentMemberships & bits.syncedMask).length;
       const fieldsChanged = !index.sameFingerprint(hash, fingerprint);
       const change = diffProfile(
         { hasPrevious: slot.hasPrevious, previousMemberships: slot.previousMemberships, currentMemberships: slot.currentMemberships, fieldsChanged },
@@ -219,7 +233,7 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
       const previous = slot.hasPrevious ? stateOf(slot.previousMemberships, slot.previousFingerprint) : null;
       const attributes = changeAttributes(change, profile.fields, (mask) => bits.namesOf(mask), leaverValue);
       await candidate.writeCandidate({ h: hash, k: profile.key, n: next, p: previous, b: packer.currentBatchId });
-      await packer.add({ h: hash, o: toBrazeObject(profile.identifier, attributes), r: slot.rows, s: `${row.partitionIndex}:${row.row}` });
+      await packer.add({ hash, identifier: profile.identifier, attributes, rows: slot.rows, source: { partition: row.partitionIndex, row: row.row } });
       totals.rowsEnqueued += slot.rows;
       totals.usersEnqueued += 1;
     }
@@ -228,6 +242,7 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
     // Pass 3: profiles Braze has as members that this refresh no longer lists have left.
     if (pointer) {
       for await (const record of readNdjson(state, pointer.blobName, stateRecordSchema, isStateRecord)) {
+        signal.throwIfAborted();
         const slot = index.get(record.h);
         if (slot?.seen) continue;
         const memberships = bits.maskOf(record.m);
@@ -239,21 +254,23 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
         }
         const attributes = changeAttributes({ unchanged: false, sendFields: false, join: 0, leave }, {}, (mask) => bits.namesOf(mask), leaverValue);
         await candidate.writeCandidate({ h: record.h, k: record.k, n: kept, p: { m: record.m, f: record.f }, b: packer.currentBatchId });
-        await packer.add({ h: record.h, o: toBrazeObject(identifierFromKey(record.k), attributes), r: 0, s: 'exit' });
+        await packer.add({ hash: record.h, identifier: identifierFromKey(record.k), attributes, rows: 0, source: 'leaver' });
         totals.usersEnqueued += 1;
         totals.exitsEnqueued += 1;
       }
     }
     await packer.close();
+    signal.throwIfAborted();
     await candidate.close();
     await rejects.close();
     phaseDone('leavers found, all enqueued');
   } catch (error) {
-    await candidate.close().catch(() => undefined);
-    await rejects.close().catch(() => undefined);
+    // Nothing of an enqueue that did not finish is committed.
+    await candidate.abort(error);
+    await rejects.abort(error);
     throw error;
   }
-  totals.batchesEnqueued = packer.batches;
+  totals.batchesEnqueued = packer.messages;
   totals.inputRejectedByReason = JSON.stringify(reasons);
   deps.log.info(`run ${run.runId}: enqueue timing: ${phases.join(', ')}`);
   return totals;

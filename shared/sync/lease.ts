@@ -1,3 +1,4 @@
+import { describeError, LeaseLostError } from '../errors';
 import type { RunRecord } from '../runs/runRecord';
 import type { ConnectorDeps } from './deps';
 
@@ -11,4 +12,52 @@ export function leaseEnd(deps: ConnectorDeps): string {
 
 export function leaseHeld(run: Pick<RunRecord, 'leaseUntil'>, nowMs: number): boolean {
   return run.leaseUntil !== undefined && Date.parse(run.leaseUntil) > nowMs;
+}
+
+/**
+ * Runs `work` while renewing the lease `owner` holds on the run, every third of the lease. The
+ * work's signal aborts as soon as the lease is lost: another worker holds it now, the run ended,
+ * or renewals kept failing until the lease ran out (then another worker may already have taken
+ * over). The work checks the signal and stops; it must not write its results after that.
+ */
+export async function holdingLease<T>(deps: ConnectorDeps, runId: string, owner: string, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+  const controller = new AbortController();
+  let heldUntilMs = deps.clock.now() + deps.settings.enqueueLeaseMs;
+  let renewing = false;
+  const renew = async () => {
+    if (renewing || controller.signal.aborted) return;
+    renewing = true;
+    try {
+      const until = leaseEnd(deps);
+      const { changed, run } = await deps.runs.update(runId, (current) =>
+        current.leaseOwner === owner && current.status !== 'failed' && current.status !== 'superseded' ? { leaseUntil: until } : undefined,
+      );
+      if (changed) heldUntilMs = Date.parse(until);
+      else controller.abort(new LeaseLostError(`run ${runId}: lease lost (${run.leaseOwner ? 'another worker holds it' : `the run is ${run.status}`})`));
+    } catch (error) {
+      if (deps.clock.now() >= heldUntilMs)
+        controller.abort(new LeaseLostError(`run ${runId}: lease ran out while it could not be renewed: ${describeError(error)}`));
+      else deps.log.warn(`run ${runId}: lease renewal failed, will retry: ${describeError(error)}`);
+    } finally {
+      renewing = false;
+    }
+  };
+  const timer = setInterval(
+    () => {
+      // A renewal stuck on unreachable storage must not keep the work going past the lease.
+      if (deps.clock.now() >= heldUntilMs) controller.abort(new LeaseLostError(`run ${runId}: lease ran out before it could be renewed`));
+      else void renew();
+    },
+    Math.max(100, Math.floor(deps.settings.enqueueLeaseMs / 3)),
+  );
+  try {
+    const result = await work(controller.signal);
+    controller.signal.throwIfAborted();
+    return result;
+  } catch (error) {
+    if (controller.signal.aborted) throw controller.signal.reason;
+    throw error;
+  } finally {
+    clearInterval(timer);
+  }
 }

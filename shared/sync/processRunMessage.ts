@@ -1,11 +1,21 @@
+import { UnreadableMessageError } from '../errors';
 import { decodeRunMessage, encodeMessage } from '../queue/messages';
+import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from './deps';
 import { enqueueRun, type RunStepResult } from './enqueueRun';
 import { finalizeRun } from './finalizeRun';
 
 /** The run queue: start (read, diff, enqueue) and finalize runs. A deferral comes back later as a new message. */
 export async function processRunMessage(deps: ConnectorDeps, payload: unknown): Promise<RunStepResult> {
-  const message = decodeRunMessage(payload);
+  let message;
+  try {
+    message = decodeRunMessage(payload);
+  } catch (error) {
+    if (!(error instanceof UnreadableMessageError)) throw error;
+    // Five more tries cannot make it readable; a run that lost its start is restarted by the timer's sweep.
+    deps.log.error(`an unreadable run message was dropped: ${error.message}`);
+    return { kind: 'done' };
+  }
   if (message.kind === 'finalizeRun') {
     await finalizeRun(deps, message.runId);
     return { kind: 'done' };
@@ -13,7 +23,7 @@ export async function processRunMessage(deps: ConnectorDeps, payload: unknown): 
   const result = await enqueueRun(deps, message.runId);
   if (result.kind === 'deferred') {
     deps.log.info(`run ${message.runId} deferred ${Math.ceil(result.delayMs / 1000)} s: ${result.reason}`);
-    await deps.storage.runQueue.sendMessage(encodeMessage(message), { visibilityTimeout: Math.ceil(result.delayMs / 1000) });
+    await sendToQueue(deps.storage.runQueue, encodeMessage(message), result.delayMs);
   }
   return result;
 }

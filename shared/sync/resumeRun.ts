@@ -1,48 +1,63 @@
-import { InvalidInputError } from '../errors';
 import { decodeBatchMessage, encodeMessage } from '../queue/messages';
-import type { RunRecord } from '../runs/runRecord';
+import { parkedPrefix } from '../runs/runBlobs';
+import { statusAfter, type RunRecord } from '../runs/runRecord';
+import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from './deps';
-import { listParked } from './parkedBatches';
+import { requestFinalizeIfComplete } from './finalizeRun';
 
-export interface ResumeOutcome {
-  runId: string;
-  requeuedBatches: number;
-  requeuedProfiles: number;
-  status: RunRecord['status'];
-}
+export type ResumeOutcome =
+  | { kind: 'resumed'; runId: string; requeuedBatches: number; requeuedProfiles: number; reenqueued: boolean; status: RunRecord['status'] }
+  | { kind: 'notFound'; runId: string }
+  /** The run cannot be resumed; `reason` says why and what to do instead. */
+  | { kind: 'refused'; runId: string; reason: string };
 
 /**
- * Re-queues a run's parked batches (bad credentials) and failed ones (Braze gave out, poison),
- * once the cause is fixed. Only while no newer run owns the destination: a newer snapshot already
- * carries whatever these batches would have sent.
+ * Re-queues a run's parked batches (bad credentials) and failed ones (Braze gave out, poison) once
+ * the cause is fixed; a stalled run also enqueues its batches again, so any whose message was lost
+ * is sent (the ones that ended are recognised and skipped). Refused once a newer run owns the
+ * destination or has written its delivered state: that snapshot already carries whatever these
+ * batches would send, and re-sending the older one would undo it.
  */
 export async function resumeRun(deps: ConnectorDeps, runId: string): Promise<ResumeOutcome> {
-  const run = await deps.ledger.get(runId);
-  if (!run) throw new InvalidInputError(`run ${runId} does not exist`);
-  if (run.status === 'superseded')
-    throw new InvalidInputError(`run ${runId} was superseded by run ${run.supersededBy}, which sends the newer snapshot; nothing to resume`);
-  const lock = await deps.ledger.activeRun(run.modelJsonPath);
-  if (lock && lock.runId !== runId) throw new InvalidInputError(`run ${lock.runId} now owns destination ${run.destination}; resume that one instead`);
-  if (!lock && !(await deps.ledger.claimDestination(run.modelJsonPath, runId, undefined))) {
-    throw new InvalidInputError(`another run just claimed destination ${run.destination}`);
+  const run = await deps.runs.get(runId);
+  if (!run) return { kind: 'notFound', runId };
+  const refuse = (reason: string): ResumeOutcome => ({ kind: 'refused', runId, reason });
+  if (run.status === 'superseded') return refuse(`run ${runId} was superseded by run ${run.supersededBy}, which sends the newer snapshot; nothing to resume`);
+  if (run.status === 'failed') return refuse(`run ${runId} failed (${run.error ?? 'bad input'}); start a new sync once the cause is fixed`);
+  if (run.status === 'completed' && run.usersFailed === 0) return refuse(`run ${runId} completed with every profile delivered or rejected; nothing to resume`);
+  const pointer = await deps.destinations.statePointer(run.modelJsonPath);
+  if (pointer && pointer.runId !== runId && pointer.runCreatedAt > run.createdAt) {
+    return refuse(
+      `run ${pointer.runId} synced a newer refresh of ${run.destination} after this run; resuming would re-send this run's older snapshot over it. Its failed profiles are re-sent by the next refresh (or POST /api/sync with {"force": true})`,
+    );
   }
+  const lock = await deps.destinations.activeRun(run.modelJsonPath);
+  if (lock && lock.runId !== runId) return refuse(`run ${lock.runId} now owns destination ${run.destination}; resume that one instead`);
+  if (!lock && !(await deps.destinations.claim(run.modelJsonPath, runId, undefined))) return refuse(`another run just claimed destination ${run.destination}`);
 
-  // The run goes back to sending before the batches do, so they are not parked again.
-  await deps.ledger.update(runId, (current) =>
-    current.status === 'halted' || (current.status === 'completed' && current.usersFailed > 0)
-      ? { status: 'sending', error: undefined, finishedAt: undefined }
+  // The run goes back to sending before its batches do, so they are not parked again.
+  const wasStalled = run.status === 'stalled';
+  const { run: resumed } = await deps.runs.update(runId, (current) =>
+    statusAfter(current.status, 'resume')
+      ? { event: 'resume', error: undefined, finishedAt: undefined, ...(current.status === 'stalled' ? { enqueueDone: false } : {}) }
       : undefined,
   );
   let requeuedBatches = 0;
   let requeuedProfiles = 0;
-  for await (const parked of listParked(deps.storage.stateContainer, runId)) {
-    const message = decodeBatchMessage(parked.text);
-    await deps.storage.batchQueue.sendMessage(encodeMessage({ ...message, deferrals: 0, resumed: true }));
-    await deps.storage.stateContainer.getBlobClient(parked.blobName).deleteIfExists();
+  const container = deps.storage.stateContainer;
+  for await (const item of container.listBlobsFlat({ prefix: parkedPrefix(runId) })) {
+    const message = decodeBatchMessage((await container.getBlobClient(item.name).downloadToBuffer()).toString('utf8'));
+    await sendToQueue(deps.storage.batchQueue, encodeMessage({ ...message, deferrals: 0, resumed: true }));
+    // Once re-queued, the parked copy (it holds identifiers) is not needed any more.
+    await container.getBlobClient(item.name).deleteIfExists();
     requeuedBatches += 1;
-    requeuedProfiles += message.users.length;
+    requeuedProfiles += message.profiles.length;
   }
-  const after = (await deps.ledger.get(runId))!;
-  deps.log.info(`run ${runId} resumed: ${requeuedBatches} batches (${requeuedProfiles} profiles) re-queued`);
-  return { runId, requeuedBatches, requeuedProfiles, status: after.status };
+  const reenqueued = !resumed.enqueueDone;
+  if (reenqueued) await sendToQueue(deps.storage.runQueue, encodeMessage({ kind: 'startRun', runId }));
+  else await requestFinalizeIfComplete(deps, runId);
+  deps.log.info(
+    `run ${runId} resumed: ${requeuedBatches} batches (${requeuedProfiles} profiles) re-queued${reenqueued ? `; ${wasStalled ? 'its batches are enqueued again' : 'its enqueue goes on'}` : ''}`,
+  );
+  return { kind: 'resumed', runId, requeuedBatches, requeuedProfiles, reenqueued, status: resumed.status };
 }

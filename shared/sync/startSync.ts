@@ -5,7 +5,9 @@ import { parseExportBlobName } from '../ci/layout';
 import { checkColumns } from '../mapping/rowMapper';
 import { describeError, ExportNotReadyError, InvalidInputError } from '../errors';
 import { encodeMessage } from '../queue/messages';
-import { runIdFor } from '../runs/runLedger';
+import { runIdFor } from '../runs/runStore';
+import { sendToQueue } from '../storage/queueSend';
+import { writeSources } from './runSources';
 import { runCountsSchema, type RunRecord, type RunTrigger } from '../runs/runRecord';
 import type { ConnectorDeps } from './deps';
 import { ensureReady } from './connector';
@@ -140,9 +142,10 @@ async function createRun(
   request: Pick<SyncRequest, 'trigger' | 'force'>,
 ): Promise<{ created: boolean; run: RunRecord }> {
   const force = request.force ?? false;
-  const runId = runIdFor(refresh.modelJsonPath, refresh.refreshKey, force, force ? randomBytes(4).toString('hex') : undefined);
-  const now = new Date().toISOString();
-  const created = await deps.ledger.create({
+  const runId = runIdFor(refresh.modelJsonPath, refresh.refreshKey, force, randomBytes(4).toString('hex'));
+  const now = new Date(deps.clock.now()).toISOString();
+  const sourcesBlob = await writeSources(deps, runId, refresh.segments);
+  const created = await deps.runs.create({
     runId,
     status: 'queued',
     trigger: request.trigger,
@@ -157,13 +160,13 @@ async function createRun(
     updatedAt: now,
     rejectedByReason: '{}',
     inputRejectedByReason: '{}',
-    sources: JSON.stringify(refresh.segments),
+    sourcesBlob,
     ...runCountsSchema.parse({}),
   });
   // A run still queued may have lost its message to a crash right after the insert: send it again;
   // the enqueuer's lease makes a second copy harmless.
   if (created.created || created.run.status === 'queued') {
-    await deps.storage.runQueue.sendMessage(encodeMessage({ kind: 'startRun', runId }));
+    await sendToQueue(deps.storage.runQueue, encodeMessage({ kind: 'startRun', runId }));
     deps.log.info(`run ${runId} queued: ${refresh.instance}/${refresh.destination} refresh ${refresh.label} (${request.trigger}${force ? ', force' : ''})`);
   } else {
     deps.log.info(

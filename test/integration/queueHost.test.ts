@@ -21,7 +21,7 @@ describe('the local queue host follows host.json like the Functions host', () =>
     expect(timeSpanSeconds('00:01:30')).toBe(90);
   });
 
-  it('packs users into messages under 64 KiB, in order, none lost', async () => {
+  it('packs profiles into messages under 64 KiB, in order, none lost', async () => {
     const service = QueueServiceClient.fromConnectionString(azurite.connectionString);
     const queue = service.getQueueClient('packed');
     await queue.createIfNotExists();
@@ -29,10 +29,11 @@ describe('the local queue host follows host.json like the Functions host', () =>
     const total = 10_000;
     for (let i = 0; i < total; i++) {
       await packer.add({
-        h: keyHash(`x:${i}`),
-        o: { external_id: `customer-${i}`, first_name: `Name ${i}`, loyalty_points: i, ci_high_value: true },
-        r: 1,
-        s: `0:${i}`,
+        hash: keyHash(`x:${i}`),
+        identifier: { external_id: `customer-${i}` },
+        attributes: { first_name: `Name ${i}`, loyalty_points: i, ci_high_value: true },
+        rows: 1,
+        source: { partition: 0, row: i + 1 },
       });
     }
     await packer.close();
@@ -43,7 +44,7 @@ describe('the local queue host follows host.json like the Functions host', () =>
       for (const m of received.receivedMessageItems) {
         expect(m.messageText.length).toBeLessThan(QUEUE_MESSAGE_MAX_BYTES);
         const message = decodeBatchMessage(m.messageText);
-        for (const u of message.users) seen.push(String(u.o.external_id));
+        for (const p of message.profiles) seen.push('external_id' in p.identifier ? p.identifier.external_id : '');
         await queue.deleteMessage(m.messageId, m.popReceipt);
       }
     }

@@ -19,10 +19,10 @@ describe('the timer sweep picks up runs a crash left behind', () => {
     // The crash: the run record exists, its message does not.
     await stack.app.deps.storage.runQueue.clearMessages();
     stack.app.hosts[0].start();
-    expect(await sweepRuns(stack.app.deps)).toEqual({ restarted: [], finalizing: [] });
+    expect(await sweepRuns(stack.app.deps)).toEqual({ restarted: [], finalizing: [], stalled: [] });
     // Five minutes later the sweep sees a queued run nobody works on.
     const later = { ...stack.app.deps, clock: { ...stack.app.deps.clock, now: () => Date.now() + 6 * 60_000 } };
-    expect(await sweepRuns(later)).toEqual({ restarted: [runs[0].runId], finalizing: [] });
+    expect(await sweepRuns(later)).toEqual({ restarted: [runs[0].runId], finalizing: [], stalled: [] });
     const [run] = await stack.app.waitForRuns([runs[0].runId], { timeoutMs: 30_000 });
     expect(run.status).toBe('completed');
     expect(rowsAccountedFor(run)).toBe(run.rowsRead);
@@ -35,12 +35,24 @@ describe('the timer sweep picks up runs a crash left behind', () => {
     await writeRefresh(stack.app.deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
     const { runs } = await requestSync(stack.app.deps, { trigger: 'timer' });
     const runId = runs[0].runId;
-    await stack.app.waitForRuns([runId], { timeoutMs: 30_000 });
-    // Roll the run back to just before its finalize, as if that message had been lost.
-    await stack.app.deps.ledger.update(runId, () => ({ status: 'sending', finishedAt: undefined }));
-    expect(await sweepRuns(stack.app.deps)).toEqual({ restarted: [], finalizing: [runId] });
+    await waitFor(async () => (await stack.app.deps.runs.get(runId))!.enqueueDone);
+    // The run worker stops before the last batch asks for the finalize; that message is then lost.
+    await stack.app.hosts[0].stop();
+    await waitFor(async () => (await stack.app.deps.runs.get(runId))!.usersDelivered === 50);
+    await stack.app.deps.storage.runQueue.clearMessages();
+    expect((await stack.app.deps.runs.get(runId))!.status).toBe('sending');
+    stack.app.hosts[0].start();
+    expect(await sweepRuns(stack.app.deps)).toEqual({ restarted: [], finalizing: [runId], stalled: [] });
     const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 30_000 });
     expect(run.status).toBe('completed');
     expect(run.finishedAt).toBeDefined();
   });
 });
+
+async function waitFor(check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, 50));
+  }
+}

@@ -4,7 +4,7 @@ import { runStatus, runStatusOptions } from '../../functions/runStatus';
 import { runResumeOptions } from '../../functions/runResume';
 import { exportBlobDrop } from '../../functions/exportBlobDrop';
 import { syncTimer } from '../../functions/syncTimer';
-import { rejectsReportName } from '../../shared/runs/rejectsReport';
+import { rejectsReportName } from '../../shared/runs/runBlobs';
 import { rowsAccountedFor, type RunRecord } from '../../shared/runs/runRecord';
 import { requestSync } from '../../shared/sync/startSync';
 import { csv, writeExport } from '../helpers/exportBuilder';
@@ -95,7 +95,7 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
     await freshStack();
     await writeStandardExport(stack);
     await syncTimer(timerTick, context());
-    const runs = await stack.app.deps.ledger.listRuns();
+    const runs = await stack.app.deps.runs.listRuns();
     expect(runs).toHaveLength(1);
     const [run] = await runToEnd(stack, [runs[0].runId]);
 
@@ -150,7 +150,7 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
       syncTimer(timerTick, context()),
       ...[...partitionNames, modelJsonPath].map((name) => exportBlobDrop(Buffer.alloc(0), context({ name }))),
     ]);
-    const runs = await stack.app.deps.ledger.listRuns();
+    const runs = await stack.app.deps.runs.listRuns();
     expect(runs).toHaveLength(1);
     const response = await http;
     expect(response.status).toBe(202);
@@ -259,18 +259,18 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
     const partition = await container.getBlobClient(partitionNames[1]).downloadToBuffer();
     await container.getBlobClient(partitionNames[1]).delete();
     await exportBlobDrop(Buffer.alloc(0), context({ name: modelJsonPath }));
-    expect(await stack.app.deps.ledger.listRuns()).toHaveLength(0);
+    expect(await stack.app.deps.runs.listRuns()).toHaveLength(0);
     // The partition lands; its blob event starts the run.
     await container.getBlockBlobClient(partitionNames[1]).upload(partition, partition.length);
     await exportBlobDrop(Buffer.alloc(0), context({ name: partitionNames[1] }));
-    const runs = await stack.app.deps.ledger.listRuns();
+    const runs = await stack.app.deps.runs.listRuns();
     expect(runs).toHaveLength(1);
     expect(runs[0].trigger).toBe('blob');
     const [run] = await runToEnd(stack, [runs[0].runId]);
     expect(run.status).toBe('completed');
     // Blobs outside any configured destination are ignored.
     await exportBlobDrop(Buffer.alloc(0), context({ name: 'CustomerInsights_x/Other/model.json' }));
-    expect(await stack.app.deps.ledger.listRuns()).toHaveLength(1);
+    expect(await stack.app.deps.runs.listRuns()).toHaveLength(1);
   });
 
   it('names what is wrong with a model.json that does not parse, and starts nothing', async () => {
@@ -290,7 +290,7 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
     });
     const typed = await syncHttp(new HttpRequest({ method: 'POST', url: 'http://localhost/api/sync', body: { string: '' } }), context());
     expect(JSON.stringify(typed.jsonBody)).toMatch(/entities\.0\.attributes\.0\.dataType: unknown dataType \\"uuid-ish\\"/);
-    expect(await stack.app.deps.ledger.listRuns()).toHaveLength(0);
+    expect(await stack.app.deps.runs.listRuns()).toHaveLength(0);
   });
 
   it('finds partitions in the newest run folder when model.json lists none, and honours headers and delimiters', async () => {
@@ -326,7 +326,7 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
       ],
     });
     await syncTimer(timerTick, context());
-    const [created] = await stack.app.deps.ledger.listRuns();
+    const [created] = await stack.app.deps.runs.listRuns();
     const [run] = await runToEnd(stack, [created.runId]);
     expect(run.status).toBe('completed');
     expect(run.refreshLabel).toBe('2026/11/28/0630');
@@ -346,7 +346,7 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
     await freshStack();
     await writeStandardExport(stack);
     await syncTimer(timerTick, context());
-    const runs = await stack.app.deps.ledger.listRuns();
+    const runs = await stack.app.deps.runs.listRuns();
     await runToEnd(
       stack,
       runs.map((r) => r.runId),

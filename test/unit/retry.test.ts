@@ -98,7 +98,7 @@ describe('the retry loop (fake timers)', () => {
     const done = retryLoop({ attempt: script.attempt, strategies, ...clock, deadlineMs: start + 5_000 });
     await expect(done).rejects.toBeInstanceOf(BrazeRetryableError);
     await expect(retryLoop({ attempt: script.attempt, strategies, ...clock, deadlineMs: start + 5_000 })).rejects.toMatchObject({
-      retryAfterMs: start + 30_000,
+      retryAtMs: start + 30_000,
       status: 429,
     });
     expect(Date.now()).toBe(start);

@@ -1,11 +1,19 @@
 import { changeAttributes, diffProfile } from '../../shared/state/diff';
 import { MembershipBits } from '../../shared/state/membershipBits';
 import { fieldsFingerprint, keyHash, ProfileIndex } from '../../shared/state/profileIndex';
-import { decodeBatchMessage, decodeRunMessage, encodeMessage, QUEUE_MESSAGE_MAX_BYTES } from '../../shared/queue/messages';
+import { gzipSync } from 'node:zlib';
+import {
+  decodeBatchMessage,
+  decodeRunMessage,
+  encodeMessage,
+  gzipText,
+  MESSAGE_MAX_INFLATED_BYTES,
+  QUEUE_MESSAGE_MAX_BYTES,
+} from '../../shared/queue/messages';
 import { redactSecret } from '../../shared/braze/redact';
 import { candidateLine, stateLine } from '../../shared/state/deliveredState';
 import { convertCell } from '../../shared/ci/dataTypes';
-import { InvalidInputError } from '../../shared/errors';
+import { InvalidInputError, UnreadableMessageError } from '../../shared/errors';
 
 describe('diffing a profile against what Braze last accepted', () => {
   const bits = new MembershipBits(['a', 'b']);
@@ -88,27 +96,61 @@ describe('the profile index', () => {
 });
 
 describe('queue messages', () => {
-  const user = (i: number) => ({ h: keyHash(`x:${i}`), o: { external_id: `id-${i}`, first_name: `Name ${i}`, seg: true }, r: 1, s: `0:${i}` });
+  const profile = (i: number) => ({
+    hash: keyHash(`x:${i}`),
+    identifier: { external_id: `id-${i}` },
+    attributes: { first_name: `Name ${i}`, seg: true },
+    rows: 1,
+    source: { partition: 0, row: i + 1 },
+  });
 
-  it('round-trip as gzip+base64, and decode plain JSON too', () => {
-    const message = { kind: 'brazeBatch' as const, runId: 'r-1', batchId: '0000001', deferrals: 0, users: [user(1), user(2)] };
+  it('round-trip as gzip+base64, with their fields named', () => {
+    const message = { kind: 'brazeBatch' as const, runId: 'r-1', batchId: '0000001', deferrals: 0, profiles: [profile(1), profile(2)] };
     const text = encodeMessage(message);
     expect(text).toMatch(/^[A-Za-z0-9+/=]+$/);
     expect(decodeBatchMessage(text)).toEqual(message);
-    expect(decodeBatchMessage(JSON.stringify(message))).toEqual(message);
-    expect(decodeRunMessage(Buffer.from(JSON.stringify({ kind: 'startRun', runId: 'r-1' })).toString('base64'))).toEqual({ kind: 'startRun', runId: 'r-1' });
+    expect(decodeBatchMessage(Buffer.from(text))).toEqual(message);
   });
 
-  it('fit well over a thousand users under the 64 KiB limit', () => {
-    const users = Array.from({ length: 1500 }, (_, i) => user(i));
-    const text = encodeMessage({ kind: 'brazeBatch', runId: 'r-1', batchId: '1', deferrals: 0, users });
+  it('fit well over a thousand profiles under the 64 KiB limit', () => {
+    const profiles = Array.from({ length: 1500 }, (_, i) => profile(i));
+    const text = encodeMessage({ kind: 'brazeBatch', runId: 'r-1', batchId: '1', deferrals: 0, profiles });
     expect(text.length).toBeLessThan(QUEUE_MESSAGE_MAX_BYTES);
   });
 
-  it('name what is wrong with a message that does not fit the schema', () => {
-    expect(() => decodeBatchMessage(JSON.stringify({ kind: 'brazeBatch', runId: 'r', batchId: '1', users: [] }))).toThrow(InvalidInputError);
-    expect(() => decodeBatchMessage('{"kind":"brazeBatch","runId":"r","batchId":"1","users":[]}')).toThrow(/users: Too small/);
-    expect(() => decodeRunMessage('%%%')).toThrow(/Run message is not a readable message/);
+  it('name what is wrong with a message that does not fit the schema, and keep what can be read of it', () => {
+    const empty = encodeMessage({ kind: 'brazeBatch', runId: 'r', batchId: '1', deferrals: 0, profiles: [] } as never);
+    expect(() => decodeBatchMessage(empty)).toThrow(InvalidInputError);
+    expect(() => decodeBatchMessage(empty)).toThrow(/profiles: Too small/);
+    const damaged = gzipText(
+      JSON.stringify({
+        kind: 'brazeBatch',
+        runId: 'r-1',
+        batchId: '0000007',
+        profiles: [
+          { ...profile(1), rows: 2 },
+          { hash: 'x', rows: 1 },
+        ],
+      }),
+    );
+    try {
+      decodeBatchMessage(damaged);
+      throw new Error('decoded');
+    } catch (error) {
+      expect(error).toBeInstanceOf(UnreadableMessageError);
+      expect((error as UnreadableMessageError).salvage).toEqual({ runId: 'r-1', batchId: '0000007', profiles: 2, rows: 3 });
+    }
+    expect(() => decodeRunMessage('%%%')).toThrow(/Run message is not a readable message: not base64 text/);
+  });
+
+  it('accept one encoding only, and never inflate beyond the bound', () => {
+    const message = { kind: 'startRun' as const, runId: 'r-1' };
+    expect(() => decodeRunMessage(JSON.stringify(message))).toThrow(/not base64 text/);
+    expect(() => decodeRunMessage(Buffer.from(JSON.stringify(message)).toString('base64'))).toThrow(/not gzip data/);
+    expect(() => decodeRunMessage({ ...message })).toThrow(/expected base64 text, got object/);
+    // A gzip bomb: 64 MiB of zeros compress to ~64 KiB.
+    const bomb = gzipSync(Buffer.alloc(64 * 1024 * 1024), { level: 9 }).toString('base64');
+    expect(() => decodeRunMessage(bomb)).toThrow(new RegExp(`inflates beyond ${MESSAGE_MAX_INFLATED_BYTES} bytes`));
   });
 });
 

@@ -1,0 +1,66 @@
+import { BRAZE_MAX_OBJECTS_PER_REQUEST } from '../braze/constants';
+import type { BrazeClient } from '../braze/client';
+import { BrazeAuthError, BrazeRetryableError } from '../errors';
+import { toBrazeObject } from '../mapping/profileIdentity';
+import type { BatchProfile } from '../queue/messages';
+import type { JsonValue } from '../ci/dataTypes';
+
+/** What became of one profile of the batch. */
+export type ProfileResult = { kind: 'delivered' } | { kind: 'rejected'; reason: string } | { kind: 'unsent' };
+
+export interface SendResult {
+  /** One per profile, in the message's order. */
+  results: ProfileResult[];
+  requests: number;
+  /** Braze refused the credentials: nothing more was sent. */
+  authError?: BrazeAuthError;
+  /** Braze could not take the rest within this invocation's budget. */
+  retryError?: BrazeRetryableError;
+  /** Errors Braze reported without naming a row, for the log. */
+  unattributedErrors: string[];
+}
+
+/**
+ * Sends a batch's profiles in requests of at most 75 objects and answers what became of each. A
+ * request Braze refuses whole (a bad object, "Max Input Length Exceeded") is halved until the
+ * refused profiles are isolated, so the good ones still land. Bookkeeping is the caller's.
+ */
+export async function sendProfiles(braze: BrazeClient, profiles: BatchProfile[], deadlineMs: number): Promise<SendResult> {
+  const sent: SendResult = { results: profiles.map(() => ({ kind: 'unsent' })), requests: 0, unattributedErrors: [] };
+
+  const sendChunk = async (indexes: number[]): Promise<void> => {
+    if (sent.authError || sent.retryError) return;
+    const objects = indexes.map((i) => toBrazeObject(profiles[i].identifier, profiles[i].attributes as Record<string, JsonValue>));
+    try {
+      sent.requests += 1;
+      const outcome = await braze.track(objects, deadlineMs);
+      if (outcome.kind === 'accepted') {
+        const refused = new Map(outcome.rowErrors.map((e) => [e.index, e.type]));
+        indexes.forEach((profileIndex, position) => {
+          const type = refused.get(position);
+          sent.results[profileIndex] = type === undefined ? { kind: 'delivered' } : { kind: 'rejected', reason: `Braze: ${type}` };
+        });
+        sent.unattributedErrors.push(...outcome.unattributedErrors);
+        return;
+      }
+      if (indexes.length > 1 && (outcome.status === 400 || outcome.status === 413 || outcome.status === 422)) {
+        const half = Math.ceil(indexes.length / 2);
+        await sendChunk(indexes.slice(0, half));
+        await sendChunk(indexes.slice(half));
+        return;
+      }
+      for (const profileIndex of indexes) sent.results[profileIndex] = { kind: 'rejected', reason: `Braze ${outcome.status}: ${outcome.message}` };
+    } catch (error) {
+      if (error instanceof BrazeAuthError) sent.authError ??= error;
+      else if (error instanceof BrazeRetryableError) sent.retryError ??= error;
+      else throw error;
+    }
+  };
+
+  const chunks: number[][] = [];
+  for (let start = 0; start < profiles.length; start += BRAZE_MAX_OBJECTS_PER_REQUEST) {
+    chunks.push(Array.from({ length: Math.min(BRAZE_MAX_OBJECTS_PER_REQUEST, profiles.length - start) }, (_, i) => start + i));
+  }
+  await Promise.all(chunks.map(sendChunk));
+  return sent;
+}

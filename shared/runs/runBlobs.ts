@@ -1,0 +1,101 @@
+import { randomBytes } from 'node:crypto';
+import type { ContainerClient } from '@azure/storage-blob';
+import { isConflict, isNotFound } from '../storage/storageErrors';
+
+/**
+ * Where a run keeps its blobs in the state container, under `runs/<runId>/`. Parts that more than
+ * one worker could write (a batch taken over after a crash, an enqueue started again) carry the
+ * writer's token in their name; the run's records say which writer's parts count.
+ */
+export function runFolder(runId: string): string {
+  return `runs/${runId}`;
+}
+
+/** The refresh's segments and partitions, written once when the run is created. */
+export function sourcesBlobName(runId: string): string {
+  return `${runFolder(runId)}/sources.json`;
+}
+
+export function rejectsReportName(runId: string): string {
+  return `${runFolder(runId)}/rejects.csv`;
+}
+
+export const REJECTS_PARTS = 'rejects-parts';
+
+export function inputRejectsPartName(runId: string, token: string): string {
+  return `${runFolder(runId)}/${REJECTS_PARTS}/input.${token}.csv`;
+}
+
+export function batchRejectsPartName(runId: string, batchId: string, token: string): string {
+  return `${runFolder(runId)}/${REJECTS_PARTS}/batch-${batchId}.${token}.csv`;
+}
+
+export function candidateBlobName(runId: string, token: string): string {
+  return `${runFolder(runId)}/candidate-state.${token}.ndjson`;
+}
+
+export function undeliveredPrefix(runId: string): string {
+  return `${runFolder(runId)}/undelivered/`;
+}
+
+export function undeliveredBlobName(runId: string, batchId: string, token: string): string {
+  return `${undeliveredPrefix(runId)}${batchId}.${token}.txt`;
+}
+
+/** The child message a batch hands its unsent profiles to, written by the batch's owner before the hand-off. */
+export function handoffBlobName(runId: string, batchId: string, owner: string): string {
+  return `${runFolder(runId)}/handoffs/${batchId}.${owner}.msg`;
+}
+
+export function parkedPrefix(runId: string): string {
+  return `${runFolder(runId)}/parked/`;
+}
+
+export function parkedBlobName(runId: string, batchId: string): string {
+  return `${parkedPrefix(runId)}${batchId}.msg`;
+}
+
+export function unreadableBlobName(runId: string, name: string): string {
+  return `${runFolder(runId)}/unreadable/${name}.txt`;
+}
+
+/** `<batchId>.<token>.<ext>` → its parts; undefined for names of another shape. */
+export function splitPartName(fileName: string): { id: string; token: string } | undefined {
+  const match = /^(.+)\.([0-9a-f]{12})\.[a-z]+$/.exec(fileName);
+  return match ? { id: match[1], token: match[2] } : undefined;
+}
+
+/**
+ * Deletes what a run no longer needs once nothing of it can be resumed: the working blobs that hold
+ * profile identifiers (candidate state, undelivered lists, hand-offs, parked and unreadable
+ * batches, rejects parts) and the partition list. The rejects report stays (it names rows, not
+ * people); the storage lifecycle rule in the README removes it after the retention the user sets.
+ */
+export async function deleteWorkingBlobs(container: ContainerClient, runId: string): Promise<number> {
+  const keep = rejectsReportName(runId);
+  let deleted = 0;
+  for await (const item of container.listBlobsFlat({ prefix: `${runFolder(runId)}/` })) {
+    if (item.name === keep) continue;
+    try {
+      await container.deleteBlob(item.name);
+      deleted += 1;
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+    }
+  }
+  return deleted;
+}
+
+/** Uploads a small blob unless it exists: the first writer wins, later ones change nothing. */
+export async function uploadIfAbsent(container: ContainerClient, blobName: string, text: string): Promise<void> {
+  try {
+    await container.getBlockBlobClient(blobName).upload(text, Buffer.byteLength(text), { conditions: { ifNoneMatch: '*' } });
+  } catch (error) {
+    if (!isConflict(error)) throw error;
+  }
+}
+
+/** A writer's token: 12 hex characters, unique enough to tell one worker's parts from another's. */
+export function newToken(): string {
+  return randomBytes(6).toString('hex');
+}

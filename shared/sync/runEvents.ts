@@ -1,0 +1,12 @@
+import type { BrazeAuthError } from '../errors';
+import type { ConnectorDeps } from './deps';
+
+/** Bad credentials: the run stops sending; its remaining batches park until a resume. */
+export async function haltRun(deps: ConnectorDeps, runId: string, error: BrazeAuthError): Promise<void> {
+  const { changed, run } = await deps.runs.update(runId, (current) =>
+    current.status === 'halted'
+      ? undefined
+      : { event: 'halt', error: `${error.message}. Fix BRAZE_API_KEY (users.track permission), then POST /api/runs/${runId}/resume.` },
+  );
+  if (changed && run.status === 'halted') deps.log.error(`run ${runId} halted: ${error.message}`);
+}
