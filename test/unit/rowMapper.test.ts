@@ -1,5 +1,6 @@
 import { parseSyncConfig } from '../../shared/config/syncConfig';
 import { createRowMapper } from '../../shared/mapping/rowMapper';
+import { dataPointsOf, identifierFromKey, profileKeyOf, type BrazeIdentifier } from '../../shared/mapping/profileIdentity';
 import type { CdmAttribute } from '../../shared/ci/modelJson';
 
 const attributes: CdmAttribute[] = [
@@ -87,5 +88,23 @@ describe('a CSV row becomes one Braze user', () => {
   it('sends an empty value as null, so Braze clears what CI no longer has', () => {
     const result = mapperFor()(row({ FirstName: '', Points: '' }));
     expect(result.ok && result.profile.fields).toMatchObject({ first_name: null, points: null });
+  });
+});
+
+describe('profile identity', () => {
+  it('round-trips every kind of profile key, an alias label with ":" and "%" included', () => {
+    const identifiers: BrazeIdentifier[] = [
+      { external_id: 'abc:def' },
+      { email: 'a@b.co' },
+      { user_alias: { alias_label: 'ci_customer_id', alias_name: 'x:y' } },
+      { user_alias: { alias_label: 'crm:id%2', alias_name: 'n:1' } },
+    ];
+    for (const identifier of identifiers) expect(identifierFromKey(profileKeyOf(identifier))).toEqual(identifier);
+    // Labels without ":" or "%" keep the key the delivered state already holds.
+    expect(profileKeyOf({ user_alias: { alias_label: 'ci_customer_id', alias_name: 'x' } })).toBe('a:ci_customer_id:x');
+  });
+  it('counts a data point per attribute written, the identifier never', () => {
+    expect(dataPointsOf({ first_name: 'A', email: 'a@b.co', ci_seg: null })).toBe(3);
+    expect(dataPointsOf({})).toBe(0);
   });
 });

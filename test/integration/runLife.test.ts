@@ -1,0 +1,179 @@
+import { HttpRequest, InvocationContext } from '@azure/functions';
+import { runResume } from '../../functions/runResume';
+import { runStatus } from '../../functions/runStatus';
+import { BrazeAuthError } from '../../shared/errors';
+import { rowsAccountedFor, type RunRecord } from '../../shared/runs/runRecord';
+import { deliverBatch } from '../../shared/sync/deliverBatch';
+import { handlePoisonBatch } from '../../shared/sync/poisonBatch';
+import { haltRun } from '../../shared/sync/runEvents';
+import { requestSync } from '../../shared/sync/startSync';
+import { sweepRuns } from '../../shared/sync/sweepRuns';
+import type { ConnectorDeps } from '../../shared/sync/deps';
+import { startTestStack, type TestStack } from '../helpers/testStack';
+import { expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
+
+const context = () => new InvocationContext({ functionName: 'test', invocationId: 'test', logHandler: () => undefined });
+const resume = (runId: string) =>
+  runResume(new HttpRequest({ method: 'POST', url: `http://localhost/api/runs/${runId}/resume`, params: { id: runId } }), context());
+const status = (runId: string) => runStatus(new HttpRequest({ method: 'GET', url: `http://localhost/api/runs/${runId}`, params: { id: runId } }), context());
+
+function expectExactCounts(run: RunRecord) {
+  expect(rowsAccountedFor(run)).toBe(run.rowsRead);
+  expect(run.usersDelivered + run.usersRejected + run.usersFailed).toBe(run.usersEnqueued);
+}
+
+async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs = 30_000, everyMs = 50): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+/** The same connector, seen from later: the sweep's clock runs ahead. */
+function later(deps: ConnectorDeps, minutes: number): ConnectorDeps {
+  return { ...deps, clock: { ...deps.clock, now: () => Date.now() + minutes * 60_000 } };
+}
+
+async function takeBatches(stack: TestStack): Promise<string[]> {
+  const messages: string[] = [];
+  for (;;) {
+    const received = await stack.app.deps.storage.batchQueue.receiveMessages({ numberOfMessages: 32 });
+    if (received.receivedMessageItems.length === 0) return messages;
+    for (const m of received.receivedMessageItems) {
+      messages.push(m.messageText);
+      await stack.app.deps.storage.batchQueue.deleteMessage(m.messageId, m.popReceipt);
+    }
+  }
+}
+
+async function startRun(stack: TestStack): Promise<string> {
+  const { runs, problems } = await requestSync(stack.app.deps, { trigger: 'http' });
+  expect(problems).toEqual([]);
+  return runs[0].runId;
+}
+
+describe("a run's life", () => {
+  let stack: TestStack | undefined;
+  afterEach(async () => {
+    await stack?.stop();
+    stack = undefined;
+  });
+
+  it('stays halted when bad credentials stop it while it is still enqueueing, and completes after a resume', async () => {
+    stack = await startTestStack();
+    const profiles = makeProfiles(1, 30_000);
+    await writeRefresh(stack.app.deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 4);
+    await stack.app.hosts[1].stop();
+    const runId = await startRun(stack);
+    await waitFor(async () => (await stack!.app.deps.runs.get(runId))!.status === 'enqueuing', 30_000, 5);
+    // A sender meets a 401 while the enqueuer is still reading.
+    await haltRun(stack.app.deps, runId, new BrazeAuthError('Braze answered 401: Invalid API key: [redacted]', 401));
+    const whenHalted = (await stack.app.deps.runs.get(runId))!;
+    expect(whenHalted.enqueueDone).toBe(false);
+    expect(whenHalted.status).toBe('halted');
+    await waitFor(async () => (await stack!.app.deps.runs.get(runId))!.enqueueDone);
+    const enqueued = (await stack.app.deps.runs.get(runId))!;
+    expect(enqueued.status).toBe('halted');
+    expect(enqueued.error).toMatch(/then POST \/api\/runs\/.*\/resume/);
+
+    // Its batches park while it is halted; a resume sends them.
+    stack.app.hosts[1].start();
+    await waitFor(async () => (await stack!.app.deps.runs.get(runId))!.usersParked === 30_000, 60_000);
+    expect((await resume(runId)).status).toBe(202);
+    const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 60_000 });
+    expect(run.status).toBe('completed');
+    expect(run.usersDelivered).toBe(30_000);
+    expectExactCounts(run);
+  }, 120_000);
+
+  it('marks a run stalled when its batches stop ending, shows it, and a resume sends the lost batch without re-sending the others', async () => {
+    stack = await startTestStack();
+    const profiles = makeProfiles(1, 2500);
+    await writeRefresh(stack.app.deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
+    await stack.app.hosts[1].stop();
+    const runId = await startRun(stack);
+    await waitFor(async () => (await stack!.app.deps.runs.get(runId))!.enqueueDone);
+    const [first, ...lost] = await takeBatches(stack);
+    expect(lost.length).toBeGreaterThan(0);
+    expect((await deliverBatch(stack.app.deps, first)).kind).toBe('done');
+    // The other batches are lost (a poison handler that failed too, a message gone): nothing ends any more.
+
+    expect((await sweepRuns(later(stack.app.deps, 30))).stalled).toEqual([]);
+    const swept = await sweepRuns(later(stack.app.deps, 120));
+    expect(swept.stalled.map((s) => s.runId)).toEqual([runId]);
+    const shown = await status(runId);
+    expect(shown.jsonBody).toMatchObject({ status: 'stalled', error: expect.stringMatching(/no batch ended for \d+ minutes.*resume/) });
+    expect(stack.log.lines.some((l) => l.includes(`run ${runId} stalled`))).toBe(true);
+
+    stack.app.hosts[1].start();
+    const resumed = await resume(runId);
+    expect(resumed.status).toBe(202);
+    expect(resumed.jsonBody).toMatchObject({ reenqueued: true });
+    const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 60_000 });
+    expect(run.status).toBe('completed');
+    expect(run.usersDelivered).toBe(2500);
+    expectExactCounts(run);
+    // The batch that had ended was recognised and not sent again: each profile reached Braze once.
+    expect(stack.braze.stats.objectsApplied).toBe(2500);
+  }, 90_000);
+
+  it('lets a newer refresh supersede a stalled run', async () => {
+    stack = await startTestStack();
+    await writeRefresh(stack.app.deps.storage.exportContainer, makeProfiles(1, 2500).values(), '2026/11/28/0600', 1);
+    await stack.app.hosts[1].stop();
+    const stalledId = await startRun(stack);
+    await waitFor(async () => (await stack!.app.deps.runs.get(stalledId))!.enqueueDone);
+    await takeBatches(stack);
+    await sweepRuns(later(stack.app.deps, 120));
+    expect((await stack.app.deps.runs.get(stalledId))!.status).toBe('stalled');
+
+    const newer = makeProfiles(1, 2600);
+    await writeRefresh(stack.app.deps.storage.exportContainer, newer.values(), '2026/11/29/0600', 1);
+    stack.app.hosts[1].start();
+    const newerId = await startRun(stack);
+    const [run] = await stack.app.waitForRuns([newerId], { timeoutMs: 60_000 });
+    expect(run.status).toBe('completed');
+    expect((await stack.app.deps.runs.get(stalledId))!).toMatchObject({ status: 'superseded', supersededBy: newerId });
+    expect(stack.braze.profiles.size).toBe(expectedBraze([newer]).size);
+  }, 90_000);
+
+  it('refuses to resume a run once a newer run has written the destination state, and says why', async () => {
+    stack = await startTestStack();
+    await writeRefresh(stack.app.deps.storage.exportContainer, makeProfiles(1, 2500).values(), '2026/11/28/0600', 1);
+    await stack.app.hosts[1].stop();
+    const olderId = await startRun(stack);
+    await waitFor(async () => (await stack!.app.deps.runs.get(olderId))!.enqueueDone);
+    const [poisoned, ...others] = await takeBatches(stack);
+    await handlePoisonBatch(stack.app.deps, poisoned);
+    for (const message of others) await deliverBatch(stack.app.deps, message);
+    const [older] = await stack.app.waitForRuns([olderId], { timeoutMs: 30_000 });
+    expect(older).toMatchObject({ status: 'completed' });
+    expect(older.usersFailed).toBeGreaterThan(0);
+
+    stack.app.hosts[1].start();
+    await writeRefresh(stack.app.deps.storage.exportContainer, makeProfiles(1, 2400).values(), '2026/11/29/0600', 1);
+    const newerId = await startRun(stack);
+    expect((await stack.app.waitForRuns([newerId], { timeoutMs: 30_000 }))[0].status).toBe('completed');
+
+    const refused = await resume(olderId);
+    expect(refused.status).toBe(409);
+    expect(JSON.stringify(refused.jsonBody)).toContain(`run ${newerId} synced a newer refresh`);
+    expect((await stack.app.deps.storage.batchQueue.getProperties()).approximateMessagesCount).toBe(0);
+    expect((await stack.app.deps.runs.get(olderId))!.status).toBe('completed');
+  }, 90_000);
+
+  it('sends every queue message without an expiry', async () => {
+    stack = await startTestStack();
+    await writeRefresh(stack.app.deps.storage.exportContainer, makeProfiles(1, 100).values(), '2026/11/28/0600', 1);
+    await stack.app.hosts[0].stop();
+    await stack.app.hosts[1].stop();
+    const runId = await startRun(stack);
+    const [startMessage] = (await stack.app.deps.storage.runQueue.peekMessages()).peekedMessageItems;
+    expect(startMessage.expiresOn.getUTCFullYear()).toBeGreaterThan(9000);
+    stack.app.hosts[0].start();
+    await waitFor(async () => (await stack!.app.deps.runs.get(runId))!.enqueueDone);
+    const [batch] = (await stack.app.deps.storage.batchQueue.peekMessages()).peekedMessageItems;
+    expect(batch.expiresOn.getUTCFullYear()).toBeGreaterThan(9000);
+  });
+});
