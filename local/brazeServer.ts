@@ -246,7 +246,7 @@ function isObject(value: unknown): value is Record<string, Json> {
 }
 
 /** Small seeded PRNG: fault runs repeat exactly for a given seed. */
-function mulberry32(seed: number): () => number {
+export function mulberry32(seed: number): () => number {
   let a = seed >>> 0;
   return () => {
     a = (a + 0x6d2b79f5) >>> 0;

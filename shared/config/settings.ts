@@ -43,6 +43,14 @@ export const appSettingsSchema = z.object({
    * quiet a healthy run has: a batch handed back waits at most an hour for Braze's reset.
    */
   RUN_STALL_MINUTES: positiveInt(90),
+  /**
+   * Azure Storage answers 503 ServerBusy and 500 under load and drops connections: each call is
+   * tried this often, each try given this long, with exponential backoff between tries.
+   */
+  STORAGE_MAX_TRIES: positiveInt(5),
+  STORAGE_TRY_TIMEOUT_MS: positiveInt(30_000),
+  STORAGE_RETRY_DELAY_MS: positiveInt(800),
+  STORAGE_MAX_RETRY_DELAY_MS: positiveInt(15_000),
 });
 
 /** Rules across settings, checked on the raw environment so they are reported with the field errors. */
@@ -70,6 +78,7 @@ export interface StorageSettings {
   blobServiceUri?: string;
   queueServiceUri?: string;
   tableServiceUri?: string;
+  retry: { maxTries: number; tryTimeoutMs: number; retryDelayMs: number; maxRetryDelayMs: number };
 }
 
 export interface AppSettings {
@@ -117,6 +126,12 @@ export function loadAppSettings(env: Record<string, string | undefined>): AppSet
       blobServiceUri: s.AzureWebJobsStorage__blobServiceUri,
       queueServiceUri: s.AzureWebJobsStorage__queueServiceUri,
       tableServiceUri: s.AzureWebJobsStorage__tableServiceUri,
+      retry: {
+        maxTries: s.STORAGE_MAX_TRIES,
+        tryTimeoutMs: s.STORAGE_TRY_TIMEOUT_MS,
+        retryDelayMs: s.STORAGE_RETRY_DELAY_MS,
+        maxRetryDelayMs: s.STORAGE_MAX_RETRY_DELAY_MS,
+      },
     },
     exportContainer: s.EXPORT_CONTAINER,
     stateContainer: s.STATE_CONTAINER,

@@ -1,6 +1,6 @@
 import { BlobServiceClient, type ContainerClient } from '@azure/storage-blob';
 import { QueueServiceClient, type QueueClient } from '@azure/storage-queue';
-import { TableClient } from '@azure/data-tables';
+import { TableClient, type TableServiceClientOptions } from '@azure/data-tables';
 import { DefaultAzureCredential } from '@azure/identity';
 import type { AppSettings, StorageSettings } from '../config/settings';
 import { InvalidInputError } from '../errors';
@@ -41,24 +41,51 @@ function azureCredential(): DefaultAzureCredential {
   return credential;
 }
 
+type PipelinePolicy = NonNullable<TableServiceClientOptions['additionalPolicies']>[number]['policy'];
+
+/** Blob and queue clients retry 503 ServerBusy, 500, timeouts and dropped connections with exponential backoff. */
+function storagePipelineOptions(storage: StorageSettings) {
+  const { maxTries, tryTimeoutMs, retryDelayMs, maxRetryDelayMs } = storage.retry;
+  return { retryOptions: { maxTries, tryTimeoutInMs: tryTimeoutMs, retryDelayInMs: retryDelayMs, maxRetryDelayInMs: maxRetryDelayMs } };
+}
+
+/**
+ * The tables client retries 5xx and dropped connections the same way. Its pipeline has no per-try
+ * timeout of its own: without one, a request whose connection silently died would hold the
+ * function until the host's timeout; with it, that call fails and the queue retries the work.
+ */
+function tableOptions(storage: StorageSettings, allowInsecureConnection: boolean): TableServiceClientOptions {
+  const { maxTries, tryTimeoutMs, retryDelayMs, maxRetryDelayMs } = storage.retry;
+  const tryTimeout: PipelinePolicy = {
+    name: 'connectorTryTimeout',
+    sendRequest: (request, next) => {
+      if (!request.timeout) request.timeout = tryTimeoutMs;
+      return next(request);
+    },
+  };
+  return {
+    allowInsecureConnection,
+    retryOptions: { maxRetries: maxTries - 1, retryDelayInMs: retryDelayMs, maxRetryDelayInMs: maxRetryDelayMs },
+    additionalPolicies: [{ policy: tryTimeout, position: 'perRetry' }],
+  };
+}
+
 function blobServiceOf(storage: StorageSettings): BlobServiceClient {
-  if (storage.connectionString) return BlobServiceClient.fromConnectionString(storage.connectionString);
-  return new BlobServiceClient(storage.blobServiceUri!, azureCredential());
+  if (storage.connectionString) return BlobServiceClient.fromConnectionString(storage.connectionString, storagePipelineOptions(storage));
+  return new BlobServiceClient(storage.blobServiceUri!, azureCredential(), storagePipelineOptions(storage));
 }
 
 function queueServiceOf(storage: StorageSettings): QueueServiceClient {
-  if (storage.connectionString) return QueueServiceClient.fromConnectionString(storage.connectionString);
-  return new QueueServiceClient(storage.queueServiceUri!, azureCredential());
+  if (storage.connectionString) return QueueServiceClient.fromConnectionString(storage.connectionString, storagePipelineOptions(storage));
+  return new QueueServiceClient(storage.queueServiceUri!, azureCredential(), storagePipelineOptions(storage));
 }
 
 function tableClientOf(storage: StorageSettings, table: string): TableClient {
-  if (storage.connectionString) {
-    return TableClient.fromConnectionString(storage.connectionString, table, { allowInsecureConnection: true });
-  }
+  if (storage.connectionString) return TableClient.fromConnectionString(storage.connectionString, table, tableOptions(storage, true));
   if (!storage.tableServiceUri) {
     throw new InvalidInputError('AzureWebJobsStorage__tableServiceUri is required for identity-based access (run records live in a table)');
   }
-  return new TableClient(storage.tableServiceUri, table, azureCredential());
+  return new TableClient(storage.tableServiceUri, table, azureCredential(), tableOptions(storage, false));
 }
 
 /** Creates what the connector writes to; the export container belongs to CI and must exist. */

@@ -1,0 +1,96 @@
+import { TableClient } from '@azure/data-tables';
+import { BlobServiceClient } from '@azure/storage-blob';
+import { LeaseLostError } from '../../shared/errors';
+import { RunStore } from '../../shared/runs/runStore';
+import { BlobLineWriter } from '../../shared/storage/blobLineWriter';
+import { enqueueRun } from '../../shared/sync/enqueueRun';
+import { holdingLease } from '../../shared/sync/lease';
+import { requestSync } from '../../shared/sync/startSync';
+import { startTestStack, type TestStack } from '../helpers/testStack';
+import { makeProfiles, writeRefresh } from '../helpers/profileModel';
+
+async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs = 30_000, everyMs = 20): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
+
+describe('writers and leases fail loudly', () => {
+  let stack: TestStack | undefined;
+  afterEach(async () => {
+    await stack?.stop();
+    stack = undefined;
+  });
+
+  it('a line writer whose upload fails rejects the next write at once instead of waiting for a drain', async () => {
+    stack = await startTestStack();
+    const container = BlobServiceClient.fromConnectionString(stack.azurite.connectionString).getContainerClient('no-such-container');
+    const writer = new BlobLineWriter(container, 'lines.txt', 'text/plain');
+    const line = 'x'.repeat(1000);
+    const writing = (async () => {
+      for (let i = 0; i < 20_000; i++) await writer.writeLine(line);
+    })();
+    await expect(writing).rejects.toMatchObject({ statusCode: 404 });
+    await expect(writer.close()).rejects.toMatchObject({ statusCode: 404 });
+  });
+
+  it('an enqueuer whose lease is taken over stops, and commits nothing of its own', async () => {
+    stack = await startTestStack({ env: { ENQUEUE_LEASE_MS: '600' } });
+    const deps = stack.app.deps;
+    await writeRefresh(deps.storage.exportContainer, makeProfiles(1, 30_000).values(), '2026/11/28/0600', 4);
+    await stack.app.hosts[0].stop();
+    await stack.app.hosts[1].stop();
+    const { runs } = await requestSync(deps, { trigger: 'http' });
+    const runId = runs[0].runId;
+    const enqueuing = enqueueRun(deps, runId);
+    await waitFor(async () => (await deps.runs.get(runId))!.status === 'enqueuing');
+    // Another worker decided this one was dead and took the run.
+    await deps.runs.update(runId, () => ({ leaseOwner: '0123456789ab', leaseUntil: new Date(Date.now() + 60_000).toISOString() }));
+    await expect(enqueuing).rejects.toBeInstanceOf(LeaseLostError);
+    const run = (await deps.runs.get(runId))!;
+    expect(run).toMatchObject({ enqueueDone: false, leaseOwner: '0123456789ab', usersEnqueued: 0 });
+    const blobs: string[] = [];
+    for await (const item of deps.storage.stateContainer.listBlobsFlat({ prefix: `runs/${runId}/` })) blobs.push(item.name);
+    expect(blobs.filter((name) => /candidate-state|rejects-parts/.test(name))).toEqual([]);
+  }, 60_000);
+
+  it('a lease is renewed while its work goes on, and lost when renewals fail until it runs out', async () => {
+    stack = await startTestStack({ env: { ENQUEUE_LEASE_MS: '300' } });
+    const deps = stack.app.deps;
+    await writeRefresh(deps.storage.exportContainer, makeProfiles(1, 10).values(), '2026/11/28/0600', 1);
+    await stack.app.hosts[0].stop();
+    const { runs } = await requestSync(deps, { trigger: 'http' });
+    const runId = runs[0].runId;
+    await deps.runs.update(runId, () => ({ leaseOwner: 'aaaaaaaaaaaa', leaseUntil: new Date(Date.now() + 300).toISOString() }));
+
+    // Renewed: a second finalizer or enqueuer would see the lease held the whole time.
+    const seen: boolean[] = [];
+    await holdingLease(deps, runId, 'aaaaaaaaaaaa', async (signal) => {
+      for (let i = 0; i < 8; i++) {
+        await new Promise((r) => setTimeout(r, 150));
+        const run = (await deps.runs.get(runId))!;
+        seen.push(Date.parse(run.leaseUntil!) > Date.now());
+        signal.throwIfAborted();
+      }
+    });
+    expect(seen.every(Boolean)).toBe(true);
+
+    // Storage goes away: renewals fail, and once the lease has run out the work is stopped.
+    const broken = {
+      ...deps,
+      runs: new RunStore(TableClient.fromConnectionString(stack.azurite.connectionString, 'nosuchtable', { allowInsecureConnection: true }), deps.clock),
+    };
+    let iterations = 0;
+    await expect(
+      holdingLease(broken, runId, 'aaaaaaaaaaaa', async (signal) => {
+        for (; iterations < 100; iterations++) {
+          await new Promise((r) => setTimeout(r, 50));
+          signal.throwIfAborted();
+        }
+      }),
+    ).rejects.toBeInstanceOf(LeaseLostError);
+    expect(iterations).toBeLessThan(30);
+  });
+});
