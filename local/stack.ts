@@ -109,8 +109,37 @@ export async function uploadExportDir(deps: ConnectorDeps, dir: string): Promise
   };
   walk(dir);
   files.sort((a, b) => Number(a.endsWith('model.json')) - Number(b.endsWith('model.json')));
-  for (const name of files) await container.getBlockBlobClient(name).uploadFile(path.join(dir, name));
+  for (const name of files) {
+    if (!name.endsWith('model.json')) {
+      await container.getBlockBlobClient(name).uploadFile(path.join(dir, name));
+      continue;
+    }
+    const text = repointLocations(readFileSync(path.join(dir, name), 'utf8'), container.url);
+    await container.getBlockBlobClient(name).upload(text, Buffer.byteLength(text));
+  }
   return files;
+}
+
+/**
+ * An export copied from another account keeps model.json's partition URIs on that account, which
+ * the connector refuses to read. The copy uploaded here is pointed at this container, as CI would
+ * have written it for it: everything from the `CustomerInsights_*` folder on stays.
+ */
+function repointLocations(text: string, containerUrl: string): string {
+  let model: { entities?: { partitions?: { location?: unknown }[] }[] };
+  try {
+    model = JSON.parse(text.charCodeAt(0) === 0xfeff ? text.slice(1) : text) as typeof model;
+  } catch {
+    return text;
+  }
+  for (const entity of model.entities ?? []) {
+    for (const partition of entity.partitions ?? []) {
+      if (typeof partition.location !== 'string') continue;
+      const at = partition.location.indexOf('/CustomerInsights_');
+      if (at >= 0) partition.location = `${containerUrl}${partition.location.slice(at)}`;
+    }
+  }
+  return JSON.stringify(model, null, 2);
 }
 
 export function readConfigFile(file: string): SyncConfig {

@@ -68,6 +68,10 @@ export class BrazeClient {
       httpsAgent: new https.Agent(agentOptions),
       headers: { Authorization: `Bearer ${options.apiKey}`, 'Content-Type': 'application/json' },
       validateStatus: () => true,
+      // Never through HTTP(S)_PROXY from the environment: the API key goes to Braze and nowhere else.
+      proxy: false,
+      // Braze's answers are small; a huge body (a gateway's page) is not read into memory.
+      maxContentLength: 1024 * 1024,
       responseType: 'text',
       transformResponse: (body: unknown) => body,
       maxRedirects: 0,
@@ -78,7 +82,7 @@ export class BrazeClient {
   /** Sends ≤75 attribute objects; retries transient failures until `deadlineMs`. */
   async track(attributes: BrazeAttributesObject[], deadlineMs: number): Promise<TrackOutcome> {
     const response = await retryLoop<AxiosResponse<string> | undefined>({
-      attempt: () => this.attempt(attributes),
+      attempt: () => this.attempt(attributes, deadlineMs),
       strategies: this.strategies,
       sleep: this.clock.sleep,
       now: this.clock.now,
@@ -90,9 +94,15 @@ export class BrazeClient {
     return this.interpret(response!);
   }
 
-  private async attempt(attributes: BrazeAttributesObject[]): Promise<{ result: AttemptResult; value: AxiosResponse<string> | undefined }> {
+  private async attempt(attributes: BrazeAttributesObject[], deadlineMs: number): Promise<{ result: AttemptResult; value: AxiosResponse<string> | undefined }> {
     await this.slot();
-    await this.pacer.acquire();
+    try {
+      await this.pacer.acquire(deadlineMs);
+    } catch (error) {
+      this.active -= 1;
+      this.waiting.shift()?.();
+      throw error;
+    }
     this.stats.requests += 1;
     try {
       const response = await this.http.post<string>(BRAZE_TRACK_PATH, JSON.stringify({ attributes }));
@@ -106,7 +116,7 @@ export class BrazeClient {
     } catch (error) {
       this.pacer.release(undefined);
       const code = (error as { code?: string }).code ?? 'ERR_NETWORK';
-      const message = redactSecret((error as Error).message ?? String(error), this.options.apiKey);
+      const message = redactSecret((error as Error).message ?? String(error), this.options.apiKey, 300);
       return { result: { transportError: { code, message } }, value: undefined };
     } finally {
       this.active -= 1;
@@ -129,7 +139,7 @@ export class BrazeClient {
 
   private interpret(response: AxiosResponse<string>): TrackOutcome {
     const body = parseBody(response.data);
-    const message = redactSecret(body.message ?? (body.raw ? `non-JSON answer: ${body.raw.slice(0, 200)}` : `HTTP ${response.status}`), this.options.apiKey);
+    const message = redactSecret(body.message ?? (body.raw ? `non-JSON answer: ${body.raw}` : `HTTP ${response.status}`), this.options.apiKey, 300);
     if (response.status === 401 || response.status === 403) {
       throw new BrazeAuthError(`Braze answered ${response.status}: ${message}`, response.status);
     }
@@ -137,7 +147,7 @@ export class BrazeClient {
       const rowErrors: RowError[] = [];
       const unattributedErrors: string[] = [];
       for (const error of body.errors ?? []) {
-        const type = redactSecret(error.type ?? 'unknown error', this.options.apiKey);
+        const type = redactSecret(error.type ?? 'unknown error', this.options.apiKey, 300);
         if (error.index !== undefined && (error.input_array === undefined || error.input_array === 'attributes')) rowErrors.push({ index: error.index, type });
         else unattributedErrors.push(type);
       }

@@ -4,7 +4,10 @@ export interface Clock {
   sleep(ms: number): Promise<void>;
 }
 
+/** setTimeout fires at once for delays beyond 2^31 − 1 ms. */
+const MAX_TIMER_MS = 2 ** 31 - 1;
+
 export const systemClock: Clock = {
   now: () => Date.now(),
-  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, Math.max(0, ms))),
+  sleep: (ms) => new Promise((resolve) => setTimeout(resolve, Math.min(MAX_TIMER_MS, Math.max(0, Number.isFinite(ms) ? ms : 0)))),
 };

@@ -1,7 +1,10 @@
+import { BrazeRetryableError } from '../errors';
 import { BRAZE_DEFAULT_RATE_LIMIT_REQUESTS, BRAZE_DEFAULT_RATE_LIMIT_WINDOW_MS } from './constants';
 import type { Clock } from './clock';
 import type { RateLimitObservation } from './rateLimitHeaders';
 
+/** A waiting request looks again at least this often: answers arriving meanwhile change the picture. */
+const MAX_PACING_STEP_MS = 1_000;
 /** Reset headers have one-second resolution; resets closer than this are the same window. */
 const SAME_WINDOW_TOLERANCE_MS = 1_000;
 
@@ -54,13 +57,22 @@ export class RateLimitPacer {
     return Math.max(0, this.nextSendAtMs + spacingMs - now);
   }
 
-  /** Waits for this request's slot. Callers queue in order so one slow waiter cannot be overtaken forever. */
-  acquire(): Promise<void> {
+  /**
+   * Waits for this request's slot, or throws a BrazeRetryableError (with when to come back) if the
+   * slot lies beyond `deadlineMs`: a sender hands its batch back rather than hold an instance
+   * through a long reset. Callers queue in order so one slow waiter cannot be overtaken forever.
+   */
+  acquire(deadlineMs = Number.POSITIVE_INFINITY): Promise<void> {
     const turn = this.queue.then(async () => {
       for (;;) {
         const wait = this.delayMs();
         if (wait <= 0) break;
-        await this.options.clock.sleep(wait);
+        const now = this.options.clock.now();
+        // Answers still in flight may show more budget than assumed: only give up on what the last answers said.
+        if (now + wait > deadlineMs && this.inFlight === 0) {
+          throw new BrazeRetryableError(`Braze's rate limit leaves no request before this invocation's budget ends (next in ${Math.ceil(wait)} ms)`, 429, now + wait);
+        }
+        await this.options.clock.sleep(Math.min(wait, MAX_PACING_STEP_MS));
       }
       this.nextSendAtMs = this.options.clock.now();
       this.inFlight += 1;

@@ -23,9 +23,31 @@ function number(headers: HeaderBag, name: string): number | undefined {
 }
 
 /**
- * Reads Braze's `X-RateLimit-*` headers. Reset is documented as epoch seconds, and for newer
- * contracts as seconds remaining; a value below 10^9 cannot be an epoch in this century, so it is
- * read as a delay. `X-Ratelimit-Retry-After` (seconds) and `Retry-After` win when present.
+ * The furthest ahead a server's reset is believed: Braze's hourly limits reset within the hour.
+ * Anything further (an epoch in the wrong unit, a garbled header) is clamped, so it can never turn
+ * into a timer beyond 2^31 ms (which Node fires at once: a busy loop) or a wait of days.
+ */
+export const MAX_RESET_AHEAD_MS = 65 * 60_000;
+
+/** `X-RateLimit-Reset`: epoch seconds (documented), epoch milliseconds (seen from proxies), or seconds remaining. */
+function resetAt(value: number, nowMs: number): number {
+  if (value >= 1e12) return value;
+  if (value >= 1e9) return value * 1000;
+  return nowMs + value * 1000;
+}
+
+/** `Retry-After`: seconds, or an HTTP date. */
+function retryAfterAt(raw: string | undefined, nowMs: number): number | undefined {
+  if (raw === undefined || raw.trim() === '') return undefined;
+  const seconds = Number(raw);
+  if (Number.isFinite(seconds)) return nowMs + seconds * 1000;
+  const date = Date.parse(raw);
+  return Number.isNaN(date) ? undefined : date;
+}
+
+/**
+ * Reads Braze's `X-RateLimit-*` headers. `X-Ratelimit-Retry-After` and `Retry-After` win over the
+ * reset when present. The reset is clamped to between now and MAX_RESET_AHEAD_MS from now.
  */
 export function readRateLimit(headers: HeaderBag, nowMs: number): RateLimitObservation {
   const observation: RateLimitObservation = {
@@ -33,8 +55,8 @@ export function readRateLimit(headers: HeaderBag, nowMs: number): RateLimitObser
     remaining: number(headers, 'x-ratelimit-remaining'),
   };
   const reset = number(headers, 'x-ratelimit-reset');
-  if (reset !== undefined) observation.resetAtMs = reset >= 1e9 ? reset * 1000 : nowMs + reset * 1000;
-  const retryAfter = number(headers, 'x-ratelimit-retry-after') ?? number(headers, 'retry-after');
-  if (retryAfter !== undefined) observation.resetAtMs = nowMs + retryAfter * 1000;
+  let at = reset !== undefined && reset >= 0 ? resetAt(reset, nowMs) : undefined;
+  at = retryAfterAt(header(headers, 'x-ratelimit-retry-after') ?? header(headers, 'retry-after'), nowMs) ?? at;
+  if (at !== undefined) observation.resetAtMs = Math.min(nowMs + MAX_RESET_AHEAD_MS, Math.max(nowMs, at));
   return observation;
 }

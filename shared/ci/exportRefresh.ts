@@ -5,7 +5,7 @@ import { segmentAttribute } from '../config/syncConfig';
 import { ExportNotReadyError, InvalidInputError } from '../errors';
 import { modelJsonPath, type ExportLocation } from './layout';
 import { z } from 'zod';
-import { blobNameFromLocation, cdmDataTypes, findEntity, parseModelJson } from './modelJson';
+import { blobNameFromLocation, cdmDataTypes, findEntity, MODEL_JSON_MAX_BYTES, parseModelJson } from './modelJson';
 import { csvFormatOf } from './partitionReader';
 
 export const partitionRefSchema = z.strictObject({
@@ -41,6 +41,24 @@ export interface ExportRefresh extends ExportLocation {
   segments: SegmentRefresh[];
 }
 
+/** Reads model.json into memory, but never more than MODEL_JSON_MAX_BYTES of it. */
+async function readCapped(container: ContainerClient, path: string): Promise<string> {
+  const download = await container.getBlobClient(path).download();
+  const tooLarge = () => new InvalidInputError(`${path} is larger than ${MODEL_JSON_MAX_BYTES / 1024 / 1024} MiB; refused`);
+  if ((download.contentLength ?? 0) > MODEL_JSON_MAX_BYTES) {
+    download.readableStreamBody?.destroy();
+    throw tooLarge();
+  }
+  const chunks: Buffer[] = [];
+  let bytes = 0;
+  for await (const chunk of download.readableStreamBody as AsyncIterable<Buffer>) {
+    bytes += chunk.length;
+    if (bytes > MODEL_JSON_MAX_BYTES) throw tooLarge();
+    chunks.push(chunk);
+  }
+  return Buffer.concat(chunks).toString('utf8');
+}
+
 /** Finds every `CustomerInsights_*` instance that has a model.json for this destination. */
 export async function discoverExports(container: ContainerClient, destination: DestinationConfig): Promise<ExportLocation[]> {
   const instances: string[] = [];
@@ -63,7 +81,7 @@ export async function resolveRefresh(container: ContainerClient, location: Expor
   const path = modelJsonPath(location);
   let text: string;
   try {
-    text = (await container.getBlobClient(path).downloadToBuffer()).toString('utf8');
+    text = await readCapped(container, path);
   } catch (error) {
     if ((error as { statusCode?: number }).statusCode === 404) throw new ExportNotReadyError(`${path} does not exist`);
     throw error;
@@ -80,7 +98,7 @@ export async function resolveRefresh(container: ContainerClient, location: Expor
     if (entity.partitions.length > 0) {
       partitions = await Promise.all(
         entity.partitions.map(async (p) => {
-          const blobName = blobNameFromLocation(p.location, container.containerName);
+          const blobName = blobNameFromLocation(p.location, container);
           return describePartition(container, blobName, csvFormatOf(p.fileFormatSettings, `${path} partition ${p.name ?? blobName}`), path);
         }),
       );

@@ -75,26 +75,78 @@ export function findEntity(model: ModelJson, table: string): CdmEntity | undefin
   return model.entities.find((e) => e.name === table) ?? model.entities.find((e) => e.name.toLowerCase() === table.toLowerCase());
 }
 
+function hasControlCharacter(text: string): boolean {
+  for (let i = 0; i < text.length; i++) if (text.charCodeAt(i) < 0x20) return true;
+  return false;
+}
+
+/** A model.json larger than this is refused before it is read into memory (a real one for 32 segments is a few MiB). */
+export const MODEL_JSON_MAX_BYTES = 16 * 1024 * 1024;
+const BLOB_NAME_MAX_CHARS = 1024;
+
+/** The export container, as its client knows it: `<scheme>://<host>/<container>` (Azurite: `/<account>/<container>`). */
+export interface ContainerAddress {
+  url: string;
+  containerName: string;
+}
+
+/** `<account>.dfs.core.windows.net` is the same account as `<account>.blob.core.windows.net` (CI may write either). */
+function sameAccountHost(a: string, b: string): boolean {
+  const blobHost = (host: string) => host.toLowerCase().replace(/\.dfs\.core\.windows\.net(:\d+)?$/, '.blob.core.windows.net$1');
+  return blobHost(a) === blobHost(b);
+}
+
 /**
  * model.json locations are full blob URIs (`https://acct.blob.core.windows.net/<container>/<path>`,
- * or Azurite's `http://127.0.0.1:10000/devstoreaccount1/<container>/<path>`). Returns the blob name
- * inside our export container.
+ * or Azurite's `http://127.0.0.1:10000/devstoreaccount1/<container>/<path>`). Answers the blob name
+ * inside the export container — and only there: a location on another account or in another
+ * container, or with a `.`/`..` segment (encoded or not), is refused, so a hostile model.json cannot
+ * make the connector read outside the export. A location without a scheme is a path inside the
+ * container.
  */
-export function blobNameFromLocation(location: string, container: string): string {
-  let path = location;
-  if (/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
-    path = new URL(location).pathname;
+export function blobNameFromLocation(location: string, container: ContainerAddress): string {
+  const refuse = (why: string) => new InvalidInputError(`partition location ${JSON.stringify(location.slice(0, 300))} ${why}`);
+  const absolute = /^[a-z][a-z0-9+.-]*:\/\//i.exec(location);
+  let rawPath = location;
+  if (absolute) {
+    let url: URL;
+    let home: URL;
+    try {
+      url = new URL(location);
+      home = new URL(container.url);
+    } catch {
+      throw refuse('is not a URL');
+    }
+    if (url.protocol !== home.protocol && !(url.protocol === 'https:' && home.protocol === 'http:')) throw refuse(`uses ${url.protocol}`);
+    if (!sameAccountHost(url.host, home.host)) throw refuse(`is not on the storage account of the export container (${home.host})`);
+    if (url.username || url.password || url.search || url.hash) throw refuse('carries credentials, a query or a fragment');
+    // The raw path, before URL normalization resolves dot segments away.
+    rawPath = location
+      .slice(absolute[0].length)
+      .replace(/^[^/]*/, '')
+      .replace(/[?#].*$/, '');
+    const homePath = home.pathname.replace(/\/+$/, '');
+    const accountPrefix = homePath.slice(0, homePath.length - container.containerName.length);
+    if (!rawPath.startsWith(`${accountPrefix}`)) throw refuse(`is not in the export container "${container.containerName}"`);
+    rawPath = rawPath.slice(accountPrefix.length);
   }
-  const segments = path
-    .split('/')
-    .filter(Boolean)
-    .map((s) => decodeURIComponent(s));
-  const at = segments.indexOf(container);
-  if (at >= 0) return segments.slice(at + 1).join('/');
-  // Exports copied between accounts keep their layout: the blob name starts at the instance folder.
-  const instance = segments.findIndex((s) => s.startsWith('CustomerInsights_'));
-  if (instance >= 0) return segments.slice(instance).join('/');
-  // A relative location (no container in it) is taken as a blob name as is.
-  if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) return segments.join('/');
-  throw new InvalidInputError(`partition location ${location} is not in the export container "${container}"`);
+  let segments: string[];
+  try {
+    segments = rawPath
+      .replace(/^\/+/, '')
+      .split('/')
+      .map((segment) => decodeURIComponent(segment));
+  } catch {
+    throw refuse('has a malformed %-escape');
+  }
+  if (absolute) {
+    if (segments[0] !== container.containerName) throw refuse(`is not in the export container "${container.containerName}"`);
+    segments = segments.slice(1);
+  }
+  if (segments.length === 0 || segments.some((s) => s === '' || s === '.' || s === '..' || /[\\/]/.test(s) || hasControlCharacter(s))) {
+    throw refuse('has an empty, "." or ".." segment, or a character a blob path cannot hold');
+  }
+  const blobName = segments.join('/');
+  if (blobName.length > BLOB_NAME_MAX_CHARS) throw refuse(`names a blob longer than ${BLOB_NAME_MAX_CHARS} characters`);
+  return blobName;
 }

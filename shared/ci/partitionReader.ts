@@ -29,6 +29,29 @@ function nodeEncoding(encoding: string | undefined, where: string): CsvEncoding 
   throw new InvalidInputError(`${where}: fileFormatSettings.encoding "${encoding}" is not supported (UTF-8, UTF-16LE, ISO-8859-1, ASCII)`);
 }
 
+/** The longest record a partition may hold, in characters. */
+export const MAX_RECORD_CHARS = 1024 * 1024;
+
+/**
+ * csv-parse's messages quote the offending value ("Invalid Opening Quote: … value is
+ * \"ana@example.com\""), so reasons are built from its error code and position, never its text.
+ */
+const CSV_ERRORS: Record<string, string> = {
+  CSV_INVALID_OPENING_QUOTE: 'a quote opens in the middle of a value',
+  CSV_INVALID_CLOSING_QUOTE: 'a quote closes a value before its end',
+  CSV_QUOTE_NOT_CLOSED: 'a quote is never closed',
+  CSV_RECORD_INCONSISTENT_FIELDS_LENGTH: 'wrong number of columns',
+  CSV_RECORD_INCONSISTENT_COLUMNS: 'wrong number of columns',
+  CSV_INVALID_ARGUMENT: 'unreadable record',
+  INVALID_OPENING_QUOTE: 'a quote opens in the middle of a value',
+};
+
+export function describeCsvError(error: { code?: string; lines?: number } | undefined): string {
+  const code = error?.code ?? 'CSV_ERROR';
+  const what = CSV_ERRORS[code] ?? 'unreadable record';
+  return `unreadable CSV: ${what} (${code}${error?.lines ? ` at line ${error.lines}` : ''})`;
+}
+
 export type PartitionRecord = { kind: 'row'; row: number; values: string[] } | { kind: 'invalid'; row: number; reason: string };
 
 export interface PartitionColumns {
@@ -48,10 +71,12 @@ export async function* readPartition(
   format: CsvFormat,
   attributes: CdmAttribute[],
   onColumns: (columns: PartitionColumns) => void,
+  where = 'partition',
 ): AsyncGenerator<PartitionRecord> {
   // A record the parser skips is reported with how many records it had emitted before it, so it
   // can be put back in its place in the sequence (no per-record callback: they halve the speed).
-  const skipped: { after: number; reason: string }[] = [];
+  const skipped: { after: number; line: number; reason: string }[] = [];
+  let fatal: InvalidInputError | undefined;
   const parser = parse({
     delimiter: format.delimiter,
     encoding: format.encoding,
@@ -59,8 +84,21 @@ export async function* readPartition(
     relax_column_count: true,
     skip_empty_lines: true,
     skip_records_with_error: true,
+    // An unclosed quote or a file in another encoding than declared must not buffer the whole partition.
+    max_record_size: MAX_RECORD_CHARS,
     on_skip: (error: CsvError | undefined) => {
-      skipped.push({ after: Number(error?.records ?? 0), reason: `unreadable CSV: ${error?.message ?? 'parse error'}` });
+      const line = Number(error?.lines ?? 0);
+      if (error?.code === 'CSV_MAX_RECORD_SIZE') {
+        // The parser cannot find the next record after this one: the rest of the partition is unreadable.
+        fatal ??= new InvalidInputError(
+          `${where}: the record at line ${line} is longer than ${MAX_RECORD_CHARS / 1024 / 1024} MiB (an unclosed quote, or an encoding other than the one declared); the partition cannot be read past it`,
+        );
+        parser.destroy(fatal);
+        return undefined;
+      }
+      // One broken line can raise several errors; it is one rejected row.
+      if (skipped.length && skipped[skipped.length - 1].line === line && line > 0) return undefined;
+      skipped.push({ after: Number(error?.records ?? 0), line, reason: describeCsvError(error) });
       return undefined;
     },
   } as unknown as Options);
@@ -73,7 +111,15 @@ export async function* readPartition(
   let emitted = 0;
   let row = 0;
 
-  for await (const values of parser as AsyncIterable<string[]>) {
+  const records = (async function* () {
+    try {
+      yield* parser as AsyncIterable<string[]>;
+    } catch (error) {
+      throw fatal ?? error;
+    }
+    if (fatal) throw fatal;
+  })();
+  for await (const values of records) {
     while (skipped.length && skipped[0].after <= emitted) yield { kind: 'invalid', row: ++row, reason: skipped.shift()!.reason };
     emitted += 1;
     if (headerPending) {

@@ -1,6 +1,12 @@
+import { isIPv4 } from 'node:net';
 import { InvalidInputError } from '../errors';
 
-const LOOPBACK_HOSTS = new Set(['localhost', '127.0.0.1', '[::1]', '::1']);
+/** Loopback by address, not by how the name starts: `127.evil.com` is a public host. */
+export function isLoopbackHost(hostname: string): boolean {
+  const host = hostname.toLowerCase();
+  if (host === 'localhost' || host === '[::1]' || host === '::1') return true;
+  return isIPv4(host) && host.startsWith('127.');
+}
 
 /**
  * Braze's REST endpoint as users copy it from the dashboard (`rest.iad-03.braze.com`) or as a URL.
@@ -19,7 +25,7 @@ export function parseBrazeEndpoint(raw: string, settingName = 'BRAZE_REST_ENDPOI
   if (url.protocol !== 'https:' && url.protocol !== 'http:') {
     throw new InvalidInputError(`${settingName}: must use https, got ${url.protocol}`);
   }
-  if (url.protocol === 'http:' && !LOOPBACK_HOSTS.has(url.hostname) && !url.hostname.startsWith('127.')) {
+  if (url.protocol === 'http:' && !isLoopbackHost(url.hostname)) {
     throw new InvalidInputError(`${settingName}: plain http is only allowed for loopback addresses, not ${url.hostname}`);
   }
   if (url.username || url.password) throw new InvalidInputError(`${settingName}: must not carry credentials`);

@@ -54,12 +54,13 @@ export async function enqueueRun(deps: ConnectorDeps, runId: string): Promise<Ru
     const destination = findDestination(deps.config, run.destination, run.instance);
     if (!destination) throw new InvalidInputError(`destination "${run.destination}" is no longer in the mapping config`);
     const totals = await holdingLease(deps, runId, owner, (signal) => diffAndEnqueue(deps, leased.run, destination, owner, signal));
-    const { run: enqueued, changed } = await deps.runs.update(runId, (current) =>
+    const { run: enqueued } = await deps.runs.update(runId, (current) =>
       current.leaseOwner === owner
         ? { ...totals, enqueueDone: true, enqueuedBy: owner, event: 'enqueueDone', leaseOwner: undefined, leaseUntil: undefined }
         : undefined,
     );
-    if (!changed) throw new LeaseLostError(`run ${runId}: lease lost just before the enqueue was recorded`);
+    // Not ours unless our write landed (a retried write whose first answer was lost finds it done already).
+    if (enqueued.enqueuedBy !== owner || !enqueued.enqueueDone) throw new LeaseLostError(`run ${runId}: lease lost just before the enqueue was recorded`);
     deps.log.info(
       `run ${runId}: read ${totals.rowsRead} rows; ${totals.usersEnqueued} profiles to send (${totals.exitsEnqueued} leaving), ${totals.rowsSkippedUnchanged} rows unchanged, ${totals.rowsRejectedInput} rejected; ${totals.batchesEnqueued} batches`,
     );

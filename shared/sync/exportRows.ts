@@ -50,7 +50,13 @@ async function* readRows<T>(
         throw error;
       }
       let map: ((values: string[]) => SourcedRow<T>['result']) | undefined;
-      for await (const record of readPartition(body, partition.format, segment.attributes, (columns) => (map = mapperFor(segment, columns)))) {
+      for await (const record of readPartition(
+        body,
+        partition.format,
+        segment.attributes,
+        (columns) => (map = mapperFor(segment, columns)),
+        partition.blobName,
+      )) {
         const result: SourcedRow<T>['result'] = record.kind === 'invalid' ? { ok: false, reason: record.reason } : map!(record.values);
         yield { segmentIndex, partitionIndex, row: record.row, result };
       }
