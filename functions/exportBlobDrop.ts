@@ -1,25 +1,22 @@
-import { app, type InvocationContext } from '@azure/functions';
+import { app, type EventGridEvent, type InvocationContext } from '@azure/functions';
+import { blobOfEvent } from '../shared/ci/blobEvents';
 import { requestSyncForBlob } from '../shared/sync/startSync';
 import { connector } from './connector';
 
 /**
- * A blob landed in the export container. The trigger's Buffer is ignored: the sync streams the
- * partitions itself, and only needs the blob's name to find its refresh.
+ * A blob landed in the export storage account (Event Grid, Microsoft.Storage.BlobCreated). Only the
+ * event is read, never the blob: partitions are often 100 MB and the sync streams what it needs.
  */
-export async function exportBlobDrop(_blob: unknown, context: InvocationContext): Promise<void> {
-  const blobName = String(context.triggerMetadata?.name ?? '');
-  if (!blobName) {
-    context.warn('blob event without a blob name; ignored');
+export async function exportBlobDrop(event: EventGridEvent, context: InvocationContext): Promise<void> {
+  const deps = connector();
+  const target = blobOfEvent(event, deps.storage.exportContainer);
+  if (target.kind === 'ignored') {
+    context.log(`event ${event.id ?? ''} ignored: ${target.reason}`);
     return;
   }
-  const outcome = await requestSyncForBlob(connector(), blobName);
-  for (const run of outcome.runs) context.log(`blob ${blobName}: run ${run.runId} ${run.created ? 'started' : 'already exists'}`);
-  for (const problem of outcome.problems) context.log(`blob ${blobName}: ${problem.error}`);
+  const outcome = await requestSyncForBlob(deps, target.blobName);
+  for (const run of outcome.runs) context.log(`blob ${target.blobName}: run ${run.runId} ${run.created ? 'started' : 'already exists'}`);
+  for (const problem of outcome.problems) context.log(`blob ${target.blobName}: ${problem.error}`);
 }
 
-app.storageBlob('exportBlobDrop', {
-  path: '%EXPORT_CONTAINER%/{name}',
-  connection: 'AzureWebJobsStorage',
-  source: 'EventGrid',
-  handler: exportBlobDrop,
-});
+app.eventGrid('exportBlobDrop', { handler: exportBlobDrop });

@@ -10,6 +10,7 @@ import { rejectsReportName } from '../shared/runs/runBlobs';
 import { consoleLogger, type Logger } from '../shared/log';
 import { syncTimer } from '../functions/syncTimer';
 import { exportBlobDrop } from '../functions/exportBlobDrop';
+import { blobCreatedEvent } from './blobEvents';
 import { startAzurite, type AzuriteInstance } from './azurite';
 import { BrazeServer } from './brazeServer';
 import { LocalFunctionApp, PROJECT_ROOT, readConfigFile, uploadExportDir } from './stack';
@@ -149,7 +150,9 @@ async function fire(app: LocalFunctionApp, trigger: string, uploaded: string[], 
   }
   if (trigger === 'blob') {
     // Event Grid fires once per blob, in the order CI writes them; overlapping events meet on one run.
-    for (const blobName of uploaded) await exportBlobDrop(Buffer.alloc(0), context('exportBlobDrop', { name: blobName }));
+    for (const blobName of uploaded) {
+      await exportBlobDrop(await blobCreatedEvent(app.deps.storage.exportContainer, blobName), context('exportBlobDrop'));
+    }
   } else {
     if (force) throw new InvalidInputError('--force goes with --trigger http');
     await syncTimer({ isPastDue: false, schedule: { adjustForDST: false }, scheduleStatus: { last: '', next: '', lastUpdated: '' } }, context('syncTimer'));

@@ -70,7 +70,11 @@ export class RateLimitPacer {
         const now = this.options.clock.now();
         // Answers still in flight may show more budget than assumed: only give up on what the last answers said.
         if (now + wait > deadlineMs && this.inFlight === 0) {
-          throw new BrazeRetryableError(`Braze's rate limit leaves no request before this invocation's budget ends (next in ${Math.ceil(wait)} ms)`, 429, now + wait);
+          throw new BrazeRetryableError(
+            `Braze's rate limit leaves no request before this invocation's budget ends (next in ${Math.ceil(wait)} ms)`,
+            429,
+            now + wait,
+          );
         }
         await this.options.clock.sleep(Math.min(wait, MAX_PACING_STEP_MS));
       }

@@ -9,7 +9,10 @@ export interface AttemptResult {
 }
 
 export interface RetryContext {
-  /** Retries already made (0 on the first failure). */
+  /**
+   * Retries already made for failures of this kind (0 on the first): 429s and transient failures
+   * are counted apart, so a burst of throttling neither uses up nor grows the backoff.
+   */
   retryCount: number;
   result: AttemptResult;
   nowMs: number;
@@ -27,7 +30,7 @@ export interface BackoffOptions {
   random?: () => number;
 }
 
-/** 429: trust the server's own delay; never count it against the backoff budget's growth. */
+/** 429: wait for the server's own reset (or the fallback delay without one); counted apart from transient failures. */
 export function throttlingStrategy(options: { maxRetries: number; fallbackDelayMs: number }): RetryStrategy {
   return ({ result, retryCount, nowMs }) => {
     if (result.status !== 429) return { kind: 'skip' };
@@ -73,12 +76,15 @@ export interface RetryLoopOptions<T> {
  * holding an instance.
  */
 export async function retryLoop<T>(options: RetryLoopOptions<T>): Promise<T> {
-  for (let retryCount = 0; ; retryCount++) {
+  const retries = { throttled: 0, transient: 0 };
+  for (;;) {
     const { result, value } = await options.attempt();
     const failed =
       result.transportError !== undefined || (result.status !== undefined && (result.status === 429 || result.status === 408 || result.status >= 500));
     if (!failed) return value;
     const nowMs = options.now();
+    const kind = result.status === 429 ? 'throttled' : 'transient';
+    const retryCount = retries[kind];
     let decision: RetryDecision = { kind: 'skip' };
     for (const strategy of options.strategies) {
       decision = strategy({ retryCount, result, nowMs });
@@ -96,6 +102,7 @@ export async function retryLoop<T>(options: RetryLoopOptions<T>): Promise<T> {
       );
     }
     options.onRetry?.({ retryCount, delayMs: decision.delayMs, result });
+    retries[kind] += 1;
     await options.sleep(decision.delayMs);
   }
 }

@@ -91,7 +91,7 @@ export interface ContainerAddress {
 }
 
 /** `<account>.dfs.core.windows.net` is the same account as `<account>.blob.core.windows.net` (CI may write either). */
-function sameAccountHost(a: string, b: string): boolean {
+export function sameAccountHost(a: string, b: string): boolean {
   const blobHost = (host: string) => host.toLowerCase().replace(/\.dfs\.core\.windows\.net(:\d+)?$/, '.blob.core.windows.net$1');
   return blobHost(a) === blobHost(b);
 }

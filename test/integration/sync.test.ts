@@ -3,6 +3,7 @@ import { syncHttp, syncHttpOptions } from '../../functions/syncHttp';
 import { runStatus, runStatusOptions } from '../../functions/runStatus';
 import { runResumeOptions } from '../../functions/runResume';
 import { exportBlobDrop } from '../../functions/exportBlobDrop';
+import { blobCreatedEvent } from '../../local/blobEvents';
 import { syncTimer } from '../../functions/syncTimer';
 import { rejectsReportName } from '../../shared/runs/runBlobs';
 import { rowsAccountedFor, type RunRecord } from '../../shared/runs/runRecord';
@@ -65,6 +66,12 @@ async function readBlob(stack: TestStack, name: string): Promise<string> {
   return (await stack.app.deps.storage.stateContainer.getBlobClient(name).downloadToBuffer()).toString('utf8');
 }
 
+let currentStack: TestStack | undefined;
+/** The BlobCreated event Event Grid would deliver for a blob of the export container. */
+function blobEvent(name: string) {
+  return blobCreatedEvent(currentStack!.app.deps.storage.exportContainer, name);
+}
+
 describe('a Customer Insights export synced end to end (Azurite + local Braze)', () => {
   let azurite: AzuriteInstance;
   let stack: TestStack;
@@ -88,6 +95,7 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
       env: { EXPORT_CONTAINER: `ci-${suffix}`, STATE_CONTAINER: `state-${suffix}`, RUNS_TABLE: `runs${suffix}`, ...options.env },
     });
     await clearQueues(stack);
+    currentStack = stack;
     return stack;
   }
 
@@ -148,7 +156,7 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
       syncTimer(timerTick, context()),
       http,
       syncTimer(timerTick, context()),
-      ...[...partitionNames, modelJsonPath].map((name) => exportBlobDrop(Buffer.alloc(0), context({ name }))),
+      ...[...partitionNames, modelJsonPath].map(async (name) => exportBlobDrop(await blobEvent(name), context())),
     ]);
     const runs = await stack.app.deps.runs.listRuns();
     expect(runs).toHaveLength(1);
@@ -258,18 +266,42 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
     // A partition listed in model.json is missing (CI still writing): no run yet, and no error.
     const partition = await container.getBlobClient(partitionNames[1]).downloadToBuffer();
     await container.getBlobClient(partitionNames[1]).delete();
-    await exportBlobDrop(Buffer.alloc(0), context({ name: modelJsonPath }));
+    await exportBlobDrop(await blobEvent(modelJsonPath), context());
     expect(await stack.app.deps.runs.listRuns()).toHaveLength(0);
     // The partition lands; its blob event starts the run.
     await container.getBlockBlobClient(partitionNames[1]).upload(partition, partition.length);
-    await exportBlobDrop(Buffer.alloc(0), context({ name: partitionNames[1] }));
+    await exportBlobDrop(await blobEvent(partitionNames[1]), context());
     const runs = await stack.app.deps.runs.listRuns();
     expect(runs).toHaveLength(1);
     expect(runs[0].trigger).toBe('blob');
     const [run] = await runToEnd(stack, [runs[0].runId]);
     expect(run.status).toBe('completed');
     // Blobs outside any configured destination are ignored.
-    await exportBlobDrop(Buffer.alloc(0), context({ name: 'CustomerInsights_x/Other/model.json' }));
+    await container.getBlockBlobClient('CustomerInsights_x/Other/model.json').upload('{}', 2);
+    await exportBlobDrop(await blobEvent('CustomerInsights_x/Other/model.json'), context());
+    expect(await stack.app.deps.runs.listRuns()).toHaveLength(1);
+  });
+
+  it('takes only BlobCreated events of the export container on the export account, and never reads the blob from the event', async () => {
+    await freshStack();
+    const { modelJsonPath } = await writeStandardExport(stack);
+    const real = await blobEvent(modelJsonPath);
+    const lines: string[] = [];
+    const ctx = new InvocationContext({ functionName: 'exportBlobDrop', invocationId: 'e', logHandler: (_level, ...args) => lines.push(args.join(' ')) });
+    const url = real.data!.url as string;
+    const ignored = [
+      { ...real, eventType: 'Microsoft.Storage.BlobDeleted' },
+      { ...real, subject: real.subject.replace(stack.app.deps.storage.exportContainer.containerName, 'another-container') },
+      { ...real, data: { ...real.data, url: url.replace('127.0.0.1', 'elsewhere.blob.core.windows.net') } },
+      { ...real, data: { ...real.data, api: 'CreateFile' } },
+      { ...real, subject: '/blobServices/default/containers' },
+    ];
+    for (const event of ignored) await exportBlobDrop(event, ctx);
+    expect(await stack.app.deps.runs.listRuns()).toHaveLength(0);
+    expect(lines.filter((l) => / ignored: /.test(l))).toHaveLength(ignored.length);
+    // A CloudEvent says the same in other words.
+    const { eventType: _type, ...rest } = real;
+    await exportBlobDrop({ ...rest, type: 'Microsoft.Storage.BlobCreated' } as unknown as typeof real, ctx);
     expect(await stack.app.deps.runs.listRuns()).toHaveLength(1);
   });
 

@@ -74,13 +74,13 @@ describe('the retry loop (fake timers)', () => {
     expect(script.calls).toBe(1);
     await jest.advanceTimersByTimeAsync(1);
     expect(script.calls).toBe(2);
-    // The second failure is retry #1 of the loop: 100 ms × 2^1.
-    await jest.advanceTimersByTimeAsync(199);
+    // The 503 is the first transient failure: the 429 before it does not grow the backoff (100 ms × 2^0).
+    await jest.advanceTimersByTimeAsync(99);
     expect(script.calls).toBe(2);
     await jest.advanceTimersByTimeAsync(1);
     await expect(done).resolves.toBe(201);
     expect(script.calls).toBe(3);
-    expect(Date.now() - start).toBe(2_200);
+    expect(Date.now() - start).toBe(2_100);
   });
 
   it('gives up after maxRetries with a retryable error', async () => {
