@@ -9,9 +9,14 @@ export async function syncTimer(timer: Timer, context: InvocationContext): Promi
   const outcome = await requestSync(deps, { trigger: 'timer' });
   const swept = await sweepRuns(deps);
   context.log(
-    `timer: ${outcome.runs.filter((r) => r.created).length} new runs, ${outcome.runs.filter((r) => !r.created).length} refreshes already synced or syncing, ${outcome.problems.length} problems; swept ${swept.restarted.length + swept.finalizing.length} stuck runs`,
+    `timer: ${outcome.runs.filter((r) => r.created).length} new runs, ${outcome.runs.filter((r) => !r.created).length} refreshes already synced or syncing, ${outcome.problems.length} problems; restarted ${swept.restarted.length} and finalized ${swept.finalizing.length} runs a crash left behind`,
   );
   for (const problem of outcome.problems) context.warn(`${problem.instance ?? ''}/${problem.destination}: ${problem.error}`);
+  for (const stalled of swept.stalled) {
+    context.warn(
+      `run ${stalled.runId} stalled: no batch ended for ${stalled.quietMinutes} minutes; POST /api/runs/${stalled.runId}/resume, or a newer refresh supersedes it`,
+    );
+  }
 }
 
 app.timer('syncTimer', {

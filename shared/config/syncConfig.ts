@@ -3,6 +3,7 @@ import { z } from 'zod';
 import { InvalidInputError } from '../errors';
 import { formatIssues } from './settings';
 import { BRAZE_MAX_STRING_LENGTH } from '../braze/constants';
+import { NOT_ATTRIBUTE_FIELDS } from '../mapping/profileIdentity';
 
 /** Braze custom attribute names: non-empty, ≤255 characters, not starting with `$` (reserved). */
 const brazeAttributeName = z
@@ -73,7 +74,7 @@ const destinationSchema = z
       if (attributes.has(brazeName)) {
         ctx.addIssue({ code: 'custom', path: ['fields', column], message: `"${brazeName}" is also a segment attribute` });
       }
-      if (['external_id', 'user_alias', 'braze_id', '_update_existing_only'].includes(brazeName)) {
+      if (NOT_ATTRIBUTE_FIELDS.includes(brazeName)) {
         ctx.addIssue({ code: 'custom', path: ['fields', column], message: `"${brazeName}" is an identifier, not an attribute; use matching` });
       }
     }

@@ -5,12 +5,9 @@ import type { JsonValue } from '../ci/dataTypes';
  * in its state, and what counts as a data point.
  */
 
-/** The identifiers of a /users/track object; an object carries exactly one. */
-export const BRAZE_IDENTIFIER_FIELDS = ['external_id', 'user_alias', 'braze_id', 'email', 'phone'] as const;
-
 /**
- * Fields that are never attributes. `email` and `phone` are both: an identifier when nothing else
- * identifies the object, an attribute beside an external_id or alias.
+ * Fields of a /users/track object that are never attributes. `email` and `phone` are both: the
+ * identifier when nothing else identifies the object, an attribute beside an external_id or alias.
  */
 export const NOT_ATTRIBUTE_FIELDS: readonly string[] = ['external_id', 'user_alias', 'braze_id', '_update_existing_only'];
 

@@ -143,9 +143,9 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
   const sources = await sourceNames(deps, run);
   const leaverValue = destination.leaverValue;
 
-  const startedMs = Date.now();
+  const startedMs = deps.clock.now();
   const phases: string[] = [];
-  const phaseDone = (name: string) => phases.push(`${name} ${((Date.now() - startedMs) / 1000).toFixed(1)} s`);
+  const phaseDone = (name: string) => phases.push(`${name} ${((deps.clock.now() - startedMs) / 1000).toFixed(1)} s`);
   const pointer = await deps.destinations.statePointer(run.modelJsonPath);
   const index = new ProfileIndex((pointer?.profiles ?? 0) + 1024);
   if (pointer) {
