@@ -2,7 +2,8 @@ import { odata, type TableClient, type TransactionAction } from '@azure/data-tab
 import type { Clock } from '../braze/clock';
 import { isClosed, parseBatchRecord, type BatchRecord } from '../batches/batchRecord';
 import { retryOnConflict } from '../storage/etagRetry';
-import { isConflict, isNotFound } from '../storage/storageErrors';
+import { isConflict } from '../storage/storageErrors';
+import { readEntity } from '../storage/tableEntities';
 import {
   addOutcome,
   BATCH_ROW_PREFIX,
@@ -32,13 +33,8 @@ export class BatchLedger {
   ) {}
 
   async read(runId: string, batchId: string): Promise<StoredBatch | undefined> {
-    try {
-      const entity = await this.table.getEntity<Record<string, unknown>>(shardPartition(runId, batchId), batchRow(batchId));
-      return { record: parseBatchRecord(entity, `batch ${batchId} of run ${runId}`), etag: entity.etag };
-    } catch (error) {
-      if (isNotFound(error)) return undefined;
-      throw error;
-    }
+    const entity = await readEntity<Record<string, unknown>>(this.table, shardPartition(runId, batchId), batchRow(batchId));
+    return entity && { record: parseBatchRecord(entity, `batch ${batchId} of run ${runId}`), etag: entity.etag };
   }
 
   /**
@@ -78,10 +74,7 @@ export class BatchLedger {
     return retryOnConflict(
       `run ${runId} counters`,
       async () => {
-        const counters = await this.table.getEntity<Record<string, unknown>>(partitionKey, COUNTERS_ROW).catch((error: unknown) => {
-          if (isNotFound(error)) return undefined;
-          throw error;
-        });
+        const counters = await readEntity<Record<string, unknown>>(this.table, partitionKey, COUNTERS_ROW);
         const sum = addOutcome(counters ? outcomeOf(counters) : emptyOutcome(), delta, 1);
         const countersEntity = { partitionKey, rowKey: COUNTERS_ROW, ...outcomeProperties(sum), progressAt: new Date(this.clock.now()).toISOString() };
         const actions: TransactionAction[] = [

@@ -3,6 +3,7 @@ import type { TableClient } from '@azure/data-tables';
 import type { Clock } from '../braze/clock';
 import { retryOnConflict } from '../storage/etagRetry';
 import { isConflict, isNotFound } from '../storage/storageErrors';
+import { readEntity } from '../storage/tableEntities';
 
 const LOCK_PARTITION = 'destination-locks';
 const STATE_PARTITION = 'delivered-state';
@@ -32,13 +33,8 @@ export class DestinationStore {
 
   /** The run that currently owns a destination, if any. */
   async activeRun(modelJsonPath: string): Promise<{ runId: string; etag?: string } | undefined> {
-    try {
-      const lock = await this.table.getEntity<{ runId: string }>(LOCK_PARTITION, destinationRow(modelJsonPath));
-      return { runId: lock.runId, etag: lock.etag };
-    } catch (error) {
-      if (isNotFound(error)) return undefined;
-      throw error;
-    }
+    const lock = await readEntity<{ runId: string }>(this.table, LOCK_PARTITION, destinationRow(modelJsonPath));
+    return lock && { runId: lock.runId, etag: lock.etag };
   }
 
   /** Takes the destination for a run, replacing the lock it saw (if any); false when another write got there first. */
@@ -65,13 +61,10 @@ export class DestinationStore {
   }
 
   async statePointer(modelJsonPath: string): Promise<StatePointer | undefined> {
-    try {
-      const entity = await this.table.getEntity<Omit<StatePointer, 'etag'>>(STATE_PARTITION, destinationRow(modelJsonPath));
-      return { blobName: entity.blobName, runId: entity.runId, runCreatedAt: entity.runCreatedAt, profiles: Number(entity.profiles), etag: entity.etag };
-    } catch (error) {
-      if (isNotFound(error)) return undefined;
-      throw error;
-    }
+    const entity = await readEntity<Omit<StatePointer, 'etag'>>(this.table, STATE_PARTITION, destinationRow(modelJsonPath));
+    return (
+      entity && { blobName: entity.blobName, runId: entity.runId, runCreatedAt: entity.runCreatedAt, profiles: Number(entity.profiles), etag: entity.etag }
+    );
   }
 
   /**

@@ -2,7 +2,8 @@ import { createHash } from 'node:crypto';
 import { odata, type TableClient, type TableEntity } from '@azure/data-tables';
 import type { Clock } from '../braze/clock';
 import { retryOnConflict } from '../storage/etagRetry';
-import { isConflict, isNotFound } from '../storage/storageErrors';
+import { isConflict } from '../storage/storageErrors';
+import { readEntity } from '../storage/tableEntities';
 import { runRecordSchema, statusAfter, type RunEvent, type RunRecord } from './runRecord';
 import {
   addOutcome,
@@ -96,10 +97,7 @@ export class RunStore {
     await retryOnConflict(
       `run ${runId} counters`,
       async () => {
-        const current = await this.table.getEntity<Record<string, unknown>>(runId, COUNTERS_ROW).catch((error: unknown) => {
-          if (isNotFound(error)) return undefined;
-          throw error;
-        });
+        const current = await readEntity<Record<string, unknown>>(this.table, runId, COUNTERS_ROW);
         const next = addOutcome(current ? outcomeOf(current) : emptyOutcome(), adjustment, 1);
         const entity = { partitionKey: runId, rowKey: COUNTERS_ROW, ...outcomeProperties(next), progressAt: new Date(this.clock.now()).toISOString() };
         if (current) await this.table.updateEntity(entity, 'Replace', { etag: current.etag });

@@ -76,7 +76,8 @@ export class BlobLineWriter {
   /** Gives up the blob: nothing is committed. */
   async abort(reason: unknown = new Error('writer aborted')): Promise<void> {
     this.abortUpload(reason);
-    this.stream.destroy();
+    // With an error, so the upload's reader stops waiting for the rest of the stream.
+    this.stream.destroy(reason instanceof Error ? reason : new Error(String(reason)));
     await this.upload.catch(() => undefined);
   }
 }

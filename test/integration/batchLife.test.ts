@@ -1,32 +1,9 @@
 import { deliverBatch } from '../../shared/sync/deliverBatch';
 import { handlePoisonBatch } from '../../shared/sync/poisonBatch';
-import { rowsAccountedFor, type RunRecord } from '../../shared/runs/runRecord';
 import { requestSync } from '../../shared/sync/startSync';
-import type { BrazeServer } from '../../local/brazeServer';
 import { startTestStack, type TestStack } from '../helpers/testStack';
 import { expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
-
-function brazeMismatches(braze: BrazeServer, expected: Map<string, Record<string, unknown>>): string[] {
-  const out: string[] = [];
-  const norm = (o: Record<string, unknown> | undefined) => o && JSON.stringify(Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b))));
-  for (const [key, profile] of expected) if (norm(braze.profile(key)) !== norm(profile)) out.push(`${key}: ${norm(braze.profile(key))} ≠ ${norm(profile)}`);
-  if (braze.profiles.size !== expected.size) out.push(`Braze holds ${braze.profiles.size} profiles, expected ${expected.size}`);
-  return out;
-}
-
-function expectExactCounts(run: RunRecord) {
-  expect(rowsAccountedFor(run)).toBe(run.rowsRead);
-  expect(run.usersDelivered + run.usersRejected + run.usersFailed).toBe(run.usersEnqueued);
-  expect(run.rowsEnqueued).toBe(run.rowsDelivered + run.rowsRejectedBraze + run.rowsFailed);
-}
-
-async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}
+import { brazeMismatches, expectExactCounts, waitFor } from '../helpers/expectations';
 
 /** Every blob under the run's folder, to show what a delivery wrote. */
 async function runBlobs(stack: TestStack, runId: string): Promise<string[]> {

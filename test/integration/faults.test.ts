@@ -3,29 +3,15 @@ import path from 'node:path';
 import { HttpRequest, InvocationContext } from '@azure/functions';
 import { runResume } from '../../functions/runResume';
 import { runStatus } from '../../functions/runStatus';
-import { rowsAccountedFor, type RunRecord } from '../../shared/runs/runRecord';
 import { requestSync } from '../../shared/sync/startSync';
 import { startAzurite } from '../../local/azurite';
 import { BrazeServer } from '../../local/brazeServer';
 import { LocalFunctionApp } from '../../local/stack';
 import { startTestStack, TEST_API_KEY, testConfig, RecordingLogger, type TestStack } from '../helpers/testStack';
 import { customerId, expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
+import { brazeMismatches, expectExactCounts, waitFor } from '../helpers/expectations';
 
 const context = () => new InvocationContext({ functionName: 'test', invocationId: 'test', logHandler: () => undefined });
-
-function brazeMismatches(braze: BrazeServer, expected: Map<string, Record<string, unknown>>): string[] {
-  const out: string[] = [];
-  const norm = (o: Record<string, unknown> | undefined) => o && JSON.stringify(Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b))));
-  for (const [key, profile] of expected) if (norm(braze.profile(key)) !== norm(profile)) out.push(`${key}: ${norm(braze.profile(key))} ≠ ${norm(profile)}`);
-  if (braze.profiles.size !== expected.size) out.push(`Braze holds ${braze.profiles.size} profiles, expected ${expected.size}`);
-  return out;
-}
-
-function expectCountsAddUp(run: RunRecord) {
-  expect(rowsAccountedFor(run)).toBe(run.rowsRead);
-  expect(run.usersDelivered + run.usersRejected + run.usersFailed).toBe(run.usersEnqueued);
-  expect(run.rowsEnqueued).toBe(run.rowsDelivered + run.rowsRejectedBraze + run.rowsFailed);
-}
 
 async function startRun(stack: { app: LocalFunctionApp }): Promise<string> {
   const outcome = await requestSync(stack.app.deps, { trigger: 'http' });
@@ -67,7 +53,7 @@ describe('delivery under Braze faults', () => {
     expect(run.status).toBe('completed');
     expect(run.usersFailed).toBe(0);
     expect(run.usersRejected).toBe(10);
-    expectCountsAddUp(run);
+    expectExactCounts(run);
     expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
     const seen = stack.braze.stats.byStatus;
     expect(seen[500]).toBeGreaterThan(0);
@@ -144,7 +130,7 @@ describe('delivery under Braze faults', () => {
     const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 60_000 });
     expect(run.status).toBe('completed');
     expect(run.usersDelivered).toBe(3000);
-    expectCountsAddUp(run);
+    expectExactCounts(run);
     expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
   });
 
@@ -173,7 +159,7 @@ describe('delivery under Braze faults', () => {
     const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 30_000 });
     expect(run.status).toBe('completed');
     expect(run.usersDelivered).toBe(400);
-    expectCountsAddUp(run);
+    expectExactCounts(run);
     expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
   });
 
@@ -195,7 +181,7 @@ describe('delivery under Braze faults', () => {
     expect(failed.status).toBe('completed');
     expect(failed.usersFailed).toBe(10);
     expect(failed.rowsFailed).toBe(failed.rowsRead);
-    expectCountsAddUp(failed);
+    expectExactCounts(failed);
 
     stack.app.hosts[1].start();
     const resumed = await runResume(new HttpRequest({ method: 'POST', url: 'http://localhost/api/runs/x/resume', params: { id: runId } }), context());
@@ -203,7 +189,7 @@ describe('delivery under Braze faults', () => {
     await waitFor(async () => (await stack!.app.deps.runs.get(runId))!.usersDelivered === 10);
     const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 30_000 });
     expect(run.usersFailed).toBe(0);
-    expectCountsAddUp(run);
+    expectExactCounts(run);
     expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
   });
 
@@ -250,7 +236,7 @@ describe('delivery under Braze faults', () => {
       const [run] = await observer.waitForRuns([runId], { timeoutMs: 90_000 });
       expect(run.status).toBe('completed');
       expect(run.usersDelivered).toBe(4000);
-      expectCountsAddUp(run);
+      expectExactCounts(run);
       expect(brazeMismatches(braze, expectedBraze([profiles]))).toEqual([]);
     } finally {
       for (const w of workers) w.kill('SIGKILL');
@@ -259,11 +245,3 @@ describe('delivery under Braze faults', () => {
     }
   }, 120_000);
 });
-
-async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}

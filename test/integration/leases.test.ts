@@ -8,14 +8,7 @@ import { holdingLease } from '../../shared/sync/lease';
 import { requestSync } from '../../shared/sync/startSync';
 import { startTestStack, type TestStack } from '../helpers/testStack';
 import { makeProfiles, writeRefresh } from '../helpers/profileModel';
-
-async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs = 30_000, everyMs = 20): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
+import { waitFor } from '../helpers/expectations';
 
 describe('writers and leases fail loudly', () => {
   let stack: TestStack | undefined;
@@ -37,18 +30,24 @@ describe('writers and leases fail loudly', () => {
   });
 
   it('an enqueuer whose lease is taken over stops, and commits nothing of its own', async () => {
-    stack = await startTestStack({ env: { ENQUEUE_LEASE_MS: '600' } });
+    stack = await startTestStack({ env: { ENQUEUE_LEASE_MS: '1500' } });
     const deps = stack.app.deps;
     await writeRefresh(deps.storage.exportContainer, makeProfiles(1, 30_000).values(), '2026/11/28/0600', 4);
     await stack.app.hosts[0].stop();
     await stack.app.hosts[1].stop();
     const { runs } = await requestSync(deps, { trigger: 'http' });
     const runId = runs[0].runId;
-    const enqueuing = enqueueRun(deps, runId);
+    const enqueuing = enqueueRun(deps, runId).then(
+      () => 'finished',
+      (error: unknown) => error,
+    );
     await waitFor(async () => (await deps.runs.get(runId))!.status === 'enqueuing');
     // Another worker decided this one was dead and took the run.
     await deps.runs.update(runId, () => ({ leaseOwner: '0123456789ab', leaseUntil: new Date(Date.now() + 60_000).toISOString() }));
-    await expect(enqueuing).rejects.toBeInstanceOf(LeaseLostError);
+    const stopped = await enqueuing;
+    expect(stopped).toBeInstanceOf(LeaseLostError);
+    // Lost to the new holder, or, on a loaded machine, to a renewal that came too late: it stops either way.
+    expect((stopped as Error).message).toMatch(/lease (lost \(another worker holds it\)|ran out)/);
     const run = (await deps.runs.get(runId))!;
     expect(run).toMatchObject({ enqueueDone: false, leaseOwner: '0123456789ab', usersEnqueued: 0 });
     const blobs: string[] = [];

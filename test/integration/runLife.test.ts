@@ -2,7 +2,6 @@ import { HttpRequest, InvocationContext } from '@azure/functions';
 import { runResume } from '../../functions/runResume';
 import { runStatus } from '../../functions/runStatus';
 import { BrazeAuthError } from '../../shared/errors';
-import { rowsAccountedFor, type RunRecord } from '../../shared/runs/runRecord';
 import { deliverBatch } from '../../shared/sync/deliverBatch';
 import { handlePoisonBatch } from '../../shared/sync/poisonBatch';
 import { haltRun } from '../../shared/sync/runEvents';
@@ -11,24 +10,12 @@ import { sweepRuns } from '../../shared/sync/sweepRuns';
 import type { ConnectorDeps } from '../../shared/sync/deps';
 import { startTestStack, type TestStack } from '../helpers/testStack';
 import { expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
+import { expectExactCounts, waitFor } from '../helpers/expectations';
 
 const context = () => new InvocationContext({ functionName: 'test', invocationId: 'test', logHandler: () => undefined });
 const resume = (runId: string) =>
   runResume(new HttpRequest({ method: 'POST', url: `http://localhost/api/runs/${runId}/resume`, params: { id: runId } }), context());
 const status = (runId: string) => runStatus(new HttpRequest({ method: 'GET', url: `http://localhost/api/runs/${runId}`, params: { id: runId } }), context());
-
-function expectExactCounts(run: RunRecord) {
-  expect(rowsAccountedFor(run)).toBe(run.rowsRead);
-  expect(run.usersDelivered + run.usersRejected + run.usersFailed).toBe(run.usersEnqueued);
-}
-
-async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs = 30_000, everyMs = 50): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, everyMs));
-  }
-}
 
 /** The same connector, seen from later: the sweep's clock runs ahead. */
 function later(deps: ConnectorDeps, minutes: number): ConnectorDeps {

@@ -3,6 +3,7 @@ import { sweepRuns } from '../../shared/sync/sweepRuns';
 import { rowsAccountedFor } from '../../shared/runs/runRecord';
 import { startTestStack, type TestStack } from '../helpers/testStack';
 import { expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
+import { waitFor } from '../helpers/expectations';
 
 describe('the timer sweep picks up runs a crash left behind', () => {
   let stack: TestStack;
@@ -48,11 +49,3 @@ describe('the timer sweep picks up runs a crash left behind', () => {
     expect(run.finishedAt).toBeDefined();
   });
 });
-
-async function waitFor(check: () => Promise<boolean>, timeoutMs = 30_000): Promise<void> {
-  const deadline = Date.now() + timeoutMs;
-  while (!(await check())) {
-    if (Date.now() > deadline) throw new Error('condition not reached in time');
-    await new Promise((r) => setTimeout(r, 50));
-  }
-}

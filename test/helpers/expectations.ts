@@ -1,0 +1,26 @@
+import type { BrazeServer } from '../../local/brazeServer';
+import { rowsAccountedFor, type RunRecord } from '../../shared/runs/runRecord';
+
+/** Profiles where Braze differs from what it must hold, each as one readable line; empty when equal. */
+export function brazeMismatches(braze: BrazeServer, expected: Map<string, Record<string, unknown>>): string[] {
+  const out: string[] = [];
+  const norm = (o: Record<string, unknown> | undefined) => o && JSON.stringify(Object.fromEntries(Object.entries(o).sort(([a], [b]) => a.localeCompare(b))));
+  for (const [key, profile] of expected) if (norm(braze.profile(key)) !== norm(profile)) out.push(`${key}: ${norm(braze.profile(key))} ≠ ${norm(profile)}`);
+  if (braze.profiles.size !== expected.size) out.push(`Braze holds ${braze.profiles.size} profiles, expected ${expected.size}`);
+  return out;
+}
+
+/** Every row and every enqueued profile has exactly one ending. */
+export function expectExactCounts(run: RunRecord): void {
+  expect(rowsAccountedFor(run)).toBe(run.rowsRead);
+  expect(run.usersDelivered + run.usersRejected + run.usersFailed).toBe(run.usersEnqueued);
+  expect(run.rowsEnqueued).toBe(run.rowsDelivered + run.rowsRejectedBraze + run.rowsFailed);
+}
+
+export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs = 30_000, everyMs = 50): Promise<void> {
+  const deadline = Date.now() + timeoutMs;
+  while (!(await check())) {
+    if (Date.now() > deadline) throw new Error('condition not reached in time');
+    await new Promise((r) => setTimeout(r, everyMs));
+  }
+}
