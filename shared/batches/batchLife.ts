@@ -4,6 +4,7 @@ import { decodeBatchMessage, encodeMessage, type BrazeBatchMessage } from '../qu
 import { writeRejectsPart } from '../runs/rejectsReport';
 import { batchRejectsPartName, handoffBlobName, newToken, parkedBlobName, unreadableBlobName } from '../runs/runBlobs';
 import type { StoredBatch } from '../runs/batchLedger';
+import { isTerminal } from '../runs/runRecord';
 import { emptyOutcome } from '../runs/runTable';
 import { writeUndelivered } from '../state/deliveredState';
 import { sendToQueue } from '../storage/queueSend';
@@ -131,7 +132,14 @@ export async function finishHandoff(deps: ConnectorDeps, runId: string, batchId:
   const handoff = stored.record.handoff;
   if (!handoff) throw new Error(`batch ${batchId} of run ${runId} is handing off without a hand-off record`);
   const child = await readChild(deps, runId, batchId, stored.record.owner);
-  if (!child) throw new Error(`batch ${batchId} of run ${runId}: the child batch ${handoff.childBatchId} it hands off to is missing`);
+  if (!child) {
+    // Only a run that ended (superseded, failed) has its working blobs removed while batches are on their way.
+    const run = await deps.runs.get(runId);
+    if (!run || !isTerminal(run.status))
+      throw new Error(`batch ${batchId} of run ${runId}: the child batch ${handoff.childBatchId} it hands off to is missing`);
+    await move(deps, runId, batchId, stored, { ...stored.record, state: 'settled' });
+    return;
+  }
   if (handoff.kind === 'defer') {
     const dueMs = handoff.dueAt ? Date.parse(handoff.dueAt) : deps.clock.now();
     await sendToQueue(deps.storage.batchQueue, encodeMessage(child), dueMs - deps.clock.now());

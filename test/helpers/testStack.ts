@@ -100,3 +100,20 @@ export async function startTestStack(
     },
   };
 }
+
+/**
+ * A stack on an Azurite shared by a test file: a fresh container, table and state container per
+ * test, and the (fixed-name) queues emptied, keep the tests apart.
+ */
+export async function startIsolatedStack(azurite: AzuriteInstance, options: Parameters<typeof startTestStack>[0] = {}): Promise<TestStack> {
+  const suffix = Math.random().toString(36).slice(2, 8);
+  const stack = await startTestStack({
+    ...options,
+    azurite,
+    env: { EXPORT_CONTAINER: `ci-${suffix}`, STATE_CONTAINER: `state-${suffix}`, RUNS_TABLE: `runs${suffix}`, ...options.env },
+  });
+  const storage = stack.app.deps.storage;
+  for (const queue of [storage.runQueue, storage.batchQueue, storage.batchPoisonQueue, storage.runPoisonQueue])
+    await queue.clearMessages().catch(() => undefined);
+  return stack;
+}

@@ -7,7 +7,7 @@ import { requestSync } from '../../shared/sync/startSync';
 import { startAzurite, type AzuriteInstance } from '../../local/azurite';
 import { BrazeServer } from '../../local/brazeServer';
 import { csv, PROFILE_COLUMNS, writeExport } from '../helpers/exportBuilder';
-import { startTestStack, TEST_API_KEY, testConfig, type TestStack } from '../helpers/testStack';
+import { startIsolatedStack, TEST_API_KEY, testConfig, type TestStack } from '../helpers/testStack';
 
 const ID = (n: number) => `00000000-0000-4000-8000-${String(n).padStart(12, '0')}`;
 
@@ -26,13 +26,7 @@ describe('hostile exports get a clear error, never a crash or a read outside the
   });
 
   async function freshStack(config = testConfig()) {
-    const suffix = Math.random().toString(36).slice(2, 8);
-    stack = await startTestStack({
-      azurite,
-      config,
-      env: { EXPORT_CONTAINER: `ci-${suffix}`, STATE_CONTAINER: `state-${suffix}`, RUNS_TABLE: `runs${suffix}`, SYNC_CONFIG: JSON.stringify(config) },
-    });
-    for (const queue of [stack.app.deps.storage.runQueue, stack.app.deps.storage.batchQueue]) await queue.clearMessages();
+    stack = await startIsolatedStack(azurite, { config, env: { SYNC_CONFIG: JSON.stringify(config) } });
     return stack;
   }
 

@@ -9,7 +9,7 @@ import { rejectsReportName } from '../../shared/runs/runBlobs';
 import { rowsAccountedFor, type RunRecord } from '../../shared/runs/runRecord';
 import { requestSync } from '../../shared/sync/startSync';
 import { csv, writeExport } from '../helpers/exportBuilder';
-import { startTestStack, TEST_API_KEY, testConfig, type TestStack } from '../helpers/testStack';
+import { startIsolatedStack, startTestStack, TEST_API_KEY, testConfig, type TestStack } from '../helpers/testStack';
 import { startAzurite, type AzuriteInstance } from '../../local/azurite';
 import { LocalHttpHost } from '../../local/httpHost';
 
@@ -87,14 +87,7 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
   });
 
   async function freshStack(options: Parameters<typeof startTestStack>[0] = {}) {
-    // One Azurite per file; a fresh container, table and queues' worth of names per test keeps tests apart.
-    const suffix = Math.random().toString(36).slice(2, 8);
-    stack = await startTestStack({
-      azurite,
-      ...options,
-      env: { EXPORT_CONTAINER: `ci-${suffix}`, STATE_CONTAINER: `state-${suffix}`, RUNS_TABLE: `runs${suffix}`, ...options.env },
-    });
-    await clearQueues(stack);
+    stack = await startIsolatedStack(azurite, options);
     currentStack = stack;
     return stack;
   }
@@ -393,9 +386,3 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
     }
   });
 });
-
-async function clearQueues(stack: TestStack) {
-  const storage = stack.app.deps.storage;
-  for (const queue of [storage.runQueue, storage.batchQueue, storage.batchPoisonQueue, storage.runPoisonQueue])
-    await queue.clearMessages().catch(() => undefined);
-}
