@@ -5,6 +5,7 @@ import { z } from 'zod';
 import type { AppSettings } from '../config/settings';
 import { BrazeAuthError } from '../errors';
 import type { BrazeAttributesObject } from '../mapping/profileIdentity';
+import type { ApiKeySource } from './apiKey';
 import type { Clock } from './clock';
 import { BRAZE_TRACK_PATH } from './constants';
 import type { RateLimitPacer } from './pacer';
@@ -12,8 +13,8 @@ import { readRateLimit } from './rateLimitHeaders';
 import { redactSecret } from './redact';
 import { exponentialBackoffStrategy, retryLoop, throttlingStrategy, type AttemptResult, type RetryStrategy } from './retry';
 
-/** The Braze app settings; the reserve share belongs to the pacer. */
-export type BrazeClientOptions = Omit<AppSettings['braze'], 'rateLimitReserveShare'>;
+/** The Braze app settings; the reserve share belongs to the pacer, the key to its source. */
+export type BrazeClientOptions = Omit<AppSettings['braze'], 'rateLimitReserveShare' | 'apiKey' | 'apiKeySecretUri'>;
 
 /** Braze's answer body; partial failures come as 2xx with `errors`. */
 const trackResponseSchema = z.looseObject({
@@ -55,8 +56,11 @@ export class BrazeClient {
   private readonly waiting: (() => void)[] = [];
   readonly stats: TrackStats = { requests: 0, http429: 0, retries: 0 };
 
+  private refreshing?: Promise<string>;
+
   constructor(
     private readonly options: BrazeClientOptions,
+    private readonly keys: ApiKeySource,
     private readonly pacer: RateLimitPacer,
     private readonly clock: Clock,
   ) {
@@ -66,7 +70,7 @@ export class BrazeClient {
       timeout: options.requestTimeoutMs,
       httpAgent: new http.Agent(agentOptions),
       httpsAgent: new https.Agent(agentOptions),
-      headers: { Authorization: `Bearer ${options.apiKey}`, 'Content-Type': 'application/json' },
+      headers: { 'Content-Type': 'application/json' },
       validateStatus: () => true,
       // Never through HTTP(S)_PROXY from the environment: the API key goes to Braze and nowhere else.
       proxy: false,
@@ -79,22 +83,54 @@ export class BrazeClient {
     this.strategies = [throttlingStrategy({ maxRetries: options.maxRetries * 4, fallbackDelayMs: options.retryDelayMs }), exponentialBackoffStrategy(options)];
   }
 
-  /** Sends ≤75 attribute objects; retries transient failures until `deadlineMs`. */
+  /**
+   * Sends ≤75 attribute objects; retries transient failures until `deadlineMs`. A 401/403 makes the
+   * client read the key once more (rotated in Key Vault?) and, if it changed, send again with it.
+   */
   async track(attributes: BrazeAttributesObject[], deadlineMs: number): Promise<TrackOutcome> {
-    const response = await retryLoop<AxiosResponse<string> | undefined>({
-      attempt: () => this.attempt(attributes, deadlineMs),
-      strategies: this.strategies,
-      sleep: this.clock.sleep,
-      now: this.clock.now,
-      deadlineMs,
-      onRetry: () => {
-        this.stats.retries += 1;
-      },
-    });
-    return this.interpret(response!);
+    let key = await this.keys.get();
+    for (let reread = false; ; reread = true) {
+      const response = await retryLoop<AxiosResponse<string> | undefined>({
+        attempt: () => this.attempt(attributes, deadlineMs, key),
+        strategies: this.strategies,
+        sleep: this.clock.sleep,
+        now: this.clock.now,
+        deadlineMs,
+        onRetry: () => {
+          this.stats.retries += 1;
+        },
+      });
+      if (!reread && (response?.status === 401 || response?.status === 403)) {
+        const fresh = await this.freshKey(key);
+        if (fresh !== key) {
+          key = fresh;
+          continue;
+        }
+      }
+      return this.interpret(response!);
+    }
   }
 
-  private async attempt(attributes: BrazeAttributesObject[], deadlineMs: number): Promise<{ result: AttemptResult; value: AxiosResponse<string> | undefined }> {
+  /** The key after a 401: one that another request already re-read, or a new read (one at a time). */
+  private async freshKey(used: string): Promise<string> {
+    const current = await this.keys.get();
+    if (current !== used) return current;
+    this.refreshing ??= this.keys
+      .refresh()
+      .then(() => this.keys.get())
+      .finally(() => (this.refreshing = undefined));
+    return this.refreshing;
+  }
+
+  private redact(text: string): string {
+    return redactSecret(text, this.keys.known, 300);
+  }
+
+  private async attempt(
+    attributes: BrazeAttributesObject[],
+    deadlineMs: number,
+    key: string,
+  ): Promise<{ result: AttemptResult; value: AxiosResponse<string> | undefined }> {
     await this.slot();
     try {
       await this.pacer.acquire(deadlineMs);
@@ -105,7 +141,7 @@ export class BrazeClient {
     }
     this.stats.requests += 1;
     try {
-      const response = await this.http.post<string>(BRAZE_TRACK_PATH, JSON.stringify({ attributes }));
+      const response = await this.http.post<string>(BRAZE_TRACK_PATH, JSON.stringify({ attributes }), { headers: { Authorization: `Bearer ${key}` } });
       const rateLimit = readRateLimit(response.headers as Record<string, unknown>, this.clock.now());
       this.pacer.release(rateLimit);
       if (response.status === 429) {
@@ -116,7 +152,7 @@ export class BrazeClient {
     } catch (error) {
       this.pacer.release(undefined);
       const code = (error as { code?: string }).code ?? 'ERR_NETWORK';
-      const message = redactSecret((error as Error).message ?? String(error), this.options.apiKey, 300);
+      const message = this.redact((error as Error).message ?? String(error));
       return { result: { transportError: { code, message } }, value: undefined };
     } finally {
       this.active -= 1;
@@ -139,7 +175,7 @@ export class BrazeClient {
 
   private interpret(response: AxiosResponse<string>): TrackOutcome {
     const body = parseBody(response.data);
-    const message = redactSecret(body.message ?? (body.raw ? `non-JSON answer: ${body.raw}` : `HTTP ${response.status}`), this.options.apiKey, 300);
+    const message = this.redact(body.message ?? (body.raw ? `non-JSON answer: ${body.raw}` : `HTTP ${response.status}`));
     if (response.status === 401 || response.status === 403) {
       throw new BrazeAuthError(`Braze answered ${response.status}: ${message}`, response.status);
     }
@@ -147,7 +183,7 @@ export class BrazeClient {
       const rowErrors: RowError[] = [];
       const unattributedErrors: string[] = [];
       for (const error of body.errors ?? []) {
-        const type = redactSecret(error.type ?? 'unknown error', this.options.apiKey, 300);
+        const type = this.redact(error.type ?? 'unknown error');
         if (error.index !== undefined && (error.input_array === undefined || error.input_array === 'attributes')) rowErrors.push({ index: error.index, type });
         else unattributedErrors.push(type);
       }

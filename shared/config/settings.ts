@@ -13,13 +13,20 @@ export const appSettingsSchema = z.object({
   AzureWebJobsStorage__blobServiceUri: z.url().optional(),
   AzureWebJobsStorage__queueServiceUri: z.url().optional(),
   AzureWebJobsStorage__tableServiceUri: z.url().optional(),
+  /** The user-assigned managed identity the app authenticates with (its client id), when it has one. */
+  AzureWebJobsStorage__clientId: z.string().min(1).optional(),
+  /** The account CI exports to, when it is not the app's own: a connection string (local) or a blob endpoint (identity). */
+  ExportStorage: z.string().min(1).optional(),
+  ExportStorage__blobServiceUri: z.url().optional(),
   EXPORT_CONTAINER: z.string().regex(/^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$/, 'must be a valid blob container name'),
   STATE_CONTAINER: z
     .string()
     .regex(/^[a-z0-9](?:[a-z0-9]|-(?=[a-z0-9])){2,62}$/, 'must be a valid blob container name')
     .default('braze-connector'),
   BRAZE_REST_ENDPOINT: z.string().min(1, 'is required (e.g. rest.iad-03.braze.com)'),
-  BRAZE_API_KEY: z.string().min(1, 'is required'),
+  BRAZE_API_KEY: z.string().min(1).optional(),
+  /** The key as a Key Vault secret (`https://<vault>.vault.azure.net/secrets/<name>[/<version>]`), read with the app's identity. */
+  BRAZE_API_KEY_SECRET_URI: z.url().optional(),
   SYNC_SCHEDULE: z.string().min(1).default('0 */15 * * * *'),
   SYNC_CONFIG: z.string().optional(),
   SYNC_CONFIG_FILE: z.string().optional(),
@@ -63,6 +70,10 @@ function crossFieldIssues(env: Record<string, string | undefined>): string[] {
     );
   }
   if (!env.SYNC_CONFIG && !env.SYNC_CONFIG_FILE) issues.push('  - SYNC_CONFIG: is required: the mapping config as JSON, or SYNC_CONFIG_FILE with its path');
+  if (!env.BRAZE_API_KEY && !env.BRAZE_API_KEY_SECRET_URI) {
+    issues.push('  - BRAZE_API_KEY: is required: the REST API key, or BRAZE_API_KEY_SECRET_URI naming the Key Vault secret that holds it');
+  }
+  if (env.BRAZE_API_KEY && env.BRAZE_API_KEY_SECRET_URI) issues.push('  - BRAZE_API_KEY: set it or BRAZE_API_KEY_SECRET_URI, not both');
   if (env.BRAZE_REST_ENDPOINT) {
     try {
       parseBrazeEndpoint(env.BRAZE_REST_ENDPOINT);
@@ -78,6 +89,11 @@ export interface StorageSettings {
   blobServiceUri?: string;
   queueServiceUri?: string;
   tableServiceUri?: string;
+  /** Client id of the user-assigned managed identity, for DefaultAzureCredential. */
+  clientId?: string;
+  /** Where the export container is, when not on the app's account. */
+  exportConnectionString?: string;
+  exportBlobServiceUri?: string;
   retry: { maxTries: number; tryTimeoutMs: number; retryDelayMs: number; maxRetryDelayMs: number };
 }
 
@@ -90,7 +106,9 @@ export interface AppSettings {
   syncConfig: { inline?: string; file?: string };
   braze: {
     endpoint: string;
-    apiKey: string;
+    /** The key itself, or where in Key Vault to read it (exactly one is set). */
+    apiKey?: string;
+    apiKeySecretUri?: string;
     requestTimeoutMs: number;
     maxRetries: number;
     retryDelayMs: number;
@@ -126,6 +144,9 @@ export function loadAppSettings(env: Record<string, string | undefined>): AppSet
       blobServiceUri: s.AzureWebJobsStorage__blobServiceUri,
       queueServiceUri: s.AzureWebJobsStorage__queueServiceUri,
       tableServiceUri: s.AzureWebJobsStorage__tableServiceUri,
+      clientId: s.AzureWebJobsStorage__clientId,
+      exportConnectionString: s.ExportStorage,
+      exportBlobServiceUri: s.ExportStorage__blobServiceUri,
       retry: {
         maxTries: s.STORAGE_MAX_TRIES,
         tryTimeoutMs: s.STORAGE_TRY_TIMEOUT_MS,
@@ -141,6 +162,7 @@ export function loadAppSettings(env: Record<string, string | undefined>): AppSet
     braze: {
       endpoint: parseBrazeEndpoint(s.BRAZE_REST_ENDPOINT),
       apiKey: s.BRAZE_API_KEY,
+      apiKeySecretUri: s.BRAZE_API_KEY_SECRET_URI,
       requestTimeoutMs: s.BRAZE_REQUEST_TIMEOUT_MS,
       maxRetries: s.BRAZE_MAX_RETRIES,
       retryDelayMs: s.BRAZE_RETRY_DELAY_MS,

@@ -25,7 +25,7 @@ export function createStorageClients(settings: AppSettings): StorageClients {
   const blobService = blobServiceOf(storage);
   const queueService = queueServiceOf(storage);
   return {
-    exportContainer: blobService.getContainerClient(settings.exportContainer),
+    exportContainer: exportBlobServiceOf(storage, blobService).getContainerClient(settings.exportContainer),
     stateContainer: blobService.getContainerClient(settings.stateContainer),
     batchQueue: queueService.getQueueClient(BATCH_QUEUE),
     batchPoisonQueue: queueService.getQueueClient(`${BATCH_QUEUE}-poison`),
@@ -36,8 +36,9 @@ export function createStorageClients(settings: AppSettings): StorageClients {
 }
 
 let credential: DefaultAzureCredential | undefined;
-function azureCredential(): DefaultAzureCredential {
-  credential ??= new DefaultAzureCredential();
+/** The app's managed identity in Azure (the user-assigned one when its client id is set), a developer's login locally. */
+export function azureCredential(clientId?: string): DefaultAzureCredential {
+  credential ??= new DefaultAzureCredential(clientId ? { managedIdentityClientId: clientId } : {});
   return credential;
 }
 
@@ -72,12 +73,20 @@ function tableOptions(storage: StorageSettings, allowInsecureConnection: boolean
 
 function blobServiceOf(storage: StorageSettings): BlobServiceClient {
   if (storage.connectionString) return BlobServiceClient.fromConnectionString(storage.connectionString, storagePipelineOptions(storage));
-  return new BlobServiceClient(storage.blobServiceUri!, azureCredential(), storagePipelineOptions(storage));
+  return new BlobServiceClient(storage.blobServiceUri!, azureCredential(storage.clientId), storagePipelineOptions(storage));
+}
+
+/** CI usually exports to an account of its own; the app only reads from it. */
+function exportBlobServiceOf(storage: StorageSettings, appBlobService: BlobServiceClient): BlobServiceClient {
+  if (storage.exportConnectionString) return BlobServiceClient.fromConnectionString(storage.exportConnectionString, storagePipelineOptions(storage));
+  if (storage.exportBlobServiceUri)
+    return new BlobServiceClient(storage.exportBlobServiceUri, azureCredential(storage.clientId), storagePipelineOptions(storage));
+  return appBlobService;
 }
 
 function queueServiceOf(storage: StorageSettings): QueueServiceClient {
   if (storage.connectionString) return QueueServiceClient.fromConnectionString(storage.connectionString, storagePipelineOptions(storage));
-  return new QueueServiceClient(storage.queueServiceUri!, azureCredential(), storagePipelineOptions(storage));
+  return new QueueServiceClient(storage.queueServiceUri!, azureCredential(storage.clientId), storagePipelineOptions(storage));
 }
 
 function tableClientOf(storage: StorageSettings, table: string): TableClient {
@@ -85,7 +94,7 @@ function tableClientOf(storage: StorageSettings, table: string): TableClient {
   if (!storage.tableServiceUri) {
     throw new InvalidInputError('AzureWebJobsStorage__tableServiceUri is required for identity-based access (run records live in a table)');
   }
-  return new TableClient(storage.tableServiceUri, table, azureCredential(), tableOptions(storage, false));
+  return new TableClient(storage.tableServiceUri, table, azureCredential(storage.clientId), tableOptions(storage, false));
 }
 
 /** Creates what the connector writes to; the export container belongs to CI and must exist. */

@@ -7,7 +7,8 @@ import { consoleLogger, type Logger } from '../log';
 import { BatchLedger } from '../runs/batchLedger';
 import { DestinationStore } from '../runs/destinationStore';
 import { RunStore } from '../runs/runStore';
-import { createStorageClients, ensureStorage } from '../storage/clients';
+import { azureCredential, createStorageClients, ensureStorage } from '../storage/clients';
+import { KeyVaultApiKey, SettingApiKey } from '../braze/apiKey';
 import type { ConnectorDeps } from './deps';
 
 export interface ConnectorOptions {
@@ -26,6 +27,9 @@ export function createConnector(options: ConnectorOptions): ConnectorDeps {
   const clock = options.clock ?? systemClock;
   const storage = createStorageClients(settings);
   const pacer = new RateLimitPacer({ reserveShare: settings.braze.rateLimitReserveShare, clock });
+  const keys = settings.braze.apiKey
+    ? new SettingApiKey(settings.braze.apiKey)
+    : new KeyVaultApiKey(settings.braze.apiKeySecretUri!, azureCredential(settings.storage.clientId));
   return {
     settings,
     config,
@@ -33,7 +37,7 @@ export function createConnector(options: ConnectorOptions): ConnectorDeps {
     runs: new RunStore(storage.runsTable, clock),
     batches: new BatchLedger(storage.runsTable, clock),
     destinations: new DestinationStore(storage.runsTable, clock),
-    braze: new BrazeClient(settings.braze, pacer, clock),
+    braze: new BrazeClient(settings.braze, keys, pacer, clock),
     clock,
     log: options.log ?? consoleLogger,
   };

@@ -6,7 +6,10 @@ export async function haltRun(deps: ConnectorDeps, runId: string, error: BrazeAu
   const { changed, run } = await deps.runs.update(runId, (current) =>
     current.status === 'halted'
       ? undefined
-      : { event: 'halt', error: `${error.message}. Fix BRAZE_API_KEY (users.track permission), then POST /api/runs/${runId}/resume.` },
+      : {
+          event: 'halt',
+          error: `${error.message}. Fix the Braze API key (BRAZE_API_KEY or its Key Vault secret; it needs users.track), then POST /api/runs/${runId}/resume.`,
+        },
   );
   if (changed && run.status === 'halted') deps.log.error(`run ${runId} halted: ${error.message}`);
 }

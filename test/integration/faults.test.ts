@@ -6,6 +6,9 @@ import { runStatus } from '../../functions/runStatus';
 import { requestSync } from '../../shared/sync/startSync';
 import { startAzurite } from '../../local/azurite';
 import { BrazeServer } from '../../local/brazeServer';
+import type { ApiKeySource } from '../../shared/braze/apiKey';
+import { BrazeClient } from '../../shared/braze/client';
+import { RateLimitPacer } from '../../shared/braze/pacer';
 import { LocalFunctionApp } from '../../local/stack';
 import { startTestStack, TEST_API_KEY, testConfig, RecordingLogger, type TestStack } from '../helpers/testStack';
 import { customerId, expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
@@ -131,6 +134,50 @@ describe('delivery under Braze faults', () => {
     expect(run.status).toBe('completed');
     expect(run.usersDelivered).toBe(3000);
     expectExactCounts(run);
+    expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
+  });
+
+  it('re-reads a rotated key once on a 401 and carries on, without halting and without the key in any log line', async () => {
+    stack = await startTestStack({ braze: { latencyMs: 5 }, env: { BRAZE_MAX_CONCURRENT_REQUESTS: '2' } });
+    // A key kept elsewhere (as in Key Vault): the client holds the key it read until Braze refuses it.
+    const vault = { value: TEST_API_KEY, reads: 0 };
+    const known = new Set<string>();
+    const source: ApiKeySource = {
+      known,
+      current: undefined as string | undefined,
+      async get() {
+        if (this.current === undefined) await this.refresh();
+        return this.current!;
+      },
+      async refresh() {
+        const before = this.current;
+        vault.reads += 1;
+        this.current = vault.value;
+        known.add(vault.value);
+        return this.current !== before;
+      },
+    } as ApiKeySource & { current?: string };
+    const { settings, clock } = stack.app.deps;
+    stack.app.deps.braze = new BrazeClient(settings.braze, source, new RateLimitPacer({ reserveShare: 0.1, clock }), clock);
+    const profiles = makeProfiles(1, 3000);
+    await writeRefresh(stack.app.deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 2);
+    const runId = await startRun(stack);
+    while (stack.braze.stats.objectsApplied < 300) await new Promise((r) => setTimeout(r, 10));
+    // The key is rotated: Braze takes only the new one, and the secret now holds it.
+    const rotated = '0f1e2d3c-4b5a-4968-8776-a5b4c3d2e1f0';
+    vault.value = rotated;
+    stack.braze.apiKey = rotated;
+    const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 60_000 });
+    expect(run.status).toBe('completed');
+    expect(run.usersDelivered).toBe(3000);
+    expectExactCounts(run);
+    expect(vault.reads).toBeGreaterThanOrEqual(2);
+    expect(vault.reads).toBeLessThan(10);
+    expect(stack.braze.stats.byStatus[401]).toBeGreaterThan(0);
+    for (const line of stack.log.lines) {
+      expect(line).not.toContain(TEST_API_KEY);
+      expect(line).not.toContain(rotated);
+    }
     expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
   });
 

@@ -1,3 +1,4 @@
+import { SettingApiKey } from '../../shared/braze/apiKey';
 import { BrazeClient } from '../../shared/braze/client';
 import { systemClock } from '../../shared/braze/clock';
 import { RateLimitPacer } from '../../shared/braze/pacer';
@@ -122,6 +123,31 @@ describe('hostile exports get a clear error, never a crash or a read outside the
     expect(left).toEqual([rejectsReportName(run.runId)]);
   });
 
+  it('reads an export from its own storage account (ExportStorage), apart from the app storage', async () => {
+    const exportAccount = await startAzurite();
+    try {
+      const s = await startIsolatedStack(azurite, { env: { ExportStorage: exportAccount.connectionString } });
+      stack = s;
+      const exportContainer = s.app.deps.storage.exportContainer;
+      expect(exportContainer.url).not.toContain(new URL(s.app.deps.storage.stateContainer.url).host);
+      await writeExport(exportContainer, {
+        destination: 'BrazeExport',
+        segments: [
+          { table: 'HighValue', partitions: [csv([[ID(1), 'a@example.com', 'A', '1']])] },
+          { table: 'Newsletter', partitions: [csv([[ID(2), 'b@example.com', 'B', '2']])] },
+        ],
+      });
+      const { runs, problems } = await requestSync(s.app.deps, { trigger: 'http' });
+      expect(problems).toEqual([]);
+      const [run] = await s.app.waitForRuns([runs[0].runId], { timeoutMs: 30_000 });
+      expect(run).toMatchObject({ status: 'completed', usersDelivered: 2 });
+      await s.stop();
+      stack = undefined;
+    } finally {
+      await exportAccount.stop();
+    }
+  });
+
   it('sends to Braze directly even when HTTP(S)_PROXY points elsewhere', async () => {
     const braze = new BrazeServer({ apiKey: TEST_API_KEY });
     const endpoint = await braze.start();
@@ -129,7 +155,8 @@ describe('hostile exports get a clear error, never a crash or a read outside the
     process.env.HTTP_PROXY = process.env.HTTPS_PROXY = process.env.http_proxy = 'http://127.0.0.1:9';
     try {
       const client = new BrazeClient(
-        { endpoint, apiKey: TEST_API_KEY, requestTimeoutMs: 2000, maxRetries: 0, retryDelayMs: 10, maxRetryDelayMs: 10, maxConcurrentRequests: 1 },
+        { endpoint, requestTimeoutMs: 2000, maxRetries: 0, retryDelayMs: 10, maxRetryDelayMs: 10, maxConcurrentRequests: 1 },
+        new SettingApiKey(TEST_API_KEY),
         new RateLimitPacer({ reserveShare: 0, clock: systemClock }),
         systemClock,
       );

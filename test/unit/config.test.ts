@@ -57,6 +57,24 @@ describe('app settings', () => {
   });
 });
 
+describe('where the Braze key and the export come from', () => {
+  it('takes the key from an app setting or a Key Vault secret URI, exactly one of them', () => {
+    const { BRAZE_API_KEY: _key, ...withoutKey } = validEnv;
+    const uri = 'https://kv-braze.vault.azure.net/secrets/braze-api-key';
+    expect(loadAppSettings({ ...withoutKey, BRAZE_API_KEY_SECRET_URI: uri }).braze).toMatchObject({ apiKey: undefined, apiKeySecretUri: uri });
+    expect(() => loadAppSettings(withoutKey)).toThrow(/BRAZE_API_KEY: is required: the REST API key, or BRAZE_API_KEY_SECRET_URI/);
+    expect(() => loadAppSettings({ ...validEnv, BRAZE_API_KEY_SECRET_URI: uri })).toThrow(/set it or BRAZE_API_KEY_SECRET_URI, not both/);
+  });
+  it('reads the export from its own account when one is named, with the app identity', () => {
+    const settings = loadAppSettings({
+      ...validEnv,
+      ExportStorage__blobServiceUri: 'https://ciexports.blob.core.windows.net',
+      AzureWebJobsStorage__clientId: 'c1',
+    });
+    expect(settings.storage).toMatchObject({ exportBlobServiceUri: 'https://ciexports.blob.core.windows.net', clientId: 'c1' });
+  });
+});
+
 describe('the Braze REST endpoint', () => {
   it.each([
     ['rest.iad-03.braze.com', 'https://rest.iad-03.braze.com'],

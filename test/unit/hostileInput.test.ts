@@ -6,6 +6,7 @@ import { convertCell, JSON_MAX_DEPTH } from '../../shared/ci/dataTypes';
 import { blobNameFromLocation } from '../../shared/ci/modelJson';
 import { csvFormatOf, MAX_RECORD_CHARS, readPartition, type PartitionRecord } from '../../shared/ci/partitionReader';
 import { parseBrazeEndpoint } from '../../shared/config/endpoint';
+import { parseSecretUri } from '../../shared/braze/apiKey';
 import { BrazeRetryableError, InvalidInputError } from '../../shared/errors';
 
 const azurite = { url: 'http://127.0.0.1:10000/devstoreaccount1/customer-insights', containerName: 'customer-insights' };
@@ -147,5 +148,19 @@ describe('redaction', () => {
     const cut = redactSecret(body, 'k3y-that-is-long-and-secret', 200);
     expect(cut).not.toMatch(/k3y/);
     expect(cut).not.toContain('@');
+  });
+});
+
+describe('the Braze key in Key Vault', () => {
+  it('is named by a secret URI, with or without a version', () => {
+    expect(parseSecretUri('https://kv-braze.vault.azure.net/secrets/braze-api-key')).toEqual({
+      vaultUrl: 'https://kv-braze.vault.azure.net',
+      name: 'braze-api-key',
+      version: undefined,
+    });
+    expect(parseSecretUri('https://kv-braze.vault.azure.net/secrets/braze-api-key/0123abcd')).toMatchObject({ name: 'braze-api-key', version: '0123abcd' });
+    for (const bad of ['http://kv.vault.azure.net/secrets/k', 'https://kv.vault.azure.net/keys/k', 'https://kv.vault.azure.net/secrets', 'not a url']) {
+      expect(() => parseSecretUri(bad)).toThrow(/BRAZE_API_KEY_SECRET_URI/);
+    }
   });
 });
