@@ -3,6 +3,9 @@ import { blobOfEvent } from '../shared/ci/blobEvents';
 import { requestSyncForBlob } from '../shared/sync/startSync';
 import { connector } from './connector';
 
+/** The name the Event Grid subscription delivers to (infra/modules/eventSubscription.bicep). */
+export const EXPORT_BLOB_DROP_FUNCTION = 'exportBlobDrop';
+
 /**
  * A blob landed in the export storage account (Event Grid, Microsoft.Storage.BlobCreated). Only the
  * event is read, never the blob: partitions are often 100 MB and the sync streams what it needs.
@@ -19,4 +22,4 @@ export async function exportBlobDrop(event: EventGridEvent, context: InvocationC
   for (const problem of outcome.problems) context.log(`blob ${target.blobName}: ${problem.error}`);
 }
 
-app.eventGrid('exportBlobDrop', { handler: exportBlobDrop });
+app.eventGrid(EXPORT_BLOB_DROP_FUNCTION, { handler: exportBlobDrop });

@@ -50,6 +50,8 @@ export const appSettingsSchema = z.object({
    * quiet a healthy run has: a batch handed back waits at most an hour for Braze's reset.
    */
   RUN_STALL_MINUTES: positiveInt(90),
+  /** Ended runs older than this are deleted by the timer: their records, batches and rejects report. */
+  RUN_RETENTION_DAYS: positiveInt(30),
   /**
    * Azure Storage answers 503 ServerBusy and 500 under load and drops connections: each call is
    * tried this often, each try given this long, with exponential backoff between tries.
@@ -119,6 +121,7 @@ export interface AppSettings {
   senderBudgetMs: number;
   enqueueLeaseMs: number;
   runStallMs: number;
+  runRetentionMs: number;
 }
 
 /** Formats zod issues as `FIELD: message` lines so a start-up failure names the bad setting. */
@@ -173,5 +176,6 @@ export function loadAppSettings(env: Record<string, string | undefined>): AppSet
     senderBudgetMs: s.SENDER_BUDGET_MS,
     enqueueLeaseMs: s.ENQUEUE_LEASE_MS,
     runStallMs: s.RUN_STALL_MINUTES * 60_000,
+    runRetentionMs: s.RUN_RETENTION_DAYS * 24 * 3600_000,
   };
 }

@@ -86,6 +86,18 @@ export async function deleteWorkingBlobs(container: ContainerClient, runId: stri
   return deleted;
 }
 
+/** Every blob of a run, the rejects report included: the run has outlived its retention. */
+export async function deleteRunFolder(container: ContainerClient, runId: string): Promise<number> {
+  let deleted = 0;
+  for await (const item of container.listBlobsFlat({ prefix: `${runFolder(runId)}/` })) {
+    await container.deleteBlob(item.name).catch((error: unknown) => {
+      if (!isNotFound(error)) throw error;
+    });
+    deleted += 1;
+  }
+  return deleted;
+}
+
 /** Uploads a small blob unless it exists: the first writer wins, later ones change nothing. */
 export async function uploadIfAbsent(container: ContainerClient, blobName: string, text: string): Promise<void> {
   try {

@@ -107,6 +107,28 @@ export class RunStore {
     );
   }
 
+  /** Removes a run's records: the run, its counters and its batch records. */
+  async deleteRun(runId: string): Promise<number> {
+    const shards = shardRange(runId);
+    const filter = odata`PartitionKey eq ${runId} or (PartitionKey gt ${shards.from} and PartitionKey lt ${shards.to})`;
+    const byPartition = new Map<string, string[]>();
+    for await (const entity of this.table.listEntities<Record<string, unknown>>({ queryOptions: { filter, select: ['PartitionKey', 'RowKey'] } })) {
+      const partition = String(entity.partitionKey);
+      if (runIdOfPartition(partition) !== runId) continue;
+      byPartition.set(partition, [...(byPartition.get(partition) ?? []), String(entity.rowKey)]);
+    }
+    let deleted = 0;
+    for (const [partitionKey, rowKeys] of byPartition) {
+      // A transaction takes at most 100 operations, all in one partition.
+      for (let i = 0; i < rowKeys.length; i += 100) {
+        const chunk = rowKeys.slice(i, i + 100);
+        await this.table.submitTransaction(chunk.map((rowKey) => ['delete', { partitionKey, rowKey }]));
+        deleted += chunk.length;
+      }
+    }
+    return deleted;
+  }
+
   /** Every run with its counts, newest first. */
   async listRuns(): Promise<RunRecord[]> {
     const byRun = new Map<string, Record<string, unknown>[]>();

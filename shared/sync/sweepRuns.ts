@@ -1,5 +1,6 @@
 import { encodeMessage } from '../queue/messages';
 import { isTerminal, statusAfter } from '../runs/runRecord';
+import { deleteRunFolder } from '../runs/runBlobs';
 import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from './deps';
 import { isRunComplete } from './finalizeRun';
@@ -15,6 +16,8 @@ export interface SweepOutcome {
   finalizing: string[];
   /** Runs just marked stalled, with how long they had made no progress. */
   stalled: { runId: string; quietMinutes: number }[];
+  /** Ended runs older than RUN_RETENTION_DAYS, removed with their blobs. */
+  expired: string[];
 }
 
 /**
@@ -24,9 +27,16 @@ export interface SweepOutcome {
  * `stalled`, which a resume or a newer refresh of the destination gets out of.
  */
 export async function sweepRuns(deps: ConnectorDeps): Promise<SweepOutcome> {
-  const outcome: SweepOutcome = { restarted: [], finalizing: [], stalled: [] };
+  const outcome: SweepOutcome = { restarted: [], finalizing: [], stalled: [], expired: [] };
   const now = deps.clock.now();
   for (const run of await deps.runs.listRuns()) {
+    if (isTerminal(run.status) && now - Date.parse(run.finishedAt ?? run.updatedAt) > deps.settings.runRetentionMs) {
+      // The blobs first: a sweep interrupted here finds the run again next time.
+      await deleteRunFolder(deps.storage.stateContainer, run.runId);
+      await deps.runs.deleteRun(run.runId);
+      outcome.expired.push(run.runId);
+      continue;
+    }
     if (isTerminal(run.status) || run.status === 'halted') continue;
     if (isRunComplete(run)) {
       if (statusAfter(run.status, 'startFinalize') && !(run.status === 'finalizing' && leaseHeld(run, now))) {

@@ -20,10 +20,10 @@ describe('the timer sweep picks up runs a crash left behind', () => {
     // The crash: the run record exists, its message does not.
     await stack.app.deps.storage.runQueue.clearMessages();
     stack.app.hosts[0].start();
-    expect(await sweepRuns(stack.app.deps)).toEqual({ restarted: [], finalizing: [], stalled: [] });
+    expect(await sweepRuns(stack.app.deps)).toEqual({ restarted: [], finalizing: [], stalled: [], expired: [] });
     // Five minutes later the sweep sees a queued run nobody works on.
     const later = { ...stack.app.deps, clock: { ...stack.app.deps.clock, now: () => Date.now() + 6 * 60_000 } };
-    expect(await sweepRuns(later)).toEqual({ restarted: [runs[0].runId], finalizing: [], stalled: [] });
+    expect(await sweepRuns(later)).toEqual({ restarted: [runs[0].runId], finalizing: [], stalled: [], expired: [] });
     const [run] = await stack.app.waitForRuns([runs[0].runId], { timeoutMs: 30_000 });
     expect(run.status).toBe('completed');
     expect(rowsAccountedFor(run)).toBe(run.rowsRead);
@@ -43,9 +43,31 @@ describe('the timer sweep picks up runs a crash left behind', () => {
     await stack.app.deps.storage.runQueue.clearMessages();
     expect((await stack.app.deps.runs.get(runId))!.status).toBe('sending');
     stack.app.hosts[0].start();
-    expect(await sweepRuns(stack.app.deps)).toEqual({ restarted: [], finalizing: [runId], stalled: [] });
+    expect(await sweepRuns(stack.app.deps)).toEqual({ restarted: [], finalizing: [runId], stalled: [], expired: [] });
     const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 30_000 });
     expect(run.status).toBe('completed');
     expect(run.finishedAt).toBeDefined();
+  });
+
+  it('removes ended runs once they outlive RUN_RETENTION_DAYS: records, batches and blobs', async () => {
+    stack = await startTestStack({ env: { RUN_RETENTION_DAYS: '30' } });
+    await writeRefresh(stack.app.deps.storage.exportContainer, makeProfiles(1, 2000).values(), '2026/11/28/0600', 1);
+    const { runs } = await requestSync(stack.app.deps, { trigger: 'timer' });
+    const runId = runs[0].runId;
+    expect((await stack.app.waitForRuns([runId], { timeoutMs: 30_000 }))[0].status).toBe('completed');
+    const later = (days: number) => ({ ...stack.app.deps, clock: { ...stack.app.deps.clock, now: () => Date.now() + days * 24 * 3600_000 } });
+    expect((await sweepRuns(later(29))).expired).toEqual([]);
+    expect((await sweepRuns(later(31))).expired).toEqual([runId]);
+    expect(await stack.app.deps.runs.get(runId)).toBeUndefined();
+    const left: string[] = [];
+    for await (const entity of stack.app.deps.storage.runsTable.listEntities())
+      if (String(entity.partitionKey).startsWith(runId)) left.push(String(entity.rowKey));
+    expect(left).toEqual([]);
+    for await (const item of stack.app.deps.storage.stateContainer.listBlobsFlat({ prefix: `runs/${runId}/` })) left.push(item.name);
+    expect(left).toEqual([]);
+    // The destination's delivered state stays: the next refresh still diffs against it.
+    const state: string[] = [];
+    for await (const item of stack.app.deps.storage.stateContainer.listBlobsFlat({ prefix: 'state/' })) state.push(item.name);
+    expect(state).toHaveLength(1);
   });
 });
