@@ -4,6 +4,8 @@ import { HttpRequest, InvocationContext, type HttpHandler } from '@azure/functio
 import { syncHttp } from '../functions/syncHttp';
 import { runStatus } from '../functions/runStatus';
 import { runResume } from '../functions/runResume';
+import { runList } from '../functions/runList';
+import { runRejects } from '../functions/runRejects';
 
 interface Route {
   method: string;
@@ -15,7 +17,9 @@ interface Route {
 /** The HTTP functions as the host routes them (`/api/<route>`), all `authLevel: 'function'`. */
 const routes: Route[] = [
   { method: 'POST', pattern: /^\/api\/sync$/, name: 'syncHttp', handler: syncHttp },
+  { method: 'GET', pattern: /^\/api\/runs$/, name: 'runList', handler: runList },
   { method: 'GET', pattern: /^\/api\/runs\/(?<id>[^/]+)$/, name: 'runStatus', handler: runStatus },
+  { method: 'GET', pattern: /^\/api\/runs\/(?<id>[^/]+)\/rejects$/, name: 'runRejects', handler: runRejects },
   { method: 'POST', pattern: /^\/api\/runs\/(?<id>[^/]+)\/resume$/, name: 'runResume', handler: runResume },
 ];
 
@@ -62,12 +66,26 @@ export class LocalHttpHost {
         }),
         new InvocationContext({ functionName: route.name, invocationId: `local-${Date.now()}`, logHandler: () => undefined }),
       );
-      const init = result as { status?: number; jsonBody?: unknown; headers?: Record<string, string> };
+      const init = result as { status?: number; jsonBody?: unknown; body?: unknown; headers?: Record<string, string> };
+      if (init.body !== undefined && init.jsonBody === undefined) return await stream(response, init.status ?? 200, init.body, init.headers);
       send(response, init.status ?? 200, init.jsonBody ?? null, init.headers);
     } catch (error) {
       send(response, 500, { error: error instanceof Error ? error.message : String(error) });
     }
   }
+}
+
+/** A body the handler streams (text, bytes, or an async iterable of chunks), passed on as it comes. */
+async function stream(response: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): Promise<void> {
+  response.writeHead(status, headers);
+  if (typeof body === 'string' || Buffer.isBuffer(body)) {
+    response.end(body);
+    return;
+  }
+  for await (const chunk of body as AsyncIterable<Uint8Array>) {
+    if (!response.write(chunk)) await new Promise((resolve) => response.once('drain', resolve));
+  }
+  response.end();
 }
 
 function send(response: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {

@@ -32,7 +32,7 @@ export interface QueueHostOptions {
   onError?: (error: unknown, dequeueCount: number) => void;
 }
 
-export type QueueHandler = (payload: string, meta: { dequeueCount: number; id: string }) => Promise<void>;
+export type QueueHandler = (payload: string, meta: { dequeueCount: number; id: string; insertionTime: Date }) => Promise<void>;
 
 /**
  * What the Functions host does for a queue trigger, without the host: receive up to batchSize
@@ -99,7 +99,7 @@ export class QueueHost {
       this.lastActivityMs = Date.now();
       for (const message of received.receivedMessageItems) {
         this.inFlight += 1;
-        void this.run(message.messageId, message.popReceipt, message.messageText, message.dequeueCount).finally(() => {
+        void this.run(message.messageId, message.popReceipt, message.messageText, message.dequeueCount, message.insertedOn).finally(() => {
           this.inFlight -= 1;
           this.lastActivityMs = Date.now();
         });
@@ -107,7 +107,7 @@ export class QueueHost {
     }
   }
 
-  private async run(id: string, popReceipt: string, text: string, dequeueCount: number): Promise<void> {
+  private async run(id: string, popReceipt: string, text: string, dequeueCount: number, insertionTime: Date): Promise<void> {
     const lockSeconds = this.options.lockSeconds ?? 60;
     let receipt = popReceipt;
     const renew = setInterval(
@@ -122,7 +122,7 @@ export class QueueHost {
       (lockSeconds * 1000) / 3,
     );
     try {
-      await this.handler(text, { dequeueCount, id });
+      await this.handler(text, { dequeueCount, id, insertionTime });
       clearInterval(renew);
       this.handled += 1;
       await this.queue.deleteMessage(id, receipt).catch(() => undefined);

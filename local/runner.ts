@@ -5,7 +5,12 @@ import { randomBytes } from 'node:crypto';
 import { InvocationContext } from '@azure/functions';
 import { LocalHttpHost } from './httpHost';
 import { describeError, InvalidInputError } from '../shared/errors';
-import { rowsAccountedFor, runSummary, type RunRecord } from '../shared/runs/runRecord';
+import { TableClient } from '@azure/data-tables';
+import { systemClock } from '../shared/braze/clock';
+import { formatIssues } from '../shared/config/settings';
+import { rowsAccountedFor, runProgress, runSummary, type RunRecord } from '../shared/runs/runRecord';
+import { RunStore } from '../shared/runs/runStore';
+import { runHistory, runHistoryQuerySchema } from '../shared/sync/runHistory';
 import { rejectsReportName } from '../shared/runs/runBlobs';
 import { consoleLogger, type Logger } from '../shared/log';
 import { syncTimer } from '../functions/syncTimer';
@@ -28,6 +33,9 @@ Options:
   --force              send every profile in full and rebuild the delivered state
   --json               print one line of JSON as the summary
   --timeout SECONDS    give up waiting after this long (default: 600)
+  --runs               list the run history of the storage AzureWebJobsStorage names, newest
+                       first (with --destination NAME, --status STATUS, --limit N, --json);
+                       starts nothing
   --help               this text
 
 Environment:
@@ -53,6 +61,10 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
       force: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       timeout: { type: 'string', default: '600' },
+      runs: { type: 'boolean', default: false },
+      destination: { type: 'string' },
+      status: { type: 'string' },
+      limit: { type: 'string', default: '20' },
       help: { type: 'boolean', default: false },
     },
     strict: true,
@@ -61,6 +73,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
     console.log(USAGE);
     return { exitCode: 0, runs: [] };
   }
+  if (values.runs) return listRuns(env, { destination: values.destination, status: values.status, limit: values.limit }, values.json ?? false);
   const trigger = values.trigger!;
   if (!['timer', 'http', 'blob'].includes(trigger)) throw new InvalidInputError(`--trigger must be timer, http or blob, not "${trigger}"`);
   const exportDir = path.resolve(values['export-dir'] ?? path.join(PROJECT_ROOT, 'sample', 'export'));
@@ -68,7 +81,9 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
   const config = readConfigFile(configFile);
   const timeoutMs = Number(values.timeout) * 1000;
   const quiet = values.json;
-  const log: Logger = quiet ? { info: () => undefined, warn: (m) => console.error(m), error: (m) => console.error(m) } : consoleLogger;
+  const log: Logger = quiet
+    ? { info: () => undefined, warn: (m) => console.error(m), error: (m) => console.error(m), record: () => undefined }
+    : { ...consoleLogger, record: () => undefined };
   const say = (line: string) => {
     if (!quiet) console.log(line);
   };
@@ -105,16 +120,13 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
     const runIds = await fire(app, trigger, uploaded, values.force ?? false);
     if (runIds.length === 0) throw new InvalidInputError('the trigger started no run: see the messages above');
     say(`runs: ${runIds.join(', ')} (trigger ${trigger})`);
+    const progress = new ProgressLine(quiet);
     const runs = await app.waitForRuns(runIds, {
       timeoutMs,
-      onProgress: (current) => {
-        for (const run of current) {
-          say(
-            `  ${run.runId} ${run.status}: ${run.rowsRead} rows read, ${run.usersDelivered}/${run.usersEnqueued} profiles delivered, ${run.rowsSkippedUnchanged} unchanged, ${run.rowsRejectedInput + run.rowsRejectedBraze} rejected, ${run.rowsFailed} failed`,
-          );
-        }
-      },
+      progressEveryMs: progress.everyMs,
+      onProgress: (current) => progress.show(current.map((run) => progressText(run))),
     });
+    progress.done();
     const ok = runs.every((run) => run.status === 'completed' && run.rowsFailed === 0 && rowsAccountedFor(run) === run.rowsRead);
     report(runs, braze, quiet, trigger);
     if (!quiet) await printRejects(app, runs);
@@ -159,6 +171,63 @@ async function fire(app: LocalFunctionApp, trigger: string, uploaded: string[], 
   }
   const after = await app.deps.runs.listRuns();
   return after.filter((r) => !before.has(r.runId) || r.status !== 'completed').map((r) => r.runId);
+}
+
+/** One run's progress: rows read and their rate, profiles delivered of enqueued, and the time left. */
+function progressText(run: RunRecord): string {
+  const p = runProgress(run, Date.now());
+  const seconds = Math.max(1, (Date.now() - Date.parse(run.createdAt)) / 1000);
+  const rowsPerSecond = Math.round(p.rowsRead / seconds);
+  const profiles = run.enqueueDone ? `${p.profilesDelivered}/${run.usersEnqueued} profiles delivered` : 'reading';
+  const eta = p.etaSeconds !== undefined ? `, ETA ${p.etaSeconds} s` : '';
+  return `${run.runId} ${run.status}: ${p.rowsRead} rows read (${rowsPerSecond}/s), ${profiles}${eta}`;
+}
+
+/**
+ * Progress while a run is long: on a terminal one line that updates in place, elsewhere (CI logs,
+ * a pipe) a line every few seconds.
+ */
+class ProgressLine {
+  private readonly tty = Boolean(process.stdout.isTTY);
+  readonly everyMs = this.tty ? 250 : 5_000;
+  private shown = false;
+  constructor(private readonly quiet: boolean) {}
+  show(lines: string[]): void {
+    if (this.quiet) return;
+    const text = `  ${lines.join(' | ')}`;
+    if (this.tty) {
+      process.stdout.write(`\r\x1b[2K${text.slice(0, (process.stdout.columns ?? 120) - 1)}`);
+      this.shown = true;
+    } else console.log(text);
+  }
+  done(): void {
+    if (this.shown) process.stdout.write('\n');
+  }
+}
+
+/**
+ * `--runs`: the run history of the storage AzureWebJobsStorage names — nothing is started,
+ * uploaded or sent.
+ */
+async function listRuns(env: NodeJS.ProcessEnv, filter: { destination?: string; status?: string; limit?: string }, json: boolean): Promise<RunnerResult> {
+  if (!env.AzureWebJobsStorage) throw new InvalidInputError('--runs reads the runs of the storage AzureWebJobsStorage names; set it to a connection string');
+  const query = runHistoryQuerySchema.safeParse({ destination: filter.destination, status: filter.status, limit: filter.limit });
+  if (!query.success) throw new InvalidInputError(formatIssues('--runs options', query.error));
+  const table = TableClient.fromConnectionString(env.AzureWebJobsStorage, env.RUNS_TABLE ?? 'brazeconnectorruns', { allowInsecureConnection: true });
+  const store = new RunStore(table, systemClock);
+  const history = await runHistory(store, query.data, Date.now());
+  if (json) {
+    console.log(JSON.stringify(history));
+    return { exitCode: 0, runs: [] };
+  }
+  if (history.runs.length === 0) console.log('no runs');
+  for (const run of history.runs) {
+    console.log(
+      `${run.createdAt}  ${run.runId}  ${run.status.padEnd(10)}  ${run.destination}  refresh ${run.refresh}  rows ${run.rows.read} read, ${run.rows.delivered} delivered, ${run.rows.skippedUnchanged} unchanged, ${run.rows.rejected} rejected, ${run.rows.failed} failed${run.error ? `  — ${run.error}` : ''}`,
+    );
+  }
+  if (history.next) console.log(`(more: --limit ${query.data.limit * 2})`);
+  return { exitCode: 0, runs: [] };
 }
 
 function report(runs: RunRecord[], braze: BrazeServer | undefined, json: boolean, trigger: string): void {

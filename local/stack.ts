@@ -42,25 +42,25 @@ export class LocalFunctionApp {
     await ensureReady(this.deps);
     const settings = { ...readHostQueueSettings(PROJECT_ROOT), ...this.options.hostSettings };
     const storage = this.deps.storage;
-    const context = (name: string, dequeueCount: number, id: string) =>
-      new InvocationContext({ functionName: name, invocationId: id, triggerMetadata: { dequeueCount, id }, logHandler: () => undefined });
+    const context = (name: string, meta: { dequeueCount: number; id: string; insertionTime: Date }) =>
+      new InvocationContext({ functionName: name, invocationId: meta.id, triggerMetadata: { ...meta }, logHandler: () => undefined });
     const onError = (name: string) => (error: unknown, dequeueCount: number) => {
       const message = `${name} failed (dequeue ${dequeueCount}): ${error instanceof Error ? error.message : String(error)}`;
       this.options.log.warn(message);
     };
     const lockSeconds = this.options.lockSeconds ?? 60;
     this.hosts.push(
-      new QueueHost(storage.runQueue, storage.runPoisonQueue, (text, meta) => runWorker(text, context('runWorker', meta.dequeueCount, meta.id)), {
+      new QueueHost(storage.runQueue, storage.runPoisonQueue, (text, meta) => runWorker(text, context('runWorker', meta)), {
         settings: { ...settings, batchSize: 4, newBatchThreshold: 1 },
         lockSeconds,
         onError: onError('runWorker'),
       }),
-      new QueueHost(storage.batchQueue, storage.batchPoisonQueue, (text, meta) => brazeSender(text, context('brazeSender', meta.dequeueCount, meta.id)), {
+      new QueueHost(storage.batchQueue, storage.batchPoisonQueue, (text, meta) => brazeSender(text, context('brazeSender', meta)), {
         settings,
         lockSeconds,
         onError: onError('brazeSender'),
       }),
-      new QueueHost(storage.batchPoisonQueue, undefined, (text, meta) => brazeSenderPoison(text, context('brazeSenderPoison', meta.dequeueCount, meta.id)), {
+      new QueueHost(storage.batchPoisonQueue, undefined, (text, meta) => brazeSenderPoison(text, context('brazeSenderPoison', meta)), {
         settings,
         lockSeconds,
         onError: onError('brazeSenderPoison'),

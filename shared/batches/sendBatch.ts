@@ -12,6 +12,8 @@ export interface SendResult {
   /** One per profile, in the message's order. */
   results: ProfileResult[];
   requests: number;
+  /** 429 answers met on the way (each retried or handed back). */
+  http429: number;
   /** Braze refused the credentials: nothing more was sent. */
   authError?: BrazeAuthError;
   /** Braze could not take the rest within this invocation's budget. */
@@ -26,14 +28,14 @@ export interface SendResult {
  * refused profiles are isolated, so the good ones still land. Bookkeeping is the caller's.
  */
 export async function sendProfiles(braze: BrazeClient, profiles: BatchProfile[], deadlineMs: number): Promise<SendResult> {
-  const sent: SendResult = { results: profiles.map(() => ({ kind: 'unsent' })), requests: 0, unattributedErrors: [] };
+  const sent: SendResult = { results: profiles.map(() => ({ kind: 'unsent' })), requests: 0, http429: 0, unattributedErrors: [] };
 
   const sendChunk = async (indexes: number[]): Promise<void> => {
     if (sent.authError || sent.retryError) return;
     const objects = indexes.map((i) => toBrazeObject(profiles[i].identifier, profiles[i].attributes as Record<string, JsonValue>));
     try {
       sent.requests += 1;
-      const outcome = await braze.track(objects, deadlineMs);
+      const outcome = await braze.track(objects, deadlineMs, sent);
       if (outcome.kind === 'accepted') {
         const refused = new Map(outcome.rowErrors.map((e) => [e.index, e.type]));
         indexes.forEach((profileIndex, position) => {

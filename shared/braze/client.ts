@@ -87,11 +87,11 @@ export class BrazeClient {
    * Sends ≤75 attribute objects; retries transient failures until `deadlineMs`. A 401/403 makes the
    * client read the key once more (rotated in Key Vault?) and, if it changed, send again with it.
    */
-  async track(attributes: BrazeAttributesObject[], deadlineMs: number): Promise<TrackOutcome> {
+  async track(attributes: BrazeAttributesObject[], deadlineMs: number, seen: { http429: number } = { http429: 0 }): Promise<TrackOutcome> {
     let key = await this.keys.get();
     for (let reread = false; ; reread = true) {
       const response = await retryLoop<AxiosResponse<string> | undefined>({
-        attempt: () => this.attempt(attributes, deadlineMs, key),
+        attempt: () => this.attempt(attributes, deadlineMs, key, seen),
         strategies: this.strategies,
         sleep: this.clock.sleep,
         now: this.clock.now,
@@ -130,6 +130,7 @@ export class BrazeClient {
     attributes: BrazeAttributesObject[],
     deadlineMs: number,
     key: string,
+    seen: { http429: number },
   ): Promise<{ result: AttemptResult; value: AxiosResponse<string> | undefined }> {
     await this.slot();
     try {
@@ -146,6 +147,7 @@ export class BrazeClient {
       this.pacer.release(rateLimit);
       if (response.status === 429) {
         this.stats.http429 += 1;
+        seen.http429 += 1;
         this.pacer.throttled(rateLimit.resetAtMs);
       }
       return { result: { status: response.status, retryAtMs: rateLimit.resetAtMs }, value: response };

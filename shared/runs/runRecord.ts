@@ -95,6 +95,8 @@ export const runRecordSchema = runCountsSchema.extend({
   inputRejectedByReason: z.string().default('{}'),
   /** The blob in the state container that lists the refresh's segments and partitions (ETags pinned). */
   sourcesBlob: z.string(),
+  /** Rows the enqueuer has read so far (updated with its lease); `rowsRead` once it is done. */
+  rowsReadSoFar: z.number().int().min(0).default(0),
   /** The latest moment a batch of this run ended or was handed on, or the run itself changed. */
   lastProgressAt: z.string().optional(),
   etag: z.string().optional(),
@@ -119,8 +121,28 @@ export function rowsAccountedFor(run: RunCounts): number {
   return run.rowsRejectedInput + run.rowsSkippedUnchanged + run.rowsDelivered + run.rowsRejectedBraze + run.rowsFailed;
 }
 
+/**
+ * How far a run is: rows read (while enqueueing too), profiles delivered and pending, and, while
+ * sending, an estimate of the time left at the rate so far.
+ */
+export function runProgress(run: RunRecord, nowMs: number) {
+  const ended = run.usersDelivered + run.usersRejected + run.usersFailed;
+  const pending = run.enqueueDone ? Math.max(0, run.usersEnqueued - ended) : undefined;
+  const startedMs = Date.parse(run.createdAt);
+  const elapsedSeconds = Math.max(0, (nowMs - startedMs) / 1000);
+  const rate = elapsedSeconds > 0 ? ended / elapsedSeconds : 0;
+  const sending = run.enqueueDone && !isTerminal(run.status) && run.status !== 'halted';
+  return {
+    rowsRead: run.enqueueDone ? run.rowsRead : run.rowsReadSoFar,
+    profilesDelivered: run.usersDelivered,
+    profilesPending: pending,
+    profilesPerSecond: Math.round(rate),
+    etaSeconds: sending && pending !== undefined && rate > 0 ? Math.ceil(pending / rate) : undefined,
+  };
+}
+
 /** A public view of a run for the HTTP API and the local runner: counts, no PII. */
-export function runSummary(run: RunRecord) {
+export function runSummary(run: RunRecord, nowMs = Date.now()) {
   return {
     runId: run.runId,
     status: run.status,
@@ -134,6 +156,7 @@ export function runSummary(run: RunRecord) {
     lastProgressAt: run.lastProgressAt,
     error: run.error,
     supersededBy: run.supersededBy,
+    progress: runProgress(run, nowMs),
     rows: {
       read: run.rowsRead,
       delivered: run.rowsDelivered,

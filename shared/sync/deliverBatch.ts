@@ -28,7 +28,7 @@ export type DeliveryResult =
  * the last. Braze attribute updates are idempotent, so a batch taken over after a crash may be
  * sent twice; it is counted once.
  */
-export async function deliverBatch(deps: ConnectorDeps, payload: unknown): Promise<DeliveryResult> {
+export async function deliverBatch(deps: ConnectorDeps, payload: unknown, delivery: { enqueuedAtMs?: number } = {}): Promise<DeliveryResult> {
   let message;
   try {
     message = decodeBatchMessage(payload);
@@ -52,6 +52,7 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown): Promi
     await sendToQueue(deps.storage.batchQueue, encodeMessage(message), receipt.untilMs - deps.clock.now() + 1_000);
     return { kind: 'busy' };
   }
+  const claimedAtMs = deps.clock.now();
   const sources = await sourceNames(deps, run);
   if (receipt.kind === 'handingOff') {
     await finishHandoff(deps, message.runId, message.batchId, receipt.stored, sources);
@@ -60,6 +61,7 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown): Promi
   }
 
   let ending: Ending;
+  let http429 = 0;
   if (run.status === 'halted') {
     ending = { kind: 'park', part: unsentPart(message.profiles, 'parked', run.error ?? 'run halted', sources), reason: run.error ?? 'run halted' };
   } else if (run.status === 'failed' || run.status === 'superseded') {
@@ -69,6 +71,7 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown): Promi
     const sent = await sendProfiles(deps.braze, message.profiles, deps.clock.now() + deps.settings.senderBudgetMs);
     if (sent.unattributedErrors.length) deps.log.warn(`batch ${message.batchId}: Braze reported errors without a row: ${sent.unattributedErrors.join('; ')}`);
     if (sent.authError) await haltRun(deps, message.runId, sent.authError);
+    http429 = sent.http429;
     ending = endingAfterSend(message, sent, sources, deps.clock.now());
   }
 
@@ -77,8 +80,25 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown): Promi
     return { kind: 'lost' };
   }
   logEnding(deps, message.runId, message.batchId, ending);
+  const kind = resultKind(ending);
+  const counts = ending.part.outcome;
+  deps.log.record({
+    connectorEvent: 'BatchEnded',
+    runId: message.runId,
+    batchId: message.batchId,
+    ending: kind === 'done' ? 'settled' : kind,
+    delivered: counts.usersDelivered,
+    rejected: counts.usersRejected,
+    failed: counts.usersFailed,
+    parked: counts.usersParked,
+    handedOn: ending.kind === 'handOff' ? ending.child.profiles.length : 0,
+    brazeRequests: counts.brazeRequests,
+    http429,
+    durationMs: deps.clock.now() - claimedAtMs,
+    ...(delivery.enqueuedAtMs !== undefined ? { queueLagMs: Math.max(0, claimedAtMs - delivery.enqueuedAtMs) } : {}),
+  });
   await requestFinalizeIfComplete(deps, message.runId);
-  return { kind: resultKind(ending), outcome: ending.part.outcome };
+  return { kind, outcome: counts };
 }
 
 function resultKind(ending: Ending): 'done' | 'parked' | 'deferred' | 'failed' {

@@ -42,6 +42,7 @@ export async function enqueueRun(deps: ConnectorDeps, runId: string): Promise<Ru
   if (waiting) return waiting;
 
   const owner = newToken();
+  const startedMs = deps.clock.now();
   const leased = await deps.runs.update(runId, (current) => {
     if (isTerminal(current.status) || current.status === 'finalizing' || current.enqueueDone) return undefined;
     if (leaseHeld(current, deps.clock.now())) return undefined;
@@ -53,10 +54,25 @@ export async function enqueueRun(deps: ConnectorDeps, runId: string): Promise<Ru
   try {
     const destination = findDestination(deps.config, run.destination, run.instance);
     if (!destination) throw new InvalidInputError(`destination "${run.destination}" is no longer in the mapping config`);
-    const totals = await holdingLease(deps, runId, owner, (signal) => diffAndEnqueue(deps, leased.run, destination, owner, signal));
+    const seen = { rowsRead: 0 };
+    const totals = await holdingLease(
+      deps,
+      runId,
+      owner,
+      (signal) => diffAndEnqueue(deps, leased.run, destination, owner, signal, seen),
+      () => ({ rowsReadSoFar: seen.rowsRead }),
+    );
     const { run: enqueued } = await deps.runs.update(runId, (current) =>
       current.leaseOwner === owner
-        ? { ...totals, enqueueDone: true, enqueuedBy: owner, event: 'enqueueDone', leaseOwner: undefined, leaseUntil: undefined }
+        ? {
+            ...totals,
+            rowsReadSoFar: totals.rowsRead,
+            enqueueDone: true,
+            enqueuedBy: owner,
+            event: 'enqueueDone',
+            leaseOwner: undefined,
+            leaseUntil: undefined,
+          }
         : undefined,
     );
     // Not ours unless our write landed (a retried write whose first answer was lost finds it done already).
@@ -64,6 +80,18 @@ export async function enqueueRun(deps: ConnectorDeps, runId: string): Promise<Ru
     deps.log.info(
       `run ${runId}: read ${totals.rowsRead} rows; ${totals.usersEnqueued} profiles to send (${totals.exitsEnqueued} leaving), ${totals.rowsSkippedUnchanged} rows unchanged, ${totals.rowsRejectedInput} rejected; ${totals.batchesEnqueued} batches`,
     );
+    deps.log.record({
+      connectorEvent: 'RunEnqueued',
+      runId,
+      destination: run.destination,
+      rowsRead: totals.rowsRead,
+      rowsUnchanged: totals.rowsSkippedUnchanged,
+      rowsRejected: totals.rowsRejectedInput,
+      profilesEnqueued: totals.usersEnqueued,
+      exits: totals.exitsEnqueued,
+      batches: totals.batchesEnqueued,
+      durationMs: deps.clock.now() - startedMs,
+    });
     // The last batch may have been recorded before enqueueDone was set: whoever writes last asks.
     if (enqueued.usersEnqueued === 0) await finalizeRun(deps, runId);
     else await requestFinalizeIfComplete(deps, runId);
@@ -77,6 +105,7 @@ export async function enqueueRun(deps: ConnectorDeps, runId: string): Promise<Ru
           : undefined,
       );
       if (failed.changed) {
+        deps.log.record({ connectorEvent: 'RunFailed', runId, destination: run.destination, reason: error.message });
         await deps.destinations.release(run.modelJsonPath, runId);
         await deleteWorkingBlobs(deps.storage.stateContainer, runId);
       }
@@ -114,6 +143,13 @@ async function claimDestination(deps: ConnectorDeps, run: RunRecord): Promise<Ru
         await deps.runs.adjustCounters(other.runId, { rowsFailed: rowsParked, usersFailed: usersParked, rowsParked: -rowsParked, usersParked: -usersParked });
         await deleteWorkingBlobs(deps.storage.stateContainer, other.runId);
         deps.log.warn(`run ${other.runId} was ${other.status}; superseded by ${run.runId}, which sends the newer snapshot instead`);
+        deps.log.record({
+          connectorEvent: 'RunSuperseded',
+          runId: other.runId,
+          destination: other.destination,
+          supersededBy: run.runId,
+          previousStatus: other.status,
+        });
       }
     }
   }
@@ -134,7 +170,14 @@ type EnqueueTotals = Pick<
   | 'inputRejectedByReason'
 >;
 
-async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: DestinationConfig, owner: string, signal: AbortSignal): Promise<EnqueueTotals> {
+async function diffAndEnqueue(
+  deps: ConnectorDeps,
+  run: RunRecord,
+  destination: DestinationConfig,
+  owner: string,
+  signal: AbortSignal,
+  seen: { rowsRead: number },
+): Promise<EnqueueTotals> {
   const segments = await readSources(deps, run);
   const container = deps.storage.exportContainer;
   const state = deps.storage.stateContainer;
@@ -193,7 +236,10 @@ async function diffAndEnqueue(deps: ConnectorDeps, run: RunRecord, destination: 
     // Pass 2: each profile's first row decides what to send; its rows in other segments travel with it.
     for await (const row of readExportRows(container, segments, destination, sendingOrder)) {
       totals.rowsRead += 1;
-      if (totals.rowsRead % LEASE_CHECK_ROWS === 0) signal.throwIfAborted();
+      if (totals.rowsRead % LEASE_CHECK_ROWS === 0) {
+        signal.throwIfAborted();
+        seen.rowsRead = totals.rowsRead;
+      }
       const source = sources[row.partitionIndex];
       if (!row.result.ok) {
         totals.rowsRejectedInput += 1;

@@ -81,6 +81,22 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
     await deps.destinations.release(run.modelJsonPath, runId);
     // Failed profiles can be retried by a resume, which needs the parked batches and the candidate state.
     if (finished.usersFailed === 0) await deleteWorkingBlobs(state, runId);
+    deps.log.record({
+      connectorEvent: 'RunCompleted',
+      runId,
+      destination: finished.destination,
+      rowsRead: finished.rowsRead,
+      rowsDelivered: finished.rowsDelivered,
+      rowsUnchanged: finished.rowsSkippedUnchanged,
+      rowsRejected: finished.rowsRejectedInput + finished.rowsRejectedBraze,
+      rowsFailed: finished.rowsFailed,
+      profilesDelivered: finished.usersDelivered,
+      exits: finished.exitsEnqueued,
+      brazeRequests: finished.brazeRequests,
+      dataPointsSent: finished.dataPointsSent,
+      dataPointsFullSend: finished.dataPointsFullSend,
+      durationMs: Date.parse(finished.finishedAt ?? finished.updatedAt) - Date.parse(finished.createdAt),
+    });
     deps.log.info(
       `run ${runId} completed: ${finished.rowsDelivered} rows delivered, ${finished.rowsSkippedUnchanged} unchanged, ${finished.rowsRejectedInput + finished.rowsRejectedBraze} rejected, ${finished.rowsFailed} failed; ${finished.usersDelivered} profiles (${finished.exitsEnqueued} exits) in ${finished.brazeRequests} requests; rejects report ${report.blobName} (${report.lines} lines)`,
     );

@@ -1,5 +1,6 @@
 import { describeError, LeaseLostError } from '../errors';
 import type { RunRecord } from '../runs/runRecord';
+import type { RunPatch } from '../runs/runStore';
 import type { ConnectorDeps } from './deps';
 
 /**
@@ -20,7 +21,14 @@ export function leaseHeld(run: Pick<RunRecord, 'leaseUntil'>, nowMs: number): bo
  * or renewals kept failing until the lease ran out (then another worker may already have taken
  * over). The work checks the signal and stops; it must not write its results after that.
  */
-export async function holdingLease<T>(deps: ConnectorDeps, runId: string, owner: string, work: (signal: AbortSignal) => Promise<T>): Promise<T> {
+export async function holdingLease<T>(
+  deps: ConnectorDeps,
+  runId: string,
+  owner: string,
+  work: (signal: AbortSignal) => Promise<T>,
+  /** Fields written with each renewal: how far the work has come, for the status API. */
+  progress: () => RunPatch = () => ({}),
+): Promise<T> {
   const controller = new AbortController();
   let heldUntilMs = deps.clock.now() + deps.settings.enqueueLeaseMs;
   let renewing = false;
@@ -30,7 +38,7 @@ export async function holdingLease<T>(deps: ConnectorDeps, runId: string, owner:
     try {
       const until = leaseEnd(deps);
       const { changed, run } = await deps.runs.update(runId, (current) =>
-        current.leaseOwner === owner && current.status !== 'failed' && current.status !== 'superseded' ? { leaseUntil: until } : undefined,
+        current.leaseOwner === owner && current.status !== 'failed' && current.status !== 'superseded' ? { ...progress(), leaseUntil: until } : undefined,
       );
       if (changed) heldUntilMs = Date.parse(until);
       else controller.abort(new LeaseLostError(`run ${runId}: lease lost (${run.leaseOwner ? 'another worker holds it' : `the run is ${run.status}`})`));

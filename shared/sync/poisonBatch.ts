@@ -44,6 +44,7 @@ export async function handlePoisonBatch(deps: ConnectorDeps, payload: unknown): 
     deps.log.error(
       `batch ${message.batchId} of run ${message.runId} poisoned: ${message.profiles.length} profiles counted failed; POST /api/runs/${message.runId}/resume re-queues it`,
     );
+    deps.log.record({ connectorEvent: 'BatchPoisoned', runId: message.runId, batchId: message.batchId, profiles: message.profiles.length });
   }
   await requestFinalizeIfComplete(deps, message.runId);
 }

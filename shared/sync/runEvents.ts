@@ -11,5 +11,8 @@ export async function haltRun(deps: ConnectorDeps, runId: string, error: BrazeAu
           error: `${error.message}. Fix the Braze API key (BRAZE_API_KEY or its Key Vault secret; it needs users.track), then POST /api/runs/${runId}/resume.`,
         },
   );
-  if (changed && run.status === 'halted') deps.log.error(`run ${runId} halted: ${error.message}`);
+  if (changed && run.status === 'halted') {
+    deps.log.error(`run ${runId} halted: ${error.message}`);
+    deps.log.record({ connectorEvent: 'RunHalted', runId, destination: run.destination, brazeStatus: error.status, reason: error.message });
+  }
 }

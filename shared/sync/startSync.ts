@@ -161,6 +161,7 @@ async function createRun(
     rejectedByReason: '{}',
     inputRejectedByReason: '{}',
     sourcesBlob,
+    rowsReadSoFar: 0,
     ...runCountsSchema.parse({}),
   });
   // A run still queued may have lost its message to a crash right after the insert: send it again;
@@ -168,6 +169,9 @@ async function createRun(
   if (created.created || created.run.status === 'queued') {
     await sendToQueue(deps.storage.runQueue, encodeMessage({ kind: 'startRun', runId }));
     deps.log.info(`run ${runId} queued: ${refresh.instance}/${refresh.destination} refresh ${refresh.label} (${request.trigger}${force ? ', force' : ''})`);
+    if (created.created) {
+      deps.log.record({ connectorEvent: 'RunQueued', runId, destination: refresh.destination, trigger: request.trigger, refresh: refresh.label, force });
+    }
   } else {
     deps.log.info(
       `run ${runId} already exists for ${refresh.instance}/${refresh.destination} refresh ${refresh.label} (status ${created.run.status}); not started again`,

@@ -35,6 +35,7 @@ export async function sweepRuns(deps: ConnectorDeps): Promise<SweepOutcome> {
       await deleteRunFolder(deps.storage.stateContainer, run.runId);
       await deps.runs.deleteRun(run.runId);
       outcome.expired.push(run.runId);
+      deps.log.record({ connectorEvent: 'RunExpired', runId: run.runId, destination: run.destination });
       continue;
     }
     if (isTerminal(run.status) || run.status === 'halted') continue;
@@ -64,8 +65,17 @@ export async function sweepRuns(deps: ConnectorDeps): Promise<SweepOutcome> {
           : undefined,
       );
       if (changed) {
+        const pending = run.usersEnqueued - run.usersDelivered - run.usersRejected - run.usersFailed;
         outcome.stalled.push({ runId: run.runId, quietMinutes: minutes });
         deps.log.error(`run ${run.runId} stalled: no batch ended for ${minutes} minutes`);
+        deps.log.record({
+          connectorEvent: 'RunStalled',
+          runId: run.runId,
+          destination: run.destination,
+          quietMinutes: minutes,
+          profilesPending: pending,
+          reason: `no batch ended for ${minutes} minutes`,
+        });
       }
     }
   }

@@ -1,5 +1,6 @@
 import type { SyncConfig } from '../../shared/config/syncConfig';
 import type { Logger } from '../../shared/log';
+import { recordLine, type ConnectorRecord } from '../../shared/telemetry';
 import { startAzurite, type AzuriteInstance } from '../../local/azurite';
 import { BrazeServer, type BrazeServerOptions } from '../../local/brazeServer';
 import { LocalFunctionApp } from '../../local/stack';
@@ -10,6 +11,11 @@ export const TEST_API_KEY = '6f1c2b8e-1a2b-4c3d-9e8f-0a1b2c3d4e5f';
 /** Every log line, so tests can assert what never appears in one. */
 export class RecordingLogger implements Logger {
   readonly lines: string[] = [];
+  readonly records: ConnectorRecord[] = [];
+  record(record: ConnectorRecord): void {
+    this.records.push(record);
+    this.lines.push(recordLine(record));
+  }
   info(message: string): void {
     this.lines.push(message);
   }

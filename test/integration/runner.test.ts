@@ -2,6 +2,7 @@ import { spawnSync } from 'node:child_process';
 import { mkdtempSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { startAzurite } from '../../local/azurite';
 
 const root = path.join(__dirname, '..', '..');
 const runner = path.join(root, 'dist', 'local', 'runner.js');
@@ -13,6 +14,30 @@ function run(args: string[]) {
 }
 
 describe('npm start: the local runner', () => {
+  it('shows progress while it syncs, then lists the run history of the storage it is pointed at (--runs)', async () => {
+    const azurite = await startAzurite();
+    try {
+      const withStorage = { ...env, AzureWebJobsStorage: azurite.connectionString };
+      const synced = spawnSync(process.execPath, [runner], { env: withStorage, encoding: 'utf8', timeout: 110_000 });
+      expect(synced.status).toBe(0);
+      expect(synced.stdout).toMatch(/r-[0-9a-f]+ \w+: \d+ rows read \(\d+\/s\), (reading|\d+\/\d+ profiles delivered)/);
+      const listed = spawnSync(process.execPath, [runner, '--runs', '--json'], { env: withStorage, encoding: 'utf8', timeout: 60_000 });
+      expect(listed.stderr).toBe('');
+      const history = JSON.parse(listed.stdout) as { runs: { runId: string; status: string; rows: { read: number } }[] };
+      expect(history.runs).toEqual([expect.objectContaining({ status: 'completed', rows: expect.objectContaining({ read: 16 }) })]);
+      const human = spawnSync(process.execPath, [runner, '--runs', '--status', 'completed'], { env: withStorage, encoding: 'utf8', timeout: 60_000 });
+      expect(human.stdout).toMatch(/r-[0-9a-f]+ +completed +BrazeExport +refresh 2026\/11\/28\/0600 +rows 16 read/);
+      const bad = spawnSync(process.execPath, [runner, '--runs', '--status', 'asleep'], { env: withStorage, encoding: 'utf8', timeout: 60_000 });
+      expect(bad.status).toBe(2);
+      expect(bad.stderr).toMatch(/status/);
+    } finally {
+      await azurite.stop();
+    }
+    const noStorage = run(['--runs']);
+    expect(noStorage.code).toBe(2);
+    expect(noStorage.stderr).toMatch(/--runs reads the runs of the storage AzureWebJobsStorage names/);
+  }, 120_000);
+
   it.each(['timer', 'http', 'blob'])('syncs the sample export through the %s trigger and prints a JSON summary', (trigger) => {
     const result = run([
       '--json',

@@ -1,0 +1,79 @@
+/**
+ * The connector's run records: what an operator queries (docs/operations.md) and the alerts fire
+ * on (infra/modules/alerts.bicep). Each is written as one JSON line, `{"connectorEvent": …}`, which
+ * the Functions host sends to Application Insights as a trace; KQL reads it with parse_json.
+ * Fields are ids, statuses, counts, durations and reasons — never an identifier, e-mail, name or
+ * key: the types admit nothing else, and the reasons are the ones already redacted for the run
+ * record.
+ */
+export type ConnectorRecord =
+  | { connectorEvent: 'RunQueued'; runId: string; destination: string; trigger: string; refresh: string; force: boolean }
+  | {
+      connectorEvent: 'RunEnqueued';
+      runId: string;
+      destination: string;
+      rowsRead: number;
+      rowsUnchanged: number;
+      rowsRejected: number;
+      profilesEnqueued: number;
+      exits: number;
+      batches: number;
+      durationMs: number;
+    }
+  | {
+      connectorEvent: 'RunCompleted';
+      runId: string;
+      destination: string;
+      rowsRead: number;
+      rowsDelivered: number;
+      rowsUnchanged: number;
+      rowsRejected: number;
+      rowsFailed: number;
+      profilesDelivered: number;
+      exits: number;
+      brazeRequests: number;
+      dataPointsSent: number;
+      dataPointsFullSend: number;
+      durationMs: number;
+    }
+  | { connectorEvent: 'RunFailed'; runId: string; destination: string; reason: string }
+  | { connectorEvent: 'RunHalted'; runId: string; destination: string; brazeStatus: number; reason: string }
+  | { connectorEvent: 'RunStalled'; runId: string; destination: string; quietMinutes: number; profilesPending: number; reason: string }
+  | { connectorEvent: 'RunSuperseded'; runId: string; destination: string; supersededBy: string; previousStatus: string }
+  | { connectorEvent: 'RunExpired'; runId: string; destination: string }
+  | {
+      connectorEvent: 'BatchEnded';
+      runId: string;
+      batchId: string;
+      ending: 'settled' | 'deferred' | 'parked' | 'failed';
+      delivered: number;
+      rejected: number;
+      failed: number;
+      parked: number;
+      handedOn: number;
+      brazeRequests: number;
+      http429: number;
+      durationMs: number;
+      /** From the message's insertion on the queue to its claim. */
+      queueLagMs?: number;
+    }
+  | { connectorEvent: 'BatchPoisoned'; runId: string; batchId: string; profiles: number };
+
+/** Every record name, for the alert rules and queries to be checked against. */
+export const connectorEvents = [
+  'RunQueued',
+  'RunEnqueued',
+  'RunCompleted',
+  'RunFailed',
+  'RunHalted',
+  'RunStalled',
+  'RunSuperseded',
+  'RunExpired',
+  'BatchEnded',
+  'BatchPoisoned',
+] as const satisfies readonly ConnectorRecord['connectorEvent'][];
+
+/** The one place a record becomes a line. */
+export function recordLine(record: ConnectorRecord): string {
+  return JSON.stringify(record);
+}
