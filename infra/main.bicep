@@ -19,8 +19,8 @@ param brazeRestEndpoint string
 @description('Braze REST API key with users.track; stored in Key Vault, never in app settings or outputs.')
 param brazeApiKey string
 
-@description('The mapping config (JSON text, as sample/config.json).')
-param syncConfigJson string
+@description('The mapping config (JSON text); by default infra/sync-config.json, which you edit before deploying.')
+param syncConfigJson string = loadTextContent('sync-config.json')
 
 @description('The container Customer Insights exports to.')
 param exportContainerName string = 'customer-insights'

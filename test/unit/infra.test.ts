@@ -3,6 +3,7 @@ import path from 'node:path';
 import { EXPORT_BLOB_DROP_FUNCTION } from '../../functions/exportBlobDrop';
 import { appSettingsSchema, loadAppSettings } from '../../shared/config/settings';
 import { BATCH_QUEUE, RUN_QUEUE } from '../../shared/queue/names';
+import { parseSyncConfig } from '../../shared/config/syncConfig';
 
 /**
  * infra/main.json is the compiled infra/main.bicep (`npm run infra:check` in CI proves it is
@@ -106,5 +107,13 @@ describe('the deployment template, held against the code', () => {
     expect(config.deployment.storage.authentication.type).toBe('UserAssignedIdentity');
     const plan = allResources().find((r) => r.type === 'Microsoft.Web/serverfarms') as unknown as { sku: { name: string; tier: string } };
     expect(plan.sku).toEqual({ name: 'FC1', tier: 'FlexConsumption' });
+  });
+});
+
+describe('the mapping config the template deploys', () => {
+  it('is a valid mapping config', () => {
+    expect(() => parseSyncConfig(readFileSync(path.join(root, 'infra', 'sync-config.json'), 'utf8'), 'infra/sync-config.json')).not.toThrow();
+    const syncConfig = moduleNamed('functionApp').properties!.parameters!.appSettings.value as Record<string, string>;
+    expect(syncConfig.SYNC_CONFIG).toBe("[parameters('syncConfigJson')]");
   });
 });
