@@ -15,6 +15,7 @@ import { requestSync } from '../shared/sync/startSync';
 import { silentLogger } from '../shared/log';
 import type { RunRecord } from '../shared/runs/runRecord';
 import type { SyncConfig } from '../shared/config/syncConfig';
+import { csvFormatOf, csvParserOptions } from '../shared/ci/partitionReader';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const INSTANCE = 'CustomerInsights_bench0001';
@@ -219,6 +220,24 @@ async function naiveBaseline(container: ContainerClient, brazeUrl: string, runFo
   return { seconds: (Date.now() - started) / 1000, requests };
 }
 
+/**
+ * The floor under any reader: the same partitions, from the same storage, through the same CSV
+ * parser with the same options, one after another, doing nothing with the rows.
+ */
+async function parseFloor(container: ContainerClient, runFolder: string): Promise<{ seconds: number; rows: number }> {
+  const started = Date.now();
+  let rows = 0;
+  for (const segment of SEGMENTS) {
+    for await (const blob of container.listBlobsFlat({ prefix: `${INSTANCE}/${DESTINATION}/${segment}/${runFolder}/` })) {
+      const body = (await container.getBlobClient(blob.name).download()).readableStreamBody as Readable;
+      const parser = parse(csvParserOptions(csvFormatOf(undefined, blob.name)));
+      body.pipe(parser);
+      for await (const _record of parser as AsyncIterable<string[]>) rows += 1;
+    }
+  }
+  return { seconds: (Date.now() - started) / 1000, rows };
+}
+
 async function main(): Promise<void> {
   const { values } = parseArgs({
     options: {
@@ -302,6 +321,9 @@ async function main(): Promise<void> {
     const brazeProcess = processStats(braze.child.pid!);
     const azuriteProcess = processStats(azurite.process.pid!);
 
+    say('parse floor: the refresh-2 partitions through the CSV parser alone…');
+    const floor = await parseFloor(deps.storage.exportContainer, '2026/11/28/0600');
+
     let baseline: { seconds: number; requests: number } | undefined;
     if (!values['skip-baseline']) {
       say('baseline: stream the CSVs, POST every 75 rows sequentially, no queue…');
@@ -332,6 +354,10 @@ async function main(): Promise<void> {
       azuriteCpuSeconds: azuriteProcess.cpuSeconds,
       refresh1CpuSeconds: refresh1Cpu,
       refresh1CpuFloorSeconds: round((refresh1Cpu.connector + refresh1Cpu.brazeServer + refresh1Cpu.azurite + refresh1Cpu.benchObserver) / 2),
+      connectorCpuMicrosPerRow: round((refresh1Cpu.connector * 1e6) / generated.rows, 1),
+      parseFloorSeconds: round(floor.seconds),
+      parseFloorRows: floor.rows,
+      refresh2OverParseFloor: round(refresh2.seconds / Math.max(floor.seconds, 0.001)),
       refresh2Seconds: round(refresh2.seconds),
       refresh2Requests: after2.requests - before2.requests,
       refresh2ProfilesSent: refresh2.run.usersEnqueued,
@@ -339,6 +365,7 @@ async function main(): Promise<void> {
       baselineSeconds: baseline ? round(baseline.seconds) : null,
       baselineRequests: baseline?.requests ?? null,
       speedupVsBaseline: baseline ? round(baseline.seconds / refresh1.seconds) : null,
+      refresh1OverBaseline: baseline ? round(refresh1.seconds / baseline.seconds) : null,
     };
     if (values.json) {
       console.log(JSON.stringify(result));
