@@ -76,17 +76,18 @@ export interface PartitionColumns {
 
 /**
  * Streams one partition CSV and yields its data rows in order, with 1-based row numbers (header
- * excluded). Rows that cannot be read (wrong column count, broken quoting) come out as `invalid`
- * with a reason instead of stopping the partition. Memory stays at the parser's buffer, whatever
- * the file's size.
+ * excluded), in batches of whatever the parser has ready: the caller's per-row work stays
+ * synchronous and awaits once per batch. Rows that cannot be read (wrong column count, broken
+ * quoting) come out as `invalid` with a reason instead of stopping the partition. Memory stays at
+ * the parser's buffer, whatever the file's size.
  */
-export async function* readPartition(
+export async function* readPartitionBatches(
   body: Readable,
   format: CsvFormat,
   attributes: CdmAttribute[],
   onColumns: (columns: PartitionColumns) => void,
   where = 'partition',
-): AsyncGenerator<PartitionRecord> {
+): AsyncGenerator<PartitionRecord[]> {
   // A record the parser skips is reported with how many records it had emitted before it, so it
   // can be put back in its place in the sequence (no per-record callback: they halve the speed).
   const skipped: { after: number; line: number; reason: string }[] = [];
@@ -118,32 +119,77 @@ export async function* readPartition(
   let emitted = 0;
   let row = 0;
 
-  const records = (async function* () {
-    try {
-      yield* parser as AsyncIterable<string[]>;
-    } catch (error) {
-      throw fatal ?? error;
+  try {
+    for await (const values of readableBatches<string[]>(parser)) {
+      const batch: PartitionRecord[] = [];
+      for (const record of values) {
+        while (skipped.length && skipped[0].after <= emitted) batch.push({ kind: 'invalid', row: ++row, reason: skipped.shift()!.reason });
+        emitted += 1;
+        if (headerPending) {
+          headerPending = false;
+          expected = record.length;
+          onColumns(columnsByHeader(record, attributes));
+          continue;
+        }
+        row += 1;
+        batch.push(
+          record.length === expected
+            ? { kind: 'row', row, values: record }
+            : { kind: 'invalid', row, reason: `expected ${expected} columns, found ${record.length}` },
+        );
+      }
+      if (batch.length) yield batch;
     }
-    if (fatal) throw fatal;
-  })();
-  for await (const values of records) {
-    while (skipped.length && skipped[0].after <= emitted) yield { kind: 'invalid', row: ++row, reason: skipped.shift()!.reason };
-    emitted += 1;
-    if (headerPending) {
-      headerPending = false;
-      expected = values.length;
-      onColumns(columnsByHeader(values, attributes));
-      continue;
-    }
-    row += 1;
-    if (values.length !== expected) {
-      yield { kind: 'invalid', row, reason: `expected ${expected} columns, found ${values.length}` };
-      continue;
-    }
-    yield { kind: 'row', row, values };
+  } catch (error) {
+    throw fatal ?? error;
   }
-  for (const skip of skipped) yield { kind: 'invalid', row: ++row, reason: skip.reason };
+  if (fatal) throw fatal;
+  if (skipped.length) yield skipped.map((skip) => ({ kind: 'invalid', row: ++row, reason: skip.reason }));
   if (headerPending) onColumns(columnsByPosition(attributes));
+}
+
+/** The same rows one at a time. */
+export async function* readPartition(
+  body: Readable,
+  format: CsvFormat,
+  attributes: CdmAttribute[],
+  onColumns: (columns: PartitionColumns) => void,
+  where = 'partition',
+): AsyncGenerator<PartitionRecord> {
+  for await (const batch of readPartitionBatches(body, format, attributes, onColumns, where)) yield* batch;
+}
+
+/** Everything an object stream has ready, at once; waits only when it has nothing. */
+async function* readableBatches<T>(stream: Readable): AsyncGenerator<T[]> {
+  for (;;) {
+    const batch: T[] = [];
+    for (let item = stream.read() as T | null; item !== null; item = stream.read() as T | null) batch.push(item);
+    if (batch.length) {
+      yield batch;
+      continue;
+    }
+    if (stream.readableEnded || stream.destroyed) {
+      if (stream.errored) throw stream.errored;
+      return;
+    }
+    await new Promise<void>((resolve, reject) => {
+      const done = () => {
+        stream.off('readable', done);
+        stream.off('end', done);
+        stream.off('close', done);
+        stream.off('error', failed);
+        resolve();
+      };
+      const failed = (error: Error) => {
+        done();
+        reject(error);
+      };
+      stream.on('readable', done);
+      stream.on('end', done);
+      stream.on('close', done);
+      stream.on('error', failed);
+    });
+  }
 }
 
 function columnsByPosition(attributes: CdmAttribute[]): PartitionColumns {

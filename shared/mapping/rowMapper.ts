@@ -83,8 +83,11 @@ function columnIndex(columns: PartitionColumns, column: string | undefined): num
   return index;
 }
 
-/** Only the profile key of a row (or undefined when the row has no usable identifier): the cheap first pass. */
-export function createKeyMapper(destination: DestinationConfig, columns: PartitionColumns): (values: string[]) => string | undefined {
+/** Only the profile key of a row, or why it has none: what a map step needs to route the row to its shard. */
+export function createKeyMapper(
+  destination: DestinationConfig,
+  columns: PartitionColumns,
+): (values: string[]) => { ok: true; key: string } | { ok: false; reason: string } {
   const identify = identifierResolver(
     destination,
     columnIndex(columns, destination.matching.emailColumn),
@@ -92,7 +95,7 @@ export function createKeyMapper(destination: DestinationConfig, columns: Partiti
   );
   return (values) => {
     const identity = identify(values);
-    return identity.ok ? identity.key : undefined;
+    return identity.ok ? { ok: true, key: identity.key } : identity;
   };
 }
 

@@ -9,8 +9,8 @@ const TARGET_MESSAGE_BYTES = QUEUE_MESSAGE_MAX_BYTES - 2 * 1024;
 const MAX_PROFILES_PER_MESSAGE = BRAZE_MAX_OBJECTS_PER_REQUEST * 40;
 const MAX_SENDS_IN_FLIGHT = 16;
 
-export function batchIdOf(sequence: number): string {
-  return sequence.toString().padStart(7, '0');
+export function batchIdOf(sequence: number, prefix = ''): string {
+  return `${prefix}${sequence.toString().padStart(7, '0')}`;
 }
 
 /**
@@ -30,11 +30,13 @@ export class BatchPacker {
   constructor(
     private readonly queue: QueueClient,
     private readonly runId: string,
+    /** Keeps the batch ids of different shards of a run apart. */
+    private readonly batchPrefix = '',
   ) {}
 
   /** The id of the batch the next profile will travel in (stable across replays of the same run). */
   get currentBatchId(): string {
-    return batchIdOf(this.sequence);
+    return batchIdOf(this.sequence, this.batchPrefix);
   }
 
   async add(profile: BatchProfile): Promise<void> {
@@ -47,7 +49,7 @@ export class BatchPacker {
   async flush(): Promise<void> {
     if (this.profiles.length === 0) return;
     const profiles = this.profiles;
-    const batchId = batchIdOf(this.sequence);
+    const batchId = batchIdOf(this.sequence, this.batchPrefix);
     this.sequence += 1;
     this.profiles = [];
     this.rawBytes = 0;

@@ -52,6 +52,10 @@ export type BrazeBatchMessage = z.output<typeof brazeBatchMessageSchema>;
 
 export const runMessageSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('startRun'), runId: z.string().min(1) }),
+  /** Read one partition and route its rows to their shards. */
+  z.strictObject({ kind: z.literal('mapPartition'), runId: z.string().min(1), partition: z.number().int().min(0) }),
+  /** Diff one shard against its slice of the state and enqueue its batches. */
+  z.strictObject({ kind: z.literal('diffShard'), runId: z.string().min(1), shard: z.number().int().min(0) }),
   z.strictObject({ kind: z.literal('finalizeRun'), runId: z.string().min(1) }),
 ]);
 export type RunMessage = z.output<typeof runMessageSchema>;

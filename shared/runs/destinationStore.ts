@@ -10,7 +10,10 @@ const STATE_PARTITION = 'delivered-state';
 
 /** Which blob holds a destination's delivered state, and which run wrote it. */
 export interface StatePointer {
+  /** The state blob (format 1) or the manifest of the state's shards (format 2). */
   blobName: string;
+  /** Absent on pointers written by an older version: format 1. */
+  format?: number;
   runId: string;
   runCreatedAt: string;
   profiles: number;
@@ -62,9 +65,15 @@ export class DestinationStore {
 
   async statePointer(modelJsonPath: string): Promise<StatePointer | undefined> {
     const entity = await readEntity<Omit<StatePointer, 'etag'>>(this.table, STATE_PARTITION, destinationRow(modelJsonPath));
-    return (
-      entity && { blobName: entity.blobName, runId: entity.runId, runCreatedAt: entity.runCreatedAt, profiles: Number(entity.profiles), etag: entity.etag }
-    );
+    if (!entity) return undefined;
+    return {
+      blobName: entity.blobName,
+      format: entity.format === undefined ? undefined : Number(entity.format),
+      runId: entity.runId,
+      runCreatedAt: entity.runCreatedAt,
+      profiles: Number(entity.profiles),
+      etag: entity.etag,
+    };
   }
 
   /**

@@ -1,6 +1,6 @@
 import type { ContainerClient } from '@azure/storage-blob';
 import { BlobLineWriter } from '../storage/blobLineWriter';
-import { inputRejectsPartName, REJECTS_PARTS, rejectsReportName, runFolder, splitPartName } from './runBlobs';
+import { REJECTS_PARTS, rejectsReportName, runFolder, splitPartName } from './runBlobs';
 
 /**
  * The rejects report: one CSV line per row (or field) that did not reach Braze as read, with the
@@ -35,29 +35,29 @@ export async function writeRejectsPart(container: ContainerClient, blobName: str
 }
 
 /**
- * Joins the parts that count into one report per run: the input rejects of the enqueue that
- * completed, then each batch's part written by the owner that closed it (`batchTokens`). Parts of
- * writers that lost their claim are left out. Streams, so a run with many rejects stays in bounded memory.
+ * Joins the parts that count into one report per run: each unit's and each batch's part written
+ * by the owner that closed it (`owners`: part id → owner token, e.g. `map-0003`, `shard-0001`,
+ * `batch-s0001-0000002`). Parts of writers that lost their claim are left out. Input rejects come
+ * first (by partition), then duplicates and dropped fields (by shard), then what Braze refused.
+ * Streams, so a run with many rejects stays in bounded memory.
  */
 export async function composeRejectsReport(
   container: ContainerClient,
   runId: string,
-  enqueuedBy: string | undefined,
-  batchTokens: Map<string, string>,
+  owners: Map<string, string>,
 ): Promise<{ blobName: string; lines: number }> {
   const out = new BlobLineWriter(container, rejectsReportName(runId), 'text/csv; charset=utf-8');
-  const counts = (name: string): boolean => {
-    if (enqueuedBy && name === inputRejectsPartName(runId, enqueuedBy)) return true;
-    const part = splitPartName(name.slice(name.lastIndexOf('/') + 1));
-    return part !== undefined && part.id.startsWith('batch-') && batchTokens.get(part.id.slice('batch-'.length)) === part.token;
-  };
+  const order = (name: string) => (name.startsWith('map-') ? 0 : name.startsWith('shard-') ? 1 : 2);
   let lines = 0;
   try {
     await out.write(REJECTS_HEADER);
     const names: string[] = [];
-    for await (const item of container.listBlobsFlat({ prefix: `${runFolder(runId)}/${REJECTS_PARTS}/` })) if (counts(item.name)) names.push(item.name);
-    // Input rejects first, then batches in id order.
-    names.sort((a, b) => Number(!a.includes('/input.')) - Number(!b.includes('/input.')) || a.localeCompare(b));
+    const prefix = `${runFolder(runId)}/${REJECTS_PARTS}/`;
+    for await (const item of container.listBlobsFlat({ prefix })) {
+      const part = splitPartName(item.name.slice(prefix.length));
+      if (part && owners.get(part.id) === part.token) names.push(item.name);
+    }
+    names.sort((a, b) => order(a.slice(prefix.length)) - order(b.slice(prefix.length)) || a.localeCompare(b));
     for (const name of names) {
       const part = await container.getBlobClient(name).downloadToBuffer();
       lines += part

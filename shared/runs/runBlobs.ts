@@ -22,16 +22,36 @@ export function rejectsReportName(runId: string): string {
 
 export const REJECTS_PARTS = 'rejects-parts';
 
-export function inputRejectsPartName(runId: string, token: string): string {
-  return `${runFolder(runId)}/${REJECTS_PARTS}/input.${token}.csv`;
-}
-
 export function batchRejectsPartName(runId: string, batchId: string, token: string): string {
   return `${runFolder(runId)}/${REJECTS_PARTS}/batch-${batchId}.${token}.csv`;
 }
 
-export function candidateBlobName(runId: string, token: string): string {
-  return `${runFolder(runId)}/candidate-state.${token}.ndjson`;
+const pad = (n: number) => String(n).padStart(4, '0');
+
+/** Map step output: the rows of partition `p` that fall into shard `s`, written by the map unit's owner. */
+export function mapOutputBlobName(runId: string, partition: number, owner: string, shard: number): string {
+  return `${runFolder(runId)}/map/p${pad(partition)}.${owner}/s${pad(shard)}.ndjson`;
+}
+
+export function mapRejectsPartName(runId: string, partition: number, owner: string): string {
+  return `${runFolder(runId)}/${REJECTS_PARTS}/map-${pad(partition)}.${owner}.csv`;
+}
+
+export function shardRejectsPartName(runId: string, shard: number, owner: string): string {
+  return `${runFolder(runId)}/${REJECTS_PARTS}/shard-${pad(shard)}.${owner}.csv`;
+}
+
+/** What a shard sent, with each profile's state before the run: to restore for what Braze did not take. */
+export function sentBlobName(runId: string, shard: number, owner: string): string {
+  return `${runFolder(runId)}/sent/s${pad(shard)}.${owner}.ndjson`;
+}
+
+export function mapPartName(partition: number): string {
+  return `map-${pad(partition)}`;
+}
+
+export function shardPartName(shard: number): string {
+  return `shard-${pad(shard)}`;
 }
 
 export function undeliveredPrefix(runId: string): string {
@@ -67,8 +87,8 @@ export function splitPartName(fileName: string): { id: string; token: string } |
 
 /**
  * Deletes what a run no longer needs once nothing of it can be resumed: the working blobs that hold
- * profile identifiers (candidate state, undelivered lists, hand-offs, parked and unreadable
- * batches, rejects parts) and the partition list. The rejects report stays (it names rows, not
+ * profile identifiers (map outputs, what each shard sent, undelivered lists, hand-offs, parked
+ * and unreadable batches, rejects parts) and the partition list. The rejects report stays (it names rows, not
  * people); the storage lifecycle rule in the README removes it after the retention the user sets.
  */
 export async function deleteWorkingBlobs(container: ContainerClient, runId: string): Promise<number> {

@@ -85,8 +85,10 @@ export const runRecordSchema = runCountsSchema.extend({
   /** Who holds the run's lease (an enqueuer or finalizer), and until when; a crashed holder's lease runs out. */
   leaseOwner: z.string().optional(),
   leaseUntil: z.string().optional(),
-  /** The enqueue that completed: its token names the candidate state and input rejects it wrote. */
-  enqueuedBy: z.string().optional(),
+  /** Shards the run's profiles are split into (0 until the run is planned). */
+  shards: z.number().int().min(0).default(0),
+  /** The delivered state was of an older format: every profile was sent in full. */
+  stateFallback: z.boolean().default(false),
   error: z.string().optional(),
   supersededBy: z.string().optional(),
   /** JSON: reason → rows, input and Braze rejects together (assembled from the run and its counter shards). */
@@ -154,6 +156,8 @@ export function runSummary(run: RunRecord, nowMs = Date.now()) {
     createdAt: run.createdAt,
     finishedAt: run.finishedAt,
     lastProgressAt: run.lastProgressAt,
+    shards: run.shards,
+    note: run.stateFallback ? 'the delivered state was written by an older version: every profile was sent in full' : undefined,
     error: run.error,
     supersededBy: run.supersededBy,
     progress: runProgress(run, nowMs),

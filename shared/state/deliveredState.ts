@@ -3,9 +3,19 @@ import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import type { ContainerClient } from '@azure/storage-blob';
 import { z } from 'zod';
-import { candidateBlobName, splitPartName, undeliveredBlobName, undeliveredPrefix } from '../runs/runBlobs';
+import { splitPartName, undeliveredBlobName, undeliveredPrefix } from '../runs/runBlobs';
 import { BlobLineWriter } from '../storage/blobLineWriter';
 import { isNotFound } from '../storage/storageErrors';
+
+/**
+ * The delivered state of an export destination: per profile, what Braze last accepted — its
+ * memberships and a fingerprint of the raw values its fields were mapped from — and its key, so
+ * a leaver can be cleared. Format 2 splits it into shards by key hash (one blob each, listed by a
+ * manifest), so each shard of a run reads and writes only its own slice. Format 1 (one blob,
+ * fingerprints of mapped fields) is still read for memberships and keys, but its fingerprints are
+ * not comparable: a run on it sends everything in full.
+ */
+export const STATE_FORMAT = 2;
 
 /** What Braze last accepted for a profile: its memberships (attribute names) and a fingerprint of its fields. */
 export const profileStateSchema = z.object({ m: z.array(z.string()), f: z.string() });
@@ -15,26 +25,65 @@ export type ProfileState = z.output<typeof profileStateSchema>;
 export const stateRecordSchema = profileStateSchema.extend({ h: z.string().length(16), k: z.string().min(3) });
 export type StateRecord = z.output<typeof stateRecordSchema>;
 
-/**
- * One line of a run's candidate state: what the state becomes if the profile's batch is
- * delivered (`n`), and what it stays if not (`p`). `b` is the batch that carries the profile,
- * absent when nothing was sent for it.
- */
-export const candidateRecordSchema = z.object({
-  h: z.string().length(16),
-  k: z.string().min(3),
-  n: profileStateSchema.nullable(),
-  p: profileStateSchema.nullable(),
-  b: z.string().optional(),
+/** One line of what a shard sent: the profile's state before this run, to restore if Braze did not take it. */
+export const sentRecordSchema = z.object({ h: z.string().length(16), k: z.string().min(3), p: profileStateSchema.nullable() });
+export type SentRecord = z.output<typeof sentRecordSchema>;
+
+export const stateManifestSchema = z.strictObject({
+  format: z.literal(STATE_FORMAT),
+  runId: z.string(),
+  shards: z.number().int().min(1),
+  profiles: z.number().int().min(0),
+  /** One blob per shard, by shard index. */
+  blobs: z.array(z.string().min(1)),
 });
-export type CandidateRecord = z.output<typeof candidateRecordSchema>;
+export type StateManifest = z.output<typeof stateManifestSchema>;
+
+/** The previous state a run diffs against. */
+export type PreviousState = { format: 0 } | { format: 1; blobName: string; profiles: number } | { format: 2; manifest: StateManifest };
 
 export function destinationKey(modelJsonPath: string): string {
   return createHash('sha256').update(modelJsonPath).digest('hex').slice(0, 32);
 }
 
-export function stateBlobName(modelJsonPath: string, runId: string): string {
-  return `state/${destinationKey(modelJsonPath)}/delivered-${runId}.ndjson`;
+/** Everything a run writes of a destination's state lives under this folder. */
+export function stateFolder(modelJsonPath: string, runId: string): string {
+  return `state/${destinationKey(modelJsonPath)}/${runId}/`;
+}
+
+export function manifestBlobName(modelJsonPath: string, runId: string): string {
+  return `${stateFolder(modelJsonPath, runId)}manifest.json`;
+}
+
+export function shardStateBlobName(modelJsonPath: string, runId: string, shard: number, token: string): string {
+  return `${stateFolder(modelJsonPath, runId)}s${String(shard).padStart(4, '0')}.${token}.ndjson`;
+}
+
+/** Profiles per shard the sizing aims at: a shard's slice of the state and of the refresh fits one instance's memory with room to spare. */
+export const PROFILES_PER_SHARD = 100_000;
+export const MAX_SHARDS = 1024;
+
+/** The shard of a profile: the low bits of its key hash (shard counts are powers of two, so shards split and merge cleanly). */
+export function shardOfHash(hash: string, shards: number): number {
+  return (parseInt(hash.slice(8, 16), 16) & (shards - 1)) >>> 0;
+}
+
+function powerOfTwoAtLeast(n: number): number {
+  let p = 1;
+  while (p < n) p *= 2;
+  return p;
+}
+
+/**
+ * How many shards a run splits its profiles into: enough for ~100k profiles each, at most four
+ * times more or fewer than the previous state had (so a shard reads one or a few of the previous
+ * shards). A format-1 state is one blob that every shard reads, filtered, once.
+ */
+export function shardCountFor(profilesEstimate: number, previous: PreviousState): number {
+  const wanted = Math.min(MAX_SHARDS, powerOfTwoAtLeast(Math.max(1, Math.ceil(profilesEstimate / PROFILES_PER_SHARD))));
+  if (previous.format !== 2) return wanted;
+  const before = previous.manifest.shards;
+  return Math.min(before * 4, Math.max(Math.max(1, before / 4), wanted));
 }
 
 const isProfileState = (v: unknown): v is ProfileState =>
@@ -48,17 +97,10 @@ const isProfileState = (v: unknown): v is ProfileState =>
 export const isStateRecord = (v: unknown): v is StateRecord =>
   isProfileState(v) && typeof (v as StateRecord).h === 'string' && (v as StateRecord).h.length === 16 && typeof (v as StateRecord).k === 'string';
 
-export const isCandidateRecord = (v: unknown): v is CandidateRecord => {
-  const r = v as CandidateRecord;
+export const isSentRecord = (v: unknown): v is SentRecord => {
+  const r = v as SentRecord;
   return (
-    typeof v === 'object' &&
-    v !== null &&
-    typeof r.h === 'string' &&
-    r.h.length === 16 &&
-    typeof r.k === 'string' &&
-    (r.n === null || isProfileState(r.n)) &&
-    (r.p === null || isProfileState(r.p)) &&
-    (r.b === undefined || typeof r.b === 'string')
+    typeof v === 'object' && v !== null && typeof r.h === 'string' && r.h.length === 16 && typeof r.k === 'string' && (r.p === null || isProfileState(r.p))
   );
 };
 
@@ -94,8 +136,34 @@ export async function* readNdjson<T>(
   }
 }
 
+/** The state a destination's pointer names: none, a format-1 blob, or a format-2 manifest. */
+export async function readPreviousState(
+  container: ContainerClient,
+  pointer: { blobName: string; profiles: number; format?: number } | undefined,
+): Promise<PreviousState> {
+  if (!pointer) return { format: 0 };
+  if (pointer.format !== STATE_FORMAT) return { format: 1, blobName: pointer.blobName, profiles: pointer.profiles };
+  const text = (await container.getBlobClient(pointer.blobName).downloadToBuffer()).toString('utf8');
+  return { format: 2, manifest: stateManifestSchema.parse(JSON.parse(text)) };
+}
+
+/** The previous state's records that fall into `shard` of `shards`: read from the one or few previous shards that hold them. */
+export async function* readPreviousShard(container: ContainerClient, previous: PreviousState, shard: number, shards: number): AsyncGenerator<StateRecord> {
+  let blobs: string[] = [];
+  if (previous.format === 1) blobs = [previous.blobName];
+  if (previous.format === 2) {
+    const before = previous.manifest.shards;
+    blobs = shards >= before ? [previous.manifest.blobs[shard & (before - 1)]] : previous.manifest.blobs.filter((_, j) => (j & (shards - 1)) === shard);
+  }
+  for (const blobName of blobs) {
+    for await (const record of readNdjson(container, blobName, stateRecordSchema, isStateRecord, true)) {
+      if (shards === 1 || shardOfHash(record.h, shards) === shard) yield record;
+    }
+  }
+}
+
 /**
- * State and candidate lines, serialized by hand: the same JSON that JSON.stringify would write,
+ * State and sent lines, serialized by hand: the same JSON that JSON.stringify would write,
  * without its generic walk, since a million of them are written per run.
  */
 const membershipJson = new Map<string, string>();
@@ -114,9 +182,8 @@ export function stateLine(record: StateRecord): string {
   return `{"h":"${record.h}","k":${JSON.stringify(record.k)},${stateJson(record).slice(1)}`;
 }
 
-export function candidateLine(record: CandidateRecord): string {
-  const batch = record.b === undefined ? '' : `,"b":"${record.b}"`;
-  return `{"h":"${record.h}","k":${JSON.stringify(record.k)},"n":${stateJson(record.n)},"p":${stateJson(record.p)}${batch}}`;
+export function sentLine(record: SentRecord): string {
+  return `{"h":"${record.h}","k":${JSON.stringify(record.k)},"p":${stateJson(record.p)}}`;
 }
 
 /** NDJSON on top of the line writer. */
@@ -129,8 +196,8 @@ export class NdjsonWriter extends BlobLineWriter {
     return this.writeLine(stateLine(record));
   }
 
-  writeCandidate(record: CandidateRecord): Promise<void> {
-    return this.writeLine(candidateLine(record));
+  writeSent(record: SentRecord): Promise<void> {
+    return this.writeLine(sentLine(record));
   }
 }
 
@@ -157,29 +224,33 @@ export async function loadUndelivered(container: ContainerClient, runId: string,
 }
 
 /**
- * Writes a destination's new delivered state from a run's candidate: the new state for profiles
- * Braze accepted, the old one for those it did not, so they are sent again next refresh. The blob
- * is new (named by run); the caller switches the state pointer to it once it is complete.
+ * A shard's state as the run wrote it assumes Braze took every profile it sent; this restores
+ * the previous state of the ones it did not (they are sent again next refresh) into a new blob.
+ * Profiles sent and not delivered are few, so the shard's sent record is read into a map.
  */
-export async function writeStateFromCandidate(
+export async function restoreUndelivered(
   container: ContainerClient,
-  run: { runId: string; modelJsonPath: string; enqueuedBy: string },
-  batchTokens: Map<string, string>,
+  shard: { stateBlob: string; sentBlob: string },
+  undelivered: Set<string>,
+  target: string,
   signal?: AbortSignal,
-): Promise<{ blobName: string; profiles: number }> {
-  const undelivered = await loadUndelivered(container, run.runId, batchTokens);
-  const blobName = stateBlobName(run.modelJsonPath, run.runId);
-  const writer = new NdjsonWriter(container, blobName);
+): Promise<number> {
+  const restore = new Map<string, SentRecord>();
+  for await (const record of readNdjson(container, shard.sentBlob, sentRecordSchema, isSentRecord, true)) {
+    if (undelivered.has(record.h)) restore.set(record.h, record);
+  }
+  const writer = new NdjsonWriter(container, target);
   try {
-    for await (const record of readNdjson(container, candidateBlobName(run.runId, run.enqueuedBy), candidateRecordSchema, isCandidateRecord, true)) {
+    for await (const record of readNdjson(container, shard.stateBlob, stateRecordSchema, isStateRecord, true)) {
       signal?.throwIfAborted();
-      const chosen = record.b !== undefined && undelivered.has(record.h) ? record.p : record.n;
-      if (chosen && chosen.m.length > 0) await writer.writeState({ h: record.h, k: record.k, m: chosen.m, f: chosen.f });
+      if (!restore.has(record.h)) await writer.writeState(record);
     }
+    for (const record of restore.values())
+      if (record.p && record.p.m.length > 0) await writer.writeState({ h: record.h, k: record.k, m: record.p.m, f: record.p.f });
   } catch (error) {
     await writer.abort(error);
     throw error;
   }
   await writer.close();
-  return { blobName, profiles: writer.lines };
+  return writer.lines;
 }

@@ -1,7 +1,7 @@
 import crypto from 'node:crypto';
 
 // One-shot hashing (Node ≥ 20.12) is several times cheaper per call than createHash().update().digest().
-const md5Hex: (text: string) => string =
+export const md5Hex: (text: string) => string =
   typeof (crypto as { hash?: unknown }).hash === 'function'
     ? (text) => (crypto as unknown as { hash: (algorithm: string, data: string, encoding: string) => string }).hash('md5', text, 'hex')
     : (text) => crypto.createHash('md5').update(text).digest('hex');

@@ -7,6 +7,7 @@ import { consoleLogger, type Logger } from '../log';
 import { BatchLedger } from '../runs/batchLedger';
 import { DestinationStore } from '../runs/destinationStore';
 import { RunStore } from '../runs/runStore';
+import { UnitLedger } from '../runs/unitLedger';
 import { azureCredential, createStorageClients, ensureStorage } from '../storage/clients';
 import { KeyVaultApiKey, SettingApiKey } from '../braze/apiKey';
 import type { ConnectorDeps } from './deps';
@@ -36,6 +37,7 @@ export function createConnector(options: ConnectorOptions): ConnectorDeps {
     storage,
     runs: new RunStore(storage.runsTable, clock),
     batches: new BatchLedger(storage.runsTable, clock),
+    units: new UnitLedger(storage.runsTable, clock),
     destinations: new DestinationStore(storage.runsTable, clock),
     braze: new BrazeClient(settings.braze, keys, pacer, clock),
     clock,

@@ -6,6 +6,7 @@ import type { Logger } from '../log';
 import type { BatchLedger } from '../runs/batchLedger';
 import type { DestinationStore } from '../runs/destinationStore';
 import type { RunStore } from '../runs/runStore';
+import type { UnitLedger } from '../runs/unitLedger';
 import type { StorageClients } from '../storage/clients';
 
 /** Everything the core needs, created once per process and passed in. */
@@ -17,6 +18,8 @@ export interface ConnectorDeps {
   runs: RunStore;
   /** Batch records and the run counters they add to. */
   batches: BatchLedger;
+  /** The map and shard steps a run's reading is split into. */
+  units: UnitLedger;
   /** Which run owns a destination, and where its delivered state is. */
   destinations: DestinationStore;
   braze: BrazeClient;

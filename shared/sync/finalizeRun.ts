@@ -1,8 +1,19 @@
 import { encodeMessage } from '../queue/messages';
+import type { ContainerClient } from '@azure/storage-blob';
 import { composeRejectsReport } from '../runs/rejectsReport';
-import { candidateBlobName, deleteWorkingBlobs, newToken } from '../runs/runBlobs';
+import { deleteWorkingBlobs, mapPartName, newToken, sentBlobName, shardPartName } from '../runs/runBlobs';
 import { statusAfter, type RunRecord } from '../runs/runRecord';
-import { writeStateFromCandidate } from '../state/deliveredState';
+import type { UnitRecord } from '../runs/unitLedger';
+import {
+  loadUndelivered,
+  manifestBlobName,
+  restoreUndelivered,
+  shardOfHash,
+  shardStateBlobName,
+  stateFolder,
+  STATE_FORMAT,
+  type StateManifest,
+} from '../state/deliveredState';
 import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from './deps';
 import { holdingLease, leaseEnd, leaseHeld } from './lease';
@@ -32,6 +43,70 @@ export async function requestFinalizeIfComplete(deps: ConnectorDeps, runId: stri
 }
 
 /**
+ * The destination's new delivered state: each shard's state as its step wrote it, except in the
+ * shards where Braze did not take everything — there the profiles it did not take get their
+ * previous state back (they are sent again next refresh). A manifest lists the shards; the
+ * pointer moves to it unless a newer run already wrote the state, and the state it replaces goes.
+ */
+async function writeDeliveredState(
+  deps: ConnectorDeps,
+  run: RunRecord,
+  shardUnits: UnitRecord[],
+  batchTokens: Map<string, string>,
+  signal: AbortSignal,
+): Promise<void> {
+  const container = deps.storage.stateContainer;
+  const undelivered = await loadUndelivered(container, run.runId, batchTokens);
+  const byShard = new Map<number, Set<string>>();
+  for (const hash of undelivered) {
+    const shard = shardOfHash(hash, run.shards);
+    byShard.set(shard, (byShard.get(shard) ?? new Set()).add(hash));
+  }
+  const blobs: string[] = [];
+  let profiles = 0;
+  for (const unit of shardUnits) {
+    const stateBlob = unit.totals?.stateBlob;
+    if (!stateBlob) throw new Error(`run ${run.runId}: shard ${unit.index} recorded no state`);
+    const missed = byShard.get(unit.index);
+    if (!missed) {
+      blobs[unit.index] = stateBlob;
+      profiles += unit.totals?.profiles ?? 0;
+      continue;
+    }
+    const restored = shardStateBlobName(run.modelJsonPath, run.runId, unit.index, newToken());
+    profiles += await restoreUndelivered(container, { stateBlob, sentBlob: sentBlobName(run.runId, unit.index, unit.owner) }, missed, restored, signal);
+    blobs[unit.index] = restored;
+  }
+  signal.throwIfAborted();
+  const manifest: StateManifest = { format: STATE_FORMAT, runId: run.runId, shards: run.shards, profiles, blobs };
+  const manifestName = manifestBlobName(run.modelJsonPath, run.runId);
+  const text = JSON.stringify(manifest);
+  await container.getBlockBlobClient(manifestName).upload(text, Buffer.byteLength(text), { blobHTTPHeaders: { blobContentType: 'application/json' } });
+  const switched = await deps.destinations.switchStatePointer(run.modelJsonPath, {
+    blobName: manifestName,
+    format: STATE_FORMAT,
+    runId: run.runId,
+    runCreatedAt: run.createdAt,
+    profiles,
+  });
+  if (!switched.switched) {
+    await deleteByPrefix(container, stateFolder(run.modelJsonPath, run.runId));
+    deps.log.warn(`run ${run.runId}: a newer run already wrote the delivered state; keeping that one`);
+    return;
+  }
+  const previous = switched.previous;
+  if (!previous || previous.runId === run.runId) return;
+  if (previous.format === STATE_FORMAT) await deleteByPrefix(container, stateFolder(run.modelJsonPath, previous.runId));
+  else await container.getBlobClient(previous.blobName).deleteIfExists();
+  // The run that wrote the previous state can no longer be resumed: its working blobs go.
+  await deleteWorkingBlobs(container, previous.runId);
+}
+
+async function deleteByPrefix(container: ContainerClient, prefix: string): Promise<void> {
+  for await (const item of container.listBlobsFlat({ prefix })) await container.deleteBlob(item.name).catch(() => undefined);
+}
+
+/**
  * Ends a run: the new delivered state (only what Braze accepted), the rejects report, the final
  * status. One finalizer holds the run at a time, renewing its lease; safe to repeat: the state
  * blob and the report are named by run and rewritten whole.
@@ -48,30 +123,14 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
   if (!claim.changed) return claim.run;
 
   return holdingLease(deps, runId, owner, async (signal) => {
-    const state = deps.storage.stateContainer;
     const batchTokens = await deps.batches.partsTokens(runId);
-    // A run resumed after it completed has no candidate left: its state was written the first time.
-    const candidate = run.enqueuedBy ? { runId, modelJsonPath: run.modelJsonPath, enqueuedBy: run.enqueuedBy } : undefined;
-    if (candidate && (await state.getBlobClient(candidateBlobName(runId, candidate.enqueuedBy)).exists())) {
-      const written = await writeStateFromCandidate(state, candidate, batchTokens, signal);
-      signal.throwIfAborted();
-      const switched = await deps.destinations.switchStatePointer(run.modelJsonPath, {
-        blobName: written.blobName,
-        runId,
-        runCreatedAt: run.createdAt,
-        profiles: written.profiles,
-      });
-      if (switched.switched && switched.previous && switched.previous.blobName !== written.blobName) {
-        await state.getBlobClient(switched.previous.blobName).deleteIfExists();
-        // The run that wrote the previous state can no longer be resumed: its working blobs go.
-        if (switched.previous.runId !== runId) await deleteWorkingBlobs(state, switched.previous.runId);
-      }
-      if (!switched.switched) {
-        await state.getBlobClient(written.blobName).deleteIfExists();
-        deps.log.warn(`run ${runId}: a newer run already wrote the delivered state; keeping that one`);
-      }
-    }
-    const report = await composeRejectsReport(state, runId, run.enqueuedBy, batchTokens);
+    const shardUnits = await deps.units.list(runId, 'shard');
+    await writeDeliveredState(deps, run, shardUnits, batchTokens, signal);
+    const owners = new Map<string, string>();
+    for (const unit of await deps.units.list(runId, 'map')) owners.set(mapPartName(unit.index), unit.owner);
+    for (const unit of shardUnits) owners.set(shardPartName(unit.index), unit.owner);
+    for (const [batchId, token] of batchTokens) owners.set(`batch-${batchId}`, token);
+    const report = await composeRejectsReport(deps.storage.stateContainer, runId, owners);
     signal.throwIfAborted();
     const { run: finished } = await deps.runs.update(runId, (current) =>
       current.leaseOwner === owner
@@ -79,8 +138,8 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
         : undefined,
     );
     await deps.destinations.release(run.modelJsonPath, runId);
-    // Failed profiles can be retried by a resume, which needs the parked batches and the candidate state.
-    if (finished.usersFailed === 0) await deleteWorkingBlobs(state, runId);
+    // Failed profiles can be retried by a resume, which needs the parked batches and what each shard sent.
+    if (finished.usersFailed === 0) await deleteWorkingBlobs(deps.storage.stateContainer, runId);
     deps.log.record({
       connectorEvent: 'RunCompleted',
       runId,

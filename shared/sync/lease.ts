@@ -1,6 +1,7 @@
 import { describeError, LeaseLostError } from '../errors';
 import type { RunRecord } from '../runs/runRecord';
 import type { RunPatch } from '../runs/runStore';
+import type { UnitKind } from '../runs/unitLedger';
 import type { ConnectorDeps } from './deps';
 
 /**
@@ -57,6 +58,54 @@ export async function holdingLease<T>(
       else void renew();
     },
     Math.max(100, Math.floor(deps.settings.enqueueLeaseMs / 3)),
+  );
+  try {
+    const result = await work(controller.signal);
+    controller.signal.throwIfAborted();
+    return result;
+  } catch (error) {
+    if (controller.signal.aborted) throw controller.signal.reason;
+    throw error;
+  } finally {
+    clearInterval(timer);
+  }
+}
+
+/**
+ * Runs a map or shard step while renewing its unit's claim, like holdingLease does for the run:
+ * the step's signal aborts when the claim was taken over or could not be renewed before it ran out.
+ */
+export async function holdingUnit<T>(
+  deps: ConnectorDeps,
+  runId: string,
+  kind: UnitKind,
+  index: number,
+  owner: string,
+  work: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
+  const controller = new AbortController();
+  const holdMs = deps.settings.enqueueLeaseMs;
+  let heldUntilMs = deps.clock.now() + holdMs;
+  let renewing = false;
+  const timer = setInterval(
+    () => {
+      if (deps.clock.now() >= heldUntilMs) {
+        controller.abort(new LeaseLostError(`run ${runId}: the claim on ${kind} ${index} ran out before it could be renewed`));
+        return;
+      }
+      if (renewing) return;
+      renewing = true;
+      const until = deps.clock.now() + holdMs;
+      deps.units
+        .renew(runId, kind, index, owner, holdMs)
+        .then((held) => {
+          if (held) heldUntilMs = until;
+          else controller.abort(new LeaseLostError(`run ${runId}: ${kind} ${index} was taken over by another worker`));
+        })
+        .catch((error: unknown) => deps.log.warn(`run ${runId}: renewing the claim on ${kind} ${index} failed, will retry: ${describeError(error)}`))
+        .finally(() => (renewing = false));
+    },
+    Math.max(100, Math.floor(holdMs / 3)),
   );
   try {
     const result = await work(controller.signal);

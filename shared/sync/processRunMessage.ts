@@ -2,7 +2,7 @@ import { UnreadableMessageError } from '../errors';
 import { decodeRunMessage, encodeMessage } from '../queue/messages';
 import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from './deps';
-import { enqueueRun, type RunStepResult } from './enqueueRun';
+import { enqueueRun, runUnit, type RunStepResult } from './enqueueRun';
 import { finalizeRun } from './finalizeRun';
 
 /** The run queue: start (read, diff, enqueue) and finalize runs. A deferral comes back later as a new message. */
@@ -20,7 +20,12 @@ export async function processRunMessage(deps: ConnectorDeps, payload: unknown): 
     await finalizeRun(deps, message.runId);
     return { kind: 'done' };
   }
-  const result = await enqueueRun(deps, message.runId);
+  const result =
+    message.kind === 'mapPartition'
+      ? await runUnit(deps, message.runId, 'map', message.partition)
+      : message.kind === 'diffShard'
+        ? await runUnit(deps, message.runId, 'shard', message.shard)
+        : await enqueueRun(deps, message.runId);
   if (result.kind === 'deferred') {
     deps.log.info(`run ${message.runId} deferred ${Math.ceil(result.delayMs / 1000)} s: ${result.reason}`);
     await sendToQueue(deps.storage.runQueue, encodeMessage(message), result.delayMs);

@@ -53,6 +53,8 @@ export async function resumeRun(deps: ConnectorDeps, runId: string): Promise<Res
     requeuedBatches += 1;
     requeuedProfiles += message.profiles.length;
   }
+  // A stalled run's shard steps run again: batches that ended are recognised by their ids, lost ones are sent.
+  if (wasStalled) await deps.units.reset(runId, 'shard');
   const reenqueued = !resumed.enqueueDone;
   if (reenqueued) await sendToQueue(deps.storage.runQueue, encodeMessage({ kind: 'startRun', runId }));
   else await requestFinalizeIfComplete(deps, runId);

@@ -1,13 +1,17 @@
 import { z } from 'zod';
-import { segmentRefreshSchema, type SegmentRefresh } from '../ci/exportRefresh';
+import { segmentRefreshSchema, type PartitionRef, type SegmentRefresh } from '../ci/exportRefresh';
 import { InvalidInputError } from '../errors';
 import { isNotFound } from '../storage/storageErrors';
 import { sourcesBlobName, uploadIfAbsent } from '../runs/runBlobs';
 import type { RunRecord } from '../runs/runRecord';
 import type { ConnectorDeps } from './deps';
-import { partitionList } from './exportRows';
 
 const sourcesSchema = z.array(segmentRefreshSchema);
+
+/** Every partition of a refresh, numbered in a fixed order; the number is what map steps, batches and rejects refer to. */
+export function partitionList(segments: SegmentRefresh[]): { segmentIndex: number; partition: PartitionRef }[] {
+  return segments.flatMap((segment, segmentIndex) => segment.partitions.map((partition) => ({ segmentIndex, partition })));
+}
 
 /**
  * A refresh's partition list lives in a blob beside the run, not on the run entity: a refresh with

@@ -162,6 +162,8 @@ async function createRun(
     inputRejectedByReason: '{}',
     sourcesBlob,
     rowsReadSoFar: 0,
+    shards: 0,
+    stateFallback: false,
     ...runCountsSchema.parse({}),
   });
   // A run still queued may have lost its message to a crash right after the insert: send it again;

@@ -3,7 +3,7 @@ import { BlobServiceClient } from '@azure/storage-blob';
 import { LeaseLostError } from '../../shared/errors';
 import { RunStore } from '../../shared/runs/runStore';
 import { BlobLineWriter } from '../../shared/storage/blobLineWriter';
-import { enqueueRun } from '../../shared/sync/enqueueRun';
+import { enqueueRun, runUnit } from '../../shared/sync/enqueueRun';
 import { holdingLease } from '../../shared/sync/lease';
 import { requestSync } from '../../shared/sync/startSync';
 import { startTestStack, type TestStack } from '../helpers/testStack';
@@ -29,30 +29,34 @@ describe('writers and leases fail loudly', () => {
     await expect(writer.close()).rejects.toMatchObject({ statusCode: 404 });
   });
 
-  it('an enqueuer whose lease is taken over stops, and commits nothing of its own', async () => {
+  it('a map step whose claim is taken over stops, and commits nothing of its own', async () => {
     stack = await startTestStack({ env: { ENQUEUE_LEASE_MS: '1500' } });
     const deps = stack.app.deps;
-    await writeRefresh(deps.storage.exportContainer, makeProfiles(1, 30_000).values(), '2026/11/28/0600', 4);
+    // One big partition, so the map step takes a while.
+    await writeRefresh(deps.storage.exportContainer, makeProfiles(1, 60_000).values(), '2026/11/28/0600', 1);
     await stack.app.hosts[0].stop();
     await stack.app.hosts[1].stop();
     const { runs } = await requestSync(deps, { trigger: 'http' });
     const runId = runs[0].runId;
-    const enqueuing = enqueueRun(deps, runId).then(
+    await enqueueRun(deps, runId);
+    const mapping = runUnit(deps, runId, 'map', 0).then(
       () => 'finished',
       (error: unknown) => error,
     );
-    await waitFor(async () => (await deps.runs.get(runId))!.status === 'enqueuing');
-    // Another worker decided this one was dead and took the run.
-    await deps.runs.update(runId, () => ({ leaseOwner: '0123456789ab', leaseUntil: new Date(Date.now() + 60_000).toISOString() }));
-    const stopped = await enqueuing;
+    await waitFor(async () => (await deps.units.read(runId, 'map', 0))?.state === 'working');
+    // Another worker decided this one was dead and took the step.
+    await deps.storage.runsTable.updateEntity(
+      { partitionKey: runId, rowKey: 'unit-map-00000', state: 'working', owner: '0123456789ab', claimUntil: new Date(Date.now() + 60_000).toISOString() },
+      'Replace',
+    );
+    const stopped = await mapping;
     expect(stopped).toBeInstanceOf(LeaseLostError);
     // Lost to the new holder, or, on a loaded machine, to a renewal that came too late: it stops either way.
-    expect((stopped as Error).message).toMatch(/lease (lost \(another worker holds it\)|ran out)/);
-    const run = (await deps.runs.get(runId))!;
-    expect(run).toMatchObject({ enqueueDone: false, leaseOwner: '0123456789ab', usersEnqueued: 0 });
+    expect((stopped as Error).message).toMatch(/taken over by another worker|ran out before it could be renewed/);
+    expect(await deps.units.read(runId, 'map', 0)).toMatchObject({ state: 'working', owner: '0123456789ab' });
     const blobs: string[] = [];
     for await (const item of deps.storage.stateContainer.listBlobsFlat({ prefix: `runs/${runId}/` })) blobs.push(item.name);
-    expect(blobs.filter((name) => /candidate-state|rejects-parts/.test(name))).toEqual([]);
+    expect(blobs.filter((name) => /\/map\/|rejects-parts/.test(name))).toEqual([]);
   }, 60_000);
 
   it('a lease is renewed while its work goes on, and lost when renewals fail until it runs out', async () => {

@@ -11,7 +11,7 @@ import {
   QUEUE_MESSAGE_MAX_BYTES,
 } from '../../shared/queue/messages';
 import { redactSecret } from '../../shared/braze/redact';
-import { candidateLine, stateLine } from '../../shared/state/deliveredState';
+import { sentLine, shardCountFor, shardOfHash, stateLine } from '../../shared/state/deliveredState';
 import { convertCell } from '../../shared/ci/dataTypes';
 import { InvalidInputError, UnreadableMessageError } from '../../shared/errors';
 
@@ -54,10 +54,10 @@ describe('state lines', () => {
   it('are exactly what JSON.stringify writes', () => {
     const state = { h: '0123456789abcdef', k: 'x:id "quoted" \\ ü', m: ['ci_a', 'seg "b"'], f: 'fedcba9876543210' };
     expect(stateLine(state)).toBe(JSON.stringify(state));
-    const candidate = { h: state.h, k: state.k, n: { m: state.m, f: state.f }, p: null, b: '0000003' };
-    expect(candidateLine(candidate)).toBe(JSON.stringify(candidate));
-    const unsent = { h: state.h, k: 'e:a@b.co', n: null, p: { m: [], f: state.f } };
-    expect(candidateLine(unsent)).toBe(JSON.stringify(unsent));
+    const sent = { h: state.h, k: state.k, p: { m: state.m, f: state.f } };
+    expect(sentLine(sent)).toBe(JSON.stringify(sent));
+    const joiner = { h: state.h, k: 'e:a@b.co', p: null };
+    expect(sentLine(joiner)).toBe(JSON.stringify(joiner));
   });
 });
 
@@ -168,5 +168,24 @@ describe('redaction', () => {
     expect(redactSecret('Invalid API key: s3cret-key', 's3cret-key')).toBe('Invalid API key: [redacted]');
     expect(redactSecret('Authorization: Bearer abc.def', 'x')).toBe('Authorization: Bearer [redacted]');
     expect(redactSecret('key 6f1c2b8e-1a2b-4c3d-9e8f-0a1b2c3d4e5f', '')).toBe('key [redacted]');
+  });
+});
+
+describe('state shards', () => {
+  it('are sized for ~100k profiles each, in powers of two, growing or shrinking at most fourfold a run', () => {
+    const none = { format: 0 as const };
+    expect(shardCountFor(50_000, none)).toBe(1);
+    expect(shardCountFor(1_000_000, none)).toBe(16);
+    expect(shardCountFor(10_000_000, none)).toBe(128);
+    const previous = (shards: number) => ({ format: 2 as const, manifest: { format: 2 as const, runId: 'r', shards, profiles: 0, blobs: [] } });
+    expect(shardCountFor(10_000_000, previous(4))).toBe(16);
+    expect(shardCountFor(10, previous(64))).toBe(16);
+    expect(shardCountFor(1_000_000, { format: 1, blobName: 'x', profiles: 1_000_000 })).toBe(16);
+  });
+  it('split a shard into halves that keep their profiles: shard s of 2n holds profiles of shard s mod n', () => {
+    for (let i = 0; i < 1000; i++) {
+      const hash = keyHash(`x:${i}`);
+      expect(shardOfHash(hash, 16) & 7).toBe(shardOfHash(hash, 8));
+    }
   });
 });

@@ -1,0 +1,219 @@
+import { findDestination } from '../config/syncConfig';
+import type { JsonValue } from '../ci/dataTypes';
+import { InvalidInputError } from '../errors';
+import { dataPointsOf, describeIdentifier, identifierFromKey, type BrazeIdentifier } from '../mapping/profileIdentity';
+import { createKeyMapper, createRowMapper, type RowMapper } from '../mapping/rowMapper';
+import { BatchPacker } from '../queue/batchPacker';
+import { rejectCsvLine, type RejectLine } from '../runs/rejectsReport';
+import { mapOutputBlobName, sentBlobName, shardRejectsPartName } from '../runs/runBlobs';
+import type { RunRecord } from '../runs/runRecord';
+import type { UnitTotals } from '../runs/unitLedger';
+import { changeAttributes, diffProfile } from '../state/diff';
+import { NdjsonWriter, readPreviousShard, shardStateBlobName, type PreviousState, type StateRecord } from '../state/deliveredState';
+import { MembershipBits } from '../state/membershipBits';
+import { BlobLineWriter } from '../storage/blobLineWriter';
+import { isNotFound } from '../storage/storageErrors';
+import type { ConnectorDeps } from '../sync/deps';
+import { partitionList, readSources } from '../sync/runSources';
+import { canonicalPartitionColumns, parseMapLine, type MapLine } from './mapLines';
+import { emptyTotals } from './mapPartition';
+
+/** One profile of the shard in this refresh: its memberships, input rows, and the row that decides its fields. */
+interface ShardProfile {
+  bits: number;
+  claimed: number;
+  rows: number;
+  first: MapLine;
+}
+
+const DUPLICATE = 'duplicate: the segment has another row of this profile (its values were sent)';
+
+function popcount(mask: number): number {
+  let n = mask - ((mask >>> 1) & 0x55555555);
+  n = (n & 0x33333333) + ((n >>> 2) & 0x33333333);
+  return (((n + (n >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
+}
+
+/**
+ * A shard step: everything about the profiles whose key hashes to this shard. It gathers their
+ * rows from every partition's map output (so a profile in several segments becomes one object,
+ * its first row — largest segment first — deciding its fields), reads its slice of the delivered
+ * state, and enqueues what changed: joiners and changed profiles in full, membership changes
+ * alone, leavers cleared. A row whose raw values have the fingerprint the state holds is not
+ * mapped at all. It writes the shard's next state as the run goes (as if Braze takes everything)
+ * and, for what it sent, the state before, so the finalizer can restore what Braze did not take.
+ */
+export async function diffShard(
+  deps: ConnectorDeps,
+  run: RunRecord,
+  shard: number,
+  owner: string,
+  mapOwners: Map<number, string>,
+  previous: PreviousState,
+  signal: AbortSignal,
+): Promise<UnitTotals> {
+  const segments = await readSources(deps, run);
+  const destination = findDestination(deps.config, run.destination, run.instance);
+  if (!destination) throw new InvalidInputError(`destination "${run.destination}" is no longer in the mapping config`);
+  const partitions = partitionList(segments);
+  const state = deps.storage.stateContainer;
+  const bits = new MembershipBits(segments.map((s) => s.attribute));
+  const segmentBits = segments.map((s) => bits.bit(s.attribute));
+  const names = (mask: number) => bits.namesOf(mask);
+  const columns = canonicalPartitionColumns(destination);
+  const mappers = new Map<number, RowMapper>();
+  const mapperOf = (g: number) => {
+    let mapper = mappers.get(g);
+    if (!mapper) mappers.set(g, (mapper = createRowMapper(destination, segments[g].attributes, columns)));
+    return mapper;
+  };
+  const keyOf = createKeyMapper(destination, columns);
+  const fieldCount =
+    Object.keys(destination.fields).length + (destination.matching.emailColumn && !Object.values(destination.fields).includes('email') ? 1 : 0);
+  const totals: UnitTotals = { ...emptyTotals() };
+  const fallback = previous.format === 1;
+
+  // Largest segment first: its row decides a profile's fields, as the sending order has always been.
+  const bySize = segments.map((s, i) => ({ i, bytes: s.partitions.reduce((n, p) => n + p.sizeBytes, 0) })).sort((a, b) => b.bytes - a.bytes || a.i - b.i);
+  const rejectLines: RejectLine[] = [];
+  const profiles = new Map<string, ShardProfile>();
+  for (const { i: segmentIndex } of bySize) {
+    for (let p = 0; p < partitions.length; p++) {
+      if (partitions[p].segmentIndex !== segmentIndex) continue;
+      const blobName = mapOutputBlobName(run.runId, p, mapOwners.get(p)!, shard);
+      let text: string;
+      try {
+        text = (await state.getBlobClient(blobName).downloadToBuffer()).toString('utf8');
+      } catch (error) {
+        if (isNotFound(error)) throw new Error(`run ${run.runId}: map output ${blobName} is missing`);
+        throw error;
+      }
+      signal.throwIfAborted();
+      const bit = segmentBits[segmentIndex];
+      for (const lineText of text.split('\n')) {
+        if (!lineText) continue;
+        const line = parseMapLine(lineText, blobName);
+        const profile = profiles.get(line.h);
+        if (!profile) {
+          profiles.set(line.h, { bits: bit, claimed: bit, rows: 1, first: line });
+          continue;
+        }
+        if (profile.claimed & bit) {
+          const key = keyOf(line.v);
+          totals.rowsRejectedInput += 1;
+          totals.rejectedByReason[DUPLICATE] = (totals.rejectedByReason[DUPLICATE] ?? 0) + 1;
+          rejectLines.push({
+            outcome: 'rejected',
+            source: partitions[line.p].partition.blobName,
+            row: line.r,
+            identifier: key.ok ? describeIdentifier(identifierFromKey(key.key)) : '',
+            reason: DUPLICATE,
+          });
+          continue;
+        }
+        profile.claimed |= bit;
+        profile.bits = (profile.bits | bit) >>> 0;
+        profile.rows += 1;
+      }
+    }
+  }
+
+  const before = new Map<string, StateRecord>();
+  for await (const record of readPreviousShard(state, previous, shard, run.shards)) before.set(record.h, record);
+  signal.throwIfAborted();
+
+  const stateWriter = new NdjsonWriter(state, shardStateBlobName(run.modelJsonPath, run.runId, shard, owner));
+  const sentWriter = new NdjsonWriter(state, sentBlobName(run.runId, shard, owner));
+  const rejects = new BlobLineWriter(state, shardRejectsPartName(run.runId, shard, owner), 'text/csv; charset=utf-8');
+  const packer = new BatchPacker(deps.storage.batchQueue, run.runId, `s${String(shard).padStart(4, '0')}-`);
+  const keep = async (record: StateRecord) => {
+    if (record.m.length === 0) return;
+    totals.profiles += 1;
+    await stateWriter.writeState(record);
+  };
+  try {
+    for (const line of rejectLines) await rejects.writeLine(rejectCsvLine(line).slice(0, -1));
+    let seen = 0;
+    for (const [hash, profile] of profiles) {
+      if (++seen % 1024 === 0) signal.throwIfAborted();
+      const prior = before.get(hash);
+      const priorMask = prior ? bits.maskOf(prior.m) : 0;
+      const synced = (profile.bits & bits.syncedMask) >>> 0;
+      const carried = (priorMask & ~bits.syncedMask) >>> 0;
+      const nextMask = (synced | carried) >>> 0;
+      // What sending the profile in full would cost: every configured field, every membership.
+      totals.dataPointsFullSend += fieldCount + popcount(synced);
+      const fieldsChanged = fallback || !prior || prior.f !== profile.first.x;
+      const change = diffProfile(
+        { hasPrevious: prior !== undefined, previousMemberships: priorMask, currentMemberships: profile.bits, fieldsChanged },
+        bits.syncedMask,
+        run.force,
+      );
+      if (change.unchanged) {
+        totals.rowsSkippedUnchanged += profile.rows;
+        await keep({ h: hash, k: prior!.k, m: names(nextMask), f: prior!.f });
+        continue;
+      }
+      let key: string;
+      let identifier: BrazeIdentifier;
+      let fields: Record<string, JsonValue> = {};
+      let fingerprint: string;
+      if (change.sendFields) {
+        const mapped = mapperOf(profile.first.g)(profile.first.v);
+        if (!mapped.ok) throw new Error(`run ${run.runId}: a row that had an identifier when mapped lost it (${mapped.reason})`);
+        ({ key, identifier, fields } = mapped.profile);
+        fingerprint = profile.first.x;
+        for (const issue of mapped.profile.fieldIssues) {
+          await rejects.writeLine(
+            rejectCsvLine({
+              outcome: 'field_dropped',
+              source: partitions[profile.first.p].partition.blobName,
+              row: profile.first.r,
+              identifier: describeIdentifier(identifier),
+              reason: issue,
+            }).slice(0, -1),
+          );
+        }
+      } else {
+        key = prior!.k;
+        identifier = identifierFromKey(key);
+        fingerprint = prior!.f;
+      }
+      const attributes = changeAttributes(change, fields, names, destination.leaverValue);
+      await sentWriter.writeSent({ h: hash, k: key, p: prior ? { m: prior.m, f: prior.f } : null });
+      await keep({ h: hash, k: key, m: names(nextMask), f: fingerprint });
+      await packer.add({ hash, identifier, attributes, rows: profile.rows, source: { partition: profile.first.p, row: profile.first.r } });
+      totals.rowsEnqueued += profile.rows;
+      totals.usersEnqueued += 1;
+    }
+    // Profiles Braze has as members that this refresh no longer lists have left.
+    for (const [hash, prior] of before) {
+      if (profiles.has(hash)) continue;
+      const priorMask = bits.maskOf(prior.m);
+      const leave = (priorMask & bits.syncedMask) >>> 0;
+      const kept = { h: hash, k: prior.k, m: names((priorMask & ~bits.syncedMask) >>> 0), f: prior.f };
+      if (leave === 0) {
+        await keep(kept);
+        continue;
+      }
+      const attributes = changeAttributes({ unchanged: false, sendFields: false, join: 0, leave }, {}, names, destination.leaverValue);
+      await sentWriter.writeSent({ h: hash, k: prior.k, p: { m: prior.m, f: prior.f } });
+      await keep(kept);
+      await packer.add({ hash, identifier: identifierFromKey(prior.k), attributes, rows: 0, source: 'leaver' });
+      totals.usersEnqueued += 1;
+      totals.exitsEnqueued += 1;
+    }
+    await packer.close();
+    signal.throwIfAborted();
+    await Promise.all([stateWriter.close(), sentWriter.close(), rejects.close()]);
+  } catch (error) {
+    // Nothing of a shard step that did not finish is committed.
+    await Promise.all([stateWriter.abort(error), sentWriter.abort(error), rejects.abort(error)]);
+    throw error;
+  }
+  totals.batchesEnqueued = packer.messages;
+  totals.stateBlob = shardStateBlobName(run.modelJsonPath, run.runId, shard, owner);
+  totals.stateFallback = fallback || undefined;
+  void dataPointsOf;
+  return totals;
+}

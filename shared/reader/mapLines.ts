@@ -1,0 +1,69 @@
+import type { DestinationConfig } from '../config/syncConfig';
+import type { SegmentRefresh } from '../ci/exportRefresh';
+import type { PartitionColumns } from '../ci/partitionReader';
+import { md5Hex } from '../state/profileIndex';
+
+/**
+ * What a map step hands a shard for one row: the profile's key hash, its segment, where it came
+ * from, a fingerprint of its raw values, and those values (only the columns the mapping reads, in
+ * a fixed order). The shard maps the values only when the fingerprint differs from the state.
+ */
+export interface MapLine {
+  /** Profile key hash. */
+  h: string;
+  /** Segment index in the run's sources. */
+  g: number;
+  /** Partition index, and 1-based data row within it. */
+  p: number;
+  r: number;
+  /** Fingerprint of the mapping and the raw values. */
+  x: string;
+  /** The canonical columns' raw values. */
+  v: string[];
+}
+
+/** A map line, its values already serialized (the fingerprint was taken over the same text). */
+export function mapLineText(h: string, g: number, p: number, r: number, x: string, valuesJson: string): string {
+  return `{"h":"${h}","g":${g},"p":${p},"r":${r},"x":"${x}","v":${valuesJson}}`;
+}
+
+export function parseMapLine(text: string, where: string): MapLine {
+  const line = JSON.parse(text) as MapLine;
+  if (
+    typeof line.h !== 'string' ||
+    typeof line.g !== 'number' ||
+    typeof line.p !== 'number' ||
+    typeof line.r !== 'number' ||
+    typeof line.x !== 'string' ||
+    !Array.isArray(line.v)
+  ) {
+    throw new Error(`${where}: not a map line`);
+  }
+  return line;
+}
+
+/** The columns a destination's mapping reads, once each, in a fixed order: identifiers first, then fields. */
+export function canonicalColumns(destination: DestinationConfig): string[] {
+  const columns = [destination.matching.customerIdColumn, destination.matching.emailColumn, ...Object.keys(destination.fields)].filter(
+    (c): c is string => c !== undefined,
+  );
+  return [...new Set(columns)];
+}
+
+export function canonicalPartitionColumns(destination: DestinationConfig): PartitionColumns {
+  const columns = canonicalColumns(destination);
+  return { indexOf: new Map(columns.map((c, i) => [c, i])), count: columns.length };
+}
+
+/**
+ * The part of a fingerprint that is not the values: the mapping (identifier rules, field names,
+ * data types). A change of mapping changes every fingerprint once, so those profiles are sent again.
+ */
+export function mappingSeed(destination: DestinationConfig, segment: SegmentRefresh): string {
+  const types = canonicalColumns(destination).map((c) => segment.attributes.find((a) => a.name === c)?.dataType ?? 'string');
+  return md5Hex(JSON.stringify([destination.matching, destination.fields, types])).slice(0, 16);
+}
+
+export function rawFingerprint(seed: string, valuesJson: string): string {
+  return md5Hex(`${seed}\u0001${valuesJson}`).slice(0, 16);
+}
