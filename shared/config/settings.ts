@@ -46,6 +46,11 @@ export const appSettingsSchema = z.object({
   /** How long a run's enqueuer holds it before another worker may take over (after a crash). */
   ENQUEUE_LEASE_MS: positiveInt(60_000),
   /**
+   * Profiles a diff step (one shard) aims at: its slice of the refresh and of the state sit in one
+   * instance's memory. Fewer makes more, smaller steps to spread; more makes fewer state blobs.
+   */
+  PROFILES_PER_SHARD: z.coerce.number().int().min(100).max(1_000_000).default(100_000),
+  /**
    * A sending run none of whose batches ended for this long is marked stalled. Above the longest
    * quiet a healthy run has: a batch handed back waits at most an hour for Braze's reset.
    */
@@ -120,6 +125,7 @@ export interface AppSettings {
   };
   senderBudgetMs: number;
   enqueueLeaseMs: number;
+  profilesPerShard: number;
   runStallMs: number;
   runRetentionMs: number;
 }
@@ -175,6 +181,7 @@ export function loadAppSettings(env: Record<string, string | undefined>): AppSet
     },
     senderBudgetMs: s.SENDER_BUDGET_MS,
     enqueueLeaseMs: s.ENQUEUE_LEASE_MS,
+    profilesPerShard: s.PROFILES_PER_SHARD,
     runStallMs: s.RUN_STALL_MINUTES * 60_000,
     runRetentionMs: s.RUN_RETENTION_DAYS * 24 * 3600_000,
   };

@@ -1,7 +1,7 @@
 import { findDestination } from '../config/syncConfig';
 import type { JsonValue } from '../ci/dataTypes';
 import { InvalidInputError } from '../errors';
-import { dataPointsOf, describeIdentifier, identifierFromKey, type BrazeIdentifier } from '../mapping/profileIdentity';
+import { describeIdentifier, identifierFromKey, type BrazeIdentifier } from '../mapping/profileIdentity';
 import { createKeyMapper, createRowMapper, type RowMapper } from '../mapping/rowMapper';
 import { BatchPacker } from '../queue/batchPacker';
 import { rejectCsvLine, type RejectLine } from '../runs/rejectsReport';
@@ -214,6 +214,5 @@ export async function diffShard(
   totals.batchesEnqueued = packer.messages;
   totals.stateBlob = shardStateBlobName(run.modelJsonPath, run.runId, shard, owner);
   totals.stateFallback = fallback || undefined;
-  void dataPointsOf;
   return totals;
 }

@@ -59,8 +59,6 @@ export function shardStateBlobName(modelJsonPath: string, runId: string, shard: 
   return `${stateFolder(modelJsonPath, runId)}s${String(shard).padStart(4, '0')}.${token}.ndjson`;
 }
 
-/** Profiles per shard the sizing aims at: a shard's slice of the state and of the refresh fits one instance's memory with room to spare. */
-export const PROFILES_PER_SHARD = 100_000;
 export const MAX_SHARDS = 1024;
 
 /** The shard of a profile: the low bits of its key hash (shard counts are powers of two, so shards split and merge cleanly). */
@@ -79,8 +77,8 @@ function powerOfTwoAtLeast(n: number): number {
  * times more or fewer than the previous state had (so a shard reads one or a few of the previous
  * shards). A format-1 state is one blob that every shard reads, filtered, once.
  */
-export function shardCountFor(profilesEstimate: number, previous: PreviousState): number {
-  const wanted = Math.min(MAX_SHARDS, powerOfTwoAtLeast(Math.max(1, Math.ceil(profilesEstimate / PROFILES_PER_SHARD))));
+export function shardCountFor(profilesEstimate: number, previous: PreviousState, profilesPerShard: number): number {
+  const wanted = Math.min(MAX_SHARDS, powerOfTwoAtLeast(Math.max(1, Math.ceil(profilesEstimate / profilesPerShard))));
   if (previous.format !== 2) return wanted;
   const before = previous.manifest.shards;
   return Math.min(before * 4, Math.max(Math.max(1, before / 4), wanted));

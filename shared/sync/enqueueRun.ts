@@ -42,7 +42,7 @@ export async function enqueueRun(deps: ConnectorDeps, runId: string): Promise<Ru
     const bytes = segments.reduce((n, s) => n + s.partitions.reduce((m, p) => m + p.sizeBytes, 0), 0);
     const estimate =
       previous.format === 2 ? previous.manifest.profiles : previous.format === 1 ? previous.profiles : Math.ceil(bytes / BYTES_PER_PROFILE_ESTIMATE);
-    const shards = shardCountFor(estimate, previous);
+    const shards = shardCountFor(estimate, previous, deps.settings.profilesPerShard);
     ({ run } = await deps.runs.update(runId, (current) => (current.shards === 0 ? { shards, event: 'startEnqueue' } : undefined)));
     deps.log.info(`run ${runId}: ${partitionList(segments).length} partitions into ${run.shards} shards`);
   }

@@ -29,6 +29,10 @@ export interface FaultCounts {
 export class FaultyStorageProxy {
   readonly counts: FaultCounts = { requests: 0, serverBusy: 0, internalError: 0, resetBefore: 0, resetAfter: 0 };
   faults: StorageFaults;
+  /** Requests this matches are held without an answer: a worker stuck there can be killed at a known point. */
+  hold?: (method: string, url: string) => boolean;
+  /** How many requests have been held so far. */
+  held = 0;
   private readonly server: http.Server;
   private readonly sockets = new Set<Socket>();
   private readonly random: () => number;
@@ -62,6 +66,11 @@ export class FaultyStorageProxy {
 
   private handle(request: http.IncomingMessage, response: http.ServerResponse): void {
     this.counts.requests += 1;
+    if (this.hold?.(request.method ?? 'GET', request.url ?? '')) {
+      this.held += 1;
+      request.resume();
+      return;
+    }
     const roll = this.random();
     const f = this.faults;
     let edge = 0;

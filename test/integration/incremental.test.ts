@@ -36,11 +36,13 @@ describe('incremental sync: only what changed, and leavers cleared', () => {
   });
 
   it('sends joiners, leavers and changed profiles only, and nothing for an identical refresh', async () => {
-    stack = await startTestStack();
+    // Small shards, so the refresh is read by several diff steps and the shard count changes between runs.
+    stack = await startTestStack({ env: { PROFILES_PER_SHARD: '240' } });
     const container = stack.app.deps.storage.exportContainer;
     const first = makeProfiles(1, 2000);
     await writeRefresh(container, first.values(), '2026/11/27/0600');
     const run1 = await syncOnce(stack);
+    expect(run1.shards).toBeGreaterThan(1);
     expect(run1.usersEnqueued).toBe(2000);
     expect(run1.rowsSkippedUnchanged).toBe(0);
     expectBrazeToEqual(stack, expectedBraze([first]));
@@ -68,6 +70,7 @@ describe('incremental sync: only what changed, and leavers cleared', () => {
     await writeRefresh(container, second.values(), '2026/11/28/0600');
     const appliedBefore = stack.braze.stats.objectsApplied;
     const run2 = await syncOnce(stack);
+    expect(run2.shards).not.toBe(run1.shards);
 
     expect(run2.usersEnqueued).toBe(joiners.size + leavers + changed);
     expect(run2.exitsEnqueued).toBe(100);

@@ -174,13 +174,15 @@ describe('redaction', () => {
 describe('state shards', () => {
   it('are sized for ~100k profiles each, in powers of two, growing or shrinking at most fourfold a run', () => {
     const none = { format: 0 as const };
-    expect(shardCountFor(50_000, none)).toBe(1);
-    expect(shardCountFor(1_000_000, none)).toBe(16);
-    expect(shardCountFor(10_000_000, none)).toBe(128);
+    expect(shardCountFor(50_000, none, 100_000)).toBe(1);
+    expect(shardCountFor(1_000_000, none, 100_000)).toBe(16);
+    expect(shardCountFor(10_000_000, none, 100_000)).toBe(128);
     const previous = (shards: number) => ({ format: 2 as const, manifest: { format: 2 as const, runId: 'r', shards, profiles: 0, blobs: [] } });
-    expect(shardCountFor(10_000_000, previous(4))).toBe(16);
-    expect(shardCountFor(10, previous(64))).toBe(16);
-    expect(shardCountFor(1_000_000, { format: 1, blobName: 'x', profiles: 1_000_000 })).toBe(16);
+    expect(shardCountFor(10_000_000, previous(4), 100_000)).toBe(16);
+    expect(shardCountFor(10, previous(64), 100_000)).toBe(16);
+    expect(shardCountFor(1_000_000, { format: 1, blobName: 'x', profiles: 1_000_000 }, 100_000)).toBe(16);
+    // PROFILES_PER_SHARD moves the size.
+    expect(shardCountFor(4_000, none, 500)).toBe(8);
   });
   it('split a shard into halves that keep their profiles: shard s of 2n holds profiles of shard s mod n', () => {
     for (let i = 0; i < 1000; i++) {
