@@ -23,6 +23,11 @@ export interface BrazeServerOptions {
   apiKey: string;
   rateLimit?: number;
   rateWindowMs?: number;
+  /**
+   * An hourly contract's burst limit: at most this many requests per 3 s, beyond which Braze
+   * answers 429 while the headers still describe the (hourly) window, with budget left in it.
+   */
+  burstLimit?: number;
   faults?: BrazeFaults;
   /** Seeded randomness, so a fault run can be repeated. */
   seed?: number;
@@ -39,6 +44,8 @@ export interface BrazeServerStats {
   lastRequestAtMs?: number;
   /** Requests per rate window, to check pacing against the limit. */
   perWindow: Map<number, number>;
+  /** 429s for the burst limit (also counted in byStatus). */
+  burst429: number;
 }
 
 /** The documented /users/track identifier fields; an object must carry exactly one. */
@@ -52,13 +59,17 @@ const MAX_STRING = 255;
  * per-row `errors`, X-RateLimit-* headers and 429 per fixed window, and injectable 500s, HTML 502s,
  * connection resets and hangs. Profiles are kept in memory so tests can compare state.
  */
+const BURST_WINDOW_MS = 3_000;
+
 export class BrazeServer {
   readonly profiles = new Map<string, BrazeProfile>();
-  readonly stats: BrazeServerStats = { requests: 0, byStatus: {}, objectsApplied: 0, rowErrors: 0, perWindow: new Map() };
+  readonly stats: BrazeServerStats = { requests: 0, byStatus: {}, objectsApplied: 0, rowErrors: 0, perWindow: new Map(), burst429: 0 };
   apiKey: string;
   faults: BrazeFaults;
   rateLimit: number;
   private readonly rateWindowMs: number;
+  private readonly burstLimit: number | undefined;
+  private readonly perBurstWindow = new Map<number, number>();
   private readonly server: http.Server;
   private readonly sockets = new Set<Socket>();
   private random: () => number;
@@ -71,6 +82,7 @@ export class BrazeServer {
     this.faults = options.faults ?? {};
     this.rateLimit = options.rateLimit ?? 3_000;
     this.rateWindowMs = options.rateWindowMs ?? 3_000;
+    this.burstLimit = options.burstLimit;
     this.latencyMs = options.latencyMs ?? 0;
     this.random = mulberry32(options.seed ?? 42);
     this.server = http.createServer((request, response) => void this.handle(request, response));
@@ -119,13 +131,25 @@ export class BrazeServer {
     const window = this.windowOf(now);
     if (!this.windowFate.has(window)) this.windowFate.set(window, this.random() < (this.faults.exhaustedWindows ?? 0));
     const used = (this.stats.perWindow.get(window) ?? 0) + 1 + (this.windowFate.get(window) ? this.rateLimit : 0);
-    this.stats.perWindow.set(window, used);
     const resetEpochSeconds = Math.ceil(((window + 1) * this.rateWindowMs) / 1000);
-    const rateHeaders = {
+    const headersAt = (count: number) => ({
       'X-RateLimit-Limit': String(this.rateLimit),
-      'X-RateLimit-Remaining': String(Math.max(0, this.rateLimit - used)),
+      'X-RateLimit-Remaining': String(Math.max(0, this.rateLimit - count)),
       'X-RateLimit-Reset': String(resetEpochSeconds),
-    };
+    });
+    if (this.burstLimit !== undefined && used <= this.rateLimit) {
+      const burstWindow = Math.floor(now / BURST_WINDOW_MS);
+      const inBurst = (this.perBurstWindow.get(burstWindow) ?? 0) + 1;
+      this.perBurstWindow.set(burstWindow, inBurst);
+      if (this.perBurstWindow.size > 64) this.perBurstWindow.delete(this.perBurstWindow.keys().next().value!);
+      if (inBurst > this.burstLimit) {
+        // Refused by the burst limit: the hourly window keeps its budget, and the headers say so.
+        this.stats.burst429 += 1;
+        return this.send(response, 429, { message: 'Rate limit exceeded' }, headersAt(used - 1));
+      }
+    }
+    this.stats.perWindow.set(window, used);
+    const rateHeaders = headersAt(used);
     if (used > this.rateLimit) return this.send(response, 429, { message: 'Rate limit exceeded' }, rateHeaders);
 
     const roll = this.random();

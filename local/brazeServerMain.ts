@@ -9,6 +9,7 @@ async function main(): Promise<void> {
     apiKey: process.env.BRAZE_API_KEY ?? 'local-key',
     rateLimit: Number(process.env.BRAZE_RATE_LIMIT ?? '3000'),
     rateWindowMs: Number(process.env.BRAZE_RATE_WINDOW_MS ?? '3000'),
+    burstLimit: process.env.BRAZE_BURST_LIMIT ? Number(process.env.BRAZE_BURST_LIMIT) : undefined,
     latencyMs: Number(process.env.BRAZE_LATENCY_MS ?? '0'),
   });
   const url = await server.start(Number(process.env.PORT ?? '0'));

@@ -144,13 +144,15 @@ export class BrazeClient {
     try {
       const response = await this.http.post<string>(BRAZE_TRACK_PATH, JSON.stringify({ attributes }), { headers: { Authorization: `Bearer ${key}` } });
       const rateLimit = readRateLimit(response.headers as Record<string, unknown>, this.clock.now());
-      this.pacer.release(rateLimit);
-      if (response.status === 429) {
-        this.stats.http429 += 1;
-        seen.http429 += 1;
-        this.pacer.throttled(rateLimit.resetAtMs);
+      if (response.status !== 429) {
+        this.pacer.release(rateLimit);
+        return { result: { status: response.status, retryAtMs: rateLimit.resetAtMs }, value: response };
       }
-      return { result: { status: response.status, retryAtMs: rateLimit.resetAtMs }, value: response };
+      this.stats.http429 += 1;
+      seen.http429 += 1;
+      // A burst 429's Retry-After is not the window's reset: the pacer learns only the budget from it.
+      this.pacer.release({ limit: rateLimit.limit, remaining: rateLimit.remaining });
+      return { result: { status: 429, retryAtMs: this.pacer.throttled(rateLimit) }, value: response };
     } catch (error) {
       this.pacer.release(undefined);
       const code = (error as { code?: string }).code ?? 'ERR_NETWORK';

@@ -7,6 +7,11 @@ import type { RateLimitObservation } from './rateLimitHeaders';
 const MAX_PACING_STEP_MS = 1_000;
 /** Reset headers have one-second resolution; resets closer than this are the same window. */
 const SAME_WINDOW_TOLERANCE_MS = 1_000;
+/** Braze's burst limits (hourly contracts) count requests per three seconds. */
+export const BURST_WINDOW_MS = 3_000;
+/** A learnt burst spacing eases off by this factor per quiet stretch, so one 429 does not slow a run for good. */
+const BURST_EASE_FACTOR = 0.9;
+const BURST_QUIET_MS = 4 * BURST_WINDOW_MS;
 
 export interface PacerOptions {
   /** Share of the workspace limit left for other tools (0–0.9). */
@@ -14,6 +19,8 @@ export interface PacerOptions {
   clock: Clock;
   defaultLimit?: number;
   defaultWindowMs?: number;
+  /** The contract's burst limit (requests per 3 s for the workspace), when it has one and it is known. */
+  burstLimit?: number;
 }
 
 /**
@@ -24,6 +31,13 @@ export interface PacerOptions {
  * rate = usable / timeToReset. When N instances do this, the budget decays geometrically instead of
  * running out, so the group never hits the wall however many instances run, and at reset all start
  * again from the fresh budget in step instead of storming.
+ *
+ * Hourly contracts add a burst limit per 3 s that the headers do not show: the hourly window's
+ * Reset is up to an hour away, so spreading its budget is slow enough almost always, but not near
+ * the end of the hour. A 429 that leaves budget in the window (remaining > 0) is such a burst: the
+ * pacer pauses for one burst window — not until the hourly reset — and spaces its own requests at
+ * 80% of the rate that met the 429, easing off again while no 429 comes. A configured burst limit
+ * sets the spacing from the start.
  */
 export class RateLimitPacer {
   private limit: number;
@@ -33,12 +47,21 @@ export class RateLimitPacer {
   private inFlight = 0;
   private nextSendAtMs = 0;
   private queue: Promise<void> = Promise.resolve();
+  /** Least time between two requests of this process: the burst limit's share, configured or learnt. */
+  private burstSpacingMs: number;
+  private readonly configuredBurstSpacingMs: number;
+  private pausedUntilMs = 0;
+  private lastBurstAtMs = 0;
+  /** Send times within the last burst window, oldest first (to know the rate a burst 429 met). */
+  private readonly recentSends: number[] = [];
 
   constructor(private readonly options: PacerOptions) {
     this.limit = options.defaultLimit ?? BRAZE_DEFAULT_RATE_LIMIT_REQUESTS;
     this.windowMs = options.defaultWindowMs ?? BRAZE_DEFAULT_RATE_LIMIT_WINDOW_MS;
     this.remaining = this.limit;
     this.resetAtMs = options.clock.now() + this.windowMs;
+    this.configuredBurstSpacingMs = options.burstLimit ? BURST_WINDOW_MS / Math.max(1, options.burstLimit * (1 - options.reserveShare)) : 0;
+    this.burstSpacingMs = this.configuredBurstSpacingMs;
   }
 
   /** How long until the next request may go, given what the pacer knows now. */
@@ -49,11 +72,16 @@ export class RateLimitPacer {
       this.remaining = this.limit;
       this.resetAtMs = now + this.windowMs;
     }
+    if (this.pausedUntilMs > now) return this.pausedUntilMs - now + Math.random() * 50;
+    if (this.burstSpacingMs > this.configuredBurstSpacingMs && now - this.lastBurstAtMs > BURST_QUIET_MS) {
+      this.burstSpacingMs = Math.max(this.configuredBurstSpacingMs, this.burstSpacingMs * BURST_EASE_FACTOR);
+      this.lastBurstAtMs = now;
+    }
     const reserve = this.options.reserveShare * this.limit;
     const usable = this.remaining - reserve - this.inFlight;
     const timeLeftMs = Math.max(this.resetAtMs - now, 1);
     if (usable < 1) return timeLeftMs + Math.random() * 50;
-    const spacingMs = timeLeftMs / usable;
+    const spacingMs = Math.max(timeLeftMs / usable, this.burstSpacingMs);
     return Math.max(0, this.nextSendAtMs + spacingMs - now);
   }
 
@@ -68,8 +96,10 @@ export class RateLimitPacer {
         const wait = this.delayMs();
         if (wait <= 0) break;
         const now = this.options.clock.now();
-        // Answers still in flight may show more budget than assumed: only give up on what the last answers said.
-        if (now + wait > deadlineMs && this.inFlight === 0) {
+        // Answers still in flight may show more budget than assumed (a new window, the real limit):
+        // only give up on what the last answers said — unless the window is spent, which no
+        // answer of the same window can undo.
+        if (now + wait > deadlineMs && (this.inFlight === 0 || this.windowSpent())) {
           throw new BrazeRetryableError(
             `Braze's rate limit leaves no request before this invocation's budget ends (next in ${Math.ceil(wait)} ms)`,
             429,
@@ -78,11 +108,19 @@ export class RateLimitPacer {
         }
         await this.options.clock.sleep(Math.min(wait, MAX_PACING_STEP_MS));
       }
-      this.nextSendAtMs = this.options.clock.now();
+      const now = this.options.clock.now();
+      this.nextSendAtMs = now;
       this.inFlight += 1;
+      this.recentSends.push(now);
+      while (this.recentSends.length > 0 && this.recentSends[0] <= now - BURST_WINDOW_MS) this.recentSends.shift();
     });
     this.queue = turn.catch(() => undefined);
     return turn;
+  }
+
+  /** Nothing left of the known window beyond the reserve: only its reset brings more. */
+  private windowSpent(): boolean {
+    return this.options.clock.now() < this.resetAtMs && this.remaining - this.options.reserveShare * this.limit < 1;
   }
 
   /** The request got an answer (or none); its headers update the shared picture. */
@@ -103,9 +141,26 @@ export class RateLimitPacer {
     this.resetAtMs = resetAtMs;
   }
 
-  /** A 429: nothing is left until the server's reset. */
-  throttled(resetAtMs: number | undefined): void {
+  /**
+   * A 429, with what its headers said; answers when the request may go again. With budget left
+   * in the window it was a burst: pause one burst window (or the server's Retry-After, if
+   * sooner) and slow down. Otherwise nothing is left until the window's reset.
+   */
+  throttled(observation: RateLimitObservation): number {
+    const now = this.options.clock.now();
+    if (observation.remaining !== undefined && observation.remaining > 0) {
+      const pauseUntil = Math.min(observation.resetAtMs ?? Number.POSITIVE_INFINITY, now + BURST_WINDOW_MS);
+      if (pauseUntil > this.pausedUntilMs) {
+        // Only the first 429 of a burst sets the pace: the ones in flight with it met the same wall.
+        const metRate = this.recentSends.filter((at) => at > now - BURST_WINDOW_MS).length;
+        this.burstSpacingMs = Math.max(this.burstSpacingMs, BURST_WINDOW_MS / Math.max(1, metRate * 0.8));
+        this.pausedUntilMs = pauseUntil;
+      }
+      this.lastBurstAtMs = now;
+      return this.pausedUntilMs;
+    }
     this.remaining = 0;
-    if (resetAtMs !== undefined) this.resetAtMs = Math.max(this.resetAtMs, resetAtMs);
+    if (observation.resetAtMs !== undefined) this.resetAtMs = Math.max(this.resetAtMs, observation.resetAtMs);
+    return this.resetAtMs;
   }
 }

@@ -40,6 +40,11 @@ export const appSettingsSchema = z.object({
   BRAZE_MAX_RETRY_DELAY_MS: positiveInt(30_000),
   /** Share of Braze's rate limit left for other tools of the workspace. */
   BRAZE_RATE_LIMIT_RESERVE_SHARE: z.coerce.number().min(0).max(0.9).default(0.1),
+  /**
+   * An hourly contract's burst limit (requests per 3 s for the workspace), when known. Without it
+   * the pacer learns the burst from the first 429 that leaves budget in the hour.
+   */
+  BRAZE_BURST_LIMIT: z.coerce.number().int().positive().optional(),
   BRAZE_MAX_CONCURRENT_REQUESTS: positiveInt(32),
   /** How long one sender invocation may spend before it re-enqueues the rest of its batch. */
   SENDER_BUDGET_MS: positiveInt(120_000),
@@ -121,6 +126,7 @@ export interface AppSettings {
     retryDelayMs: number;
     maxRetryDelayMs: number;
     rateLimitReserveShare: number;
+    burstLimit?: number;
     maxConcurrentRequests: number;
   };
   senderBudgetMs: number;
@@ -177,6 +183,7 @@ export function loadAppSettings(env: Record<string, string | undefined>): AppSet
       retryDelayMs: s.BRAZE_RETRY_DELAY_MS,
       maxRetryDelayMs: s.BRAZE_MAX_RETRY_DELAY_MS,
       rateLimitReserveShare: s.BRAZE_RATE_LIMIT_RESERVE_SHARE,
+      burstLimit: s.BRAZE_BURST_LIMIT,
       maxConcurrentRequests: s.BRAZE_MAX_CONCURRENT_REQUESTS,
     },
     senderBudgetMs: s.SENDER_BUDGET_MS,

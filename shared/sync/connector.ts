@@ -27,7 +27,7 @@ export function createConnector(options: ConnectorOptions): ConnectorDeps {
   const config = options.config ?? loadSyncConfig(settings.syncConfig);
   const clock = options.clock ?? systemClock;
   const storage = createStorageClients(settings);
-  const pacer = new RateLimitPacer({ reserveShare: settings.braze.rateLimitReserveShare, clock });
+  const pacer = new RateLimitPacer({ reserveShare: settings.braze.rateLimitReserveShare, burstLimit: settings.braze.burstLimit, clock });
   const keys = settings.braze.apiKey
     ? new SettingApiKey(settings.braze.apiKey)
     : new KeyVaultApiKey(settings.braze.apiKeySecretUri!, azureCredential(settings.storage.clientId));

@@ -62,7 +62,11 @@ describe('run records an operator can query', () => {
   });
 
   it('name a poisoned batch, and the 429s a batch met on its way', async () => {
-    stack = await startTestStack({ braze: { rateLimit: 5, rateWindowMs: 1000 }, env: { BRAZE_RATE_LIMIT_RESERVE_SHARE: '0' } });
+    // Another tool of the workspace spends every window: each request meets a 429, and the batch is handed back when its budget ends.
+    stack = await startTestStack({
+      braze: { rateLimit: 5, rateWindowMs: 1000, faults: { exhaustedWindows: 1 } },
+      env: { BRAZE_RATE_LIMIT_RESERVE_SHARE: '0', SENDER_BUDGET_MS: '3000' },
+    });
     await writeRefresh(stack.app.deps.storage.exportContainer, makeProfiles(1, 2500).values(), '2026/11/28/0600', 1);
     await stack.app.hosts[1].stop();
     const { runs } = await requestSync(stack.app.deps, { trigger: 'http' });

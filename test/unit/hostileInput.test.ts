@@ -117,7 +117,7 @@ describe('rate-limit headers', () => {
     let clockMs = now;
     const clock = { now: () => clockMs, sleep: async (ms: number) => void (clockMs += ms) };
     const pacer = new RateLimitPacer({ reserveShare: 0, clock });
-    pacer.throttled(now + 30 * 60_000);
+    pacer.throttled({ remaining: 0, resetAtMs: now + 30 * 60_000 });
     await expect(pacer.acquire(now + 60_000)).rejects.toBeInstanceOf(BrazeRetryableError);
     await expect(pacer.acquire(now + 60_000)).rejects.toMatchObject({ status: 429, retryAtMs: expect.any(Number) });
     expect(clockMs).toBe(now);

@@ -1,34 +1,66 @@
 import { RateLimitPacer } from '../../shared/braze/pacer';
 import { readRateLimit } from '../../shared/braze/rateLimitHeaders';
 
-/** A simulated Braze limit (fixed windows) and N instances, each with its own pacer, on one fake clock. */
-async function simulate(options: { instances: number; requestsPerInstance: number; limit: number; windowMs: number; latencyMs: number; reserveShare: number }) {
-  let now = 1_700_000_000_000;
+/**
+ * A simulated Braze limit (fixed windows; optionally a burst limit per 3 s that the headers do not
+ * show, as on hourly contracts) and N instances, each with its own pacer, on one fake clock. Each
+ * instance does what the client does: release with the answer's headers, and on a 429 ask the
+ * pacer when to go again and wait until then.
+ */
+async function simulate(options: {
+  instances: number;
+  requestsPerInstance: number;
+  limit: number;
+  windowMs: number;
+  latencyMs: number;
+  reserveShare: number;
+  burst?: number;
+  configuredBurst?: number;
+  concurrency?: number;
+}) {
+  const start = 1_700_000_000_000;
+  let now = start;
   const timers: { at: number; resolve: () => void }[] = [];
   const clock = {
     now: () => now,
     sleep: (ms: number) => new Promise<void>((resolve) => timers.push({ at: now + Math.max(0, ms), resolve })),
   };
   const used = new Map<number, number>();
+  const burstUsed = new Map<number, number>();
   let sent = 0;
   let throttled = 0;
+  let burstThrottled = 0;
   const perWindow = new Map<number, number>();
+  const perBurstWindow = new Map<number, number>();
   const server = () => {
     const window = Math.floor(now / options.windowMs);
-    const count = (used.get(window) ?? 0) + 1;
-    used.set(window, count);
+    const burstWindow = Math.floor(now / 3_000);
     sent += 1;
-    const headers = {
+    const count = (used.get(window) ?? 0) + 1;
+    const headers = (remaining: number) => ({
       'x-ratelimit-limit': String(options.limit),
-      'x-ratelimit-remaining': String(Math.max(0, options.limit - count)),
+      'x-ratelimit-remaining': String(Math.max(0, remaining)),
       'x-ratelimit-reset': String(Math.ceil(((window + 1) * options.windowMs) / 1000)),
-    };
-    if (count > options.limit) throttled += 1;
-    else perWindow.set(window, (perWindow.get(window) ?? 0) + 1);
-    return { status: count > options.limit ? 429 : 201, headers };
+    });
+    if (count > options.limit) {
+      used.set(window, count);
+      throttled += 1;
+      return { status: 429, headers: headers(0) };
+    }
+    const burstCount = (burstUsed.get(burstWindow) ?? 0) + 1;
+    burstUsed.set(burstWindow, burstCount);
+    if (options.burst !== undefined && burstCount > options.burst) {
+      throttled += 1;
+      burstThrottled += 1;
+      return { status: 429, headers: headers(options.limit - count + 1) };
+    }
+    used.set(window, count);
+    perWindow.set(window, (perWindow.get(window) ?? 0) + 1);
+    perBurstWindow.set(burstWindow, (perBurstWindow.get(burstWindow) ?? 0) + 1);
+    return { status: 201, headers: headers(options.limit - count) };
   };
   const instance = async () => {
-    const pacer = new RateLimitPacer({ reserveShare: options.reserveShare, clock });
+    const pacer = new RateLimitPacer({ reserveShare: options.reserveShare, clock, burstLimit: options.configuredBurst });
     let done = 0;
     const worker = async () => {
       while (done < options.requestsPerInstance) {
@@ -37,14 +69,17 @@ async function simulate(options: { instances: number; requestsPerInstance: numbe
         const answer = server();
         await clock.sleep(options.latencyMs);
         const observation = readRateLimit(answer.headers, now);
-        pacer.release(observation);
         if (answer.status === 429) {
-          pacer.throttled(observation.resetAtMs);
+          pacer.release({ limit: observation.limit, remaining: observation.remaining });
+          const retryAt = pacer.throttled(observation);
           done -= 1; // retried
+          await clock.sleep(retryAt - now);
+        } else {
+          pacer.release(observation);
         }
       }
     };
-    await Promise.all(Array.from({ length: 8 }, worker));
+    await Promise.all(Array.from({ length: options.concurrency ?? 8 }, worker));
   };
   const all = Promise.all(Array.from({ length: options.instances }, instance));
   let finished = false;
@@ -58,7 +93,7 @@ async function simulate(options: { instances: number; requestsPerInstance: numbe
     next.resolve();
   }
   const windows = [...perWindow.values()];
-  return { sent, throttled, windows, elapsedMs: now - 1_700_000_000_000 };
+  return { sent, throttled, burstThrottled, windows, maxBurst: Math.max(...perBurstWindow.values()), elapsedMs: now - start };
 }
 
 describe('pacing several instances against one workspace limit', () => {
@@ -75,6 +110,61 @@ describe('pacing several instances against one workspace limit', () => {
     expect(Math.max(...result.windows)).toBeLessThanOrEqual(800 + 16);
     expect(result.throttled).toBe(0);
   }, 60_000);
+});
+
+describe('pacing against an hourly contract with a burst limit', () => {
+  const HOUR = 3_600_000;
+  it('spreads the hour over the window, steps back one burst window on a burst 429 instead of an hour, and keeps 429s at or under 1%', async () => {
+    // Four instances, 20,000 requests in all, against 24,000 an hour and 60 per 3 s, the burst unknown to the pacer.
+    const result = await simulate({
+      instances: 4,
+      requestsPerInstance: 5_000,
+      limit: 24_000,
+      windowMs: HOUR,
+      latencyMs: 30,
+      reserveShare: 0,
+      burst: 60,
+      concurrency: 16,
+    });
+    expect(result.throttled / result.sent).toBeLessThanOrEqual(0.01);
+    // Within the hour the budget allows (the run starts somewhere in an hourly window, so two of them at most).
+    expect(result.elapsedMs).toBeLessThan(2 * HOUR);
+    expect(Math.max(...result.windows)).toBeLessThanOrEqual(24_000);
+  }, 60_000);
+
+  it('never exceeds a configured burst limit, even with the hour nearly over and most of its budget left', async () => {
+    // The window resets in a minute with 24,000 requests left: spreading them alone would send 400 a second.
+    const result = await simulate({
+      instances: 1,
+      requestsPerInstance: 3_000,
+      limit: 24_000,
+      windowMs: 60_000,
+      latencyMs: 10,
+      reserveShare: 0.1,
+      burst: 300,
+      configuredBurst: 300,
+      concurrency: 32,
+    });
+    expect(result.burstThrottled).toBe(0);
+    expect(result.maxBurst).toBeLessThanOrEqual(300);
+    // And not timid: at least 80% of the reserve-adjusted burst rate.
+    expect(3_000 / (result.elapsedMs / 3_000)).toBeGreaterThan(300 * 0.9 * 0.8);
+  }, 60_000);
+
+  it('a burst 429 pauses the sender for one burst window and names that as the time to retry, not the hourly reset', () => {
+    let clockMs = 1_700_000_000_000;
+    const clock = { now: () => clockMs, sleep: async (ms: number) => void (clockMs += ms) };
+    const pacer = new RateLimitPacer({ reserveShare: 0, clock });
+    const hourlyReset = clockMs + 50 * 60_000;
+    expect(pacer.throttled({ limit: 24_000, remaining: 20_000, resetAtMs: hourlyReset })).toBe(clockMs + 3_000);
+    expect(pacer.delayMs()).toBeGreaterThanOrEqual(3_000);
+    expect(pacer.delayMs()).toBeLessThan(3_100);
+    // With a Retry-After sooner than that, the server's word wins.
+    clockMs += 5_000;
+    expect(pacer.throttled({ limit: 24_000, remaining: 20_000, resetAtMs: clockMs + 1_000 })).toBe(clockMs + 1_000);
+    // An exhausted window is still a wait for its reset.
+    expect(pacer.throttled({ limit: 24_000, remaining: 0, resetAtMs: hourlyReset })).toBe(hourlyReset);
+  });
 });
 
 describe('rate-limit headers', () => {

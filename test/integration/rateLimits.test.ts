@@ -1,0 +1,50 @@
+import { requestSync } from '../../shared/sync/startSync';
+import { brazeMismatches, expectExactCounts } from '../helpers/expectations';
+import { expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
+import { startTestStack, TEST_API_KEY, type TestStack } from '../helpers/testStack';
+
+describe('rate limits by contract', () => {
+  let stack: TestStack | undefined;
+  afterEach(async () => {
+    await stack?.stop();
+    stack = undefined;
+  });
+
+  it('on an hourly contract with a burst limit, a run spreads each window, hands batches back while the window is spent, and ends with at most 1% 429s', async () => {
+    // A scaled-down hour: 30 requests per 6 s window, at most 30 per 3 s. The pacer is told the burst, not the window.
+    const windowMs = 6_000;
+    stack = await startTestStack({
+      braze: { rateLimit: 30, rateWindowMs: windowMs, burstLimit: 30, latencyMs: 5 },
+      env: { BRAZE_BURST_LIMIT: '30', SENDER_BUDGET_MS: '3000', BRAZE_REQUEST_TIMEOUT_MS: '2000' },
+    });
+    const deps = stack.app.deps;
+    const profiles = makeProfiles(1, 4500);
+    await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 2);
+    // Another tool of the workspace has spent most of the current window: the run meets a spent window first.
+    while (Date.now() % windowMs > 1_500) await new Promise((resolve) => setTimeout(resolve, 100));
+    for (let i = 0; i < 27; i++) {
+      const answer = await fetch(`${stack.braze.url}/users/track`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${TEST_API_KEY}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ attributes: [] }),
+      });
+      expect(answer.status).toBe(201);
+    }
+    const outcome = await requestSync(deps, { trigger: 'http' });
+    const [run] = await stack.app.waitForRuns([outcome.runs[0].runId], { timeoutMs: 120_000 });
+
+    expect(run.status).toBe('completed');
+    expect(run.usersDelivered).toBe(profiles.size);
+    expectExactCounts(run);
+    expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
+    const stats = stack.braze.stats;
+    const throttled = stats.byStatus[429] ?? 0;
+    expect(throttled / stats.requests).toBeLessThanOrEqual(0.01);
+    // The 60 requests need three windows' budget (27 each after the 10% reserve) after the spent one: the run ends within five.
+    expect(stats.lastRequestAtMs! - stats.firstRequestAtMs!).toBeLessThan(5 * windowMs);
+    for (const used of stats.perWindow.values()) expect(used).toBeLessThanOrEqual(30);
+    // While a window's budget was spent, senders handed their batches back for seconds instead of waiting in an instance.
+    const handedBack = stack.log.lines.map((line) => /handed back for (\d+) s \(Braze's rate limit/.exec(line)).filter((m) => m !== null);
+    expect(handedBack.some((m) => Number(m[1]) >= 2)).toBe(true);
+  }, 150_000);
+});
