@@ -55,6 +55,8 @@ export const appSettingsSchema = z.object({
    * instance's memory. Fewer makes more, smaller steps to spread; more makes fewer state blobs.
    */
   PROFILES_PER_SHARD: z.coerce.number().int().min(100).max(1_000_000).default(100_000),
+  /** Reading steps (map or diff) one instance works on at once; more are handed to other instances. */
+  READER_STEPS_PER_INSTANCE: positiveInt(1),
   /**
    * A sending run none of whose batches ended for this long is marked stalled. Above the longest
    * quiet a healthy run has: a batch handed back waits at most an hour for Braze's reset.
@@ -132,6 +134,7 @@ export interface AppSettings {
   senderBudgetMs: number;
   enqueueLeaseMs: number;
   profilesPerShard: number;
+  readerStepsPerInstance: number;
   runStallMs: number;
   runRetentionMs: number;
 }
@@ -189,6 +192,7 @@ export function loadAppSettings(env: Record<string, string | undefined>): AppSet
     senderBudgetMs: s.SENDER_BUDGET_MS,
     enqueueLeaseMs: s.ENQUEUE_LEASE_MS,
     profilesPerShard: s.PROFILES_PER_SHARD,
+    readerStepsPerInstance: s.READER_STEPS_PER_INSTANCE,
     runStallMs: s.RUN_STALL_MINUTES * 60_000,
     runRetentionMs: s.RUN_RETENTION_DAYS * 24 * 3600_000,
   };

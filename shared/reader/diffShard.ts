@@ -15,15 +15,18 @@ import { BlobLineWriter } from '../storage/blobLineWriter';
 import { isNotFound } from '../storage/storageErrors';
 import type { ConnectorDeps } from '../sync/deps';
 import { partitionList, readSources } from '../sync/runSources';
-import { canonicalPartitionColumns, parseMapLine, type MapLine } from './mapLines';
+import { canonicalPartitionColumns, mapLineFingerprint, mapLineHash, parseMapLine, type MapLine } from './mapLines';
 import { emptyTotals } from './mapPartition';
 
-/** One profile of the shard in this refresh: its memberships, input rows, and the row that decides its fields. */
+/**
+ * One profile of the shard in this refresh: its memberships, input rows, and the row that decides
+ * its fields — kept as its map line's text and parsed only if the profile has to be mapped.
+ */
 interface ShardProfile {
   bits: number;
   claimed: number;
   rows: number;
-  first: MapLine;
+  first: string;
 }
 
 const DUPLICATE = 'duplicate: the segment has another row of this profile (its values were sent)';
@@ -92,13 +95,14 @@ export async function diffShard(
       const bit = segmentBits[segmentIndex];
       for (const lineText of text.split('\n')) {
         if (!lineText) continue;
-        const line = parseMapLine(lineText, blobName);
-        const profile = profiles.get(line.h);
+        const hash = mapLineHash(lineText, blobName);
+        const profile = profiles.get(hash);
         if (!profile) {
-          profiles.set(line.h, { bits: bit, claimed: bit, rows: 1, first: line });
+          profiles.set(hash, { bits: bit, claimed: bit, rows: 1, first: lineText });
           continue;
         }
         if (profile.claimed & bit) {
+          const line = parseMapLine(lineText, blobName);
           const key = keyOf(line.v);
           totals.rowsRejectedInput += 1;
           totals.rejectedByReason[DUPLICATE] = (totals.rejectedByReason[DUPLICATE] ?? 0) + 1;
@@ -143,7 +147,8 @@ export async function diffShard(
       const nextMask = (synced | carried) >>> 0;
       // What sending the profile in full would cost: every configured field, every membership.
       totals.dataPointsFullSend += fieldCount + popcount(synced);
-      const fieldsChanged = fallback || !prior || prior.f !== profile.first.x;
+      const fingerprintNow = mapLineFingerprint(profile.first, `shard ${shard}`);
+      const fieldsChanged = fallback || !prior || prior.f !== fingerprintNow;
       const change = diffProfile(
         { hasPrevious: prior !== undefined, previousMemberships: priorMask, currentMemberships: profile.bits, fieldsChanged },
         bits.syncedMask,
@@ -154,21 +159,23 @@ export async function diffShard(
         await keep({ h: hash, k: prior!.k, m: names(nextMask), f: prior!.f });
         continue;
       }
+      // A profile that is sent: its row is parsed now (unchanged ones never are).
+      const first: MapLine = parseMapLine(profile.first, `shard ${shard}`);
       let key: string;
       let identifier: BrazeIdentifier;
       let fields: Record<string, JsonValue> = {};
       let fingerprint: string;
       if (change.sendFields) {
-        const mapped = mapperOf(profile.first.g)(profile.first.v);
+        const mapped = mapperOf(first.g)(first.v);
         if (!mapped.ok) throw new Error(`run ${run.runId}: a row that had an identifier when mapped lost it (${mapped.reason})`);
         ({ key, identifier, fields } = mapped.profile);
-        fingerprint = profile.first.x;
+        fingerprint = fingerprintNow;
         for (const issue of mapped.profile.fieldIssues) {
           await rejects.writeLine(
             rejectCsvLine({
               outcome: 'field_dropped',
-              source: partitions[profile.first.p].partition.blobName,
-              row: profile.first.r,
+              source: partitions[first.p].partition.blobName,
+              row: first.r,
               identifier: describeIdentifier(identifier),
               reason: issue,
             }).slice(0, -1),
@@ -182,7 +189,7 @@ export async function diffShard(
       const attributes = changeAttributes(change, fields, names, destination.leaverValue);
       await sentWriter.writeSent({ h: hash, k: key, p: prior ? { m: prior.m, f: prior.f } : null });
       await keep({ h: hash, k: key, m: names(nextMask), f: fingerprint });
-      await packer.add({ hash, identifier, attributes, rows: profile.rows, source: { partition: profile.first.p, row: profile.first.r } });
+      await packer.add({ hash, identifier, attributes, rows: profile.rows, source: { partition: first.p, row: first.r } });
       totals.rowsEnqueued += profile.rows;
       totals.usersEnqueued += 1;
     }

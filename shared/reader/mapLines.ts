@@ -42,6 +42,22 @@ export function parseMapLine(text: string, where: string): MapLine {
   return line;
 }
 
+/**
+ * A map line's key hash and fingerprint without parsing it: a diff step reads every row but
+ * parses only the one row per profile it may have to map. The line's layout is fixed by
+ * mapLineText; anything else is not a map line.
+ */
+export function mapLineHash(text: string, where: string): string {
+  if (!text.startsWith('{"h":"') || text.charCodeAt(22) !== 34 /* " */) throw new Error(`${where}: not a map line`);
+  return text.slice(6, 22);
+}
+
+export function mapLineFingerprint(text: string, where: string): string {
+  const at = text.indexOf('"x":"');
+  if (at < 0 || text.charCodeAt(at + 21) !== 34) throw new Error(`${where}: not a map line`);
+  return text.slice(at + 5, at + 21);
+}
+
 /** The columns a destination's mapping reads, once each, in a fixed order: identifiers first, then fields. */
 export function canonicalColumns(destination: DestinationConfig): string[] {
   const columns = [destination.matching.customerIdColumn, destination.matching.emailColumn, ...Object.keys(destination.fields)].filter(

@@ -2,6 +2,7 @@ import { loadAppSettings, type AppSettings } from '../config/settings';
 import { loadSyncConfig, type SyncConfig } from '../config/syncConfig';
 import { BrazeClient } from '../braze/client';
 import { systemClock, type Clock } from '../braze/clock';
+import { ReaderSlots } from './readerSlots';
 import { RateLimitPacer } from '../braze/pacer';
 import { consoleLogger, type Logger } from '../log';
 import { BatchLedger } from '../runs/batchLedger';
@@ -39,6 +40,7 @@ export function createConnector(options: ConnectorOptions): ConnectorDeps {
     batches: new BatchLedger(storage.runsTable, clock),
     units: new UnitLedger(storage.runsTable, clock),
     destinations: new DestinationStore(storage.runsTable, clock),
+    readerSlots: new ReaderSlots(settings.readerStepsPerInstance, clock),
     braze: new BrazeClient(settings.braze, keys, pacer, clock),
     clock,
     log: options.log ?? consoleLogger,

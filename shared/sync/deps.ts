@@ -8,6 +8,7 @@ import type { DestinationStore } from '../runs/destinationStore';
 import type { RunStore } from '../runs/runStore';
 import type { UnitLedger } from '../runs/unitLedger';
 import type { StorageClients } from '../storage/clients';
+import type { ReaderSlots } from './readerSlots';
 
 /** Everything the core needs, created once per process and passed in. */
 export interface ConnectorDeps {
@@ -22,6 +23,8 @@ export interface ConnectorDeps {
   units: UnitLedger;
   /** Which run owns a destination, and where its delivered state is. */
   destinations: DestinationStore;
+  /** The reading steps this process may work on at once. */
+  readerSlots: ReaderSlots;
   braze: BrazeClient;
   clock: Clock;
   log: Logger;

@@ -84,6 +84,23 @@ export async function runUnit(deps: ConnectorDeps, runId: string, kind: UnitKind
       return { kind: 'deferred', delayMs: 5_000, reason: `run ${runId}: shard ${index} waits for its map steps` };
     mapOwners = new Map(maps.map((u) => [u.index, u.owner]));
   }
+  const release = await deps.readerSlots.take();
+  if (!release) return { kind: 'deferred', delayMs: 500 + Math.floor(Math.random() * 1_000), reason: `run ${runId}: this instance is reading another step` };
+  try {
+    return await claimAndRun(deps, run, kind, index, mapOwners);
+  } finally {
+    release();
+  }
+}
+
+async function claimAndRun(
+  deps: ConnectorDeps,
+  run: RunRecord,
+  kind: UnitKind,
+  index: number,
+  mapOwners: Map<number, string> | undefined,
+): Promise<RunStepResult> {
+  const runId = run.runId;
   const owner = newToken();
   const holdMs = deps.settings.enqueueLeaseMs;
   const claim = await deps.units.claim(runId, kind, index, owner, holdMs);

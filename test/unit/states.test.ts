@@ -1,3 +1,4 @@
+import { ReaderSlots } from '../../shared/sync/readerSlots';
 import { canMove, onReceipt, type BatchRecord } from '../../shared/batches/batchRecord';
 import { runCountsSchema, runStatuses, runTransitions, statusAfter, type RunRecord } from '../../shared/runs/runRecord';
 import { emptyOutcome } from '../../shared/runs/runTable';
@@ -71,5 +72,23 @@ describe('what a delivery does with the batch record it finds', () => {
     expect(canMove('settled', 'sending')).toBe(false);
     expect(canMove('handingOff', 'failed')).toBe(false);
     expect(canMove('parked', 'sending')).toBe(true);
+  });
+});
+
+describe('reader slots', () => {
+  const clock = { now: () => Date.now(), sleep: (ms: number) => new Promise<void>((resolve) => setTimeout(resolve, ms)) };
+  it('let one step read at a time: the next waits for the slot, and one that waits too long is told to go elsewhere', async () => {
+    const slots = new ReaderSlots(1, clock);
+    const first = await slots.take();
+    expect(first).toBeDefined();
+    const second = slots.take(1_000);
+    expect(await slots.take(20)).toBeUndefined();
+    first!();
+    first!(); // releasing twice frees one slot only
+    const got = await second;
+    expect(got).toBeDefined();
+    expect(await slots.take(20)).toBeUndefined();
+    got!();
+    expect(await slots.take(20)).toBeDefined();
   });
 });

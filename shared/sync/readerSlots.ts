@@ -1,0 +1,49 @@
+import type { Clock } from '../braze/clock';
+
+/** How long a step waits for this process's slot before it is handed to another instance. */
+export const READER_SLOT_WAIT_MS = 2_000;
+
+/**
+ * How many reading steps (map or diff) one process works on at once. A step holds its shard or
+ * its partition's buffers in memory; several at once on one instance would multiply that, while
+ * another instance could take the extra steps instead. A step that finds no slot waits a moment
+ * (small steps end quickly) and is then handed back to the queue, so it goes to whichever
+ * instance is free rather than waiting here.
+ */
+export class ReaderSlots {
+  private busy = 0;
+  private readonly waiting: (() => void)[] = [];
+
+  constructor(
+    readonly size: number,
+    private readonly clock: Clock,
+  ) {}
+
+  /** A slot, released by calling the answer (once); undefined when none came free within `waitMs`. */
+  async take(waitMs = READER_SLOT_WAIT_MS): Promise<(() => void) | undefined> {
+    if (this.busy >= this.size) {
+      const freed = new Promise<boolean>((resolve) => {
+        const wake = () => resolve(true);
+        this.waiting.push(wake);
+        void this.clock.sleep(waitMs).then(() => {
+          const at = this.waiting.indexOf(wake);
+          if (at < 0) return;
+          this.waiting.splice(at, 1);
+          resolve(false);
+        });
+      });
+      if (!(await freed)) return undefined;
+    } else {
+      this.busy += 1;
+    }
+    let released = false;
+    return () => {
+      if (released) return;
+      released = true;
+      // The slot passes straight to the next waiter, so a newcomer cannot take it in between.
+      const next = this.waiting.shift();
+      if (next) next();
+      else this.busy -= 1;
+    };
+  }
+}
