@@ -32,6 +32,7 @@ const COLUMNS = [
 const SEGMENTS = ['HighValue', 'Newsletter'] as const;
 
 const config: SyncConfig = {
+  workspaces: {},
   destinations: [
     {
       name: DESTINATION,

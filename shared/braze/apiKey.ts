@@ -31,16 +31,16 @@ export class SettingApiKey implements ApiKeySource {
 }
 
 /** `https://<vault>.vault.azure.net/secrets/<name>[/<version>]` → its parts; anything else is refused. */
-export function parseSecretUri(uri: string): { vaultUrl: string; name: string; version?: string } {
+export function parseSecretUri(uri: string, what = 'BRAZE_API_KEY_SECRET_URI'): { vaultUrl: string; name: string; version?: string } {
   let url: URL;
   try {
     url = new URL(uri);
   } catch {
-    throw new InvalidInputError('BRAZE_API_KEY_SECRET_URI: is not a URL');
+    throw new InvalidInputError(`${what}: is not a URL`);
   }
   const parts = url.pathname.split('/').filter(Boolean);
   if (url.protocol !== 'https:' || parts[0] !== 'secrets' || parts.length < 2 || parts.length > 3) {
-    throw new InvalidInputError('BRAZE_API_KEY_SECRET_URI: must look like https://<vault>.vault.azure.net/secrets/<name>[/<version>]');
+    throw new InvalidInputError(`${what}: must look like https://<vault>.vault.azure.net/secrets/<name>[/<version>]`);
   }
   return { vaultUrl: `${url.protocol}//${url.host}`, name: parts[1], version: parts[2] };
 }
@@ -56,8 +56,8 @@ export class KeyVaultApiKey implements ApiKeySource {
   private current?: Promise<string>;
   private readonly seen = new Set<string>();
 
-  constructor(secretUri: string, credential: TokenCredential) {
-    const { vaultUrl, name, version } = parseSecretUri(secretUri);
+  constructor(secretUri: string, credential: TokenCredential, what?: string) {
+    const { vaultUrl, name, version } = parseSecretUri(secretUri, what);
     this.client = new SecretClient(vaultUrl, credential);
     this.name = name;
     this.version = version;

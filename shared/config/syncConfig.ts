@@ -1,6 +1,7 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { InvalidInputError } from '../errors';
+import { parseBrazeEndpoint } from './endpoint';
 import { formatIssues } from './settings';
 import { BRAZE_MAX_STRING_LENGTH } from '../braze/constants';
 import { NOT_ATTRIBUTE_FIELDS } from '../mapping/profileIdentity';
@@ -37,6 +38,30 @@ const matchingSchema = z.strictObject({
   aliasLabel: z.string().min(1).max(BRAZE_MAX_STRING_LENGTH).default('ci_customer_id'),
 });
 
+/**
+ * A Braze workspace other than the app's default one (BRAZE_REST_ENDPOINT and its key): its own
+ * REST endpoint, and where its key comes from — an app setting named here, or a Key Vault secret.
+ */
+const workspaceSchema = z
+  .strictObject({
+    /** As copied from the dashboard (`rest.fra-01.braze.eu`) or as a URL. */
+    restEndpoint: z.string().superRefine((raw, ctx) => {
+      try {
+        parseBrazeEndpoint(raw, 'restEndpoint');
+      } catch (error) {
+        ctx.addIssue({ code: 'custom', message: (error as Error).message.replace(/^restEndpoint: /, '') });
+      }
+    }),
+    /** The app setting that holds the workspace's REST API key. */
+    apiKeySetting: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an app setting name')
+      .optional(),
+    /** Or the key as a Key Vault secret (`https://<vault>.vault.azure.net/secrets/<name>`), read with the app's identity. */
+    apiKeySecretUri: z.url().optional(),
+  })
+  .refine((w) => (w.apiKeySetting === undefined) !== (w.apiKeySecretUri === undefined), 'needs exactly one of apiKeySetting and apiKeySecretUri');
+
 const destinationSchema = z
   .strictObject({
     /** The export destination's folder name (`<ExportDestinationName>` in the blob layout). */
@@ -52,6 +77,8 @@ const destinationSchema = z
     fields: z.record(z.string().min(1), brazeAttributeName).default({}),
     /** What a member who left a segment gets: the attribute removed (null, default) or false. */
     leaverValue: z.union([z.null(), z.literal(false)]).default(null),
+    /** The Braze workspace this destination syncs to (a name under `workspaces`); the app's default one when absent. */
+    workspace: z.string().min(1).optional(),
   })
   .superRefine((d, ctx) => {
     if (!d.matching.emailColumn && !d.matching.customerIdColumn) {
@@ -80,12 +107,24 @@ const destinationSchema = z
     }
   });
 
-export const syncConfigSchema = z.strictObject({
-  destinations: z
-    .array(destinationSchema)
-    .min(1, 'needs at least one destination')
-    .refine((ds) => new Set(ds.map((d) => `${d.instance ?? '*'}|${d.name}`)).size === ds.length, 'lists a destination twice'),
-});
+export const syncConfigSchema = z
+  .strictObject({
+    /** Braze workspaces by name, for destinations that do not sync to the default one. */
+    workspaces: z.record(z.string().regex(/^[A-Za-z0-9_-]{1,64}$/, 'must be a name of letters, digits, "_" or "-"'), workspaceSchema).default({}),
+    destinations: z
+      .array(destinationSchema)
+      .min(1, 'needs at least one destination')
+      .refine((ds) => new Set(ds.map((d) => `${d.instance ?? '*'}|${d.name}`)).size === ds.length, 'lists a destination twice'),
+  })
+  .superRefine((config, ctx) => {
+    config.destinations.forEach((d, i) => {
+      if (d.workspace !== undefined && !(d.workspace in config.workspaces)) {
+        ctx.addIssue({ code: 'custom', path: ['destinations', i, 'workspace'], message: `"${d.workspace}" is not one of the configured workspaces` });
+      }
+    });
+  });
+
+export type WorkspaceConfig = z.output<typeof workspaceSchema>;
 
 export type SyncConfig = z.output<typeof syncConfigSchema>;
 export type DestinationConfig = SyncConfig['destinations'][number];

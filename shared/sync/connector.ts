@@ -12,6 +12,8 @@ import { UnitLedger } from '../runs/unitLedger';
 import { azureCredential, createStorageClients, ensureStorage } from '../storage/clients';
 import { KeyVaultApiKey, SettingApiKey } from '../braze/apiKey';
 import type { ConnectorDeps } from './deps';
+import { parseBrazeEndpoint } from '../config/endpoint';
+import { InvalidInputError } from '../errors';
 
 export interface ConnectorOptions {
   env: Record<string, string | undefined>;
@@ -28,11 +30,27 @@ export function createConnector(options: ConnectorOptions): ConnectorDeps {
   const config = options.config ?? loadSyncConfig(settings.syncConfig);
   const clock = options.clock ?? systemClock;
   const storage = createStorageClients(settings);
-  const pacer = new RateLimitPacer({ reserveShare: settings.braze.rateLimitReserveShare, burstLimit: settings.braze.burstLimit, clock });
+  const pacer = () => new RateLimitPacer({ reserveShare: settings.braze.rateLimitReserveShare, burstLimit: settings.braze.burstLimit, clock });
   const keys = settings.braze.apiKey
     ? new SettingApiKey(settings.braze.apiKey)
     : new KeyVaultApiKey(settings.braze.apiKeySecretUri!, azureCredential(settings.storage.clientId));
-  return {
+  const braze = new BrazeClient(settings.braze, keys, pacer(), clock);
+  // Each workspace has its own endpoint, key and rate limit: its own client and pacer.
+  const workspaces = new Map<string, BrazeClient>();
+  for (const [name, workspace] of Object.entries(config.workspaces)) {
+    const what = `workspace "${name}"`;
+    let workspaceKeys;
+    if (workspace.apiKeySetting !== undefined) {
+      const key = options.env[workspace.apiKeySetting];
+      if (!key) throw new InvalidInputError(`Mapping config: ${what} takes its key from app setting ${workspace.apiKeySetting}, which is not set`);
+      workspaceKeys = new SettingApiKey(key);
+    } else {
+      workspaceKeys = new KeyVaultApiKey(workspace.apiKeySecretUri!, azureCredential(settings.storage.clientId), `${what} apiKeySecretUri`);
+    }
+    const endpoint = parseBrazeEndpoint(workspace.restEndpoint, `${what} restEndpoint`);
+    workspaces.set(name, new BrazeClient({ ...settings.braze, endpoint }, workspaceKeys, pacer(), clock));
+  }
+  const deps: ConnectorDeps = {
     settings,
     config,
     storage,
@@ -41,10 +59,12 @@ export function createConnector(options: ConnectorOptions): ConnectorDeps {
     units: new UnitLedger(storage.runsTable, clock),
     destinations: new DestinationStore(storage.runsTable, clock),
     readerSlots: new ReaderSlots(settings.readerStepsPerInstance, clock),
-    braze: new BrazeClient(settings.braze, keys, pacer, clock),
+    braze,
+    brazeFor: (workspace) => (workspace === undefined ? deps.braze : (workspaces.get(workspace) ?? deps.braze)),
     clock,
     log: options.log ?? consoleLogger,
   };
+  return deps;
 }
 
 const ready = new WeakMap<ConnectorDeps, Promise<void>>();

@@ -1,3 +1,4 @@
+import { findDestination } from '../config/syncConfig';
 import { closeBatch, finishHandoff, receiveBatch, recordUnreadable, recoverLostChild } from '../batches/batchLife';
 import { endingAfterSend, unsentPart, type Ending } from '../batches/batchEnding';
 import { sendProfiles } from '../batches/sendBatch';
@@ -68,7 +69,8 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown, delive
     const reason = `run ${run.status}${run.supersededBy ? ` by ${run.supersededBy}` : ''}`;
     ending = { kind: 'fail', part: unsentPart(message.profiles, 'failed', reason, sources), keepForResume: false };
   } else {
-    const sent = await sendProfiles(deps.braze, message.profiles, deps.clock.now() + deps.settings.senderBudgetMs);
+    const workspace = findDestination(deps.config, run.destination, run.instance)?.workspace;
+    const sent = await sendProfiles(deps.brazeFor(workspace), message.profiles, deps.clock.now() + deps.settings.senderBudgetMs);
     if (sent.unattributedErrors.length) deps.log.warn(`batch ${message.batchId}: Braze reported errors without a row: ${sent.unattributedErrors.join('; ')}`);
     if (sent.authError) await haltRun(deps, message.runId, sent.authError);
     http429 = sent.http429;

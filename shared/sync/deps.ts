@@ -25,7 +25,10 @@ export interface ConnectorDeps {
   destinations: DestinationStore;
   /** The reading steps this process may work on at once. */
   readerSlots: ReaderSlots;
+  /** The default workspace's client. */
   braze: BrazeClient;
+  /** The client of a destination's workspace (its `workspace` in the mapping config), or the default one. */
+  brazeFor(workspace: string | undefined): BrazeClient;
   clock: Clock;
   log: Logger;
 }

@@ -24,12 +24,18 @@ export function makeProfiles(from: number, to: number): Map<string, ModelProfile
 }
 
 /** Writes the profiles as a CI refresh: each segment split over `partitionsPerSegment` headerless files. */
-export async function writeRefresh(container: ContainerClient, profiles: Iterable<ModelProfile>, runFolder: string, partitionsPerSegment = 2) {
+export async function writeRefresh(
+  container: ContainerClient,
+  profiles: Iterable<ModelProfile>,
+  runFolder: string,
+  partitionsPerSegment = 2,
+  destination = 'BrazeExport',
+) {
   const rows: Record<'HighValue' | 'Newsletter', string[][]> = { HighValue: [], Newsletter: [] };
   for (const p of profiles) for (const s of p.segments) rows[s].push([p.id, p.email, p.firstName, String(p.points)]);
   const split = (all: string[][]) => Array.from({ length: partitionsPerSegment }, (_, i) => csv(all.filter((_, j) => j % partitionsPerSegment === i)));
   return writeExport(container, {
-    destination: 'BrazeExport',
+    destination,
     segments: [
       { table: 'HighValue', runFolder, partitions: split(rows.HighValue) },
       { table: 'Newsletter', runFolder, partitions: split(rows.Newsletter) },

@@ -29,6 +29,7 @@ export class RecordingLogger implements Logger {
 
 export function testConfig(overrides: Partial<SyncConfig['destinations'][number]> = {}): SyncConfig {
   return {
+    workspaces: {},
     destinations: [
       {
         name: 'BrazeExport',
