@@ -9,6 +9,8 @@ export const syncRequestBodySchema = z.strictObject({
   destination: z.string().min(1).optional(),
   segments: z.array(z.string().min(1)).min(1).optional(),
   force: z.boolean().optional(),
+  /** Preview: read, map and diff, send nothing; the report is at GET /api/runs/{id}/preview. */
+  dryRun: z.boolean().optional(),
 });
 
 export async function syncHttp(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {

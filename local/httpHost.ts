@@ -6,6 +6,7 @@ import { runStatus } from '../functions/runStatus';
 import { runResume } from '../functions/runResume';
 import { runList } from '../functions/runList';
 import { runRejects } from '../functions/runRejects';
+import { runPreview } from '../functions/runPreview';
 
 interface Route {
   method: string;
@@ -20,6 +21,7 @@ const routes: Route[] = [
   { method: 'GET', pattern: /^\/api\/runs$/, name: 'runList', handler: runList },
   { method: 'GET', pattern: /^\/api\/runs\/(?<id>[^/]+)$/, name: 'runStatus', handler: runStatus },
   { method: 'GET', pattern: /^\/api\/runs\/(?<id>[^/]+)\/rejects$/, name: 'runRejects', handler: runRejects },
+  { method: 'GET', pattern: /^\/api\/runs\/(?<id>[^/]+)\/preview$/, name: 'runPreview', handler: runPreview },
   { method: 'POST', pattern: /^\/api\/runs\/(?<id>[^/]+)\/resume$/, name: 'runResume', handler: runResume },
 ];
 

@@ -10,7 +10,7 @@ import { systemClock } from '../shared/braze/clock';
 import { formatIssues } from '../shared/config/settings';
 import { rowsAccountedFor, runProgress, runSummary, type RunRecord } from '../shared/runs/runRecord';
 import { RunStore } from '../shared/runs/runStore';
-import { runHistory, runHistoryQuerySchema } from '../shared/sync/runHistory';
+import { readPreview, runHistory, runHistoryQuerySchema } from '../shared/sync/runHistory';
 import { rejectsReportName } from '../shared/runs/runBlobs';
 import { consoleLogger, type Logger } from '../shared/log';
 import { syncTimer } from '../functions/syncTimer';
@@ -31,6 +31,8 @@ Options:
   --config FILE        the mapping config (default: sample/config.json)
   --trigger KIND       timer | http | blob: which function starts the run (default: timer)
   --force              send every profile in full and rebuild the delivered state
+  --dry-run            read, map and diff, send nothing, leave the state alone, and print the
+                       preview: what a real run would change in Braze and what it would cost
   --json               print one line of JSON as the summary
   --timeout SECONDS    give up waiting after this long (default: 600)
   --runs               list the run history of the storage AzureWebJobsStorage names, newest
@@ -59,6 +61,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
       config: { type: 'string' },
       trigger: { type: 'string', default: 'timer' },
       force: { type: 'boolean', default: false },
+      'dry-run': { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       timeout: { type: 'string', default: '600' },
       runs: { type: 'boolean', default: false },
@@ -74,7 +77,9 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
     return { exitCode: 0, runs: [] };
   }
   if (values.runs) return listRuns(env, { destination: values.destination, status: values.status, limit: values.limit }, values.json ?? false);
-  const trigger = values.trigger!;
+  const dryRun = values['dry-run'] ?? false;
+  // A dry run is asked for over HTTP (the timer has no body to carry it).
+  const trigger = dryRun && values.trigger === 'timer' ? 'http' : values.trigger!;
   if (!['timer', 'http', 'blob'].includes(trigger)) throw new InvalidInputError(`--trigger must be timer, http or blob, not "${trigger}"`);
   const exportDir = path.resolve(values['export-dir'] ?? path.join(PROJECT_ROOT, 'sample', 'export'));
   const configFile = path.resolve(values.config ?? path.join(PROJECT_ROOT, 'sample', 'config.json'));
@@ -117,7 +122,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
     const uploaded = await uploadExportDir(app.deps, exportDir);
     say(`export: ${uploaded.length} blobs uploaded from ${exportDir} to container ${settingsEnv.EXPORT_CONTAINER}`);
 
-    const runIds = await fire(app, trigger, uploaded, values.force ?? false);
+    const runIds = await fire(app, trigger, uploaded, values.force ?? false, dryRun);
     if (runIds.length === 0) throw new InvalidInputError('the trigger started no run: see the messages above');
     say(`runs: ${runIds.join(', ')} (trigger ${trigger})`);
     const progress = new ProgressLine(quiet);
@@ -127,8 +132,15 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
       onProgress: (current) => progress.show(current.map((run) => progressText(run))),
     });
     progress.done();
-    const ok = runs.every((run) => run.status === 'completed' && run.rowsFailed === 0 && rowsAccountedFor(run) === run.rowsRead);
+    const ok = runs.every(
+      (run) =>
+        run.status === 'completed' &&
+        (run.dryRun
+          ? run.rowsRejectedInput + run.rowsSkippedUnchanged + run.rowsEnqueued === run.rowsRead
+          : run.rowsFailed === 0 && rowsAccountedFor(run) === run.rowsRead),
+    );
     report(runs, braze, quiet, trigger);
+    await printPreviews(app, runs, quiet);
     if (!quiet) await printRejects(app, runs);
     return { exitCode: ok ? 0 : 1, runs };
   } finally {
@@ -138,7 +150,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
   }
 }
 
-async function fire(app: LocalFunctionApp, trigger: string, uploaded: string[], force: boolean): Promise<string[]> {
+async function fire(app: LocalFunctionApp, trigger: string, uploaded: string[], force: boolean, dryRun: boolean): Promise<string[]> {
   const context = (name: string, triggerMetadata?: Record<string, unknown>) =>
     new InvocationContext({ functionName: name, invocationId: `local-${Date.now()}`, triggerMetadata, logHandler: () => undefined });
   const before = new Set((await app.deps.runs.listRuns()).map((r) => r.runId));
@@ -151,7 +163,7 @@ async function fire(app: LocalFunctionApp, trigger: string, uploaded: string[], 
       const response = await fetch(`${url}/api/sync`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', 'x-functions-key': functionKey },
-        body: JSON.stringify(force ? { force } : {}),
+        body: JSON.stringify({ ...(force ? { force } : {}), ...(dryRun ? { dryRun } : {}) }),
       });
       const body = (await response.json()) as { runs?: { runId: string }[] };
       if (response.status !== 202) throw new InvalidInputError(`POST /api/sync answered ${response.status}: ${JSON.stringify(body)}`);
@@ -167,6 +179,7 @@ async function fire(app: LocalFunctionApp, trigger: string, uploaded: string[], 
     }
   } else {
     if (force) throw new InvalidInputError('--force goes with --trigger http');
+    if (dryRun) throw new InvalidInputError('--dry-run goes with --trigger http');
     await syncTimer({ isPastDue: false, schedule: { adjustForDST: false }, scheduleStatus: { last: '', next: '', lastUpdated: '' } }, context('syncTimer'));
   }
   const after = await app.deps.runs.listRuns();
@@ -228,6 +241,41 @@ async function listRuns(env: NodeJS.ProcessEnv, filter: { destination?: string; 
   }
   if (history.next) console.log(`(more: --limit ${query.data.limit * 2})`);
   return { exitCode: 0, runs: [] };
+}
+
+/** A dry run's preview, as GET /api/runs/{id}/preview answers it: printed whole with --json, summed up otherwise. */
+async function printPreviews(app: LocalFunctionApp, runs: RunRecord[], json: boolean): Promise<void> {
+  for (const run of runs) {
+    if (!run.dryRun) continue;
+    const found = await readPreview(app.deps, run.runId);
+    if (found.kind === 'none') {
+      console.error(`  ${found.reason}`);
+      continue;
+    }
+    if (json) {
+      console.log(JSON.stringify({ preview: found.preview }));
+      continue;
+    }
+    const p = found.preview as PreviewReport;
+    console.log(`\nPreview of run ${run.runId} (dry run: nothing was sent, the delivered state is unchanged)`);
+    console.log(
+      `  a real run would send ${p.profiles.wouldSend} profiles (${p.profiles.leaving} leaving) in ${p.brazeRequests} requests, ${p.dataPoints} data points (full send: ${p.dataPointsFullSend})`,
+    );
+    for (const [segment, s] of Object.entries(p.segments))
+      console.log(`  ${segment}: ${s.joiners} join, ${s.leavers} leave, ${s.changed} change, ${s.unchanged} unchanged`);
+    for (const [attribute, n] of Object.entries(p.attributes)) console.log(`  ${attribute}: ${n} values change`);
+    for (const change of p.sample.slice(0, 10)) console.log(`  e.g. ${change.identifier} ${change.change}: ${change.attributes.join(', ')}`);
+  }
+}
+
+interface PreviewReport {
+  profiles: { wouldSend: number; leaving: number };
+  brazeRequests: number;
+  dataPoints: number;
+  dataPointsFullSend: number;
+  segments: Record<string, { joiners: number; leavers: number; changed: number; unchanged: number }>;
+  attributes: Record<string, number>;
+  sample: { identifier: string; change: string; attributes: string[] }[];
 }
 
 function report(runs: RunRecord[], braze: BrazeServer | undefined, json: boolean, trigger: string): void {

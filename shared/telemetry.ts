@@ -36,6 +36,16 @@ export type ConnectorRecord =
       dataPointsFullSend: number;
       durationMs: number;
     }
+  | {
+      connectorEvent: 'RunPreviewed';
+      runId: string;
+      destination: string;
+      rowsRead: number;
+      profilesWouldSend: number;
+      exits: number;
+      brazeRequests: number;
+      dataPoints: number;
+    }
   | { connectorEvent: 'RunFailed'; runId: string; destination: string; reason: string }
   | { connectorEvent: 'RunHalted'; runId: string; destination: string; brazeStatus: number; reason: string }
   | { connectorEvent: 'RunStalled'; runId: string; destination: string; quietMinutes: number; profilesPending: number; reason: string }
@@ -64,6 +74,7 @@ export const connectorEvents = [
   'RunQueued',
   'RunEnqueued',
   'RunCompleted',
+  'RunPreviewed',
   'RunFailed',
   'RunHalted',
   'RunStalled',

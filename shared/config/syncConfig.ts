@@ -77,6 +77,8 @@ const destinationSchema = z
     fields: z.record(z.string().min(1), brazeAttributeName).default({}),
     /** What a member who left a segment gets: the attribute removed (null, default) or false. */
     leaverValue: z.union([z.null(), z.literal(false)]).default(null),
+    /** Every run of this destination is a preview (a first rollout): nothing is sent until this is removed. */
+    dryRun: z.boolean().default(false),
     /** The Braze workspace this destination syncs to (a name under `workspaces`); the app's default one when absent. */
     workspace: z.string().min(1).optional(),
   })

@@ -26,9 +26,12 @@ export class BatchPacker {
   private failure: unknown;
   /** Queue messages sent: each one is a batch with its own id. */
   messages = 0;
+  /** Braze requests those messages make when sent (≤ 75 objects each). */
+  requests = 0;
 
   constructor(
-    private readonly queue: QueueClient,
+    /** Where the messages go; none for a dry run, which only counts what it would send. */
+    private readonly queue: QueueClient | undefined,
     private readonly runId: string,
     /** Keeps the batch ids of different shards of a run apart. */
     private readonly batchPrefix = '',
@@ -53,9 +56,15 @@ export class BatchPacker {
     this.sequence += 1;
     this.profiles = [];
     this.rawBytes = 0;
-    for (const text of this.encode(batchId, profiles)) {
+    for (const { text, profiles: count } of this.encode(batchId, profiles)) {
+      this.requests += Math.ceil(count / BRAZE_MAX_OBJECTS_PER_REQUEST);
+      if (!this.queue) {
+        this.messages += 1;
+        continue;
+      }
+      const queue = this.queue;
       while (this.inFlight.size >= MAX_SENDS_IN_FLIGHT) await Promise.race(this.inFlight);
-      const send: Promise<unknown> = sendToQueue(this.queue, text)
+      const send: Promise<unknown> = sendToQueue(queue, text)
         .catch((error: unknown) => {
           this.failure ??= error;
         })
@@ -73,13 +82,13 @@ export class BatchPacker {
     if (this.failure) throw this.failure;
   }
 
-  private encode(batchId: string, profiles: string[]): string[] {
+  private encode(batchId: string, profiles: string[]): { text: string; profiles: number }[] {
     const json = `{"kind":"brazeBatch","runId":${JSON.stringify(this.runId)},"batchId":"${batchId}","deferrals":0,"profiles":[${profiles.join(',')}]}`;
     const text = gzipText(json);
     const rawBytes = json.length;
     // Aim the next message at ~90% of the limit given this ratio.
     this.rawBudget = Math.max(8 * 1024, Math.floor((rawBytes * TARGET_MESSAGE_BYTES * 0.9) / text.length));
-    if (text.length <= TARGET_MESSAGE_BYTES) return [text];
+    if (text.length <= TARGET_MESSAGE_BYTES) return [{ text, profiles: profiles.length }];
     if (profiles.length === 1) throw new Error(`one profile does not fit a queue message (${text.length} bytes encoded)`);
     const half = Math.ceil(profiles.length / 2);
     return [...this.encode(`${batchId}a`, profiles.slice(0, half)), ...this.encode(`${batchId}b`, profiles.slice(half))];

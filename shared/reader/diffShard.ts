@@ -1,7 +1,8 @@
 import { findDestination } from '../config/syncConfig';
 import type { JsonValue } from '../ci/dataTypes';
 import { InvalidInputError } from '../errors';
-import { describeIdentifier, identifierFromKey, type BrazeIdentifier } from '../mapping/profileIdentity';
+import { dataPointsOf, describeIdentifier, identifierFromKey, type BrazeIdentifier } from '../mapping/profileIdentity';
+import { changedAttributes, emptyPreview, fieldHashes, PREVIEW_SAMPLE_SIZE } from './preview';
 import { createKeyMapper, createRowMapper, type RowMapper } from '../mapping/rowMapper';
 import { BatchPacker } from '../queue/batchPacker';
 import { rejectCsvLine, type RejectLine } from '../runs/rejectsReport';
@@ -71,8 +72,13 @@ export async function diffShard(
     return mapper;
   };
   const keyOf = createKeyMapper(destination, columns);
-  const fieldCount =
-    Object.keys(destination.fields).length + (destination.matching.emailColumn && !Object.values(destination.fields).includes('email') ? 1 : 0);
+  // The attributes a mapped row may carry, in a fixed order (for the per-field hashes in the state).
+  const fieldNames = [...new Set([...(destination.matching.emailColumn ? ['email'] : []), ...Object.values(destination.fields)])].sort();
+  const fieldCount = fieldNames.length;
+  const dry = run.dryRun;
+  const preview = emptyPreview();
+  const segmentPreview = (name: string) => (preview.segments[name] ??= { joiners: 0, leavers: 0, changed: 0, unchanged: 0 });
+  const attributeChanged = (name: string) => (preview.attributes[name] = (preview.attributes[name] ?? 0) + 1);
   const totals: UnitTotals = { ...emptyTotals() };
   const fallback = previous.format === 1;
 
@@ -126,14 +132,29 @@ export async function diffShard(
   for await (const record of readPreviousShard(state, previous, shard, run.shards)) before.set(record.h, record);
   signal.throwIfAborted();
 
-  const stateWriter = new NdjsonWriter(state, shardStateBlobName(run.modelJsonPath, run.runId, shard, owner));
-  const sentWriter = new NdjsonWriter(state, sentBlobName(run.runId, shard, owner));
+  // A dry run writes no state and sends nothing: its packer only counts the messages and requests it would make.
+  const stateWriter = dry ? undefined : new NdjsonWriter(state, shardStateBlobName(run.modelJsonPath, run.runId, shard, owner));
+  const sentWriter = dry ? undefined : new NdjsonWriter(state, sentBlobName(run.runId, shard, owner));
   const rejects = new BlobLineWriter(state, shardRejectsPartName(run.runId, shard, owner), 'text/csv; charset=utf-8');
-  const packer = new BatchPacker(deps.storage.batchQueue, run.runId, `s${String(shard).padStart(4, '0')}-`);
+  const packer = new BatchPacker(dry ? undefined : deps.storage.batchQueue, run.runId, `s${String(shard).padStart(4, '0')}-`);
   const keep = async (record: StateRecord) => {
     if (record.m.length === 0) return;
     totals.profiles += 1;
-    await stateWriter.writeState(record);
+    await stateWriter?.writeState(record);
+  };
+  /** A dry run's account of one profile that would be sent. */
+  const tally = (identifier: BrazeIdentifier, joined: number, left: number, fieldsChanged: string[], attributes: Record<string, unknown>) => {
+    preview.profilesSent += 1;
+    preview.dataPoints += dataPointsOf(attributes);
+    for (const name of names(joined)) attributeChanged(name);
+    for (const name of names(left)) attributeChanged(name);
+    for (const name of fieldsChanged) attributeChanged(name);
+    if (preview.sample.length < PREVIEW_SAMPLE_SIZE)
+      preview.sample.push({
+        identifier: describeIdentifier(identifier),
+        change: joined ? 'joins' : left && !fieldsChanged.length ? 'leaves' : 'changes',
+        attributes: [...names(joined), ...names(left), ...fieldsChanged],
+      });
   };
   try {
     for (const line of rejectLines) await rejects.writeLine(rejectCsvLine(line).slice(0, -1));
@@ -154,9 +175,16 @@ export async function diffShard(
         bits.syncedMask,
         run.force,
       );
+      if (dry) {
+        // Per segment: joins, leaves, or stays — changed when its fields change.
+        const stayed = (synced & priorMask) >>> 0;
+        for (const name of names((synced & ~priorMask) >>> 0)) segmentPreview(name).joiners += 1;
+        for (const name of names((priorMask & bits.syncedMask & ~synced) >>> 0)) segmentPreview(name).leavers += 1;
+        for (const name of names(stayed)) segmentPreview(name)[change.unchanged || !change.sendFields ? 'unchanged' : 'changed'] += 1;
+      }
       if (change.unchanged) {
         totals.rowsSkippedUnchanged += profile.rows;
-        await keep({ h: hash, k: prior!.k, m: names(nextMask), f: prior!.f });
+        await keep({ h: hash, k: prior!.k, m: names(nextMask), f: prior!.f, a: prior!.a });
         continue;
       }
       // A profile that is sent: its row is parsed now (unchanged ones never are).
@@ -165,11 +193,13 @@ export async function diffShard(
       let identifier: BrazeIdentifier;
       let fields: Record<string, JsonValue> = {};
       let fingerprint: string;
+      let hashes: string | undefined;
       if (change.sendFields) {
         const mapped = mapperOf(first.g)(first.v);
         if (!mapped.ok) throw new Error(`run ${run.runId}: a row that had an identifier when mapped lost it (${mapped.reason})`);
         ({ key, identifier, fields } = mapped.profile);
         fingerprint = fingerprintNow;
+        hashes = fieldHashes(fieldNames, fields);
         for (const issue of mapped.profile.fieldIssues) {
           await rejects.writeLine(
             rejectCsvLine({
@@ -185,10 +215,12 @@ export async function diffShard(
         key = prior!.k;
         identifier = identifierFromKey(key);
         fingerprint = prior!.f;
+        hashes = prior!.a;
       }
       const attributes = changeAttributes(change, fields, names, destination.leaverValue);
-      await sentWriter.writeSent({ h: hash, k: key, p: prior ? { m: prior.m, f: prior.f } : null });
-      await keep({ h: hash, k: key, m: names(nextMask), f: fingerprint });
+      if (dry) tally(identifier, change.join, change.leave, change.sendFields ? changedAttributes(fieldNames, hashes!, prior?.a) : [], attributes);
+      await sentWriter?.writeSent({ h: hash, k: key, p: prior ? { m: prior.m, f: prior.f, a: prior.a } : null });
+      await keep({ h: hash, k: key, m: names(nextMask), f: fingerprint, a: hashes });
       await packer.add({ hash, identifier, attributes, rows: profile.rows, source: { partition: first.p, row: first.r } });
       totals.rowsEnqueued += profile.rows;
       totals.usersEnqueued += 1;
@@ -198,13 +230,17 @@ export async function diffShard(
       if (profiles.has(hash)) continue;
       const priorMask = bits.maskOf(prior.m);
       const leave = (priorMask & bits.syncedMask) >>> 0;
-      const kept = { h: hash, k: prior.k, m: names((priorMask & ~bits.syncedMask) >>> 0), f: prior.f };
+      const kept = { h: hash, k: prior.k, m: names((priorMask & ~bits.syncedMask) >>> 0), f: prior.f, a: prior.a };
       if (leave === 0) {
         await keep(kept);
         continue;
       }
       const attributes = changeAttributes({ unchanged: false, sendFields: false, join: 0, leave }, {}, names, destination.leaverValue);
-      await sentWriter.writeSent({ h: hash, k: prior.k, p: { m: prior.m, f: prior.f } });
+      if (dry) {
+        for (const name of names(leave)) segmentPreview(name).leavers += 1;
+        tally(identifierFromKey(prior.k), 0, leave, [], attributes);
+      }
+      await sentWriter?.writeSent({ h: hash, k: prior.k, p: { m: prior.m, f: prior.f, a: prior.a } });
       await keep(kept);
       await packer.add({ hash, identifier: identifierFromKey(prior.k), attributes, rows: 0, source: 'leaver' });
       totals.usersEnqueued += 1;
@@ -212,13 +248,18 @@ export async function diffShard(
     }
     await packer.close();
     signal.throwIfAborted();
-    await Promise.all([stateWriter.close(), sentWriter.close(), rejects.close()]);
+    await Promise.all([stateWriter?.close(), sentWriter?.close(), rejects.close()]);
   } catch (error) {
     // Nothing of a shard step that did not finish is committed.
-    await Promise.all([stateWriter.abort(error), sentWriter.abort(error), rejects.abort(error)]);
+    await Promise.all([stateWriter?.abort(error), sentWriter?.abort(error), rejects.abort(error)]);
     throw error;
   }
   totals.batchesEnqueued = packer.messages;
+  if (dry) {
+    preview.requests = packer.requests;
+    totals.preview = preview;
+    return totals;
+  }
   totals.stateBlob = shardStateBlobName(run.modelJsonPath, run.runId, shard, owner);
   totals.stateFallback = fallback || undefined;
   return totals;

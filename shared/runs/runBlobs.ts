@@ -20,6 +20,11 @@ export function rejectsReportName(runId: string): string {
   return `${runFolder(runId)}/rejects.csv`;
 }
 
+/** A dry run's report: what a real run would change and cost. */
+export function previewReportName(runId: string): string {
+  return `${runFolder(runId)}/preview.json`;
+}
+
 export const REJECTS_PARTS = 'rejects-parts';
 
 export function batchRejectsPartName(runId: string, batchId: string, token: string): string {
@@ -92,10 +97,10 @@ export function splitPartName(fileName: string): { id: string; token: string } |
  * people); the storage lifecycle rule in the README removes it after the retention the user sets.
  */
 export async function deleteWorkingBlobs(container: ContainerClient, runId: string): Promise<number> {
-  const keep = rejectsReportName(runId);
+  const keep = new Set([rejectsReportName(runId), previewReportName(runId)]);
   let deleted = 0;
   for await (const item of container.listBlobsFlat({ prefix: `${runFolder(runId)}/` })) {
-    if (item.name === keep) continue;
+    if (keep.has(item.name)) continue;
     try {
       await container.deleteBlob(item.name);
       deleted += 1;

@@ -29,6 +29,8 @@ export const runTransitions = {
   /** Every profile has an ending: one finalizer writes the state and the report. */
   startFinalize: { sending: 'finalizing', stalled: 'finalizing', finalizing: 'finalizing' },
   complete: { finalizing: 'completed' },
+  /** A dry run has read, mapped and diffed everything and written its preview: it sends nothing. */
+  previewDone: { enqueuing: 'completed' },
 } as const satisfies Record<string, Partial<Record<RunStatus, RunStatus>>>;
 export type RunEvent = keyof typeof runTransitions;
 
@@ -78,6 +80,8 @@ export const runRecordSchema = runCountsSchema.extend({
   refreshKey: z.string(),
   refreshLabel: z.string().default(''),
   force: z.boolean().default(false),
+  /** A preview: read, map and diff as a run would, send nothing, leave the delivered state alone. */
+  dryRun: z.boolean().default(false),
   enqueueDone: z.boolean().default(false),
   createdAt: z.string(),
   updatedAt: z.string(),
@@ -153,11 +157,16 @@ export function runSummary(run: RunRecord, nowMs = Date.now()) {
     instance: run.instance,
     refresh: run.refreshLabel,
     force: run.force,
+    dryRun: run.dryRun,
     createdAt: run.createdAt,
     finishedAt: run.finishedAt,
     lastProgressAt: run.lastProgressAt,
     shards: run.shards,
-    note: run.stateFallback ? 'the delivered state was written by an older version: every profile was sent in full' : undefined,
+    note: run.dryRun
+      ? `dry run: nothing was sent; the preview is at /api/runs/${run.runId}/preview`
+      : run.stateFallback
+        ? 'the delivered state was written by an older version: every profile was sent in full'
+        : undefined,
     error: run.error,
     supersededBy: run.supersededBy,
     progress: runProgress(run, nowMs),
@@ -168,7 +177,8 @@ export function runSummary(run: RunRecord, nowMs = Date.now()) {
       rejected: run.rowsRejectedInput + run.rowsRejectedBraze,
       failed: run.rowsFailed,
       parked: run.rowsParked,
-      pending: Math.max(0, run.rowsRead - rowsAccountedFor(run) - run.rowsParked),
+      // A dry run's rows to send are never sent: nothing of it is pending.
+      pending: run.dryRun ? 0 : Math.max(0, run.rowsRead - rowsAccountedFor(run) - run.rowsParked),
     },
     rejectedByReason: reasonCounts(run),
     users: {

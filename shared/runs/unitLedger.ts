@@ -3,6 +3,7 @@ import { z } from 'zod';
 import type { Clock } from '../braze/clock';
 import { isConflict } from '../storage/storageErrors';
 import { readEntity } from '../storage/tableEntities';
+import { previewTallySchema } from '../reader/preview';
 
 /**
  * The units a run's reading is split into — one map unit per partition, one diff unit per shard
@@ -29,6 +30,8 @@ export const unitTotalsSchema = z.object({
   stateBlob: z.string().optional(),
   /** The state this shard read was of an older format: everything was sent in full. */
   stateFallback: z.boolean().optional(),
+  /** A dry run's findings in this shard. */
+  preview: previewTallySchema.optional(),
 });
 export type UnitTotals = z.output<typeof unitTotalsSchema>;
 

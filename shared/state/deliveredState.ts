@@ -18,7 +18,15 @@ import { isNotFound } from '../storage/storageErrors';
 export const STATE_FORMAT = 2;
 
 /** What Braze last accepted for a profile: its memberships (attribute names) and a fingerprint of its fields. */
-export const profileStateSchema = z.object({ m: z.array(z.string()), f: z.string() });
+export const profileStateSchema = z.object({
+  m: z.array(z.string()),
+  f: z.string(),
+  /** Short hashes of the mapped fields one by one (for a preview's per-attribute counts); absent in older states. */
+  a: z
+    .string()
+    .regex(/^[0-9a-f-]*$/)
+    .optional(),
+});
 export type ProfileState = z.output<typeof profileStateSchema>;
 
 /** One line of the delivered state: hash, profile key (the identifier, to clear leavers), state. */
@@ -89,7 +97,8 @@ const isProfileState = (v: unknown): v is ProfileState =>
   v !== null &&
   Array.isArray((v as ProfileState).m) &&
   (v as ProfileState).m.every((m) => typeof m === 'string') &&
-  typeof (v as ProfileState).f === 'string';
+  typeof (v as ProfileState).f === 'string' &&
+  ((v as ProfileState).a === undefined || (typeof (v as ProfileState).a === 'string' && /^[0-9a-f-]*$/.test((v as ProfileState).a!)));
 
 /** The hot-path shape checks; a line that fails one goes through the zod schema for a precise message. */
 export const isStateRecord = (v: unknown): v is StateRecord =>
@@ -173,7 +182,7 @@ function stateJson(state: ProfileState | null | undefined): string {
     m = JSON.stringify(state.m);
     if (membershipJson.size < 4096) membershipJson.set(key, m);
   }
-  return `{"m":${m},"f":"${state.f}"}`;
+  return state.a === undefined ? `{"m":${m},"f":"${state.f}"}` : `{"m":${m},"f":"${state.f}","a":"${state.a}"}`;
 }
 
 export function stateLine(record: StateRecord): string {
@@ -244,7 +253,7 @@ export async function restoreUndelivered(
       if (!restore.has(record.h)) await writer.writeState(record);
     }
     for (const record of restore.values())
-      if (record.p && record.p.m.length > 0) await writer.writeState({ h: record.h, k: record.k, m: record.p.m, f: record.p.f });
+      if (record.p && record.p.m.length > 0) await writer.writeState({ h: record.h, k: record.k, m: record.p.m, f: record.p.f, a: record.p.a });
   } catch (error) {
     await writer.abort(error);
     throw error;

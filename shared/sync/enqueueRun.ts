@@ -2,7 +2,11 @@ import { describeError, ExportNotReadyError, InvalidInputError } from '../errors
 import { diffShard } from '../reader/diffShard';
 import { mapPartition } from '../reader/mapPartition';
 import { encodeMessage } from '../queue/messages';
-import { deleteWorkingBlobs, newToken } from '../runs/runBlobs';
+import { deleteWorkingBlobs, mapPartName, newToken, previewReportName, shardPartName } from '../runs/runBlobs';
+import { composeRejectsReport } from '../runs/rejectsReport';
+import { addPreviews } from '../reader/preview';
+import type { RunCounts } from '../runs/runRecord';
+import type { BatchOutcome } from '../runs/runTable';
 import { isTerminal, statusAfter, type RunRecord } from '../runs/runRecord';
 import type { UnitKind, UnitRecord, UnitTotals } from '../runs/unitLedger';
 import { readPreviousState, shardCountFor } from '../state/deliveredState';
@@ -34,7 +38,8 @@ export async function enqueueRun(deps: ConnectorDeps, runId: string): Promise<Ru
     return { kind: 'done' };
   }
   if (isTerminal(run.status) || run.status === 'finalizing' || run.enqueueDone) return { kind: 'done' };
-  const waiting = await claimDestination(deps, run);
+  // A preview changes nothing of the destination: it neither waits for nor holds its lock.
+  const waiting = run.dryRun ? undefined : await claimDestination(deps, run);
   if (waiting) return waiting;
   if (run.shards === 0) {
     const previous = await readPreviousState(deps.storage.stateContainer, await deps.destinations.statePointer(run.modelJsonPath));
@@ -143,7 +148,8 @@ async function claimAndRun(
 /** Every shard is done: the run's totals are the sum of its units, and it sends. */
 async function completeEnqueue(deps: ConnectorDeps, runId: string): Promise<void> {
   const units = [...(await deps.units.list(runId, 'map')), ...(await deps.units.list(runId, 'shard'))];
-  const sum = (name: keyof Omit<UnitTotals, 'rejectedByReason' | 'stateBlob' | 'stateFallback'>) => units.reduce((n, u) => n + (u.totals?.[name] ?? 0), 0);
+  const sum = (name: keyof Omit<UnitTotals, 'rejectedByReason' | 'stateBlob' | 'stateFallback' | 'preview'>) =>
+    units.reduce((n, u) => n + (u.totals?.[name] ?? 0), 0);
   const reasons: Record<string, number> = {};
   for (const unit of units) for (const [reason, n] of Object.entries(unit.totals?.rejectedByReason ?? {})) reasons[reason] = (reasons[reason] ?? 0) + n;
   const stateFallback = units.some((u) => u.totals?.stateFallback);
@@ -157,6 +163,10 @@ async function completeEnqueue(deps: ConnectorDeps, runId: string): Promise<void
     batchesEnqueued: sum('batchesEnqueued'),
     dataPointsFullSend: sum('dataPointsFullSend'),
   };
+  if (units.some((u) => u.totals?.preview) || (await deps.runs.get(runId))?.dryRun) {
+    await completePreview(deps, runId, totals, reasons, units);
+    return;
+  }
   const { run, changed } = await deps.runs.update(runId, (current) =>
     current.enqueueDone
       ? undefined
@@ -181,6 +191,76 @@ async function completeEnqueue(deps: ConnectorDeps, runId: string): Promise<void
   // The last batch may have been recorded before enqueueDone was set: whoever writes last asks.
   if (totals.usersEnqueued === 0) await finalizeRun(deps, runId);
   else await requestFinalizeIfComplete(deps, runId);
+}
+
+/**
+ * A dry run has diffed every shard: its preview (the shards' findings summed, with the input
+ * rejects) and its rejects report are written, and it ends without sending anything.
+ */
+async function completePreview(
+  deps: ConnectorDeps,
+  runId: string,
+  totals: Omit<RunCounts, keyof BatchOutcome>,
+  reasons: Record<string, number>,
+  units: UnitRecord[],
+): Promise<void> {
+  const run = await deps.runs.get(runId);
+  if (!run || run.enqueueDone) return;
+  const preview = addPreviews(units.flatMap((u) => (u.totals?.preview ? [u.totals.preview] : [])));
+  const owners = new Map<string, string>();
+  for (const unit of units) owners.set(unit.kind === 'map' ? mapPartName(unit.index) : shardPartName(unit.index), unit.owner);
+  const report = await composeRejectsReport(deps.storage.stateContainer, runId, owners);
+  const text = JSON.stringify(
+    {
+      runId,
+      destination: run.destination,
+      instance: run.instance,
+      refresh: run.refreshLabel,
+      force: run.force,
+      rows: { read: totals.rowsRead, unchanged: totals.rowsSkippedUnchanged, wouldSend: totals.rowsEnqueued, rejected: totals.rowsRejectedInput },
+      rejectedByReason: reasons,
+      rejectsReport: report.blobName,
+      profiles: { wouldSend: totals.usersEnqueued, leaving: totals.exitsEnqueued },
+      brazeRequests: preview.requests,
+      dataPoints: preview.dataPoints,
+      dataPointsFullSend: totals.dataPointsFullSend,
+      segments: preview.segments,
+      attributes: preview.attributes,
+      sample: preview.sample,
+    },
+    null,
+    2,
+  );
+  await deps.storage.stateContainer.getBlockBlobClient(previewReportName(runId)).upload(text, Buffer.byteLength(text), {
+    blobHTTPHeaders: { blobContentType: 'application/json' },
+  });
+  const { changed } = await deps.runs.update(runId, (current) =>
+    current.enqueueDone
+      ? undefined
+      : {
+          ...totals,
+          rowsReadSoFar: totals.rowsRead,
+          inputRejectedByReason: JSON.stringify(reasons),
+          enqueueDone: true,
+          finishedAt: new Date(deps.clock.now()).toISOString(),
+          event: 'previewDone',
+        },
+  );
+  if (!changed) return;
+  await deleteWorkingBlobs(deps.storage.stateContainer, runId);
+  deps.log.info(
+    `run ${runId} (dry run) previewed: ${totals.usersEnqueued} profiles would be sent (${totals.exitsEnqueued} leaving) in ${preview.requests} requests, ${preview.dataPoints} data points; ${totals.rowsSkippedUnchanged} rows unchanged, ${totals.rowsRejectedInput} rejected; nothing was sent`,
+  );
+  deps.log.record({
+    connectorEvent: 'RunPreviewed',
+    runId,
+    destination: run.destination,
+    rowsRead: totals.rowsRead,
+    profilesWouldSend: totals.usersEnqueued,
+    exits: totals.exitsEnqueued,
+    brazeRequests: preview.requests,
+    dataPoints: preview.dataPoints,
+  });
 }
 
 async function failRun(deps: ConnectorDeps, run: RunRecord, error: InvalidInputError | ExportNotReadyError): Promise<void> {

@@ -22,6 +22,7 @@ export async function resumeRun(deps: ConnectorDeps, runId: string): Promise<Res
   const run = await deps.runs.get(runId);
   if (!run) return { kind: 'notFound', runId };
   const refuse = (reason: string): ResumeOutcome => ({ kind: 'refused', runId, reason });
+  if (run.dryRun) return refuse(`run ${runId} is a dry run: it sends nothing; start a sync without dryRun to send`);
   if (run.status === 'superseded') return refuse(`run ${runId} was superseded by run ${run.supersededBy}, which sends the newer snapshot; nothing to resume`);
   if (run.status === 'failed') return refuse(`run ${runId} failed (${run.error ?? 'bad input'}); start a new sync once the cause is fixed`);
   if (run.status === 'completed' && run.usersFailed === 0) return refuse(`run ${runId} completed with every profile delivered or rejected; nothing to resume`);

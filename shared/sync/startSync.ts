@@ -20,6 +20,8 @@ export interface SyncRequest {
   segments?: string[];
   /** Send every profile in full and rebuild the delivered state, even if this refresh was synced. */
   force?: boolean;
+  /** Preview what a run would send, sending nothing (also per destination: `dryRun` in the mapping config). */
+  dryRun?: boolean;
 }
 
 export interface SyncRequestOutcome {
@@ -129,20 +131,21 @@ async function startRefresh(
   deps: ConnectorDeps,
   refresh: ExportRefresh,
   destination: DestinationConfig,
-  request: Pick<SyncRequest, 'trigger' | 'force'>,
+  request: Pick<SyncRequest, 'trigger' | 'force' | 'dryRun'>,
 ): Promise<SyncRequestOutcome['runs'][number]> {
   for (const segment of refresh.segments) checkColumns(destination, segment.table, segment.attributes);
-  const { created, run } = await createRun(deps, refresh, request);
+  const { created, run } = await createRun(deps, refresh, { ...request, dryRun: request.dryRun || destination.dryRun });
   return { runId: run.runId, destination: destination.name, instance: refresh.instance, refresh: refresh.label, created, status: run.status };
 }
 
 async function createRun(
   deps: ConnectorDeps,
   refresh: ExportRefresh,
-  request: Pick<SyncRequest, 'trigger' | 'force'>,
+  request: Pick<SyncRequest, 'trigger' | 'force' | 'dryRun'>,
 ): Promise<{ created: boolean; run: RunRecord }> {
   const force = request.force ?? false;
-  const runId = runIdFor(refresh.modelJsonPath, refresh.refreshKey, force, randomBytes(4).toString('hex'));
+  const dryRun = request.dryRun ?? false;
+  const runId = runIdFor(refresh.modelJsonPath, refresh.refreshKey, force, randomBytes(4).toString('hex'), dryRun);
   const now = new Date(deps.clock.now()).toISOString();
   const sourcesBlob = await writeSources(deps, runId, refresh.segments);
   const created = await deps.runs.create({
@@ -155,6 +158,7 @@ async function createRun(
     refreshKey: refresh.refreshKey,
     refreshLabel: refresh.label,
     force,
+    dryRun,
     enqueueDone: false,
     createdAt: now,
     updatedAt: now,
@@ -170,7 +174,9 @@ async function createRun(
   // the enqueuer's lease makes a second copy harmless.
   if (created.created || created.run.status === 'queued') {
     await sendToQueue(deps.storage.runQueue, encodeMessage({ kind: 'startRun', runId }));
-    deps.log.info(`run ${runId} queued: ${refresh.instance}/${refresh.destination} refresh ${refresh.label} (${request.trigger}${force ? ', force' : ''})`);
+    deps.log.info(
+      `run ${runId} queued: ${refresh.instance}/${refresh.destination} refresh ${refresh.label} (${request.trigger}${force ? ', force' : ''}${dryRun ? ', dry run' : ''})`,
+    );
     if (created.created) {
       deps.log.record({ connectorEvent: 'RunQueued', runId, destination: refresh.destination, trigger: request.trigger, refresh: refresh.label, force });
     }
