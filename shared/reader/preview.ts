@@ -1,5 +1,4 @@
 import { z } from 'zod';
-import { md5Hex } from '../state/profileIndex';
 
 const count = z.number().int().min(0).default(0);
 
@@ -64,8 +63,22 @@ const MISSING = '--------';
  */
 export function fieldHashes(names: readonly string[], fields: Record<string, unknown>): string {
   let out = '';
-  for (const name of names) out += name in fields ? md5Hex(JSON.stringify(fields[name])).slice(0, 8) : MISSING;
+  for (const name of names) out += name in fields ? fnv1a32(JSON.stringify(fields[name])) : MISSING;
   return out;
+}
+
+/**
+ * FNV-1a over UTF-16 code units, as 8 hex digits: computed for every field of every mapped profile,
+ * where a crypto hash's per-call cost shows. It only tells a preview which attribute changed (a
+ * rare collision undercounts one), never what is sent.
+ */
+function fnv1a32(text: string): string {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return (hash >>> 0).toString(16).padStart(8, '0');
 }
 
 /**

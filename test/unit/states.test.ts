@@ -1,3 +1,4 @@
+import { changedAttributes, fieldHashes } from '../../shared/reader/preview';
 import { ReaderSlots } from '../../shared/sync/readerSlots';
 import { canMove, onReceipt, type BatchRecord } from '../../shared/batches/batchRecord';
 import { runCountsSchema, runStatuses, runTransitions, statusAfter, type RunRecord } from '../../shared/runs/runRecord';
@@ -90,5 +91,24 @@ describe('reader slots', () => {
     expect(await slots.take(20)).toBeUndefined();
     got!();
     expect(await slots.take(20)).toBeDefined();
+  });
+});
+
+describe('per-field hashes for a preview', () => {
+  const names = ['email', 'first_name', 'loyalty_points'];
+  it('name the attributes whose values differ, and every present one when there is nothing to compare with', () => {
+    const before = fieldHashes(names, { email: 'a@example.com', first_name: 'Ana', loyalty_points: 10 });
+    const after = fieldHashes(names, { email: 'a@example.com', first_name: 'Ana', loyalty_points: 11 });
+    expect(before).toMatch(/^[0-9a-f]{24}$/);
+    expect(changedAttributes(names, after, before)).toEqual(['loyalty_points']);
+    expect(changedAttributes(names, before, before)).toEqual([]);
+    // A field that appears or goes (dropped as invalid, or null now) is a change.
+    const withoutName = fieldHashes(names, { email: 'a@example.com', loyalty_points: 10 });
+    expect(changedAttributes(names, withoutName, before)).toEqual(['first_name']);
+    // New profile, or a state from before field hashes: every present attribute counts.
+    expect(changedAttributes(names, withoutName, undefined)).toEqual(['email', 'loyalty_points']);
+    expect(changedAttributes(names, after, 'abc')).toEqual(names);
+    // null and "" and 0 are different values.
+    expect(new Set([fieldHashes(['x'], { x: null }), fieldHashes(['x'], { x: '' }), fieldHashes(['x'], { x: 0 })]).size).toBe(3);
   });
 });
