@@ -30,45 +30,18 @@ export async function holdingLease<T>(
   /** Fields written with each renewal: how far the work has come, for the status API. */
   progress: () => RunPatch = () => ({}),
 ): Promise<T> {
-  const controller = new AbortController();
-  let heldUntilMs = deps.clock.now() + deps.settings.enqueueLeaseMs;
-  let renewing = false;
-  const renew = async () => {
-    if (renewing || controller.signal.aborted) return;
-    renewing = true;
-    try {
-      const until = leaseEnd(deps);
+  return whileRenewed(
+    deps,
+    `run ${runId}: the lease`,
+    async (untilMs) => {
+      const until = new Date(untilMs).toISOString();
       const { changed, run } = await deps.runs.update(runId, (current) =>
         current.leaseOwner === owner && current.status !== 'failed' && current.status !== 'superseded' ? { ...progress(), leaseUntil: until } : undefined,
       );
-      if (changed) heldUntilMs = Date.parse(until);
-      else controller.abort(new LeaseLostError(`run ${runId}: lease lost (${run.leaseOwner ? 'another worker holds it' : `the run is ${run.status}`})`));
-    } catch (error) {
-      if (deps.clock.now() >= heldUntilMs)
-        controller.abort(new LeaseLostError(`run ${runId}: lease ran out while it could not be renewed: ${describeError(error)}`));
-      else deps.log.warn(`run ${runId}: lease renewal failed, will retry: ${describeError(error)}`);
-    } finally {
-      renewing = false;
-    }
-  };
-  const timer = setInterval(
-    () => {
-      // A renewal stuck on unreachable storage must not keep the work going past the lease.
-      if (deps.clock.now() >= heldUntilMs) controller.abort(new LeaseLostError(`run ${runId}: lease ran out before it could be renewed`));
-      else void renew();
+      return changed ? undefined : `was lost (${run.leaseOwner ? 'another worker holds it' : `the run is ${run.status}`})`;
     },
-    Math.max(100, Math.floor(deps.settings.enqueueLeaseMs / 3)),
+    work,
   );
-  try {
-    const result = await work(controller.signal);
-    controller.signal.throwIfAborted();
-    return result;
-  } catch (error) {
-    if (controller.signal.aborted) throw controller.signal.reason;
-    throw error;
-  } finally {
-    clearInterval(timer);
-  }
 }
 
 /**
@@ -83,27 +56,48 @@ export async function holdingUnit<T>(
   owner: string,
   work: (signal: AbortSignal) => Promise<T>,
 ): Promise<T> {
+  return whileRenewed(
+    deps,
+    `run ${runId}: the claim on ${kind} ${index}`,
+    async () => ((await deps.units.renew(runId, kind, index, owner, deps.settings.enqueueLeaseMs)) ? undefined : 'was taken over by another worker'),
+    work,
+  );
+}
+
+/**
+ * The one renewal loop of leases and claims: renew every third of the hold, abort the work's
+ * signal when a renewal says the hold is lost (`renewOnce` answers why) or when the hold runs out
+ * while renewals fail — a renewal stuck on unreachable storage must not keep the work going.
+ */
+async function whileRenewed<T>(
+  deps: ConnectorDeps,
+  what: string,
+  renewOnce: (untilMs: number) => Promise<string | undefined>,
+  work: (signal: AbortSignal) => Promise<T>,
+): Promise<T> {
   const controller = new AbortController();
   const holdMs = deps.settings.enqueueLeaseMs;
   let heldUntilMs = deps.clock.now() + holdMs;
   let renewing = false;
+  const renew = async () => {
+    if (renewing || controller.signal.aborted) return;
+    renewing = true;
+    try {
+      const until = deps.clock.now() + holdMs;
+      const lost = await renewOnce(until);
+      if (lost === undefined) heldUntilMs = until;
+      else controller.abort(new LeaseLostError(`${what} ${lost}`));
+    } catch (error) {
+      if (deps.clock.now() >= heldUntilMs) controller.abort(new LeaseLostError(`${what} ran out while it could not be renewed: ${describeError(error)}`));
+      else deps.log.warn(`${what}: renewal failed, will retry: ${describeError(error)}`);
+    } finally {
+      renewing = false;
+    }
+  };
   const timer = setInterval(
     () => {
-      if (deps.clock.now() >= heldUntilMs) {
-        controller.abort(new LeaseLostError(`run ${runId}: the claim on ${kind} ${index} ran out before it could be renewed`));
-        return;
-      }
-      if (renewing) return;
-      renewing = true;
-      const until = deps.clock.now() + holdMs;
-      deps.units
-        .renew(runId, kind, index, owner, holdMs)
-        .then((held) => {
-          if (held) heldUntilMs = until;
-          else controller.abort(new LeaseLostError(`run ${runId}: ${kind} ${index} was taken over by another worker`));
-        })
-        .catch((error: unknown) => deps.log.warn(`run ${runId}: renewing the claim on ${kind} ${index} failed, will retry: ${describeError(error)}`))
-        .finally(() => (renewing = false));
+      if (deps.clock.now() >= heldUntilMs) controller.abort(new LeaseLostError(`${what} ran out before it could be renewed`));
+      else void renew();
     },
     Math.max(100, Math.floor(holdMs / 3)),
   );

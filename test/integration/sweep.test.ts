@@ -34,11 +34,13 @@ describe('the timer sweep picks up runs a crash left behind', () => {
     stack = await startTestStack();
     const profiles = makeProfiles(1, 50);
     await writeRefresh(stack.app.deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
+    // No batch is sent until the run worker has stopped: the last batch's finalize request then finds nobody, and is lost.
+    await stack.app.hosts[1].stop();
     const { runs } = await requestSync(stack.app.deps, { trigger: 'timer' });
     const runId = runs[0].runId;
     await waitFor(async () => (await stack.app.deps.runs.get(runId))!.enqueueDone);
-    // The run worker stops before the last batch asks for the finalize; that message is then lost.
     await stack.app.hosts[0].stop();
+    stack.app.hosts[1].start();
     await waitFor(async () => (await stack.app.deps.runs.get(runId))!.usersDelivered === 50);
     await stack.app.deps.storage.runQueue.clearMessages();
     expect((await stack.app.deps.runs.get(runId))!.status).toBe('sending');
