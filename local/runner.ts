@@ -139,8 +139,9 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
           ? run.rowsRejectedInput + run.rowsSkippedUnchanged + run.rowsEnqueued === run.rowsRead
           : run.rowsFailed === 0 && rowsAccountedFor(run) === run.rowsRead),
     );
-    report(runs, braze, quiet, trigger);
+    // Before the summary: with --json the summary stays the last line.
     await printPreviews(app, runs, quiet);
+    report(runs, braze, quiet, trigger);
     if (!quiet) await printRejects(app, runs);
     return { exitCode: ok ? 0 : 1, runs };
   } finally {
@@ -153,6 +154,9 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
 async function fire(app: LocalFunctionApp, trigger: string, uploaded: string[], force: boolean, dryRun: boolean): Promise<string[]> {
   const context = (name: string, triggerMetadata?: Record<string, unknown>) =>
     new InvocationContext({ functionName: name, invocationId: `local-${Date.now()}`, triggerMetadata, logHandler: () => undefined });
+  // Only a request has a body to carry these: the timer and a blob event would start a real, incremental run.
+  if (trigger !== 'http' && force) throw new InvalidInputError('--force goes with --trigger http');
+  if (trigger !== 'http' && dryRun) throw new InvalidInputError('--dry-run goes with --trigger http');
   const before = new Set((await app.deps.runs.listRuns()).map((r) => r.runId));
   if (trigger === 'http') {
     // Through a real HTTP request, with the function key the host would demand.
@@ -178,8 +182,6 @@ async function fire(app: LocalFunctionApp, trigger: string, uploaded: string[], 
       await exportBlobDrop(await blobCreatedEvent(app.deps.storage.exportContainer, blobName), context('exportBlobDrop'));
     }
   } else {
-    if (force) throw new InvalidInputError('--force goes with --trigger http');
-    if (dryRun) throw new InvalidInputError('--dry-run goes with --trigger http');
     await syncTimer({ isPastDue: false, schedule: { adjustForDST: false }, scheduleStatus: { last: '', next: '', lastUpdated: '' } }, context('syncTimer'));
   }
   const after = await app.deps.runs.listRuns();

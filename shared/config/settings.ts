@@ -48,7 +48,7 @@ export const appSettingsSchema = z.object({
   BRAZE_MAX_CONCURRENT_REQUESTS: positiveInt(32),
   /** How long one sender invocation may spend before it re-enqueues the rest of its batch. */
   SENDER_BUDGET_MS: positiveInt(120_000),
-  /** How long a run's enqueuer holds it before another worker may take over (after a crash). */
+  /** How long a reading step holds its claim, or the finalizer its lease, before another worker may take over (after a crash). */
   ENQUEUE_LEASE_MS: positiveInt(60_000),
   /**
    * Profiles a diff step (one shard) aims at: its slice of the refresh and of the state sit in one

@@ -72,7 +72,7 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown, delive
     const workspace = findDestination(deps.config, run.destination, run.instance)?.workspace;
     const sent = await sendProfiles(deps.brazeFor(workspace), message.profiles, deps.clock.now() + deps.settings.senderBudgetMs);
     if (sent.unattributedErrors.length) deps.log.warn(`batch ${message.batchId}: Braze reported errors without a row: ${sent.unattributedErrors.join('; ')}`);
-    if (sent.authError) await haltRun(deps, message.runId, sent.authError);
+    if (sent.authError) await haltRun(deps, message.runId, sent.authError, workspace);
     http429 = sent.http429;
     ending = endingAfterSend(message, sent, sources, deps.clock.now());
   }

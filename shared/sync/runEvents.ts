@@ -2,13 +2,17 @@ import type { BrazeAuthError } from '../errors';
 import type { ConnectorDeps } from './deps';
 
 /** Bad credentials: the run stops sending; its remaining batches park until a resume. */
-export async function haltRun(deps: ConnectorDeps, runId: string, error: BrazeAuthError): Promise<void> {
+export async function haltRun(deps: ConnectorDeps, runId: string, error: BrazeAuthError, workspace?: string): Promise<void> {
+  const key =
+    workspace === undefined
+      ? 'the Braze API key (BRAZE_API_KEY or its Key Vault secret; it needs users.track)'
+      : `the API key of Braze workspace "${workspace}" (its apiKeySetting or Key Vault secret in the mapping config; it needs users.track)`;
   const { changed, run } = await deps.runs.update(runId, (current) =>
     current.status === 'halted'
       ? undefined
       : {
           event: 'halt',
-          error: `${error.message}. Fix the Braze API key (BRAZE_API_KEY or its Key Vault secret; it needs users.track), then POST /api/runs/${runId}/resume.`,
+          error: `${error.message}. Fix ${key}, then POST /api/runs/${runId}/resume.`,
         },
   );
   if (changed && run.status === 'halted') {

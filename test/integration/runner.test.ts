@@ -56,6 +56,23 @@ describe('npm start: the local runner', () => {
     expect(summary.runs[0].rejectsReport).toMatch(/^runs\/r-[0-9a-f]+\/rejects\.csv$/);
   });
 
+  it('--dry-run previews the sample export without sending anything', () => {
+    const human = run(['--dry-run']);
+    expect(human.stderr).toBe('');
+    expect(human.code).toBe(0);
+    expect(human.stdout).toMatch(/Preview of run d-[0-9a-f]+-\w+ \(dry run: nothing was sent/);
+    expect(human.stdout).toMatch(/a real run would send 12 profiles \(0 leaving\) in 1 requests/);
+    expect(human.stdout).toMatch(/local Braze now holds 0 profiles/);
+    const json = run(['--dry-run', '--json']);
+    expect(json.code).toBe(0);
+    const lines = json.stdout.trim().split('\n');
+    expect(JSON.parse(lines.at(-2)!)).toMatchObject({ preview: { profiles: { wouldSend: 12, leaving: 0 }, brazeRequests: 1 } });
+    expect(JSON.parse(lines.at(-1)!)).toMatchObject({ trigger: 'http', rowsRead: 16, delivered: 0, brazeRequests: 0, brazeProfiles: 0 });
+    expect(run(['--dry-run', '--trigger', 'blob']).stderr).toMatch(/--dry-run goes with --trigger http/);
+    // A blob event has no body either: --force was silently a plain run there.
+    expect(run(['--force', '--trigger', 'blob']).stderr).toMatch(/--force goes with --trigger http/);
+  });
+
   it('refuses a malformed config with a message naming the field, and exits non-zero', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'cfg-'));
     const config = path.join(dir, 'config.json');

@@ -90,6 +90,8 @@ describe('run records an operator can query', () => {
     const { runs } = await requestSync(stack.app.deps, { trigger: 'http' });
     const [run] = await stack.app.waitForRuns([runs[0].runId], { timeoutMs: 30_000 });
     expect(run.status).toBe('halted');
+    // The record follows the status change by a moment.
+    await waitFor(() => recordsNamed(stack!, 'RunHalted').length > 0);
     expect(recordsNamed(stack, 'RunHalted')).toEqual([
       expect.objectContaining({ runId: run.runId, destination: 'BrazeExport', brazeStatus: 401, reason: expect.stringContaining('[redacted]') }),
     ]);

@@ -57,6 +57,7 @@ describe('several Braze workspaces', () => {
     // The other workspace refused the key: its run halts, nothing landed, and the key is in no log line.
     expect(euRun.status).toBe('halted');
     expect(euRun.error).toMatch(/401/);
+    expect(euRun.error).toMatch(/Fix the API key of Braze workspace "eu"/);
     expect(eu.stats.objectsApplied).toBe(0);
     expect(eu.stats.byStatus[401]).toBeGreaterThan(0);
     expect(stack.log.lines.filter((line) => line.includes(WRONG_KEY) || line.includes(TEST_API_KEY))).toEqual([]);
