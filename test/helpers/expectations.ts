@@ -1,3 +1,4 @@
+import type { ContainerClient } from '@azure/storage-blob';
 import type { BrazeServer } from '../../local/brazeServer';
 import { rowsAccountedFor, type RunRecord } from '../../shared/runs/runRecord';
 
@@ -23,4 +24,19 @@ export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs
     if (Date.now() > deadline) throw new Error('condition not reached in time');
     await new Promise((r) => setTimeout(r, everyMs));
   }
+}
+
+/**
+ * The blobs a completed run leaves under `runs/<id>/` once its finalizer has cleaned up. The
+ * status turns `completed` before the working blobs go (a finalizer that crashed in between must
+ * still find them), so this waits up to `timeoutMs` for only the kept ones to remain.
+ */
+export async function runFolderAfterCleanup(container: ContainerClient, runId: string, kept: string[], timeoutMs = 15_000): Promise<string[]> {
+  const list = async () => {
+    const names: string[] = [];
+    for await (const item of container.listBlobsFlat({ prefix: `runs/${runId}/` })) names.push(item.name);
+    return names.sort();
+  };
+  await waitFor(async () => (await list()).every((name) => kept.includes(name)), timeoutMs).catch(() => undefined);
+  return list();
 }

@@ -18,7 +18,7 @@ import {
 import { enqueueRun, runUnit } from '../../shared/sync/enqueueRun';
 import type { ConnectorDeps } from '../../shared/sync/deps';
 import { requestSync } from '../../shared/sync/startSync';
-import { brazeMismatches, expectExactCounts, waitFor } from '../helpers/expectations';
+import { brazeMismatches, expectExactCounts, runFolderAfterCleanup, waitFor } from '../helpers/expectations';
 import { customerId, expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
 import { faultyStorage } from '../helpers/storageFaults';
 import { RecordingLogger, startTestStack, TEST_API_KEY, testConfig, type TestStack } from '../helpers/testStack';
@@ -29,12 +29,6 @@ async function startRun(deps: ConnectorDeps): Promise<string> {
   const outcome = await requestSync(deps, { trigger: 'http' });
   expect(outcome.problems).toEqual([]);
   return outcome.runs[0].runId;
-}
-
-async function blobsUnder(deps: ConnectorDeps, prefix: string): Promise<string[]> {
-  const names: string[] = [];
-  for await (const item of deps.storage.stateContainer.listBlobsFlat({ prefix })) names.push(item.name);
-  return names;
 }
 
 async function batchQueueLength(deps: ConnectorDeps): Promise<number> {
@@ -131,9 +125,8 @@ describe('a refresh read in steps that many instances share', () => {
       expect(braze.stats.objectsApplied).toBe(profiles.size);
       expect(brazeMismatches(braze, expectedBraze([profiles]))).toEqual([]);
       // The dead step's blobs go with the run's working blobs, which the finalizer deletes once the run has completed.
-      const leftOver = async () => (await blobsUnder(observer.deps, `${runFolder(runId)}/`)).filter((name) => !name.endsWith('/rejects.csv'));
-      await waitFor(async () => (await leftOver()).length === 0, 15_000).catch(() => undefined);
-      expect(await leftOver()).toEqual([]);
+      const report = `${runFolder(runId)}/rejects.csv`;
+      expect((await runFolderAfterCleanup(observer.deps.storage.stateContainer, runId, [report])).filter((name) => name !== report)).toEqual([]);
     } finally {
       await crash.stop();
     }
