@@ -1,5 +1,7 @@
 import http from 'node:http';
+import { randomUUID } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
+import { exportFiles, exportLine, gzipFiles, zipFiles } from './segmentExport';
 
 type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
 export type BrazeProfile = Record<string, Json>;
@@ -29,6 +31,13 @@ export interface BrazeServerOptions {
    */
   burstLimit?: number;
   faults?: BrazeFaults;
+  /**
+   * Segments `/users/export/segment` can export, by segment id: the custom attribute that makes a
+   * profile a member (a Braze segment filtered on the membership attribute being true).
+   */
+  segments?: Record<string, string>;
+  /** How long a segment export takes before its download appears (ms). */
+  exportDelayMs?: number;
   /** Seeded randomness, so a fault run can be repeated. */
   seed?: number;
   /** Artificial latency per request (ms), to look more like a remote API. */
@@ -75,6 +84,10 @@ export class BrazeServer {
   private random: () => number;
   private readonly windowFate = new Map<number, boolean>();
   private latencyMs: number;
+  private readonly segments: Record<string, string>;
+  private readonly exportDelayMs: number;
+  /** Exports by object prefix: the segment they are of, and their archive once it is ready. */
+  private readonly exports = new Map<string, { segmentId: string; ready?: { body: Buffer; contentType: string } }>();
   url = '';
 
   constructor(options: BrazeServerOptions) {
@@ -84,6 +97,8 @@ export class BrazeServer {
     this.rateWindowMs = options.rateWindowMs ?? 3_000;
     this.burstLimit = options.burstLimit;
     this.latencyMs = options.latencyMs ?? 0;
+    this.segments = options.segments ?? {};
+    this.exportDelayMs = options.exportDelayMs ?? 200;
     this.random = mulberry32(options.seed ?? 42);
     this.server = http.createServer((request, response) => void this.handle(request, response));
     this.server.keepAliveTimeout = 30_000;
@@ -123,10 +138,14 @@ export class BrazeServer {
     this.stats.firstRequestAtMs ??= now;
     this.stats.lastRequestAtMs = now;
 
-    if (request.method !== 'POST' || request.url !== '/users/track') return this.send(response, 404, { message: 'Not found' });
+    // A download URL is pre-signed, as Braze's are: no key.
+    if (request.method === 'GET' && request.url?.startsWith('/__exports/')) return this.serveExport(request.url, response);
+    if (request.method !== 'POST' || (request.url !== '/users/track' && request.url !== '/users/export/segment'))
+      return this.send(response, 404, { message: 'Not found' });
     const auth = request.headers.authorization ?? '';
     const key = auth.startsWith('Bearer ') ? auth.slice(7) : '';
     if (key !== this.apiKey) return this.send(response, 401, { message: `Invalid API key: ${key}` });
+    if (request.url === '/users/export/segment') return this.startSegmentExport(Buffer.concat(chunks).toString('utf8'), response);
 
     const window = this.windowOf(now);
     if (!this.windowFate.has(window)) this.windowFate.set(window, this.random() < (this.faults.exhaustedWindows ?? 0));
@@ -227,6 +246,55 @@ export class BrazeServer {
     }
     this.profiles.set(key, profile);
     this.stats.objectsApplied += 1;
+  }
+
+  /**
+   * POST /users/export/segment: asynchronous, as Braze's is. Answers at once with the object prefix
+   * and the URL the archive will be at; the URL answers 404 until the export is ready (after
+   * `exportDelayMs`), then a zip (default) or gzip of NDJSON files of ≤ 5,000 users. The members
+   * are those at the time of the request. One export per segment at a time.
+   */
+  private startSegmentExport(text: string, response: http.ServerResponse): void {
+    let body: { segment_id?: unknown; fields_to_export?: unknown; output_format?: unknown; callback_endpoint?: unknown };
+    try {
+      body = JSON.parse(text) as typeof body;
+    } catch {
+      return this.send(response, 400, { message: 'Invalid JSON' });
+    }
+    const segmentId = body.segment_id;
+    if (typeof segmentId !== 'string' || !(segmentId in this.segments)) return this.send(response, 400, { message: 'Invalid segment_id' });
+    if (!Array.isArray(body.fields_to_export) || body.fields_to_export.some((f) => typeof f !== 'string'))
+      return this.send(response, 400, { message: "'fields_to_export' must be an array of field names" });
+    const format = body.output_format ?? 'zip';
+    if (format !== 'zip' && format !== 'gzip') return this.send(response, 400, { message: "'output_format' must be zip or gzip" });
+    if ([...this.exports.values()].some((e) => e.segmentId === segmentId && !e.ready))
+      return this.send(response, 429, { message: 'An export of this segment is already in progress' });
+    const attribute = this.segments[segmentId];
+    const fields = new Set(body.fields_to_export as string[]);
+    const lines: string[] = [];
+    for (const [key, profile] of this.profiles) if (profile[attribute] === true) lines.push(exportLine(key, profile, fields));
+    const prefix = randomUUID();
+    const entry: { segmentId: string; ready?: { body: Buffer; contentType: string } } = { segmentId };
+    this.exports.set(prefix, entry);
+    const callback = typeof body.callback_endpoint === 'string' ? body.callback_endpoint : undefined;
+    setTimeout(() => {
+      const files = exportFiles(prefix, lines);
+      entry.ready = format === 'zip' ? { body: zipFiles(files), contentType: 'application/zip' } : { body: gzipFiles(files), contentType: 'application/gzip' };
+      if (callback) void fetch(callback, { method: 'POST', body: JSON.stringify({ object_prefix: prefix, segment_id: segmentId }) }).catch(() => undefined);
+    }, this.exportDelayMs).unref();
+    this.send(response, 201, { message: 'success', object_prefix: prefix, url: `${this.url}/__exports/${prefix}.${format === 'zip' ? 'zip' : 'gz'}` });
+  }
+
+  private serveExport(url: string, response: http.ServerResponse): void {
+    const prefix = /^\/__exports\/([0-9a-f-]{36})\.(zip|gz)$/.exec(url)?.[1];
+    const ready = prefix ? this.exports.get(prefix)?.ready : undefined;
+    if (!ready) {
+      response.writeHead(404, { 'Content-Type': 'application/xml' });
+      response.end('<Error><Code>NoSuchKey</Code></Error>');
+      return;
+    }
+    response.writeHead(200, { 'Content-Type': ready.contentType, 'Content-Length': ready.body.length });
+    response.end(ready.body);
   }
 
   /** Test and benchmark hook (no auth: the server only listens on loopback). */

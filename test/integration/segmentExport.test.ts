@@ -1,0 +1,110 @@
+import { gunzipSync } from 'node:zlib';
+import { BrazeServer } from '../../local/brazeServer';
+import { waitFor } from '../helpers/expectations';
+
+const KEY = '3c2b1a09-8f7e-4d6c-9b5a-4f3e2d1c0b9a';
+
+/** The entries of a zip archive with stored (uncompressed) entries, read by their local headers. */
+function unzipStored(archive: Buffer): { name: string; text: string }[] {
+  const entries: { name: string; text: string }[] = [];
+  let at = 0;
+  while (archive.readUInt32LE(at) === 0x04034b50) {
+    expect(archive.readUInt16LE(at + 8)).toBe(0);
+    const size = archive.readUInt32LE(at + 18);
+    const nameLength = archive.readUInt16LE(at + 26);
+    const extraLength = archive.readUInt16LE(at + 28);
+    const name = archive.subarray(at + 30, at + 30 + nameLength).toString('utf8');
+    const start = at + 30 + nameLength + extraLength;
+    entries.push({ name, text: archive.subarray(start, start + size).toString('utf8') });
+    at = start + size;
+  }
+  expect(archive.readUInt32LE(at)).toBe(0x02014b50); // the central directory follows
+  return entries;
+}
+
+describe('the local Braze server: POST /users/export/segment', () => {
+  let braze: BrazeServer;
+  afterEach(async () => {
+    await braze?.stop();
+  });
+
+  async function track(attributes: Record<string, unknown>[]) {
+    for (let i = 0; i < attributes.length; i += 75) {
+      const answer = await fetch(`${braze.url}/users/track`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${KEY}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ attributes: attributes.slice(i, i + 75) }),
+      });
+      expect(answer.status).toBe(201);
+    }
+  }
+
+  const exportSegment = (body: Record<string, unknown>, key = KEY) =>
+    fetch(`${braze.url}/users/export/segment`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${key}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+
+  it('exports the members of a segment asynchronously, as NDJSON in a zip behind a URL that appears when ready, one export per segment at a time', async () => {
+    braze = new BrazeServer({ apiKey: KEY, segments: { 'seg-high-value': 'ci_high_value' }, exportDelayMs: 300 });
+    await braze.start();
+    await track([
+      { external_id: 'a', email: 'a@example.com', first_name: 'A', ci_high_value: true, loyalty_points: 1 },
+      { external_id: 'b', email: 'b@example.com', ci_high_value: false },
+      { user_alias: { alias_label: 'ci_customer_id', alias_name: 'c' }, _update_existing_only: false, ci_high_value: true },
+      { email: 'd@example.com', ci_high_value: true },
+    ]);
+    const answer = await exportSegment({ segment_id: 'seg-high-value', fields_to_export: ['external_id', 'email', 'user_aliases', 'custom_attributes'] });
+    expect(answer.status).toBe(201);
+    const { object_prefix: prefix, url } = (await answer.json()) as { object_prefix: string; url: string };
+    expect(url).toMatch(/\.zip$/);
+    // Not there yet, and the same segment cannot be exported twice at once.
+    expect((await fetch(url)).status).toBe(404);
+    expect((await exportSegment({ segment_id: 'seg-high-value', fields_to_export: ['external_id'] })).status).toBe(429);
+    let archive: Buffer | undefined;
+    await waitFor(async () => {
+      const download = await fetch(url);
+      if (download.status !== 200) return false;
+      archive = Buffer.from(await download.arrayBuffer());
+      return true;
+    }, 5_000);
+    const files = unzipStored(archive!);
+    expect(files.map((f) => f.name)).toEqual([`${prefix}/0.txt`]);
+    const users = files[0].text
+      .trim()
+      .split('\n')
+      .map((line) => JSON.parse(line) as Record<string, unknown>);
+    expect(users).toEqual([
+      { external_id: 'a', email: 'a@example.com', custom_attributes: { ci_high_value: true, loyalty_points: 1 } },
+      { user_aliases: [{ alias_label: 'ci_customer_id', alias_name: 'c' }], custom_attributes: { ci_high_value: true } },
+      { email: 'd@example.com', custom_attributes: { ci_high_value: true } },
+    ]);
+    // Once ready, the segment can be exported again.
+    expect((await exportSegment({ segment_id: 'seg-high-value', fields_to_export: ['external_id'] })).status).toBe(201);
+    expect((await exportSegment({ segment_id: 'no-such-segment', fields_to_export: ['external_id'] })).status).toBe(400);
+    expect((await exportSegment({ segment_id: 'seg-high-value', fields_to_export: ['external_id'] }, 'wrong')).status).toBe(401);
+  });
+
+  it('splits a large segment into files of 5,000 users, and writes gzip when asked', async () => {
+    braze = new BrazeServer({ apiKey: KEY, segments: { newsletter: 'ci_newsletter' }, exportDelayMs: 50 });
+    await braze.start();
+    await track(Array.from({ length: 5_200 }, (_, i) => ({ external_id: `u${i}`, ci_newsletter: true })));
+    const zipped = (await (await exportSegment({ segment_id: 'newsletter', fields_to_export: ['external_id'] })).json()) as { url: string };
+    await waitFor(async () => (await fetch(zipped.url)).status === 200, 5_000);
+    const files = unzipStored(Buffer.from(await (await fetch(zipped.url)).arrayBuffer()));
+    expect(files.map((f) => f.text.trim().split('\n').length)).toEqual([5_000, 200]);
+
+    const gzipped = (await (await exportSegment({ segment_id: 'newsletter', fields_to_export: ['external_id'], output_format: 'gzip' })).json()) as {
+      url: string;
+    };
+    expect(gzipped.url).toMatch(/\.gz$/);
+    await waitFor(async () => (await fetch(gzipped.url)).status === 200, 5_000);
+    const lines = gunzipSync(Buffer.from(await (await fetch(gzipped.url)).arrayBuffer()))
+      .toString('utf8')
+      .trim()
+      .split('\n');
+    expect(lines).toHaveLength(5_200);
+    expect(JSON.parse(lines[5_199])).toEqual({ external_id: 'u5199' });
+  });
+});
