@@ -1,3 +1,5 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
 import { gunzipSync } from 'node:zlib';
 import { BrazeServer } from '../../local/brazeServer';
 import { waitFor } from '../helpers/expectations';
@@ -80,8 +82,27 @@ describe('the local Braze server: POST /users/export/segment', () => {
       { user_aliases: [{ alias_label: 'ci_customer_id', alias_name: 'c' }], custom_attributes: { ci_high_value: true } },
       { email: 'd@example.com', custom_attributes: { ci_high_value: true } },
     ]);
-    // Once ready, the segment can be exported again.
-    expect((await exportSegment({ segment_id: 'seg-high-value', fields_to_export: ['external_id'] })).status).toBe(201);
+    // Once ready, the segment can be exported again; with a callback endpoint, Braze calls it when the export is ready.
+    const called: unknown[] = [];
+    const receiver = http.createServer((request, response) => {
+      let body = '';
+      request.on('data', (chunk: Buffer) => (body += chunk.toString('utf8')));
+      request.on('end', () => {
+        called.push(JSON.parse(body));
+        response.end();
+      });
+    });
+    await new Promise<void>((resolve) => receiver.listen(0, '127.0.0.1', resolve));
+    try {
+      const callbackEndpoint = `http://127.0.0.1:${(receiver.address() as AddressInfo).port}/braze-export-ready`;
+      const again = await exportSegment({ segment_id: 'seg-high-value', fields_to_export: ['external_id'], callback_endpoint: callbackEndpoint });
+      expect(again.status).toBe(201);
+      const { object_prefix: againPrefix } = (await again.json()) as { object_prefix: string };
+      await waitFor(() => called.length > 0, 5_000);
+      expect(called).toEqual([{ object_prefix: againPrefix, segment_id: 'seg-high-value' }]);
+    } finally {
+      await new Promise((resolve) => receiver.close(resolve));
+    }
     expect((await exportSegment({ segment_id: 'no-such-segment', fields_to_export: ['external_id'] })).status).toBe(400);
     expect((await exportSegment({ segment_id: 'seg-high-value', fields_to_export: ['external_id'] }, 'wrong')).status).toBe(401);
   });
