@@ -70,7 +70,7 @@ async function advance(deps: ConnectorDeps, run: RunRecord): Promise<void> {
       if (!shards.has(s)) await sendToQueue(deps.storage.runQueue, encodeMessage({ kind: 'diffShard', runId: run.runId, shard: s }));
     return;
   }
-  await completeEnqueue(deps, run.runId);
+  await completeEnqueue(deps, run.runId, run.dryRun);
 }
 
 function doneIndexes(units: UnitRecord[]): Set<number> {
@@ -146,7 +146,7 @@ async function claimAndRun(
 }
 
 /** Every shard is done: the run's totals are the sum of its units, and it sends. */
-async function completeEnqueue(deps: ConnectorDeps, runId: string): Promise<void> {
+async function completeEnqueue(deps: ConnectorDeps, runId: string, dryRun: boolean): Promise<void> {
   const units = [...(await deps.units.list(runId, 'map')), ...(await deps.units.list(runId, 'shard'))];
   const sum = (name: keyof Omit<UnitTotals, 'rejectedByReason' | 'stateBlob' | 'stateFallback' | 'preview'>) =>
     units.reduce((n, u) => n + (u.totals?.[name] ?? 0), 0);
@@ -163,7 +163,7 @@ async function completeEnqueue(deps: ConnectorDeps, runId: string): Promise<void
     batchesEnqueued: sum('batchesEnqueued'),
     dataPointsFullSend: sum('dataPointsFullSend'),
   };
-  if (units.some((u) => u.totals?.preview) || (await deps.runs.get(runId))?.dryRun) {
+  if (dryRun) {
     await completePreview(deps, runId, totals, reasons, units);
     return;
   }
