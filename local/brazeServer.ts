@@ -1,6 +1,7 @@
 import http from 'node:http';
 import { randomUUID } from 'node:crypto';
 import type { AddressInfo, Socket } from 'node:net';
+import { FaultDeck } from './faultDeck';
 import { exportFiles, exportLine, gzipFiles, zipFiles } from './segmentExport';
 
 type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
@@ -38,7 +39,7 @@ export interface BrazeServerOptions {
   segments?: Record<string, string>;
   /** How long a segment export takes before its download appears (ms). */
   exportDelayMs?: number;
-  /** Seeded randomness, so a fault run can be repeated. */
+  /** Seeds the fault decks, so a fault run can be repeated. */
   seed?: number;
   /** Artificial latency per request (ms), to look more like a remote API. */
   latencyMs?: number;
@@ -81,7 +82,8 @@ export class BrazeServer {
   private readonly perBurstWindow = new Map<number, number>();
   private readonly server: http.Server;
   private readonly sockets = new Set<Socket>();
-  private random: () => number;
+  private readonly requestDeck: FaultDeck<'reset' | 'hang' | 'http500' | 'html502' | 'http500AfterApply'>;
+  private readonly windowDeck: FaultDeck<'exhausted'>;
   private readonly windowFate = new Map<number, boolean>();
   private latencyMs: number;
   private readonly segments: Record<string, string>;
@@ -99,7 +101,8 @@ export class BrazeServer {
     this.latencyMs = options.latencyMs ?? 0;
     this.segments = options.segments ?? {};
     this.exportDelayMs = options.exportDelayMs ?? 200;
-    this.random = mulberry32(options.seed ?? 42);
+    this.requestDeck = new FaultDeck(options.seed ?? 42);
+    this.windowDeck = new FaultDeck((options.seed ?? 42) + 1);
     this.server = http.createServer((request, response) => void this.handle(request, response));
     this.server.keepAliveTimeout = 30_000;
     this.server.on('connection', (socket) => {
@@ -148,7 +151,7 @@ export class BrazeServer {
     if (request.url === '/users/export/segment') return this.startSegmentExport(Buffer.concat(chunks).toString('utf8'), response);
 
     const window = this.windowOf(now);
-    if (!this.windowFate.has(window)) this.windowFate.set(window, this.random() < (this.faults.exhaustedWindows ?? 0));
+    if (!this.windowFate.has(window)) this.windowFate.set(window, this.windowDeck.draw({ exhausted: this.faults.exhaustedWindows }) === 'exhausted');
     const used = (this.stats.perWindow.get(window) ?? 0) + 1 + (this.windowFate.get(window) ? this.rateLimit : 0);
     const resetEpochSeconds = Math.ceil(((window + 1) * this.rateWindowMs) / 1000);
     const headersAt = (count: number) => ({
@@ -171,22 +174,21 @@ export class BrazeServer {
     const rateHeaders = headersAt(used);
     if (used > this.rateLimit) return this.send(response, 429, { message: 'Rate limit exceeded' }, rateHeaders);
 
-    const roll = this.random();
-    const f = this.faults;
-    let edge = 0;
-    if (roll < (edge += f.reset ?? 0)) {
+    const { reset, hang, http500, html502, http500AfterApply } = this.faults;
+    const fault = this.requestDeck.draw({ reset, hang, http500, html502, http500AfterApply });
+    if (fault === 'reset') {
       request.socket.destroy();
       return;
     }
-    if (roll < (edge += f.hang ?? 0)) return; // never answered; the client's timeout must fire
-    if (roll < (edge += f.http500 ?? 0)) return this.send(response, 500, { message: 'Internal server error' }, rateHeaders);
-    if (roll < (edge += f.html502 ?? 0)) {
+    if (fault === 'hang') return; // never answered; the client's timeout must fire
+    if (fault === 'http500') return this.send(response, 500, { message: 'Internal server error' }, rateHeaders);
+    if (fault === 'html502') {
       response.writeHead(502, { 'Content-Type': 'text/html', ...rateHeaders });
       response.end('<html><head><title>502 Bad Gateway</title></head><body><h1>502 Bad Gateway</h1></body></html>');
       this.count(502);
       return;
     }
-    const applyThenFail = roll < (edge += f.http500AfterApply ?? 0);
+    const applyThenFail = fault === 'http500AfterApply';
 
     let body: { attributes?: unknown };
     try {
@@ -335,16 +337,4 @@ export function profileKey(object: Record<string, Json>): string {
 
 function isObject(value: unknown): value is Record<string, Json> {
   return typeof value === 'object' && value !== null && !Array.isArray(value);
-}
-
-/** Small seeded PRNG: fault runs repeat exactly for a given seed. */
-export function mulberry32(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }

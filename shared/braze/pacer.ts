@@ -23,6 +23,12 @@ export interface PacerOptions {
   burstLimit?: number;
 }
 
+/** The sender hands its batch back, to come again when the next slot is due. */
+function noSlotBefore(now: number, wait: number): BrazeRetryableError {
+  const next = Math.max(0, Math.ceil(wait));
+  return new BrazeRetryableError(`Braze's rate limit leaves no request before this invocation's budget ends (next in ${next} ms)`, 429, now + next);
+}
+
 /**
  * Paces requests of one process against a rate limit shared by every instance of the app.
  *
@@ -45,8 +51,11 @@ export class RateLimitPacer {
   private remaining: number;
   private resetAtMs: number;
   private inFlight = 0;
+  /** `remaining` and `resetAtMs` come from an answer, not from the assumption of a fresh window. */
+  private observed = false;
   private nextSendAtMs = 0;
   private queue: Promise<void> = Promise.resolve();
+  private answered: { promise: Promise<void>; resolve: () => void } | undefined;
   /** Least time between two requests of this process: the burst limit's share, configured or learnt. */
   private burstSpacingMs: number;
   private readonly configuredBurstSpacingMs: number;
@@ -71,6 +80,7 @@ export class RateLimitPacer {
       // The window we knew about is over; until an answer says otherwise, assume a fresh one.
       this.remaining = this.limit;
       this.resetAtMs = now + this.windowMs;
+      this.observed = false;
     }
     if (this.pausedUntilMs > now) return this.pausedUntilMs - now + Math.random() * 50;
     if (this.burstSpacingMs > this.configuredBurstSpacingMs && now - this.lastBurstAtMs > BURST_QUIET_MS) {
@@ -94,19 +104,17 @@ export class RateLimitPacer {
     const turn = this.queue.then(async () => {
       for (;;) {
         const wait = this.delayMs();
-        if (wait <= 0) break;
         const now = this.options.clock.now();
+        // The budget is spent: no request starts, even into a free slot (a slow answer or a wait
+        // for a connection can bring a sender here late).
+        if (now >= deadlineMs) throw noSlotBefore(now, wait);
+        if (wait <= 0) break;
         // Answers still in flight may show more budget than assumed (a new window, the real limit):
         // only give up on what the last answers said — unless the window is spent, which no
-        // answer of the same window can undo.
-        if (now + wait > deadlineMs && (this.inFlight === 0 || this.windowSpent())) {
-          throw new BrazeRetryableError(
-            `Braze's rate limit leaves no request before this invocation's budget ends (next in ${Math.ceil(wait)} ms)`,
-            429,
-            now + wait,
-          );
-        }
-        await this.options.clock.sleep(Math.min(wait, MAX_PACING_STEP_MS));
+        // answer of the same window can undo. Waiting for them never runs past the deadline.
+        if (now + wait > deadlineMs && (this.inFlight === 0 || this.windowSpent())) throw noSlotBefore(now, wait);
+        const step = this.options.clock.sleep(Math.min(wait, MAX_PACING_STEP_MS, deadlineMs - now));
+        await (this.inFlight > 0 ? Promise.race([step, this.nextAnswer()]) : step);
       }
       const now = this.options.clock.now();
       this.nextSendAtMs = now;
@@ -118,6 +126,16 @@ export class RateLimitPacer {
     return turn;
   }
 
+  /** Settles when the next request in flight gets its answer (or none). */
+  private nextAnswer(): Promise<void> {
+    if (!this.answered) {
+      let resolve = () => {};
+      const promise = new Promise<void>((settle) => (resolve = settle));
+      this.answered = { promise, resolve };
+    }
+    return this.answered.promise;
+  }
+
   /** Nothing left of the known window beyond the reserve: only its reset brings more. */
   private windowSpent(): boolean {
     return this.options.clock.now() < this.resetAtMs && this.remaining - this.options.reserveShare * this.limit < 1;
@@ -126,19 +144,29 @@ export class RateLimitPacer {
   /** The request got an answer (or none); its headers update the shared picture. */
   release(observation: RateLimitObservation | undefined): void {
     this.inFlight = Math.max(0, this.inFlight - 1);
+    this.learn(observation);
+    // A waiter looks again now, not at the end of its step: the answer may have opened its slot.
+    const answered = this.answered;
+    this.answered = undefined;
+    answered?.resolve();
+  }
+
+  private learn(observation: RateLimitObservation | undefined): void {
     if (!observation) return;
     const now = this.options.clock.now();
     if (observation.limit !== undefined && observation.limit > 0) this.limit = observation.limit;
     if (observation.remaining === undefined) return;
     const resetAtMs = observation.resetAtMs;
     if (resetAtMs === undefined || resetAtMs <= now) {
-      this.remaining = Math.min(this.remaining, observation.remaining);
+      this.remaining = this.observed ? Math.min(this.remaining, observation.remaining) : observation.remaining;
       return;
     }
-    // Answers arrive out of order: within one window the smallest remaining is the freshest.
-    const sameWindow = Math.abs(resetAtMs - this.resetAtMs) < SAME_WINDOW_TOLERANCE_MS;
+    // Answers arrive out of order: within one window the smallest remaining is the freshest. What
+    // the pacer assumed when the last window ended is no answer: the first real one replaces it.
+    const sameWindow = this.observed && Math.abs(resetAtMs - this.resetAtMs) < SAME_WINDOW_TOLERANCE_MS;
     this.remaining = sameWindow ? Math.min(this.remaining, observation.remaining) : observation.remaining;
     this.resetAtMs = resetAtMs;
+    this.observed = true;
   }
 
   /**
@@ -160,6 +188,7 @@ export class RateLimitPacer {
       return this.pausedUntilMs;
     }
     this.remaining = 0;
+    this.observed = true;
     if (observation.resetAtMs !== undefined) this.resetAtMs = Math.max(this.resetAtMs, observation.resetAtMs);
     return this.resetAtMs;
   }

@@ -1,6 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo, Socket } from 'node:net';
-import { mulberry32 } from '../../local/brazeServer';
+import { FaultDeck } from '../../local/faultDeck';
 
 export interface StorageFaults {
   /** Share of requests answered 503 ServerBusy without reaching storage. */
@@ -23,8 +23,8 @@ export interface FaultCounts {
 
 /**
  * A proxy in front of one Azurite service that misbehaves like Azure Storage under load: 503
- * ServerBusy, 500, and dropped connections before and after the work is done. Seeded, so a run
- * repeats.
+ * ServerBusy, 500, and dropped connections before and after the work is done, dealt from a seeded
+ * deck (every kind met in every few requests).
  */
 export class FaultyStorageProxy {
   readonly counts: FaultCounts = { requests: 0, serverBusy: 0, internalError: 0, resetBefore: 0, resetAfter: 0 };
@@ -35,7 +35,7 @@ export class FaultyStorageProxy {
   held = 0;
   private readonly server: http.Server;
   private readonly sockets = new Set<Socket>();
-  private readonly random: () => number;
+  private readonly deck: FaultDeck<keyof StorageFaults>;
   port = 0;
 
   constructor(
@@ -45,7 +45,7 @@ export class FaultyStorageProxy {
     seed: number,
   ) {
     this.faults = faults;
-    this.random = mulberry32(seed);
+    this.deck = new FaultDeck(seed);
     this.server = http.createServer((request, response) => this.handle(request, response));
     this.server.on('connection', (socket) => {
       this.sockets.add(socket);
@@ -71,27 +71,25 @@ export class FaultyStorageProxy {
       request.resume();
       return;
     }
-    const roll = this.random();
-    const f = this.faults;
-    let edge = 0;
-    if (roll < (edge += f.resetBefore)) {
+    const fault = this.deck.draw(this.faults);
+    if (fault === 'resetBefore') {
       this.counts.resetBefore += 1;
       request.socket.destroy();
       return;
     }
-    if (roll < (edge += f.serverBusy)) {
+    if (fault === 'serverBusy') {
       this.counts.serverBusy += 1;
       request.resume();
       request.on('end', () => this.fail(response, 503, 'ServerBusy', 'The server is busy.'));
       return;
     }
-    if (roll < (edge += f.internalError)) {
+    if (fault === 'internalError') {
       this.counts.internalError += 1;
       request.resume();
       request.on('end', () => this.fail(response, 500, 'InternalError', 'The server encountered an internal error.'));
       return;
     }
-    const dropAnswer = roll < (edge += f.resetAfter);
+    const dropAnswer = fault === 'resetAfter';
     const upstream = http.request(
       {
         host: '127.0.0.1',

@@ -1,3 +1,4 @@
+import { BrazeRetryableError } from '../../shared/errors';
 import { RateLimitPacer } from '../../shared/braze/pacer';
 import { readRateLimit } from '../../shared/braze/rateLimitHeaders';
 
@@ -164,6 +165,69 @@ describe('pacing against an hourly contract with a burst limit', () => {
     expect(pacer.throttled({ limit: 24_000, remaining: 20_000, resetAtMs: clockMs + 1_000 })).toBe(clockMs + 1_000);
     // An exhausted window is still a wait for its reset.
     expect(pacer.throttled({ limit: 24_000, remaining: 0, resetAtMs: hourlyReset })).toBe(hourlyReset);
+  });
+});
+
+describe('a sender budget', () => {
+  const fakeClock = () => {
+    const clock = {
+      ms: 1_700_000_000_000,
+      now: () => clock.ms,
+      sleep: async (ms: number): Promise<void> => void (clock.ms += ms),
+    };
+    return clock;
+  };
+
+  it('is never overrun waiting for answers in flight: the waiter gives up at the deadline, not after the window resets', async () => {
+    const clock = fakeClock();
+    const pacer = new RateLimitPacer({ reserveShare: 0, clock, defaultLimit: 5, defaultWindowMs: 3_000 });
+    // Five requests go and none has answered: the window may hold more than the pacer assumes.
+    for (let i = 0; i < 5; i++) await pacer.acquire();
+    const deadlineMs = clock.ms + 500;
+    await expect(pacer.acquire(deadlineMs)).rejects.toBeInstanceOf(BrazeRetryableError);
+    // It looked again until the deadline and no later (the window resets at +3 s: it did not wait for it).
+    expect(clock.ms).toBe(deadlineMs);
+  });
+
+  it('looks again as soon as an answer arrives, so a larger limit it reveals is used within the budget', async () => {
+    const clock = fakeClock();
+    const pacer = new RateLimitPacer({ reserveShare: 0, clock, defaultLimit: 5, defaultWindowMs: 3_000 });
+    for (let i = 0; i < 5; i++) await pacer.acquire();
+    // From here a wait for the window's reset never ends by itself: only an answer can cut it short.
+    const step = clock.sleep;
+    clock.sleep = (ms) => (ms < 100 ? step(ms) : new Promise<void>(() => undefined));
+    let sixth = false;
+    const waiting = pacer.acquire(clock.now() + 500).then(() => (sixth = true));
+    await new Promise((r) => setImmediate(r));
+    expect(sixth).toBe(false);
+    pacer.release({ limit: 3_000, remaining: 2_990, resetAtMs: clock.now() + 3_000 });
+    await waiting;
+    expect(sixth).toBe(true);
+  });
+
+  it('takes the first answer of a window as fact, not the budget it assumed when the last window ended', async () => {
+    const clock = fakeClock();
+    const pacer = new RateLimitPacer({ reserveShare: 0, clock, defaultLimit: 5, defaultWindowMs: 3_000 });
+    await pacer.acquire();
+    // Braze says the window (ending about when the pacer guessed) has far more left than assumed.
+    clock.ms += 20;
+    pacer.release({ limit: 3_000, remaining: 2_994, resetAtMs: clock.ms + 2_900 });
+    expect(pacer.delayMs()).toBeLessThan(10);
+    // Within the window the smallest remaining stays the freshest: a late answer does not raise it.
+    for (let i = 0; i < 3; i++) await pacer.acquire();
+    pacer.release({ limit: 3_000, remaining: 0, resetAtMs: clock.ms + 2_800 });
+    pacer.release({ limit: 3_000, remaining: 2_993, resetAtMs: clock.ms + 2_800 });
+    expect(pacer.delayMs()).toBeGreaterThan(2_000);
+  });
+
+  it('takes no slot once the deadline has passed, even a free one', async () => {
+    const clock = fakeClock();
+    const pacer = new RateLimitPacer({ reserveShare: 0, clock, defaultLimit: 5, defaultWindowMs: 3_000 });
+    const deadlineMs = clock.ms + 500;
+    await pacer.acquire(deadlineMs);
+    // A slow answer or a wait for a connection took the sender past its budget.
+    clock.ms += 600;
+    await expect(pacer.acquire(deadlineMs)).rejects.toMatchObject({ status: 429 });
   });
 });
 
