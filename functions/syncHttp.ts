@@ -1,6 +1,6 @@
 import { app, type HttpFunctionOptions, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import { z } from 'zod';
-import { formatIssues } from '../shared/config/settings';
+import { parseRequestBody, startedRunsAnswer } from '../shared/httpAnswers';
 import { InvalidInputError } from '../shared/errors';
 import { requestSync } from '../shared/sync/startSync';
 import { connector } from './connector';
@@ -14,27 +14,12 @@ export const syncRequestBodySchema = z.strictObject({
 });
 
 export async function syncHttp(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
-  const text = await request.text();
-  let body: unknown = {};
-  if (text.trim()) {
-    try {
-      body = JSON.parse(text);
-    } catch {
-      return { status: 400, jsonBody: { error: 'body is not valid JSON' } };
-    }
-  }
-  const parsed = syncRequestBodySchema.safeParse(body);
-  if (!parsed.success) return { status: 400, jsonBody: { error: formatIssues('request body', parsed.error) } };
+  const parsed = parseRequestBody(await request.text(), syncRequestBodySchema);
+  if (!parsed.ok) return parsed.answer;
   try {
-    const outcome = await requestSync(connector(), { trigger: 'http', ...parsed.data });
+    const outcome = await requestSync(connector(), { trigger: 'http', ...parsed.body });
     context.log(`sync requested over HTTP: ${outcome.runs.length} runs, ${outcome.problems.length} problems`);
-    if (outcome.runs.length === 0)
-      return { status: outcome.problems.every((p) => p.retryable) ? 409 : 422, jsonBody: { runs: [], problems: outcome.problems } };
-    return {
-      status: 202,
-      jsonBody: { runId: outcome.runs[0].runId, runs: outcome.runs, problems: outcome.problems },
-      headers: { Location: `/api/runs/${outcome.runs[0].runId}` },
-    };
+    return startedRunsAnswer(outcome);
   } catch (error) {
     if (error instanceof InvalidInputError) return { status: 400, jsonBody: { error: error.message } };
     throw error;

@@ -34,6 +34,9 @@ param existingExportStorageResourceGroup string = ''
 @description('NCRONTAB schedule of the timer sync.')
 param syncSchedule string = '0 */15 * * * *'
 
+@description('NCRONTAB schedule of the reconcile with Braze (every destination); empty: on demand only (POST /api/reconcile).')
+param reconcileSchedule string = ''
+
 @description('Days rejects reports, run files and run records are kept.')
 @minValue(1)
 param retentionDays int = 30
@@ -162,6 +165,7 @@ module functionApp 'modules/functionApp.bicep' = {
       BRAZE_REST_ENDPOINT: brazeRestEndpoint
       BRAZE_API_KEY_SECRET_URI: keyVault.outputs.brazeApiKeySecretUri
       SYNC_SCHEDULE: syncSchedule
+      RECONCILE_SCHEDULE: reconcileSchedule
       SYNC_CONFIG: syncConfigJson
       RUN_RETENTION_DAYS: string(retentionDays)
       languageWorkers__node__arguments: '--max-old-space-size=${nodeMaxOldSpaceMB}'

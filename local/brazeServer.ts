@@ -46,7 +46,12 @@ export interface BrazeServerOptions {
 }
 
 export interface BrazeServerStats {
+  /** Every request, export downloads included. */
   requests: number;
+  /** POST /users/track requests, whatever the answer. */
+  trackRequests: number;
+  /** POST /users/export/segment requests. */
+  exportRequests: number;
   byStatus: Record<number, number>;
   objectsApplied: number;
   rowErrors: number;
@@ -73,7 +78,16 @@ const BURST_WINDOW_MS = 3_000;
 
 export class BrazeServer {
   readonly profiles = new Map<string, BrazeProfile>();
-  readonly stats: BrazeServerStats = { requests: 0, byStatus: {}, objectsApplied: 0, rowErrors: 0, perWindow: new Map(), burst429: 0 };
+  readonly stats: BrazeServerStats = {
+    requests: 0,
+    trackRequests: 0,
+    exportRequests: 0,
+    byStatus: {},
+    objectsApplied: 0,
+    rowErrors: 0,
+    perWindow: new Map(),
+    burst429: 0,
+  };
   apiKey: string;
   faults: BrazeFaults;
   rateLimit: number;
@@ -138,6 +152,8 @@ export class BrazeServer {
     if (this.latencyMs) await new Promise((resolve) => setTimeout(resolve, this.latencyMs));
     const now = Date.now();
     this.stats.requests += 1;
+    if (request.url === '/users/track') this.stats.trackRequests += 1;
+    if (request.url === '/users/export/segment') this.stats.exportRequests += 1;
     this.stats.firstRequestAtMs ??= now;
     this.stats.lastRequestAtMs = now;
 

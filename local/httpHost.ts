@@ -2,6 +2,7 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { HttpRequest, InvocationContext, type HttpHandler } from '@azure/functions';
 import { syncHttp } from '../functions/syncHttp';
+import { reconcileHttp } from '../functions/reconcileHttp';
 import { runStatus } from '../functions/runStatus';
 import { runResume } from '../functions/runResume';
 import { runList } from '../functions/runList';
@@ -18,6 +19,7 @@ interface Route {
 /** The HTTP functions as the host routes them (`/api/<route>`), all `authLevel: 'function'`. */
 const routes: Route[] = [
   { method: 'POST', pattern: /^\/api\/sync$/, name: 'syncHttp', handler: syncHttp },
+  { method: 'POST', pattern: /^\/api\/reconcile$/, name: 'reconcileHttp', handler: reconcileHttp },
   { method: 'GET', pattern: /^\/api\/runs$/, name: 'runList', handler: runList },
   { method: 'GET', pattern: /^\/api\/runs\/(?<id>[^/]+)$/, name: 'runStatus', handler: runStatus },
   { method: 'GET', pattern: /^\/api\/runs\/(?<id>[^/]+)\/rejects$/, name: 'runRejects', handler: runRejects },

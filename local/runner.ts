@@ -8,6 +8,7 @@ import { describeError, InvalidInputError } from '../shared/errors';
 import { TableClient } from '@azure/data-tables';
 import { systemClock } from '../shared/braze/clock';
 import { formatIssues } from '../shared/config/settings';
+import { segmentAttribute } from '../shared/config/syncConfig';
 import { rowsAccountedFor, runProgress, runSummary, type RunRecord } from '../shared/runs/runRecord';
 import { RunStore } from '../shared/runs/runStore';
 import { readPreview, runHistory, runHistoryQuerySchema } from '../shared/sync/runHistory';
@@ -33,6 +34,9 @@ Options:
   --force              send every profile in full and rebuild the delivered state
   --dry-run            read, map and diff, send nothing, leave the state alone, and print the
                        preview: what a real run would change in Braze and what it would cost
+  --reconcile          compare Braze's segment exports with the export and repair what drifted
+                       (with --dry-run: only report the drift); the local Braze server exports
+                       the config's segments by their membership attributes
   --json               print one line of JSON as the summary
   --timeout SECONDS    give up waiting after this long (default: 600)
   --runs               list the run history of the storage AzureWebJobsStorage names, newest
@@ -62,6 +66,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
       trigger: { type: 'string', default: 'timer' },
       force: { type: 'boolean', default: false },
       'dry-run': { type: 'boolean', default: false },
+      reconcile: { type: 'boolean', default: false },
       json: { type: 'boolean', default: false },
       timeout: { type: 'string', default: '600' },
       runs: { type: 'boolean', default: false },
@@ -78,8 +83,9 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
   }
   if (values.runs) return listRuns(env, { destination: values.destination, status: values.status, limit: values.limit }, values.json ?? false);
   const dryRun = values['dry-run'] ?? false;
-  // A dry run is asked for over HTTP (the timer has no body to carry it).
-  const trigger = dryRun && values.trigger === 'timer' ? 'http' : values.trigger!;
+  const reconcile = values.reconcile ?? false;
+  // A dry run or a reconcile is asked for over HTTP (the timer has no body to carry it).
+  const trigger = (dryRun || reconcile) && values.trigger === 'timer' ? 'http' : values.trigger!;
   if (!['timer', 'http', 'blob'].includes(trigger)) throw new InvalidInputError(`--trigger must be timer, http or blob, not "${trigger}"`);
   const exportDir = path.resolve(values['export-dir'] ?? path.join(PROJECT_ROOT, 'sample', 'export'));
   const configFile = path.resolve(values.config ?? path.join(PROJECT_ROOT, 'sample', 'config.json'));
@@ -107,9 +113,13 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
     }
     if (!env.BRAZE_REST_ENDPOINT || !env.BRAZE_API_KEY) {
       const apiKey = `local-${Math.random().toString(36).slice(2)}`;
-      braze = new BrazeServer({ apiKey });
+      // Braze's segments as CI's export asks for them: each defined by its membership attribute.
+      const segments = Object.fromEntries(config.destinations.flatMap((d) => d.segments.map((g) => [g.brazeSegmentId, segmentAttribute(g)])));
+      braze = new BrazeServer({ apiKey, segments });
       settingsEnv.BRAZE_REST_ENDPOINT = await braze.start();
       settingsEnv.BRAZE_API_KEY = apiKey;
+      // The local server's exports are ready in a moment; Braze's take minutes.
+      settingsEnv.RECONCILE_POLL_SECONDS ??= '1';
       say(`braze: local server at ${settingsEnv.BRAZE_REST_ENDPOINT}`);
     } else {
       say(`braze: ${env.BRAZE_REST_ENDPOINT}`);
@@ -122,7 +132,14 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
     const uploaded = await uploadExportDir(app.deps, exportDir);
     say(`export: ${uploaded.length} blobs uploaded from ${exportDir} to container ${settingsEnv.EXPORT_CONTAINER}`);
 
-    const runIds = await fire(app, trigger, uploaded, values.force ?? false, dryRun);
+    const runIds = reconcile
+      ? await fireReconcile(
+          trigger,
+          config.destinations.map((d) => d.name),
+          values.force ?? false,
+          dryRun,
+        )
+      : await fire(app, trigger, uploaded, values.force ?? false, dryRun);
     if (runIds.length === 0) throw new InvalidInputError('the trigger started no run: see the messages above');
     say(`runs: ${runIds.join(', ')} (trigger ${trigger})`);
     const progress = new ProgressLine(quiet);
@@ -141,6 +158,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
     );
     // Before the summary: with --json the summary stays the last line.
     await printPreviews(app, runs, quiet);
+    printDrift(runs, quiet);
     report(runs, braze, quiet, trigger);
     if (!quiet) await printRejects(app, runs);
     return { exitCode: ok ? 0 : 1, runs };
@@ -148,6 +166,56 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
     await app?.stop();
     await braze?.stop();
     await azurite?.stop();
+  }
+}
+
+/** POST /api/reconcile per destination, through the local HTTP host with a function key. */
+async function fireReconcile(trigger: string, destinations: string[], force: boolean, dryRun: boolean): Promise<string[]> {
+  if (trigger !== 'http') throw new InvalidInputError('--reconcile goes with --trigger http');
+  if (force) throw new InvalidInputError('--reconcile sends only what drifted; it does not go with --force');
+  const functionKey = randomBytes(16).toString('hex');
+  const host = new LocalHttpHost(functionKey);
+  const url = await host.start();
+  const runIds: string[] = [];
+  try {
+    for (const destination of destinations) {
+      const response = await fetch(`${url}/api/reconcile`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-functions-key': functionKey },
+        body: JSON.stringify({ destination, ...(dryRun ? { dryRun } : {}) }),
+      });
+      const body = (await response.json()) as { runs?: { runId: string }[] };
+      if (response.status !== 202) throw new InvalidInputError(`POST /api/reconcile answered ${response.status}: ${JSON.stringify(body)}`);
+      runIds.push(...(body.runs ?? []).map((r) => r.runId));
+    }
+  } finally {
+    await host.stop();
+  }
+  return runIds;
+}
+
+/** A reconcile's drift: printed whole with --json, summed up otherwise. */
+function printDrift(runs: RunRecord[], json: boolean): void {
+  for (const run of runs) {
+    if (!run.drift) continue;
+    const drift = JSON.parse(run.drift) as {
+      segments: Record<string, { missing: number; stray: number }>;
+      staleValues: Record<string, number>;
+      profiles: number;
+      requests: number;
+      usersUnmatched: number;
+    };
+    if (json) {
+      console.log(JSON.stringify({ drift }));
+      continue;
+    }
+    console.log(`
+Drift found by run ${run.runId}${run.dryRun ? ' (dry run: nothing was repaired)' : ''}`);
+    for (const [segment, d] of Object.entries(drift.segments)) console.log(`  ${segment}: ${d.missing} members missing in Braze, ${d.stray} stray members`);
+    for (const [attribute, n] of Object.entries(drift.staleValues)) console.log(`  ${attribute}: ${n} stale values`);
+    console.log(
+      `  ${drift.profiles} profiles ${run.dryRun ? 'would be repaired' : 'repaired'} in ${drift.requests} requests; ${drift.usersUnmatched} exported users not matchable`,
+    );
   }
 }
 
@@ -248,7 +316,7 @@ async function listRuns(env: NodeJS.ProcessEnv, filter: { destination?: string; 
 /** A dry run's preview, as GET /api/runs/{id}/preview answers it: printed whole with --json, summed up otherwise. */
 async function printPreviews(app: LocalFunctionApp, runs: RunRecord[], json: boolean): Promise<void> {
   for (const run of runs) {
-    if (!run.dryRun) continue;
+    if (!run.dryRun || run.reconcile) continue;
     const found = await readPreview(app.deps, run.runId);
     if (found.kind === 'none') {
       console.error(`  ${found.reason}`);

@@ -1,4 +1,4 @@
-import { crc32, gzipSync } from 'node:zlib';
+import { crc32, deflateRawSync, gzipSync } from 'node:zlib';
 
 type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
 
@@ -50,23 +50,24 @@ export function gzipFiles(files: { text: string }[]): Buffer {
   return Buffer.concat(files.map((f) => gzipSync(f.text)));
 }
 
-/** The files in a zip archive, stored uncompressed (a valid archive every unzip tool reads). */
+/** The files in a zip archive, each entry deflated as Braze's are. */
 export function zipFiles(files: { name: string; text: string }[]): Buffer {
   const locals: Buffer[] = [];
   const centrals: Buffer[] = [];
   let offset = 0;
   for (const file of files) {
     const name = Buffer.from(file.name, 'utf8');
-    const data = Buffer.from(file.text, 'utf8');
-    const crc = crc32(data);
+    const raw = Buffer.from(file.text, 'utf8');
+    const crc = crc32(raw);
+    const data = deflateRawSync(raw);
     const local = Buffer.alloc(30);
     local.writeUInt32LE(0x04034b50, 0);
     local.writeUInt16LE(20, 4); // version needed
     local.writeUInt16LE(0x0800, 6); // UTF-8 names
-    local.writeUInt16LE(0, 8); // stored
+    local.writeUInt16LE(8, 8); // deflated
     local.writeUInt32LE(crc, 14);
     local.writeUInt32LE(data.length, 18);
-    local.writeUInt32LE(data.length, 22);
+    local.writeUInt32LE(raw.length, 22);
     local.writeUInt16LE(name.length, 26);
     locals.push(local, name, data);
     const central = Buffer.alloc(46);
@@ -74,10 +75,10 @@ export function zipFiles(files: { name: string; text: string }[]): Buffer {
     central.writeUInt16LE(20, 4);
     central.writeUInt16LE(20, 6);
     central.writeUInt16LE(0x0800, 8);
-    central.writeUInt16LE(0, 10);
+    central.writeUInt16LE(8, 10);
     central.writeUInt32LE(crc, 16);
     central.writeUInt32LE(data.length, 20);
-    central.writeUInt32LE(data.length, 24);
+    central.writeUInt32LE(raw.length, 24);
     central.writeUInt16LE(name.length, 28);
     central.writeUInt32LE(offset, 42);
     centrals.push(central, name);

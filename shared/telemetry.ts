@@ -7,7 +7,7 @@
  * record.
  */
 export type ConnectorRecord =
-  | { connectorEvent: 'RunQueued'; runId: string; destination: string; trigger: string; refresh: string; force: boolean }
+  | { connectorEvent: 'RunQueued'; runId: string; destination: string; trigger: string; refresh: string; force: boolean; reconcile?: boolean }
   | {
       connectorEvent: 'RunEnqueued';
       runId: string;
@@ -46,6 +46,17 @@ export type ConnectorRecord =
       brazeRequests: number;
       dataPoints: number;
     }
+  | {
+      connectorEvent: 'RunReconciled';
+      runId: string;
+      destination: string;
+      dryRun: boolean;
+      missing: number;
+      stray: number;
+      staleValues: number;
+      profilesToRepair: number;
+      usersUnmatched: number;
+    }
   | { connectorEvent: 'RunFailed'; runId: string; destination: string; reason: string }
   | { connectorEvent: 'RunHalted'; runId: string; destination: string; brazeStatus: number; reason: string }
   | { connectorEvent: 'RunStalled'; runId: string; destination: string; quietMinutes: number; profilesPending: number; reason: string }
@@ -75,6 +86,7 @@ export const connectorEvents = [
   'RunEnqueued',
   'RunCompleted',
   'RunPreviewed',
+  'RunReconciled',
   'RunFailed',
   'RunHalted',
   'RunStalled',

@@ -3,11 +3,11 @@ import https from 'node:https';
 import axios, { type AxiosInstance, type AxiosResponse } from 'axios';
 import { z } from 'zod';
 import type { AppSettings } from '../config/settings';
-import { BrazeAuthError } from '../errors';
+import { BrazeAuthError, BrazeRetryableError, InvalidInputError } from '../errors';
 import type { BrazeAttributesObject } from '../mapping/profileIdentity';
 import type { ApiKeySource } from './apiKey';
 import type { Clock } from './clock';
-import { BRAZE_TRACK_PATH } from './constants';
+import { BRAZE_EXPORT_SEGMENT_PATH, BRAZE_TRACK_PATH } from './constants';
 import type { RateLimitPacer } from './pacer';
 import { readRateLimit } from './rateLimitHeaders';
 import { redactSecret } from './redact';
@@ -30,6 +30,17 @@ const trackResponseSchema = z.looseObject({
     )
     .optional(),
 });
+
+const exportResponseSchema = z.looseObject({ message: z.string().optional(), object_prefix: z.string().min(1).optional(), url: z.string().optional() });
+
+/** Where Braze will put a segment export: a download URL, or (cloud storage set up) files under the object prefix. */
+export interface SegmentExportTicket {
+  objectPrefix: string;
+  url?: string;
+}
+
+/** Braze answers a second export of a segment in progress with a 429; the first is waited for, not raced. */
+const EXPORT_BUSY_RETRY_MS = 60_000;
 
 export interface RowError {
   index: number;
@@ -108,6 +119,40 @@ export class BrazeClient {
         }
       }
       return this.interpret(response!);
+    }
+  }
+
+  /**
+   * POST /users/export/segment: Braze answers at once with where the export will be; the export
+   * itself takes minutes to hours. Not paced with /users/track: it has its own hourly limit.
+   */
+  async exportSegment(segmentId: string, fieldsToExport: string[]): Promise<SegmentExportTicket> {
+    const body = JSON.stringify({ segment_id: segmentId, fields_to_export: fieldsToExport, output_format: 'zip' });
+    const what = `Braze's export of segment "${segmentId}"`;
+    let key = await this.keys.get();
+    for (let reread = false; ; reread = true) {
+      let response: AxiosResponse<string>;
+      try {
+        response = await this.http.post<string>(BRAZE_EXPORT_SEGMENT_PATH, body, { headers: { Authorization: `Bearer ${key}` } });
+      } catch (error) {
+        throw new BrazeRetryableError(`${what} could not be asked for: ${this.redact((error as Error).message ?? String(error))}`, 0);
+      }
+      const parsed = parseBody(response.data);
+      const answer = exportResponseSchema.safeParse(response.data ? safeJson(response.data) : {});
+      const message = this.redact(parsed.message ?? (parsed.raw ? `non-JSON answer: ${parsed.raw}` : `HTTP ${response.status}`));
+      if (response.status === 401 || response.status === 403) {
+        const fresh = reread ? key : await this.freshKey(key);
+        if (fresh !== key) {
+          key = fresh;
+          continue;
+        }
+        throw new BrazeAuthError(`Braze answered ${response.status} to ${what} (does the key have users.export.segment?): ${message}`, response.status);
+      }
+      if (response.status === 429) throw new BrazeRetryableError(`${what} is refused for now (429: ${message})`, 429, this.clock.now() + EXPORT_BUSY_RETRY_MS);
+      if (response.status === 408 || response.status >= 500) throw new BrazeRetryableError(`${what} failed (${response.status}: ${message})`, response.status);
+      if (response.status < 200 || response.status >= 300) throw new InvalidInputError(`Braze refused ${what} (${response.status}: ${message})`);
+      if (!answer.success || !answer.data.object_prefix) throw new InvalidInputError(`Braze accepted ${what} but named no object prefix`);
+      return { objectPrefix: answer.data.object_prefix, url: answer.data.url || undefined };
     }
   }
 
@@ -194,6 +239,14 @@ export class BrazeClient {
       return { kind: 'accepted', status: response.status, rowErrors, unattributedErrors };
     }
     return { kind: 'refused', status: response.status, message };
+  }
+}
+
+function safeJson(text: string): unknown {
+  try {
+    return JSON.parse(text);
+  } catch {
+    return {};
   }
 }
 

@@ -5,3 +5,5 @@ export const BRAZE_TRACK_PATH = '/users/track';
 /** Braze's default workspace limit for /users/track; used until a response tells us the real one. */
 export const BRAZE_DEFAULT_RATE_LIMIT_REQUESTS = 3_000;
 export const BRAZE_DEFAULT_RATE_LIMIT_WINDOW_MS = 3_000;
+/** Asks Braze to export a segment's users (needs the key's users.export.segment permission). */
+export const BRAZE_EXPORT_SEGMENT_PATH = '/users/export/segment';

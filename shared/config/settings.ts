@@ -62,6 +62,15 @@ export const appSettingsSchema = z.object({
    * quiet a healthy run has: a batch handed back waits at most an hour for Braze's reset.
    */
   RUN_STALL_MINUTES: positiveInt(90),
+  /**
+   * A reconcile asks Braze to export each segment and looks for the archive this often; it fails
+   * the reconcile if an export is not ready this long after it was asked for (Braze documents
+   * that large segments take long).
+   */
+  /** NCRONTAB of the reconcile timer; empty or unset, the timer function is not registered. */
+  RECONCILE_SCHEDULE: z.string().optional(),
+  RECONCILE_POLL_SECONDS: positiveInt(30),
+  RECONCILE_EXPORT_TIMEOUT_MINUTES: positiveInt(180),
   /** Ended runs older than this are deleted by the timer: their records, batches and rejects report. */
   RUN_RETENTION_DAYS: positiveInt(30),
   /**
@@ -137,6 +146,7 @@ export interface AppSettings {
   readerStepsPerInstance: number;
   runStallMs: number;
   runRetentionMs: number;
+  reconcile: { pollMs: number; exportTimeoutMs: number };
 }
 
 /** Formats zod issues as `FIELD: message` lines so a start-up failure names the bad setting. */
@@ -195,5 +205,6 @@ export function loadAppSettings(env: Record<string, string | undefined>): AppSet
     readerStepsPerInstance: s.READER_STEPS_PER_INSTANCE,
     runStallMs: s.RUN_STALL_MINUTES * 60_000,
     runRetentionMs: s.RUN_RETENTION_DAYS * 24 * 3600_000,
+    reconcile: { pollMs: s.RECONCILE_POLL_SECONDS * 1000, exportTimeoutMs: s.RECONCILE_EXPORT_TIMEOUT_MINUTES * 60_000 },
   };
 }

@@ -56,6 +56,8 @@ export const runMessageSchema = z.discriminatedUnion('kind', [
   z.strictObject({ kind: z.literal('mapPartition'), runId: z.string().min(1), partition: z.number().int().min(0) }),
   /** Diff one shard against its slice of the state and enqueue its batches. */
   z.strictObject({ kind: z.literal('diffShard'), runId: z.string().min(1), shard: z.number().int().min(0) }),
+  /** A reconcile: ask Braze to export one segment, wait for it, and route its users to the shards. */
+  z.strictObject({ kind: z.literal('exportSegment'), runId: z.string().min(1), segment: z.number().int().min(0) }),
   z.strictObject({ kind: z.literal('finalizeRun'), runId: z.string().min(1) }),
 ]);
 export type RunMessage = z.output<typeof runMessageSchema>;

@@ -1,5 +1,6 @@
 import { findDestination } from '../config/syncConfig';
 import type { JsonValue } from '../ci/dataTypes';
+import type { SegmentRefresh } from '../ci/exportRefresh';
 import { InvalidInputError } from '../errors';
 import { dataPointsOf, describeIdentifier, identifierFromKey, type BrazeIdentifier } from '../mapping/profileIdentity';
 import { changedAttributes, emptyPreview, fieldHashes, PREVIEW_SAMPLE_SIZE } from './preview';
@@ -18,12 +19,13 @@ import type { ConnectorDeps } from '../sync/deps';
 import { partitionList, readSources } from '../sync/runSources';
 import { canonicalPartitionColumns, mapLineFingerprint, mapLineHash, parseMapLine, type MapLine } from './mapLines';
 import { emptyTotals } from './mapPartition';
+import { mappedFieldNames } from '../reconcile/brazeView';
 
 /**
  * One profile of the shard in this refresh: its memberships, input rows, and the row that decides
  * its fields — kept as its map line's text and parsed only if the profile has to be mapped.
  */
-interface ShardProfile {
+export interface ShardProfile {
   bits: number;
   claimed: number;
   rows: number;
@@ -56,24 +58,7 @@ export async function diffShard(
   previous: PreviousState,
   signal: AbortSignal,
 ): Promise<UnitTotals> {
-  const segments = await readSources(deps, run);
-  const destination = findDestination(deps.config, run.destination, run.instance);
-  if (!destination) throw new InvalidInputError(`destination "${run.destination}" is no longer in the mapping config`);
-  const partitions = partitionList(segments);
-  const state = deps.storage.stateContainer;
-  const bits = new MembershipBits(segments.map((s) => s.attribute));
-  const segmentBits = segments.map((s) => bits.bit(s.attribute));
-  const names = (mask: number) => bits.namesOf(mask);
-  const columns = canonicalPartitionColumns(destination);
-  const mappers = new Map<number, RowMapper>();
-  const mapperOf = (g: number) => {
-    let mapper = mappers.get(g);
-    if (!mapper) mappers.set(g, (mapper = createRowMapper(destination, segments[g].attributes, columns)));
-    return mapper;
-  };
-  const keyOf = createKeyMapper(destination, columns);
-  // The attributes a mapped row may carry, in a fixed order (for the per-field hashes in the state).
-  const fieldNames = [...new Set([...(destination.matching.emailColumn ? ['email'] : []), ...Object.values(destination.fields)])].sort();
+  const { segments, destination, partitions, state, bits, names, mapperOf, keyOf, fieldNames } = await shardContext(deps, run);
   const fieldCount = fieldNames.length;
   const dry = run.dryRun;
   const preview = emptyPreview();
@@ -82,66 +67,14 @@ export async function diffShard(
   const totals: UnitTotals = { ...emptyTotals() };
   const fallback = previous.format === 1;
 
-  // Largest segment first: its row decides a profile's fields, as the sending order has always been.
-  const bySize = segments.map((s, i) => ({ i, bytes: s.partitions.reduce((n, p) => n + p.sizeBytes, 0) })).sort((a, b) => b.bytes - a.bytes || a.i - b.i);
-  const rejectLines: RejectLine[] = [];
-  const profiles = new Map<string, ShardProfile>();
-  for (const { i: segmentIndex } of bySize) {
-    for (let p = 0; p < partitions.length; p++) {
-      if (partitions[p].segmentIndex !== segmentIndex) continue;
-      const blobName = mapOutputBlobName(run.runId, p, mapOwners.get(p)!, shard);
-      let text: string;
-      try {
-        text = (await state.getBlobClient(blobName).downloadToBuffer()).toString('utf8');
-      } catch (error) {
-        if (isNotFound(error)) throw new Error(`run ${run.runId}: map output ${blobName} is missing`);
-        throw error;
-      }
-      signal.throwIfAborted();
-      const bit = segmentBits[segmentIndex];
-      for (const lineText of text.split('\n')) {
-        if (!lineText) continue;
-        const hash = mapLineHash(lineText, blobName);
-        const profile = profiles.get(hash);
-        if (!profile) {
-          profiles.set(hash, { bits: bit, claimed: bit, rows: 1, first: lineText });
-          continue;
-        }
-        if (profile.claimed & bit) {
-          const line = parseMapLine(lineText, blobName);
-          const key = keyOf(line.v);
-          totals.rowsRejectedInput += 1;
-          totals.rejectedByReason[DUPLICATE] = (totals.rejectedByReason[DUPLICATE] ?? 0) + 1;
-          rejectLines.push({
-            outcome: 'rejected',
-            source: partitions[line.p].partition.blobName,
-            row: line.r,
-            identifier: key.ok ? describeIdentifier(identifierFromKey(key.key)) : '',
-            reason: DUPLICATE,
-          });
-          continue;
-        }
-        profile.claimed |= bit;
-        profile.bits = (profile.bits | bit) >>> 0;
-        profile.rows += 1;
-      }
-    }
-  }
+  const { profiles, rejectLines } = await gatherShard(deps, run, shard, mapOwners, segments, keyOf, totals, signal);
 
   const before = new Map<string, StateRecord>();
   for await (const record of readPreviousShard(state, previous, shard, run.shards)) before.set(record.h, record);
   signal.throwIfAborted();
 
-  // A dry run writes no state and sends nothing: its packer only counts the messages and requests it would make.
-  const stateWriter = dry ? undefined : new NdjsonWriter(state, shardStateBlobName(run.modelJsonPath, run.runId, shard, owner));
-  const sentWriter = dry ? undefined : new NdjsonWriter(state, sentBlobName(run.runId, shard, owner));
-  const rejects = new BlobLineWriter(state, shardRejectsPartName(run.runId, shard, owner), 'text/csv; charset=utf-8');
-  const packer = new BatchPacker(dry ? undefined : deps.storage.batchQueue, run.runId, `s${String(shard).padStart(4, '0')}-`);
-  const keep = async (record: StateRecord) => {
-    if (record.m.length === 0) return;
-    totals.profiles += 1;
-    await stateWriter?.writeState(record);
-  };
+  const writers = shardWriters(deps, run, shard, owner, totals);
+  const { sentWriter, rejects, packer, keep } = writers;
   /** A dry run's account of one profile that would be sent. */
   const tally = (identifier: BrazeIdentifier, joined: number, left: number, fieldsChanged: string[], attributes: Record<string, unknown>) => {
     preview.profilesSent += 1;
@@ -246,12 +179,9 @@ export async function diffShard(
       totals.usersEnqueued += 1;
       totals.exitsEnqueued += 1;
     }
-    await packer.close();
-    signal.throwIfAborted();
-    await Promise.all([stateWriter?.close(), sentWriter?.close(), rejects.close()]);
+    await writers.close(signal);
   } catch (error) {
-    // Nothing of a shard step that did not finish is committed.
-    await Promise.all([stateWriter?.abort(error), sentWriter?.abort(error), rejects.abort(error)]);
+    await writers.abort(error);
     throw error;
   }
   totals.batchesEnqueued = packer.messages;
@@ -263,4 +193,130 @@ export async function diffShard(
   totals.stateBlob = shardStateBlobName(run.modelJsonPath, run.runId, shard, owner);
   totals.stateFallback = fallback || undefined;
   return totals;
+}
+
+/**
+ * The shard's profiles in this refresh, from every partition's map output: a profile in several
+ * segments becomes one, its first row — largest segment first, as the sending order has always
+ * been — deciding its fields. A second row of a profile in the same segment is rejected.
+ */
+export async function gatherShard(
+  deps: ConnectorDeps,
+  run: RunRecord,
+  shard: number,
+  mapOwners: Map<number, string>,
+  segments: SegmentRefresh[],
+  keyOf: ReturnType<typeof createKeyMapper>,
+  totals: UnitTotals,
+  signal: AbortSignal,
+): Promise<{ profiles: Map<string, ShardProfile>; rejectLines: RejectLine[] }> {
+  const partitions = partitionList(segments);
+  const state = deps.storage.stateContainer;
+  const bits = new MembershipBits(segments.map((s) => s.attribute));
+  const segmentBits = segments.map((s) => bits.bit(s.attribute));
+  const bySize = segments.map((s, i) => ({ i, bytes: s.partitions.reduce((n, p) => n + p.sizeBytes, 0) })).sort((a, b) => b.bytes - a.bytes || a.i - b.i);
+  const rejectLines: RejectLine[] = [];
+  const profiles = new Map<string, ShardProfile>();
+  for (const { i: segmentIndex } of bySize) {
+    for (let p = 0; p < partitions.length; p++) {
+      if (partitions[p].segmentIndex !== segmentIndex) continue;
+      const blobName = mapOutputBlobName(run.runId, p, mapOwners.get(p)!, shard);
+      let text: string;
+      try {
+        text = (await state.getBlobClient(blobName).downloadToBuffer()).toString('utf8');
+      } catch (error) {
+        if (isNotFound(error)) throw new Error(`run ${run.runId}: map output ${blobName} is missing`);
+        throw error;
+      }
+      signal.throwIfAborted();
+      const bit = segmentBits[segmentIndex];
+      for (const lineText of text.split('\n')) {
+        if (!lineText) continue;
+        const hash = mapLineHash(lineText, blobName);
+        const profile = profiles.get(hash);
+        if (!profile) {
+          profiles.set(hash, { bits: bit, claimed: bit, rows: 1, first: lineText });
+          continue;
+        }
+        if (profile.claimed & bit) {
+          const line = parseMapLine(lineText, blobName);
+          const key = keyOf(line.v);
+          totals.rowsRejectedInput += 1;
+          totals.rejectedByReason[DUPLICATE] = (totals.rejectedByReason[DUPLICATE] ?? 0) + 1;
+          rejectLines.push({
+            outcome: 'rejected',
+            source: partitions[line.p].partition.blobName,
+            row: line.r,
+            identifier: key.ok ? describeIdentifier(identifierFromKey(key.key)) : '',
+            reason: DUPLICATE,
+          });
+          continue;
+        }
+        profile.claimed |= bit;
+        profile.bits = (profile.bits | bit) >>> 0;
+        profile.rows += 1;
+      }
+    }
+  }
+
+  return { profiles, rejectLines };
+}
+
+/** What both kinds of shard step work with: the run's segments and destination, membership bits, row mappers. */
+export async function shardContext(deps: ConnectorDeps, run: RunRecord) {
+  const segments = await readSources(deps, run);
+  const destination = findDestination(deps.config, run.destination, run.instance);
+  if (!destination) throw new InvalidInputError(`destination "${run.destination}" is no longer in the mapping config`);
+  const bits = new MembershipBits(segments.map((s) => s.attribute));
+  const columns = canonicalPartitionColumns(destination);
+  const mappers = new Map<number, RowMapper>();
+  const mapperOf = (g: number) => {
+    let mapper = mappers.get(g);
+    if (!mapper) mappers.set(g, (mapper = createRowMapper(destination, segments[g].attributes, columns)));
+    return mapper;
+  };
+  return {
+    segments,
+    destination,
+    partitions: partitionList(segments),
+    state: deps.storage.stateContainer,
+    bits,
+    names: (mask: number) => bits.namesOf(mask),
+    mapperOf,
+    keyOf: createKeyMapper(destination, columns),
+    // The attributes a mapped row may carry, in a fixed order (for the per-field hashes in the state).
+    fieldNames: mappedFieldNames(destination),
+  };
+}
+
+/**
+ * A shard step's outputs: its next state and what it sent (none for a dry run, which writes no
+ * state and sends nothing: its packer only counts the messages and requests it would make), its
+ * rejects, and the batches. `keep` writes a profile of the next state that is still a member.
+ */
+export function shardWriters(deps: ConnectorDeps, run: RunRecord, shard: number, owner: string, totals: UnitTotals) {
+  const state = deps.storage.stateContainer;
+  const stateWriter = run.dryRun ? undefined : new NdjsonWriter(state, shardStateBlobName(run.modelJsonPath, run.runId, shard, owner));
+  const sentWriter = run.dryRun ? undefined : new NdjsonWriter(state, sentBlobName(run.runId, shard, owner));
+  const rejects = new BlobLineWriter(state, shardRejectsPartName(run.runId, shard, owner), 'text/csv; charset=utf-8');
+  const packer = new BatchPacker(run.dryRun ? undefined : deps.storage.batchQueue, run.runId, `s${String(shard).padStart(4, '0')}-`);
+  return {
+    stateWriter,
+    sentWriter,
+    rejects,
+    packer,
+    keep: async (record: StateRecord) => {
+      if (record.m.length === 0) return;
+      totals.profiles += 1;
+      await stateWriter?.writeState(record);
+    },
+    /** The last batches sent, then the blobs committed. */
+    close: async (signal: AbortSignal) => {
+      await packer.close();
+      signal.throwIfAborted();
+      await Promise.all([stateWriter?.close(), sentWriter?.close(), rejects.close()]);
+    },
+    /** Nothing of a shard step that did not finish is committed. */
+    abort: (error: unknown) => Promise.all([stateWriter?.abort(error), sentWriter?.abort(error), rejects.abort(error)]),
+  };
 }

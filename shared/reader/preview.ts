@@ -55,7 +55,8 @@ export function addPreviews(tallies: PreviewTally[]): PreviewTally {
   return sum;
 }
 
-const MISSING = '--------';
+/** A field the profile does not carry, in a field-hash string. */
+export const MISSING = '--------';
 
 /**
  * A short hash of each mapped field's value, in the order of `names`, so a later run can tell
@@ -72,7 +73,7 @@ export function fieldHashes(names: readonly string[], fields: Record<string, unk
  * where a crypto hash's per-call cost shows. It only tells a preview which attribute changed (a
  * rare collision undercounts one), never what is sent.
  */
-function fnv1a32(text: string): string {
+export function fnv1a32(text: string): string {
   let hash = 0x811c9dc5;
   for (let i = 0; i < text.length; i++) {
     hash ^= text.charCodeAt(i);

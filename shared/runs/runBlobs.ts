@@ -20,6 +20,11 @@ export function rejectsReportName(runId: string): string {
   return `${runFolder(runId)}/rejects.csv`;
 }
 
+/** A reconcile's report: how Braze drifted from Customer Insights, and what was repaired. */
+export function driftReportName(runId: string): string {
+  return `${runFolder(runId)}/drift.json`;
+}
+
 /** A dry run's report: what a real run would change and cost. */
 export function previewReportName(runId: string): string {
   return `${runFolder(runId)}/preview.json`;
@@ -36,6 +41,16 @@ const pad = (n: number) => String(n).padStart(4, '0');
 /** Map step output: the rows of partition `p` that fall into shard `s`, written by the map unit's owner. */
 export function mapOutputBlobName(runId: string, partition: number, owner: string, shard: number): string {
   return `${runFolder(runId)}/map/p${pad(partition)}.${owner}/s${pad(shard)}.ndjson`;
+}
+
+/** A segment export's users that fall into shard `s`, as Braze holds them, written by the export unit's owner. */
+export function viewBlobName(runId: string, segment: number, owner: string, shard: number): string {
+  return `${runFolder(runId)}/view/g${pad(segment)}.${owner}/s${pad(shard)}.ndjson`;
+}
+
+/** Where Braze said a segment's export will be, written once when it is asked for. */
+export function exportRequestBlobName(runId: string, segment: number): string {
+  return `${runFolder(runId)}/exports/g${pad(segment)}.json`;
 }
 
 export function mapRejectsPartName(runId: string, partition: number, owner: string): string {
@@ -97,7 +112,7 @@ export function splitPartName(fileName: string): { id: string; token: string } |
  * people); the storage lifecycle rule in the README removes it after the retention the user sets.
  */
 export async function deleteWorkingBlobs(container: ContainerClient, runId: string): Promise<number> {
-  const keep = new Set([rejectsReportName(runId), previewReportName(runId)]);
+  const keep = new Set([rejectsReportName(runId), previewReportName(runId), driftReportName(runId)]);
   let deleted = 0;
   for await (const item of container.listBlobsFlat({ prefix: `${runFolder(runId)}/` })) {
     if (keep.has(item.name)) continue;

@@ -82,6 +82,10 @@ export const runRecordSchema = runCountsSchema.extend({
   force: z.boolean().default(false),
   /** A preview: read, map and diff as a run would, send nothing, leave the delivered state alone. */
   dryRun: z.boolean().default(false),
+  /** A reconcile: compares Braze's segment exports with the refresh and sends only what drifted. */
+  reconcile: z.boolean().default(false),
+  /** JSON: a reconcile's drift summary (counts and a redacted sample), once its shards are diffed. */
+  drift: z.string().optional(),
   enqueueDone: z.boolean().default(false),
   createdAt: z.string(),
   updatedAt: z.string(),
@@ -158,12 +162,16 @@ export function runSummary(run: RunRecord, nowMs = Date.now()) {
     refresh: run.refreshLabel,
     force: run.force,
     dryRun: run.dryRun,
+    reconcile: run.reconcile,
+    drift: run.drift ? (JSON.parse(run.drift) as unknown) : undefined,
     createdAt: run.createdAt,
     finishedAt: run.finishedAt,
     lastProgressAt: run.lastProgressAt,
     shards: run.shards,
     note: run.dryRun
-      ? `dry run: nothing was sent; the preview is at /api/runs/${run.runId}/preview`
+      ? run.reconcile
+        ? 'dry-run reconcile: drift found, nothing repaired'
+        : `dry run: nothing was sent; the preview is at /api/runs/${run.runId}/preview`
       : run.stateFallback
         ? 'the delivered state was written by an older version: every profile was sent in full'
         : undefined,

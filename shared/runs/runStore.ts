@@ -20,12 +20,14 @@ import {
 
 /** The shape of the ids runIdFor makes; anything else is not a run of ours. */
 export function isRunId(id: string): boolean {
-  return /^[rfd]-[0-9a-f]{24}(-[0-9a-z]+)?$/.test(id);
+  return /^[rfdc]-[0-9a-f]{24}(-[0-9a-z]+)?$/.test(id);
 }
 
 /** Run id of a refresh: the same refresh always maps to the same run, so overlapping triggers meet. */
-export function runIdFor(modelJsonPath: string, refreshKey: string, force: boolean, nonce: string, dryRun = false): string {
+export function runIdFor(modelJsonPath: string, refreshKey: string, force: boolean, nonce: string, dryRun = false, reconcile = false): string {
   const hash = createHash('sha256').update(`${modelJsonPath}\n${refreshKey}`).digest('hex').slice(0, 24);
+  // Each reconcile is its own run (it compares with Braze as it is now, whatever refresh ran before).
+  if (reconcile) return `c-${hash}-${nonce}`;
   // A preview never meets the refresh's real run: each dry run is its own.
   if (dryRun) return `d-${hash}-${nonce}`;
   return force ? `f-${hash}-${nonce}` : `r-${hash}`;

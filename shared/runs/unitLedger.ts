@@ -4,14 +4,15 @@ import type { Clock } from '../braze/clock';
 import { isConflict } from '../storage/storageErrors';
 import { readEntity } from '../storage/tableEntities';
 import { previewTallySchema } from '../reader/preview';
+import { driftTallySchema } from '../reconcile/drift';
 
 /**
- * The units a run's reading is split into — one map unit per partition, one diff unit per shard
- * — each with one record in the run's own table partition. A unit is claimed before it works (so
+ * The units a run's reading is split into — one map unit per partition, one diff unit per shard,
+ * and for a reconcile one export unit per segment (Braze's export of it, read into shards) — each with one record in the run's own table partition. A unit is claimed before it works (so
  * two copies of its message never both do), and recorded done with the token that names the
  * blobs it wrote and the counts it found. The run's totals are the sum of its done units.
  */
-export type UnitKind = 'map' | 'shard';
+export type UnitKind = 'map' | 'shard' | 'export';
 
 export const unitTotalsSchema = z.object({
   rowsRead: z.number().int().min(0).default(0),
@@ -32,6 +33,11 @@ export const unitTotalsSchema = z.object({
   stateFallback: z.boolean().optional(),
   /** A dry run's findings in this shard. */
   preview: previewTallySchema.optional(),
+  /** A reconcile's findings in this shard. */
+  drift: driftTallySchema.optional(),
+  /** Users a segment export listed (export units), and those no matching rule could key. */
+  usersExported: z.number().int().min(0).optional(),
+  usersUnmatched: z.number().int().min(0).optional(),
 });
 export type UnitTotals = z.output<typeof unitTotalsSchema>;
 
@@ -59,7 +65,7 @@ function unitRow(kind: UnitKind, index: number): string {
 }
 
 function parseUnit(entity: Record<string, unknown> & { etag: string }): UnitRecord {
-  const match = /^unit-(map|shard)-(\d+)$/.exec(String(entity.rowKey));
+  const match = /^unit-(map|shard|export)-(\d+)$/.exec(String(entity.rowKey));
   if (!match) throw new Error(`${String(entity.rowKey)} is not a unit record`);
   const record = unitRecordSchema.parse(entity);
   return {

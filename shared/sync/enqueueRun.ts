@@ -2,7 +2,8 @@ import { describeError, ExportNotReadyError, InvalidInputError } from '../errors
 import { diffShard } from '../reader/diffShard';
 import { mapPartition } from '../reader/mapPartition';
 import { encodeMessage } from '../queue/messages';
-import { deleteWorkingBlobs, mapPartName, newToken, previewReportName, shardPartName } from '../runs/runBlobs';
+import { deleteWorkingBlobs, driftReportName, mapPartName, newToken, previewReportName, shardPartName } from '../runs/runBlobs';
+import { addDrift, type DriftTally } from '../reconcile/drift';
 import { composeRejectsReport } from '../runs/rejectsReport';
 import { addPreviews } from '../reader/preview';
 import type { RunCounts } from '../runs/runRecord';
@@ -10,6 +11,8 @@ import type { BatchOutcome } from '../runs/runTable';
 import { isTerminal, statusAfter, type RunRecord } from '../runs/runRecord';
 import type { UnitKind, UnitRecord, UnitTotals } from '../runs/unitLedger';
 import { readPreviousState, shardCountFor } from '../state/deliveredState';
+import { reconcileShard } from '../reconcile/reconcileShard';
+import { awaitSegmentExport, readSegmentExport, type ExportReadiness } from '../reconcile/segmentExport';
 import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from './deps';
 import { finalizeRun, requestFinalizeIfComplete } from './finalizeRun';
@@ -57,11 +60,16 @@ export async function enqueueRun(deps: ConnectorDeps, runId: string): Promise<Ru
 
 /** Sends the steps that are not done yet: the map steps, or, once they all are, the shard steps; or ends the enqueue. */
 async function advance(deps: ConnectorDeps, run: RunRecord): Promise<void> {
-  const partitions = partitionList(await readSources(deps, run)).length;
+  const segments = await readSources(deps, run);
+  const partitions = partitionList(segments).length;
   const maps = doneIndexes(await deps.units.list(run.runId, 'map'));
-  if (maps.size < partitions) {
+  const exports = run.reconcile ? doneIndexes(await deps.units.list(run.runId, 'export')) : new Set<number>();
+  const exportCount = run.reconcile ? segments.length : 0;
+  if (maps.size < partitions || exports.size < exportCount) {
     for (let p = 0; p < partitions; p++)
       if (!maps.has(p)) await sendToQueue(deps.storage.runQueue, encodeMessage({ kind: 'mapPartition', runId: run.runId, partition: p }));
+    for (let g = 0; g < exportCount; g++)
+      if (!exports.has(g)) await sendToQueue(deps.storage.runQueue, encodeMessage({ kind: 'exportSegment', runId: run.runId, segment: g }));
     return;
   }
   const shards = doneIndexes(await deps.units.list(run.runId, 'shard'));
@@ -70,7 +78,7 @@ async function advance(deps: ConnectorDeps, run: RunRecord): Promise<void> {
       if (!shards.has(s)) await sendToQueue(deps.storage.runQueue, encodeMessage({ kind: 'diffShard', runId: run.runId, shard: s }));
     return;
   }
-  await completeEnqueue(deps, run.runId, run.dryRun);
+  await completeEnqueue(deps, run.runId, run.dryRun, run.reconcile);
 }
 
 function doneIndexes(units: UnitRecord[]): Set<number> {
@@ -81,30 +89,51 @@ function doneIndexes(units: UnitRecord[]): Set<number> {
 export async function runUnit(deps: ConnectorDeps, runId: string, kind: UnitKind, index: number): Promise<RunStepResult> {
   const run = await deps.runs.get(runId);
   if (!run || isTerminal(run.status) || run.status === 'finalizing' || run.enqueueDone) return { kind: 'done' };
-  let mapOwners: Map<number, string> | undefined;
+  let inputs: StepInputs = {};
   if (kind === 'shard') {
+    const segments = await readSources(deps, run);
     const maps = await deps.units.list(runId, 'map');
-    const partitions = partitionList(await readSources(deps, run)).length;
-    if (maps.filter((u) => u.state === 'done').length < partitions)
+    const exports = run.reconcile ? await deps.units.list(runId, 'export') : [];
+    if (doneIndexes(maps).size < partitionList(segments).length)
       return { kind: 'deferred', delayMs: 5_000, reason: `run ${runId}: shard ${index} waits for its map steps` };
-    mapOwners = new Map(maps.map((u) => [u.index, u.owner]));
+    if (run.reconcile && doneIndexes(exports).size < segments.length)
+      return { kind: 'deferred', delayMs: 5_000, reason: `run ${runId}: shard ${index} waits for Braze's segment exports` };
+    inputs = { mapOwners: new Map(maps.map((u) => [u.index, u.owner])), exportOwners: new Map(exports.map((u) => [u.index, u.owner])) };
+  }
+  if (kind === 'export') {
+    // Waiting for Braze holds no slot and no claim: the step comes back when the archive may be there.
+    if (doneIndexes(await deps.units.list(runId, 'export')).has(index)) {
+      await advance(deps, run);
+      return { kind: 'done' };
+    }
+    let readiness: ExportReadiness;
+    try {
+      readiness = await awaitSegmentExport(deps, run, index);
+    } catch (error) {
+      if (!(error instanceof InvalidInputError)) throw error;
+      await failRun(deps, run, error);
+      return { kind: 'done' };
+    }
+    if (readiness.kind === 'wait') return { kind: 'deferred', delayMs: readiness.delayMs, reason: `run ${runId}: ${readiness.reason}` };
+    inputs = { exportUrl: readiness.url };
   }
   const release = await deps.readerSlots.take();
   if (!release) return { kind: 'deferred', delayMs: 500 + Math.floor(Math.random() * 1_000), reason: `run ${runId}: this instance is reading another step` };
   try {
-    return await claimAndRun(deps, run, kind, index, mapOwners);
+    return await claimAndRun(deps, run, kind, index, inputs);
   } finally {
     release();
   }
 }
 
-async function claimAndRun(
-  deps: ConnectorDeps,
-  run: RunRecord,
-  kind: UnitKind,
-  index: number,
-  mapOwners: Map<number, string> | undefined,
-): Promise<RunStepResult> {
+/** What a step reads besides its own source: the owners of the map and export outputs (shards), or the archive's URL (exports). */
+interface StepInputs {
+  mapOwners?: Map<number, string>;
+  exportOwners?: Map<number, string>;
+  exportUrl?: string;
+}
+
+async function claimAndRun(deps: ConnectorDeps, run: RunRecord, kind: UnitKind, index: number, inputs: StepInputs): Promise<RunStepResult> {
   const runId = run.runId;
   const owner = newToken();
   const holdMs = deps.settings.enqueueLeaseMs;
@@ -119,8 +148,10 @@ async function claimAndRun(
   try {
     totals = await holdingUnit(deps, runId, kind, index, owner, async (signal) => {
       if (kind === 'map') return mapPartition(deps, run, index, owner, signal);
+      if (kind === 'export') return readSegmentExport(deps, run, index, inputs.exportUrl!, owner, signal);
       const previous = await readPreviousState(deps.storage.stateContainer, await deps.destinations.statePointer(run.modelJsonPath));
-      return diffShard(deps, run, index, owner, mapOwners!, previous, signal);
+      if (run.reconcile) return reconcileShard(deps, run, index, owner, inputs.mapOwners!, inputs.exportOwners!, previous, signal);
+      return diffShard(deps, run, index, owner, inputs.mapOwners!, previous, signal);
     });
   } catch (error) {
     if (error instanceof InvalidInputError || error instanceof ExportNotReadyError) {
@@ -133,22 +164,26 @@ async function claimAndRun(
     deps.log.warn(`run ${runId}: ${kind} ${index} was taken over while it worked; the other owner's result counts`);
     return { kind: 'done' };
   }
-  if (kind === 'map') {
+  if (kind === 'map' || kind === 'export') {
+    const segments = await readSources(deps, run);
     const maps = await deps.units.list(runId, 'map');
     // How far the reading is, for the status API.
     const rowsRead = maps.reduce((n, u) => n + (u.totals?.rowsRead ?? 0), 0);
-    await deps.runs.update(runId, (current) => (current.enqueueDone || current.rowsReadSoFar >= rowsRead ? undefined : { rowsReadSoFar: rowsRead }));
-    // Only the map step that finds every other one done moves the run on.
-    if (doneIndexes(maps).size < partitionList(await readSources(deps, run)).length) return { kind: 'done' };
+    if (kind === 'map')
+      await deps.runs.update(runId, (current) => (current.enqueueDone || current.rowsReadSoFar >= rowsRead ? undefined : { rowsReadSoFar: rowsRead }));
+    // Only the step that finds every other one of the first phase done moves the run on.
+    if (doneIndexes(maps).size < partitionList(segments).length) return { kind: 'done' };
+    if (run.reconcile && doneIndexes(await deps.units.list(runId, 'export')).size < segments.length) return { kind: 'done' };
   }
   await advance(deps, run);
   return { kind: 'done' };
 }
 
 /** Every shard is done: the run's totals are the sum of its units, and it sends. */
-async function completeEnqueue(deps: ConnectorDeps, runId: string, dryRun: boolean): Promise<void> {
+async function completeEnqueue(deps: ConnectorDeps, runId: string, dryRun: boolean, reconcile: boolean): Promise<void> {
   const units = [...(await deps.units.list(runId, 'map')), ...(await deps.units.list(runId, 'shard'))];
-  const sum = (name: keyof Omit<UnitTotals, 'rejectedByReason' | 'stateBlob' | 'stateFallback' | 'preview'>) =>
+  const drift = reconcile ? await driftSummary(deps, runId, units) : undefined;
+  const sum = (name: keyof Omit<UnitTotals, 'rejectedByReason' | 'stateBlob' | 'stateFallback' | 'preview' | 'drift'>) =>
     units.reduce((n, u) => n + (u.totals?.[name] ?? 0), 0);
   const reasons: Record<string, number> = {};
   for (const unit of units) for (const [reason, n] of Object.entries(unit.totals?.rejectedByReason ?? {})) reasons[reason] = (reasons[reason] ?? 0) + n;
@@ -164,15 +199,24 @@ async function completeEnqueue(deps: ConnectorDeps, runId: string, dryRun: boole
     dataPointsFullSend: sum('dataPointsFullSend'),
   };
   if (dryRun) {
-    await completePreview(deps, runId, totals, reasons, units);
+    await completePreview(deps, runId, totals, reasons, units, drift);
     return;
   }
   const { run, changed } = await deps.runs.update(runId, (current) =>
     current.enqueueDone
       ? undefined
-      : { ...totals, rowsReadSoFar: totals.rowsRead, inputRejectedByReason: JSON.stringify(reasons), stateFallback, enqueueDone: true, event: 'enqueueDone' },
+      : {
+          ...totals,
+          rowsReadSoFar: totals.rowsRead,
+          inputRejectedByReason: JSON.stringify(reasons),
+          stateFallback,
+          drift: drift && JSON.stringify(drift),
+          enqueueDone: true,
+          event: 'enqueueDone',
+        },
   );
   if (!changed) return;
+  if (drift) reportDrift(deps, run, drift);
   deps.log.info(
     `run ${runId}: read ${totals.rowsRead} rows; ${totals.usersEnqueued} profiles to send (${totals.exitsEnqueued} leaving), ${totals.rowsSkippedUnchanged} rows unchanged, ${totals.rowsRejectedInput} rejected; ${totals.batchesEnqueued} batches from ${run.shards} shards${stateFallback ? '; the delivered state was of an older format: everything was sent in full' : ''}`,
   );
@@ -203,6 +247,7 @@ async function completePreview(
   totals: Omit<RunCounts, keyof BatchOutcome>,
   reasons: Record<string, number>,
   units: UnitRecord[],
+  drift: DriftSummary | undefined,
 ): Promise<void> {
   const run = await deps.runs.get(runId);
   if (!run || run.enqueueDone) return;
@@ -210,30 +255,33 @@ async function completePreview(
   const owners = new Map<string, string>();
   for (const unit of units) owners.set(unit.kind === 'map' ? mapPartName(unit.index) : shardPartName(unit.index), unit.owner);
   const report = await composeRejectsReport(deps.storage.stateContainer, runId, owners);
-  const text = JSON.stringify(
-    {
-      runId,
-      destination: run.destination,
-      instance: run.instance,
-      refresh: run.refreshLabel,
-      force: run.force,
-      rows: { read: totals.rowsRead, unchanged: totals.rowsSkippedUnchanged, wouldSend: totals.rowsEnqueued, rejected: totals.rowsRejectedInput },
-      rejectedByReason: reasons,
-      rejectsReport: report.blobName,
-      profiles: { wouldSend: totals.usersEnqueued, leaving: totals.exitsEnqueued },
-      brazeRequests: preview.requests,
-      dataPoints: preview.dataPoints,
-      dataPointsFullSend: totals.dataPointsFullSend,
-      segments: preview.segments,
-      attributes: preview.attributes,
-      sample: preview.sample,
-    },
-    null,
-    2,
-  );
-  await deps.storage.stateContainer.getBlockBlobClient(previewReportName(runId)).upload(text, Buffer.byteLength(text), {
-    blobHTTPHeaders: { blobContentType: 'application/json' },
-  });
+  // A dry-run reconcile's report is its drift report (written already): it has no preview.
+  if (!drift) {
+    const text = JSON.stringify(
+      {
+        runId,
+        destination: run.destination,
+        instance: run.instance,
+        refresh: run.refreshLabel,
+        force: run.force,
+        rows: { read: totals.rowsRead, unchanged: totals.rowsSkippedUnchanged, wouldSend: totals.rowsEnqueued, rejected: totals.rowsRejectedInput },
+        rejectedByReason: reasons,
+        rejectsReport: report.blobName,
+        profiles: { wouldSend: totals.usersEnqueued, leaving: totals.exitsEnqueued },
+        brazeRequests: preview.requests,
+        dataPoints: preview.dataPoints,
+        dataPointsFullSend: totals.dataPointsFullSend,
+        segments: preview.segments,
+        attributes: preview.attributes,
+        sample: preview.sample,
+      },
+      null,
+      2,
+    );
+    await deps.storage.stateContainer.getBlockBlobClient(previewReportName(runId)).upload(text, Buffer.byteLength(text), {
+      blobHTTPHeaders: { blobContentType: 'application/json' },
+    });
+  }
   const { changed } = await deps.runs.update(runId, (current) =>
     current.enqueueDone
       ? undefined
@@ -241,6 +289,7 @@ async function completePreview(
           ...totals,
           rowsReadSoFar: totals.rowsRead,
           inputRejectedByReason: JSON.stringify(reasons),
+          drift: drift && JSON.stringify(drift),
           enqueueDone: true,
           finishedAt: new Date(deps.clock.now()).toISOString(),
           event: 'previewDone',
@@ -248,6 +297,10 @@ async function completePreview(
   );
   if (!changed) return;
   await deleteWorkingBlobs(deps.storage.stateContainer, runId);
+  if (drift) {
+    reportDrift(deps, run, drift);
+    return;
+  }
   deps.log.info(
     `run ${runId} (dry run) previewed: ${totals.usersEnqueued} profiles would be sent (${totals.exitsEnqueued} leaving) in ${preview.requests} requests, ${preview.dataPoints} data points; ${totals.rowsSkippedUnchanged} rows unchanged, ${totals.rowsRejectedInput} rejected; nothing was sent`,
   );
@@ -260,6 +313,47 @@ async function completePreview(
     exits: totals.exitsEnqueued,
     brazeRequests: preview.requests,
     dataPoints: preview.dataPoints,
+  });
+}
+
+/** A reconcile's findings: the shards' drift summed, with what Braze's exports held. */
+export type DriftSummary = DriftTally & { usersExported: Record<string, number>; usersUnmatched: number };
+
+async function driftSummary(deps: ConnectorDeps, runId: string, units: UnitRecord[]): Promise<DriftSummary> {
+  const run = (await deps.runs.get(runId))!;
+  const segments = await readSources(deps, run);
+  const exports = await deps.units.list(runId, 'export');
+  const usersExported: Record<string, number> = {};
+  for (const unit of exports) usersExported[segments[unit.index].attribute] = unit.totals?.usersExported ?? 0;
+  const summary = { ...addDrift(units.flatMap((u) => (u.totals?.drift ? [u.totals.drift] : []))), usersExported, usersUnmatched: 0 };
+  summary.usersUnmatched = exports.reduce((n, u) => n + (u.totals?.usersUnmatched ?? 0), 0);
+  const text = JSON.stringify(
+    { runId, destination: run.destination, instance: run.instance, refresh: run.refreshLabel, dryRun: run.dryRun, ...summary },
+    null,
+    2,
+  );
+  await deps.storage.stateContainer.getBlockBlobClient(driftReportName(runId)).upload(text, Buffer.byteLength(text), {
+    blobHTTPHeaders: { blobContentType: 'application/json' },
+  });
+  return summary;
+}
+
+function reportDrift(deps: ConnectorDeps, run: RunRecord, drift: DriftSummary): void {
+  const sum = (key: 'missing' | 'stray') => Object.values(drift.segments).reduce((n, s) => n + s[key], 0);
+  const stale = Object.values(drift.staleValues).reduce((n, v) => n + v, 0);
+  deps.log.info(
+    `run ${run.runId} reconciled with Braze: ${sum('missing')} memberships missing in Braze, ${sum('stray')} stray members, ${stale} stale values; ${drift.profiles} profiles ${run.dryRun ? 'would be repaired (dry run: nothing sent)' : 'to repair'} in ${drift.requests} requests${drift.usersUnmatched ? `; ${drift.usersUnmatched} exported users had no identifier the matching rules use (not checked)` : ''}`,
+  );
+  deps.log.record({
+    connectorEvent: 'RunReconciled',
+    runId: run.runId,
+    destination: run.destination,
+    dryRun: run.dryRun,
+    missing: sum('missing'),
+    stray: sum('stray'),
+    staleValues: stale,
+    profilesToRepair: drift.profiles,
+    usersUnmatched: drift.usersUnmatched,
   });
 }
 

@@ -25,7 +25,9 @@ export async function processRunMessage(deps: ConnectorDeps, payload: unknown): 
       ? await runUnit(deps, message.runId, 'map', message.partition)
       : message.kind === 'diffShard'
         ? await runUnit(deps, message.runId, 'shard', message.shard)
-        : await enqueueRun(deps, message.runId);
+        : message.kind === 'exportSegment'
+          ? await runUnit(deps, message.runId, 'export', message.segment)
+          : await enqueueRun(deps, message.runId);
   if (result.kind === 'deferred') {
     deps.log.info(`run ${message.runId} deferred ${Math.ceil(result.delayMs / 1000)} s: ${result.reason}`);
     await sendToQueue(deps.storage.runQueue, encodeMessage(message), result.delayMs);

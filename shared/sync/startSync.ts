@@ -22,6 +22,8 @@ export interface SyncRequest {
   force?: boolean;
   /** Preview what a run would send, sending nothing (also per destination: `dryRun` in the mapping config). */
   dryRun?: boolean;
+  /** Compare Braze's segment exports with the refresh and repair what drifted, instead of diffing against the delivered state. */
+  reconcile?: boolean;
 }
 
 export interface SyncRequestOutcome {
@@ -131,7 +133,7 @@ async function startRefresh(
   deps: ConnectorDeps,
   refresh: ExportRefresh,
   destination: DestinationConfig,
-  request: Pick<SyncRequest, 'trigger' | 'force' | 'dryRun'>,
+  request: Pick<SyncRequest, 'trigger' | 'force' | 'dryRun' | 'reconcile'>,
 ): Promise<SyncRequestOutcome['runs'][number]> {
   for (const segment of refresh.segments) checkColumns(destination, segment.table, segment.attributes);
   const { created, run } = await createRun(deps, refresh, { ...request, dryRun: request.dryRun || destination.dryRun });
@@ -141,11 +143,12 @@ async function startRefresh(
 async function createRun(
   deps: ConnectorDeps,
   refresh: ExportRefresh,
-  request: Pick<SyncRequest, 'trigger' | 'force' | 'dryRun'>,
+  request: Pick<SyncRequest, 'trigger' | 'force' | 'dryRun' | 'reconcile'>,
 ): Promise<{ created: boolean; run: RunRecord }> {
   const force = request.force ?? false;
   const dryRun = request.dryRun ?? false;
-  const runId = runIdFor(refresh.modelJsonPath, refresh.refreshKey, force, randomBytes(4).toString('hex'), dryRun);
+  const reconcile = request.reconcile ?? false;
+  const runId = runIdFor(refresh.modelJsonPath, refresh.refreshKey, force, randomBytes(4).toString('hex'), dryRun, reconcile);
   const now = new Date(deps.clock.now()).toISOString();
   const sourcesBlob = await writeSources(deps, runId, refresh.segments);
   const created = await deps.runs.create({
@@ -159,6 +162,7 @@ async function createRun(
     refreshLabel: refresh.label,
     force,
     dryRun,
+    reconcile,
     enqueueDone: false,
     createdAt: now,
     updatedAt: now,
@@ -175,10 +179,18 @@ async function createRun(
   if (created.created || created.run.status === 'queued') {
     await sendToQueue(deps.storage.runQueue, encodeMessage({ kind: 'startRun', runId }));
     deps.log.info(
-      `run ${runId} queued: ${refresh.instance}/${refresh.destination} refresh ${refresh.label} (${request.trigger}${force ? ', force' : ''}${dryRun ? ', dry run' : ''})`,
+      `run ${runId} queued: ${refresh.instance}/${refresh.destination} refresh ${refresh.label} (${request.trigger}${force ? ', force' : ''}${reconcile ? ', reconcile' : ''}${dryRun ? ', dry run' : ''})`,
     );
     if (created.created) {
-      deps.log.record({ connectorEvent: 'RunQueued', runId, destination: refresh.destination, trigger: request.trigger, refresh: refresh.label, force });
+      deps.log.record({
+        connectorEvent: 'RunQueued',
+        runId,
+        destination: refresh.destination,
+        trigger: request.trigger,
+        refresh: refresh.label,
+        force,
+        ...(reconcile ? { reconcile } : {}),
+      });
     }
   } else {
     deps.log.info(

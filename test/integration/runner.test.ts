@@ -73,6 +73,24 @@ describe('npm start: the local runner', () => {
     expect(run(['--force', '--trigger', 'blob']).stderr).toMatch(/--force goes with --trigger http/);
   });
 
+  it('--reconcile compares the local Braze with the sample export and repairs the drift; with --dry-run it only reports', () => {
+    const preview = run(['--reconcile', '--dry-run', '--json']);
+    expect(preview.stderr).toBe('');
+    expect(preview.code).toBe(0);
+    const previewLines = preview.stdout.trim().split('\n');
+    // The local Braze starts empty: every member is missing there.
+    expect(JSON.parse(previewLines.at(-2)!)).toMatchObject({
+      drift: { profiles: 12, requests: 1, segments: { ci_high_value: { missing: expect.any(Number), stray: 0 } } },
+    });
+    expect(JSON.parse(previewLines.at(-1)!)).toMatchObject({ trigger: 'http', brazeRequests: 0, brazeProfiles: 0 });
+    const repaired = run(['--reconcile']);
+    expect(repaired.code).toBe(0);
+    expect(repaired.stdout).toMatch(/Drift found by run c-[0-9a-f]+-\w+\n/);
+    expect(repaired.stdout).toMatch(/12 profiles repaired in 1 requests/);
+    expect(repaired.stdout).toMatch(/local Braze now holds 12 profiles/);
+    expect(run(['--reconcile', '--trigger', 'blob']).stderr).toMatch(/--reconcile goes with --trigger http/);
+  }, 120_000);
+
   it('refuses a malformed config with a message naming the field, and exits non-zero', () => {
     const dir = mkdtempSync(path.join(tmpdir(), 'cfg-'));
     const config = path.join(dir, 'config.json');

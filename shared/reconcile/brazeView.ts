@@ -1,0 +1,130 @@
+import { z } from 'zod';
+import type { DestinationConfig } from '../config/syncConfig';
+import { normalizeEmail } from '../mapping/email';
+import { profileKeyOf } from '../mapping/profileIdentity';
+import { fnv1a32, MISSING } from '../reader/preview';
+
+/**
+ * Braze's side of a reconcile: the users a segment export lists, reduced to what the connector can
+ * compare with Customer Insights — the profile key our matching rules would give the user, the
+ * segment it is a member of, and a short hash of each mapped field's value as Braze holds it.
+ */
+
+/**
+ * Standard attributes a segment export can show at the top of a user. A mapped field with one of
+ * these names is asked for by name; any other mapped field is a custom attribute.
+ */
+const EXPORTABLE_STANDARD_FIELDS = new Set(['email', 'first_name', 'last_name', 'phone', 'gender', 'country', 'language', 'home_city', 'dob', 'time_zone']);
+
+/** One line of a segment export, as far as a reconcile reads it (Braze adds more fields over time). */
+export const exportedUserSchema = z.looseObject({
+  external_id: z.string().optional(),
+  email: z.string().optional(),
+  user_aliases: z.array(z.looseObject({ alias_name: z.string(), alias_label: z.string() })).optional(),
+  custom_attributes: z.record(z.string(), z.unknown()).optional(),
+});
+export type ExportedUser = z.output<typeof exportedUserSchema>;
+
+/** The attributes a destination's mapped profiles carry besides memberships, in a fixed order. */
+export function mappedFieldNames(destination: DestinationConfig): string[] {
+  return [...new Set([...(destination.matching.emailColumn ? ['email'] : []), ...Object.values(destination.fields)])].sort();
+}
+
+/** `fields_to_export` for a destination: the identifiers, the custom attributes, and the standard attributes it maps. */
+export function exportFieldsFor(destination: DestinationConfig): string[] {
+  const standard = mappedFieldNames(destination).filter((name) => EXPORTABLE_STANDARD_FIELDS.has(name));
+  return [...new Set(['external_id', 'user_aliases', 'email', 'custom_attributes', ...standard])];
+}
+
+/**
+ * The profile key the connector would give this user, by the destination's matching rules: its
+ * external_id when customer IDs are external IDs, else the first fallback it carries. A user with
+ * none of them is not one the connector could have written.
+ */
+export function exportedUserKey(user: ExportedUser, destination: DestinationConfig): string | undefined {
+  const { customerIdIsExternalId, fallbackIdentifiers, aliasLabel } = destination.matching;
+  if (customerIdIsExternalId && user.external_id) return profileKeyOf({ external_id: user.external_id });
+  for (const fallback of fallbackIdentifiers) {
+    if (fallback === 'email' && user.email) {
+      const email = normalizeEmail(user.email);
+      if (email) return profileKeyOf({ email });
+    }
+    if (fallback === 'user_alias') {
+      const alias = user.user_aliases?.find((a) => a.alias_label === aliasLabel);
+      if (alias) return profileKeyOf({ user_alias: { alias_name: alias.alias_name, alias_label: aliasLabel } });
+    }
+  }
+  return undefined;
+}
+
+const DATE_OR_TIME = /^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
+
+/**
+ * A value as both sides can compare it: Braze may write a time back in another form than it was
+ * sent (`2026-11-28T00:00:00.000Z` for `2026-11-28`), so dates and times compare as instants;
+ * e-mails compare as Braze matches them (case-insensitively); everything else as its JSON.
+ */
+function comparable(name: string, value: unknown): string {
+  if (typeof value === 'string') {
+    if (DATE_OR_TIME.test(value)) {
+      const at = Date.parse(value.length === 10 ? `${value}T00:00:00Z` : value);
+      if (!Number.isNaN(at)) return `t:${at}`;
+    }
+    if (name === 'email') return JSON.stringify(value.trim().toLowerCase());
+  }
+  return JSON.stringify(value);
+}
+
+/** Short hashes of the fields' values in the order of `names` (MISSING where a field is absent or null). */
+export function comparableHashes(names: readonly string[], value: (name: string) => unknown): string {
+  let out = '';
+  for (const name of names) {
+    const v = value(name);
+    out += v === undefined || v === null ? MISSING : fnv1a32(comparable(name, v));
+  }
+  return out;
+}
+
+/** A field's value in an exported user: a standard attribute at the top, a custom one under custom_attributes. */
+export function exportedValue(user: ExportedUser, name: string): unknown {
+  if (EXPORTABLE_STANDARD_FIELDS.has(name)) return (user as Record<string, unknown>)[name];
+  return user.custom_attributes?.[name];
+}
+
+/**
+ * The mapped fields whose value Braze holds differently: present in the mapping and missing or
+ * different in Braze. A field the mapping leaves out is never cleared by a reconcile.
+ */
+export function staleFields(names: readonly string[], ours: string, braze: string): string[] {
+  const stale: string[] = [];
+  for (let i = 0; i < names.length; i++) {
+    const mine = ours.slice(i * 8, i * 8 + 8);
+    if (mine !== MISSING && mine !== braze.slice(i * 8, i * 8 + 8)) stale.push(names[i]);
+  }
+  return stale;
+}
+
+/** One exported user routed to its shard: key hash, key, the segment (index in the run's sources), field hashes. */
+export interface ViewLine {
+  h: string;
+  k: string;
+  g: number;
+  v: string;
+}
+
+export function viewLineText(line: ViewLine): string {
+  return `{"h":"${line.h}","k":${JSON.stringify(line.k)},"g":${line.g},"v":"${line.v}"}`;
+}
+
+const viewLineSchema = z.strictObject({
+  h: z.string().length(16),
+  k: z.string().min(3),
+  g: z.number().int().min(0),
+  v: z.string().regex(/^[0-9a-f-]*$/),
+});
+
+export function parseViewLine(text: string, where: string): ViewLine {
+  const parsed = viewLineSchema.safeParse(JSON.parse(text));
+  if (!parsed.success) throw new Error(`${where}: not a view line (${parsed.error.issues[0]?.message})`);
+  return parsed.data;
+}

@@ -1,0 +1,184 @@
+import type { JsonValue } from '../ci/dataTypes';
+import { dataPointsOf, describeIdentifier, identifierFromKey, type BrazeIdentifier } from '../mapping/profileIdentity';
+import { gatherShard, shardContext, shardWriters } from '../reader/diffShard';
+import { mapLineFingerprint, parseMapLine } from '../reader/mapLines';
+import { emptyTotals } from '../reader/mapPartition';
+import { fieldHashes } from '../reader/preview';
+import { rejectCsvLine } from '../runs/rejectsReport';
+import { viewBlobName } from '../runs/runBlobs';
+import type { RunRecord } from '../runs/runRecord';
+import type { UnitTotals } from '../runs/unitLedger';
+import { readPreviousShard, shardStateBlobName, type PreviousState, type StateRecord } from '../state/deliveredState';
+import { isNotFound } from '../storage/storageErrors';
+import type { ConnectorDeps } from '../sync/deps';
+import { comparableHashes, parseViewLine, staleFields } from './brazeView';
+import { DRIFT_SAMPLE_SIZE, emptyDrift, type DriftTally } from './drift';
+
+/** A profile as Braze's segment exports show it: its key, the segments it is in, its fields' hashes. */
+interface BrazeSide {
+  k: string;
+  mask: number;
+  v: string;
+}
+
+/**
+ * A reconcile's diff step for one shard: the refresh's profiles (as a sync gathers them) against
+ * what Braze's segment exports say, instead of against the delivered state. A CI member Braze's
+ * segment lacks gets its membership (and, if Braze shows it in no segment at all, its fields);
+ * a member whose mapped value Braze holds differently gets that value again; a profile in Braze's
+ * segment that Customer Insights does not list is cleared (the destination's leaver value). What
+ * matches is not sent. The next state is the refresh's, as after a sync, with what the shard sent
+ * so the finalizer can restore what Braze did not take; a dry run only counts.
+ */
+export async function reconcileShard(
+  deps: ConnectorDeps,
+  run: RunRecord,
+  shard: number,
+  owner: string,
+  mapOwners: Map<number, string>,
+  exportOwners: Map<number, string>,
+  previous: PreviousState,
+  signal: AbortSignal,
+): Promise<UnitTotals> {
+  const { segments, destination, partitions, state, bits, names, mapperOf, keyOf, fieldNames } = await shardContext(deps, run);
+  const dry = run.dryRun;
+  const totals: UnitTotals = { ...emptyTotals() };
+  const drift = emptyDrift();
+  const segmentDrift = (name: string) => (drift.segments[name] ??= { missing: 0, stray: 0 });
+
+  const { profiles, rejectLines } = await gatherShard(deps, run, shard, mapOwners, segments, keyOf, totals, signal);
+
+  // Braze's side of the shard: every segment's export, merged per profile.
+  const braze = new Map<string, BrazeSide>();
+  for (const [g, exportOwner] of exportOwners) {
+    const blobName = viewBlobName(run.runId, g, exportOwner, shard);
+    let text: string;
+    try {
+      text = (await state.getBlobClient(blobName).downloadToBuffer()).toString('utf8');
+    } catch (error) {
+      if (isNotFound(error)) throw new Error(`run ${run.runId}: Braze's view ${blobName} is missing`);
+      throw error;
+    }
+    signal.throwIfAborted();
+    const bit = bits.bit(segments[g].attribute);
+    for (const lineText of text.split('\n')) {
+      if (!lineText) continue;
+      const line = parseViewLine(lineText, blobName);
+      const known = braze.get(line.h);
+      if (known) known.mask = (known.mask | bit) >>> 0;
+      else braze.set(line.h, { k: line.k, mask: bit, v: line.v });
+    }
+  }
+
+  const before = new Map<string, StateRecord>();
+  for await (const record of readPreviousShard(state, previous, shard, run.shards)) before.set(record.h, record);
+  signal.throwIfAborted();
+
+  const writers = shardWriters(deps, run, shard, owner, totals);
+  const { sentWriter, rejects, packer, keep } = writers;
+  const note = (identifier: BrazeIdentifier, kind: DriftTally['sample'][number]['drift'], attributes: string[]) => {
+    if (drift.sample.length < DRIFT_SAMPLE_SIZE) drift.sample.push({ identifier: describeIdentifier(identifier), drift: kind, attributes });
+  };
+  const repair = async (
+    hash: string,
+    key: string,
+    identifier: BrazeIdentifier,
+    attributes: Record<string, JsonValue>,
+    rows: number,
+    source: 'leaver' | { partition: number; row: number },
+  ) => {
+    drift.profiles += 1;
+    drift.dataPoints += dataPointsOf(attributes);
+    const prior = before.get(hash);
+    await sentWriter?.writeSent({ h: hash, k: key, p: prior ? { m: prior.m, f: prior.f, a: prior.a } : null });
+    await packer.add({ hash, identifier, attributes, rows, source });
+    totals.usersEnqueued += 1;
+  };
+
+  try {
+    for (const line of rejectLines) await rejects.writeLine(rejectCsvLine(line).slice(0, -1));
+    let seen = 0;
+    for (const [hash, profile] of profiles) {
+      if (++seen % 1024 === 0) signal.throwIfAborted();
+      const synced = (profile.bits & bits.syncedMask) >>> 0;
+      const prior = before.get(hash);
+      const carried = prior ? (bits.maskOf(prior.m) & ~bits.syncedMask) >>> 0 : 0;
+      totals.dataPointsFullSend += fieldNames.length + bits.namesOf(synced).length;
+      // Every profile is mapped: its values are compared with Braze's, not with a fingerprint.
+      const first = parseMapLine(profile.first, `shard ${shard}`);
+      const mapped = mapperOf(first.g)(first.v);
+      if (!mapped.ok) throw new Error(`run ${run.runId}: a row that had an identifier when mapped lost it (${mapped.reason})`);
+      const { key, identifier, fields } = mapped.profile;
+      const next: StateRecord = {
+        h: hash,
+        k: key,
+        m: names((synced | carried) >>> 0),
+        f: mapLineFingerprint(profile.first, `shard ${shard}`),
+        a: fieldHashes(fieldNames, fields),
+      };
+      const side = braze.get(hash);
+      const brazeMask = side ? (side.mask & bits.syncedMask) >>> 0 : 0;
+      const missing = (synced & ~brazeMask) >>> 0;
+      const stray = (brazeMask & ~synced) >>> 0;
+      // In no exported segment, Braze's values are unknown: everything is sent, as to a new profile.
+      const stale = side
+        ? staleFields(
+            fieldNames,
+            comparableHashes(fieldNames, (name) => fields[name]),
+            side.v,
+          )
+        : Object.keys(fields);
+      if (missing === 0 && stray === 0 && stale.length === 0) {
+        totals.rowsSkippedUnchanged += profile.rows;
+        await keep(next);
+        continue;
+      }
+      const attributes: Record<string, JsonValue> = {};
+      for (const name of stale) attributes[name] = fields[name];
+      for (const name of names(missing)) attributes[name] = true;
+      for (const name of names(stray)) attributes[name] = destination.leaverValue;
+      for (const name of names(missing)) segmentDrift(name).missing += 1;
+      for (const name of names(stray)) segmentDrift(name).stray += 1;
+      if (side) for (const name of stale) drift.staleValues[name] = (drift.staleValues[name] ?? 0) + 1;
+      note(identifier, missing ? 'missing' : stray ? 'stray' : 'stale', [...names(missing), ...names(stray), ...(side ? stale : [])]);
+      for (const issue of mapped.profile.fieldIssues) {
+        const source = partitions[first.p].partition.blobName;
+        await rejects.writeLine(
+          rejectCsvLine({ outcome: 'field_dropped', source, row: first.r, identifier: describeIdentifier(identifier), reason: issue }).slice(0, -1),
+        );
+      }
+      await keep(next);
+      await repair(hash, key, identifier, attributes, profile.rows, { partition: first.p, row: first.r });
+      totals.rowsEnqueued += profile.rows;
+    }
+    // In Braze's segment, not a member in Customer Insights: cleared.
+    for (const [hash, side] of braze) {
+      if (profiles.has(hash)) continue;
+      const stray = (side.mask & bits.syncedMask) >>> 0;
+      if (stray === 0) continue;
+      const attributes: Record<string, JsonValue> = {};
+      for (const name of names(stray)) {
+        attributes[name] = destination.leaverValue;
+        segmentDrift(name).stray += 1;
+      }
+      const identifier = identifierFromKey(side.k);
+      note(identifier, 'stray', names(stray));
+      await repair(hash, side.k, identifier, attributes, 0, 'leaver');
+      totals.exitsEnqueued += 1;
+    }
+    // Not in the refresh: only memberships of segments this run does not cover are kept.
+    for (const [hash, prior] of before) {
+      if (profiles.has(hash)) continue;
+      await keep({ h: hash, k: prior.k, m: names((bits.maskOf(prior.m) & ~bits.syncedMask) >>> 0), f: prior.f, a: prior.a });
+    }
+    await writers.close(signal);
+  } catch (error) {
+    await writers.abort(error);
+    throw error;
+  }
+  totals.batchesEnqueued = packer.messages;
+  drift.requests = packer.requests;
+  totals.drift = drift;
+  if (!dry) totals.stateBlob = shardStateBlobName(run.modelJsonPath, run.runId, shard, owner);
+  return totals;
+}

@@ -1,0 +1,60 @@
+import { comparableHashes, exportedUserKey, exportedValue, exportFieldsFor, staleFields } from '../../shared/reconcile/brazeView';
+import { testConfig } from '../helpers/testStack';
+
+const destination = testConfig().destinations[0];
+
+describe("a reconcile's view of Braze's segment export", () => {
+  it('keys an exported user as the matching rules key a CI row: external_id, else e-mail, else the alias of our label', () => {
+    expect(exportedUserKey({ external_id: 'c1', email: 'A@Example.com' }, destination)).toBe('x:c1');
+    expect(exportedUserKey({ email: ' A@Example.com ' }, destination)).toBe('e:a@example.com');
+    expect(
+      exportedUserKey(
+        {
+          user_aliases: [
+            { alias_label: 'other', alias_name: 'n' },
+            { alias_label: 'ci_customer_id', alias_name: 'c9' },
+          ],
+        },
+        destination,
+      ),
+    ).toBe('a:ci_customer_id:c9');
+    expect(exportedUserKey({ user_aliases: [{ alias_label: 'other', alias_name: 'n' }] }, destination)).toBeUndefined();
+    expect(exportedUserKey({ email: 'not an e-mail' }, destination)).toBeUndefined();
+    // Customer IDs that are not external IDs: an external_id Braze holds is not ours to match on.
+    const byAlias = testConfig({ matching: { ...destination.matching, customerIdIsExternalId: false, fallbackIdentifiers: ['user_alias'] } }).destinations[0];
+    expect(exportedUserKey({ external_id: 'c1', user_aliases: [{ alias_label: 'ci_customer_id', alias_name: 'c1' }] }, byAlias)).toBe('a:ci_customer_id:c1');
+  });
+
+  it('asks for the identifiers, the custom attributes and the standard attributes the destination maps', () => {
+    expect(exportFieldsFor(destination).sort()).toEqual(['custom_attributes', 'email', 'external_id', 'first_name', 'user_aliases']);
+  });
+
+  it('compares values as Braze may write them back: times as instants, e-mails without case; a field we do not map is never stale', () => {
+    const names = ['born', 'email', 'first_name', 'points'];
+    const ours = comparableHashes(names, (n) => ({ born: '2026-11-28', email: 'a@example.com', first_name: 'Ann', points: 5 })[n]);
+    const user = { email: 'A@example.com', first_name: 'Ann', custom_attributes: { born: '2026-11-28T00:00:00.000Z', points: 5 } };
+    expect(
+      staleFields(
+        names,
+        ours,
+        comparableHashes(names, (n) => exportedValue(user, n)),
+      ),
+    ).toEqual([]);
+    const drifted = { ...user, first_name: 'Anne', custom_attributes: { born: '2026-11-28T00:00:00.000Z' } };
+    expect(
+      staleFields(
+        names,
+        ours,
+        comparableHashes(names, (n) => exportedValue(drifted, n)),
+      ),
+    ).toEqual(['first_name', 'points']);
+    const withoutPoints = comparableHashes(names, (n) => ({ born: '2026-11-28', email: 'a@example.com', first_name: 'Ann' })[n]);
+    expect(
+      staleFields(
+        names,
+        withoutPoints,
+        comparableHashes(names, (n) => exportedValue({ ...user, custom_attributes: { born: '2026-11-28', points: 9 } }, n)),
+      ),
+    ).toEqual([]);
+  });
+});
