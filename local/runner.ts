@@ -199,7 +199,7 @@ function printDrift(runs: RunRecord[], json: boolean): void {
   for (const run of runs) {
     if (!run.drift) continue;
     const drift = JSON.parse(run.drift) as {
-      segments: Record<string, { missing: number; stray: number }>;
+      segments: Record<string, { missing: number; stray: number; unresolved: number }>;
       staleValues: Record<string, number>;
       profiles: number;
       requests: number;
@@ -211,7 +211,10 @@ function printDrift(runs: RunRecord[], json: boolean): void {
     }
     console.log(`
 Drift found by run ${run.runId}${run.dryRun ? ' (dry run: nothing was repaired)' : ''}`);
-    for (const [segment, d] of Object.entries(drift.segments)) console.log(`  ${segment}: ${d.missing} members missing in Braze, ${d.stray} stray members`);
+    for (const [segment, d] of Object.entries(drift.segments))
+      console.log(
+        `  ${segment}: ${d.missing} members missing in Braze, ${d.stray} stray members${d.unresolved ? `, ${d.unresolved} unresolved (left alone)` : ''}`,
+      );
     for (const [attribute, n] of Object.entries(drift.staleValues)) console.log(`  ${attribute}: ${n} stale values`);
     console.log(
       `  ${drift.profiles} profiles ${run.dryRun ? 'would be repaired' : 'repaired'} in ${drift.requests} requests; ${drift.usersUnmatched} exported users not matchable`,

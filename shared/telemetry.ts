@@ -53,6 +53,7 @@ export type ConnectorRecord =
       dryRun: boolean;
       missing: number;
       stray: number;
+      unresolved: number;
       staleValues: number;
       profilesToRepair: number;
       usersUnmatched: number;

@@ -39,9 +39,6 @@ export interface SegmentExportTicket {
   url?: string;
 }
 
-/** Braze answers a second export of a segment in progress with a 429; the first is waited for, not raced. */
-const EXPORT_BUSY_RETRY_MS = 60_000;
-
 export interface RowError {
   index: number;
   type: string;
@@ -148,7 +145,8 @@ export class BrazeClient {
         }
         throw new BrazeAuthError(`Braze answered ${response.status} to ${what} (does the key have users.export.segment?): ${message}`, response.status);
       }
-      if (response.status === 429) throw new BrazeRetryableError(`${what} is refused for now (429: ${message})`, 429, this.clock.now() + EXPORT_BUSY_RETRY_MS);
+      // An export of the segment still in progress (one at a time), or the hourly limit: asked again later.
+      if (response.status === 429) throw new BrazeRetryableError(`${what} is refused for now (429: ${message})`, 429);
       if (response.status === 408 || response.status >= 500) throw new BrazeRetryableError(`${what} failed (${response.status}: ${message})`, response.status);
       if (response.status < 200 || response.status >= 300) throw new InvalidInputError(`Braze refused ${what} (${response.status}: ${message})`);
       if (!answer.success || !answer.data.object_prefix) throw new InvalidInputError(`Braze accepted ${what} but named no object prefix`);

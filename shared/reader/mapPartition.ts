@@ -77,6 +77,7 @@ export async function mapPartition(deps: ConnectorDeps, run: RunRecord, partitio
           continue;
         }
         const hash = keyHash(identity.key);
+        if (identity.key.charCodeAt(0) !== 120 /* x */) totals.rowsKeyedByFallback = (totals.rowsKeyedByFallback ?? 0) + 1;
         const values = picks.map((i) => (i >= 0 ? record.values[i] : ''));
         const valuesJson = JSON.stringify(values);
         outputs[shardOfHash(hash, shards)].write(mapLineText(hash, segmentIndex, partitionIndex, record.row, rawFingerprint(seed, valuesJson), valuesJson));

@@ -37,24 +37,27 @@ export function exportFieldsFor(destination: DestinationConfig): string[] {
 }
 
 /**
- * The profile key the connector would give this user, by the destination's matching rules: its
- * external_id when customer IDs are external IDs, else the first fallback it carries. A user with
- * none of them is not one the connector could have written.
+ * The profile keys the connector could have given this user, in the order its matching rules
+ * prefer them: the external_id when customer IDs are external IDs, then each fallback it carries
+ * (e-mail, the alias of the destination's label). The first is the key the user is known by;
+ * a CI row without a customer ID is keyed by a later one. A user with none of them is not one the
+ * connector could have written.
  */
-export function exportedUserKey(user: ExportedUser, destination: DestinationConfig): string | undefined {
+export function exportedUserKeys(user: ExportedUser, destination: DestinationConfig): string[] {
   const { customerIdIsExternalId, fallbackIdentifiers, aliasLabel } = destination.matching;
-  if (customerIdIsExternalId && user.external_id) return profileKeyOf({ external_id: user.external_id });
+  const keys: string[] = [];
+  if (customerIdIsExternalId && user.external_id) keys.push(profileKeyOf({ external_id: user.external_id }));
   for (const fallback of fallbackIdentifiers) {
     if (fallback === 'email' && user.email) {
       const email = normalizeEmail(user.email);
-      if (email) return profileKeyOf({ email });
+      if (email) keys.push(profileKeyOf({ email }));
     }
     if (fallback === 'user_alias') {
       const alias = user.user_aliases?.find((a) => a.alias_label === aliasLabel);
-      if (alias) return profileKeyOf({ user_alias: { alias_name: alias.alias_name, alias_label: aliasLabel } });
+      if (alias) keys.push(profileKeyOf({ user_alias: { alias_name: alias.alias_name, alias_label: aliasLabel } }));
     }
   }
-  return undefined;
+  return keys;
 }
 
 const DATE_OR_TIME = /^\d{4}-\d{2}-\d{2}([T ]\d{2}:\d{2}(:\d{2}(\.\d+)?)?(Z|[+-]\d{2}:?\d{2})?)?$/;
@@ -104,16 +107,22 @@ export function staleFields(names: readonly string[], ours: string, braze: strin
   return stale;
 }
 
-/** One exported user routed to its shard: key hash, key, the segment (index in the run's sources), field hashes. */
+/**
+ * One key of an exported user, routed to its shard: key hash, key, the segment (index in the run's
+ * sources), field hashes, and whether it is the user's first key (`alt` 0) or a later one, and how
+ * many keys the user has.
+ */
 export interface ViewLine {
   h: string;
   k: string;
   g: number;
   v: string;
+  alt: 0 | 1;
+  keys: number;
 }
 
 export function viewLineText(line: ViewLine): string {
-  return `{"h":"${line.h}","k":${JSON.stringify(line.k)},"g":${line.g},"v":"${line.v}"}`;
+  return `{"h":"${line.h}","k":${JSON.stringify(line.k)},"g":${line.g},"v":"${line.v}","alt":${line.alt},"keys":${line.keys}}`;
 }
 
 const viewLineSchema = z.strictObject({
@@ -121,6 +130,8 @@ const viewLineSchema = z.strictObject({
   k: z.string().min(3),
   g: z.number().int().min(0),
   v: z.string().regex(/^[0-9a-f-]*$/),
+  alt: z.union([z.literal(0), z.literal(1)]),
+  keys: z.number().int().min(1),
 });
 
 export function parseViewLine(text: string, where: string): ViewLine {

@@ -2,8 +2,12 @@ import { z } from 'zod';
 
 const count = z.number().int().min(0).default(0);
 
-/** Per segment: CI members Braze's segment lacks, and Braze members CI does not list. */
-export const segmentDriftSchema = z.object({ missing: count, stray: count });
+/**
+ * Per segment: CI members Braze's segment lacks; Braze members CI does not list (cleared); and
+ * Braze members CI does not list under their first key but might under another (a CI row without
+ * a customer ID is keyed by e-mail): reported, not cleared.
+ */
+export const segmentDriftSchema = z.object({ missing: count, stray: count, unresolved: count });
 
 /** One drifted profile of the sample: the identifier redacted as the rejects report does, never an e-mail or name. */
 export const driftSampleSchema = z.object({
@@ -39,9 +43,10 @@ export function addDrift(tallies: DriftTally[]): DriftTally {
   const sum = emptyDrift();
   for (const tally of tallies) {
     for (const [name, s] of Object.entries(tally.segments)) {
-      const into = (sum.segments[name] ??= { missing: 0, stray: 0 });
+      const into = (sum.segments[name] ??= { missing: 0, stray: 0, unresolved: 0 });
       into.missing += s.missing;
       into.stray += s.stray;
+      into.unresolved += s.unresolved;
     }
     for (const [name, n] of Object.entries(tally.staleValues)) sum.staleValues[name] = (sum.staleValues[name] ?? 0) + n;
     sum.profiles += tally.profiles;

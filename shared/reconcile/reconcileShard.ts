@@ -14,11 +14,13 @@ import type { ConnectorDeps } from '../sync/deps';
 import { comparableHashes, parseViewLine, staleFields } from './brazeView';
 import { DRIFT_SAMPLE_SIZE, emptyDrift, type DriftTally } from './drift';
 
-/** A profile as Braze's segment exports show it: its key, the segments it is in, its fields' hashes. */
+/** A profile as Braze's segment exports show it under one key: the segments it is in, its fields' hashes, and whether the key is the user's first. */
 interface BrazeSide {
   k: string;
   mask: number;
   v: string;
+  alt: boolean;
+  keys: number;
 }
 
 /**
@@ -37,6 +39,8 @@ export async function reconcileShard(
   owner: string,
   mapOwners: Map<number, string>,
   exportOwners: Map<number, string>,
+  /** Some rows of the refresh are keyed by e-mail or alias: a Braze user's first key is then not the only one CI may use. */
+  fallbackKeyed: boolean,
   previous: PreviousState,
   signal: AbortSignal,
 ): Promise<UnitTotals> {
@@ -44,7 +48,7 @@ export async function reconcileShard(
   const dry = run.dryRun;
   const totals: UnitTotals = { ...emptyTotals() };
   const drift = emptyDrift();
-  const segmentDrift = (name: string) => (drift.segments[name] ??= { missing: 0, stray: 0 });
+  const segmentDrift = (name: string) => (drift.segments[name] ??= { missing: 0, stray: 0, unresolved: 0 });
 
   const { profiles, rejectLines } = await gatherShard(deps, run, shard, mapOwners, segments, keyOf, totals, signal);
 
@@ -65,8 +69,11 @@ export async function reconcileShard(
       if (!lineText) continue;
       const line = parseViewLine(lineText, blobName);
       const known = braze.get(line.h);
-      if (known) known.mask = (known.mask | bit) >>> 0;
-      else braze.set(line.h, { k: line.k, mask: bit, v: line.v });
+      if (known) {
+        known.mask = (known.mask | bit) >>> 0;
+        known.alt &&= line.alt === 1;
+        known.keys = Math.max(known.keys, line.keys);
+      } else braze.set(line.h, { k: line.k, mask: bit, v: line.v, alt: line.alt === 1, keys: line.keys });
     }
   }
 
@@ -151,11 +158,17 @@ export async function reconcileShard(
       await repair(hash, key, identifier, attributes, profile.rows, { partition: first.p, row: first.r });
       totals.rowsEnqueued += profile.rows;
     }
-    // In Braze's segment, not a member in Customer Insights: cleared.
+    // In Braze's segment, not a member in Customer Insights: cleared. A user is judged by its first
+    // key; if CI keys some rows by e-mail or alias, a user with other keys may be a CI member under
+    // one of them (in another shard): it is reported, never cleared on a guess.
     for (const [hash, side] of braze) {
-      if (profiles.has(hash)) continue;
+      if (profiles.has(hash) || side.alt) continue;
       const stray = (side.mask & bits.syncedMask) >>> 0;
       if (stray === 0) continue;
+      if (fallbackKeyed && side.keys > 1) {
+        for (const name of names(stray)) segmentDrift(name).unresolved += 1;
+        continue;
+      }
       const attributes: Record<string, JsonValue> = {};
       for (const name of names(stray)) {
         attributes[name] = destination.leaverValue;

@@ -13,7 +13,7 @@ import { StagedBlobWriter } from '../storage/stagedBlobWriter';
 import type { ConnectorDeps } from '../sync/deps';
 import { readSources } from '../sync/runSources';
 import { emptyTotals } from '../reader/mapPartition';
-import { comparableHashes, exportedUserKey, exportedUserSchema, exportedValue, exportFieldsFor, mappedFieldNames, viewLineText } from './brazeView';
+import { comparableHashes, exportedUserKeys, exportedUserSchema, exportedValue, exportFieldsFor, mappedFieldNames, viewLineText } from './brazeView';
 import { archiveLines, downloadArchive, probeArchive, removeArchive } from './exportArchive';
 
 /**
@@ -133,15 +133,19 @@ export async function readSegmentExport(deps: ConnectorDeps, run: RunRecord, g: 
       const parsed = exportedUserSchema.safeParse(json);
       if (!parsed.success) throw new InvalidInputError(`Braze's export of segment ${g}: ${line.where} is not a user (${parsed.error.issues[0]?.message})`);
       totals.usersExported! += 1;
-      const key = exportedUserKey(parsed.data, destination);
-      if (!key) {
+      const keys = exportedUserKeys(parsed.data, destination);
+      if (keys.length === 0) {
         totals.usersUnmatched! += 1;
         continue;
       }
-      const h = keyHash(key);
-      const output = outputs[shardOfHash(h, shards)];
-      output.write(viewLineText({ h, k: key, g, v: comparableHashes(fieldNames, (name) => exportedValue(parsed.data, name)) }));
-      if (output.full) await output.flushIfFull();
+      // Every key the user could be known by in CI goes to its own shard: whichever one CI uses finds the user there.
+      const v = comparableHashes(fieldNames, (name) => exportedValue(parsed.data, name));
+      for (let i = 0; i < keys.length; i++) {
+        const h = keyHash(keys[i]);
+        const output = outputs[shardOfHash(h, shards)];
+        output.write(viewLineText({ h, k: keys[i], g, v, alt: i === 0 ? 0 : 1, keys: keys.length }));
+        if (output.full) await output.flushIfFull();
+      }
     }
     signal.throwIfAborted();
     await Promise.all(outputs.map((output) => output.close()));

@@ -35,6 +35,8 @@ export const unitTotalsSchema = z.object({
   preview: previewTallySchema.optional(),
   /** A reconcile's findings in this shard. */
   drift: driftTallySchema.optional(),
+  /** Rows keyed by a fallback (e-mail or alias) rather than an external_id (map units). */
+  rowsKeyedByFallback: z.number().int().min(0).optional(),
   /** Users a segment export listed (export units), and those no matching rule could key. */
   usersExported: z.number().int().min(0).optional(),
   usersUnmatched: z.number().int().min(0).optional(),

@@ -98,7 +98,11 @@ export async function runUnit(deps: ConnectorDeps, runId: string, kind: UnitKind
       return { kind: 'deferred', delayMs: 5_000, reason: `run ${runId}: shard ${index} waits for its map steps` };
     if (run.reconcile && doneIndexes(exports).size < segments.length)
       return { kind: 'deferred', delayMs: 5_000, reason: `run ${runId}: shard ${index} waits for Braze's segment exports` };
-    inputs = { mapOwners: new Map(maps.map((u) => [u.index, u.owner])), exportOwners: new Map(exports.map((u) => [u.index, u.owner])) };
+    inputs = {
+      mapOwners: new Map(maps.map((u) => [u.index, u.owner])),
+      exportOwners: new Map(exports.map((u) => [u.index, u.owner])),
+      fallbackKeyed: maps.some((u) => (u.totals?.rowsKeyedByFallback ?? 0) > 0),
+    };
   }
   if (kind === 'export') {
     // Waiting for Braze holds no slot and no claim: the step comes back when the archive may be there.
@@ -114,7 +118,11 @@ export async function runUnit(deps: ConnectorDeps, runId: string, kind: UnitKind
       await failRun(deps, run, error);
       return { kind: 'done' };
     }
-    if (readiness.kind === 'wait') return { kind: 'deferred', delayMs: readiness.delayMs, reason: `run ${runId}: ${readiness.reason}` };
+    if (readiness.kind === 'wait') {
+      // Waiting for Braze is progress: the sweep must not take the run for one a crash left behind and start it again.
+      await deps.runs.update(runId, (current) => (isTerminal(current.status) ? undefined : {}));
+      return { kind: 'deferred', delayMs: readiness.delayMs, reason: `run ${runId}: ${readiness.reason}` };
+    }
     inputs = { exportUrl: readiness.url };
   }
   const release = await deps.readerSlots.take();
@@ -130,6 +138,7 @@ export async function runUnit(deps: ConnectorDeps, runId: string, kind: UnitKind
 interface StepInputs {
   mapOwners?: Map<number, string>;
   exportOwners?: Map<number, string>;
+  fallbackKeyed?: boolean;
   exportUrl?: string;
 }
 
@@ -150,7 +159,8 @@ async function claimAndRun(deps: ConnectorDeps, run: RunRecord, kind: UnitKind, 
       if (kind === 'map') return mapPartition(deps, run, index, owner, signal);
       if (kind === 'export') return readSegmentExport(deps, run, index, inputs.exportUrl!, owner, signal);
       const previous = await readPreviousState(deps.storage.stateContainer, await deps.destinations.statePointer(run.modelJsonPath));
-      if (run.reconcile) return reconcileShard(deps, run, index, owner, inputs.mapOwners!, inputs.exportOwners!, previous, signal);
+      if (run.reconcile)
+        return reconcileShard(deps, run, index, owner, inputs.mapOwners!, inputs.exportOwners!, inputs.fallbackKeyed ?? false, previous, signal);
       return diffShard(deps, run, index, owner, inputs.mapOwners!, previous, signal);
     });
   } catch (error) {
@@ -183,8 +193,12 @@ async function claimAndRun(deps: ConnectorDeps, run: RunRecord, kind: UnitKind, 
 async function completeEnqueue(deps: ConnectorDeps, runId: string, dryRun: boolean, reconcile: boolean): Promise<void> {
   const units = [...(await deps.units.list(runId, 'map')), ...(await deps.units.list(runId, 'shard'))];
   const drift = reconcile ? await driftSummary(deps, runId, units) : undefined;
-  const sum = (name: keyof Omit<UnitTotals, 'rejectedByReason' | 'stateBlob' | 'stateFallback' | 'preview' | 'drift'>) =>
-    units.reduce((n, u) => n + (u.totals?.[name] ?? 0), 0);
+  const sum = (
+    name: keyof Omit<
+      UnitTotals,
+      'rejectedByReason' | 'stateBlob' | 'stateFallback' | 'preview' | 'drift' | 'rowsKeyedByFallback' | 'usersExported' | 'usersUnmatched'
+    >,
+  ) => units.reduce((n, u) => n + (u.totals?.[name] ?? 0), 0);
   const reasons: Record<string, number> = {};
   for (const unit of units) for (const [reason, n] of Object.entries(unit.totals?.rejectedByReason ?? {})) reasons[reason] = (reasons[reason] ?? 0) + n;
   const stateFallback = units.some((u) => u.totals?.stateFallback);
@@ -339,10 +353,10 @@ async function driftSummary(deps: ConnectorDeps, runId: string, units: UnitRecor
 }
 
 function reportDrift(deps: ConnectorDeps, run: RunRecord, drift: DriftSummary): void {
-  const sum = (key: 'missing' | 'stray') => Object.values(drift.segments).reduce((n, s) => n + s[key], 0);
+  const sum = (key: 'missing' | 'stray' | 'unresolved') => Object.values(drift.segments).reduce((n, s) => n + s[key], 0);
   const stale = Object.values(drift.staleValues).reduce((n, v) => n + v, 0);
   deps.log.info(
-    `run ${run.runId} reconciled with Braze: ${sum('missing')} memberships missing in Braze, ${sum('stray')} stray members, ${stale} stale values; ${drift.profiles} profiles ${run.dryRun ? 'would be repaired (dry run: nothing sent)' : 'to repair'} in ${drift.requests} requests${drift.usersUnmatched ? `; ${drift.usersUnmatched} exported users had no identifier the matching rules use (not checked)` : ''}`,
+    `run ${run.runId} reconciled with Braze: ${sum('missing')} memberships missing in Braze, ${sum('stray')} stray members (${sum('unresolved')} more left alone: CI may list them under another key), ${stale} stale values; ${drift.profiles} profiles ${run.dryRun ? 'would be repaired (dry run: nothing sent)' : 'to repair'} in ${drift.requests} requests${drift.usersUnmatched ? `; ${drift.usersUnmatched} exported users had no identifier the matching rules use (not checked)` : ''}`,
   );
   deps.log.record({
     connectorEvent: 'RunReconciled',
@@ -351,6 +365,7 @@ function reportDrift(deps: ConnectorDeps, run: RunRecord, drift: DriftSummary): 
     dryRun: run.dryRun,
     missing: sum('missing'),
     stray: sum('stray'),
+    unresolved: sum('unresolved'),
     staleValues: stale,
     profilesToRepair: drift.profiles,
     usersUnmatched: drift.usersUnmatched,

@@ -2,9 +2,11 @@ import { HttpRequest, InvocationContext } from '@azure/functions';
 import { reconcileHttp } from '../../functions/reconcileHttp';
 import type { RunRecord } from '../../shared/runs/runRecord';
 import { requestSync } from '../../shared/sync/startSync';
-import { brazeMismatches, expectExactCounts } from '../helpers/expectations';
+import { systemClock } from '../../shared/braze/clock';
+import { awaitSegmentExport } from '../../shared/reconcile/segmentExport';
+import { brazeMismatches, expectExactCounts, waitFor } from '../helpers/expectations';
 import { customerId, expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
-import { startTestStack, type TestStack } from '../helpers/testStack';
+import { startTestStack, TEST_API_KEY, type TestStack } from '../helpers/testStack';
 
 const context = () => new InvocationContext({ functionName: 'test', invocationId: 'test', logHandler: () => undefined });
 
@@ -12,7 +14,7 @@ const context = () => new InvocationContext({ functionName: 'test', invocationId
 const SEGMENTS = { 'seg-high-value': 'ci_high_value', ci_newsletter: 'ci_newsletter' };
 
 interface Drift {
-  segments: Record<string, { missing: number; stray: number }>;
+  segments: Record<string, { missing: number; stray: number; unresolved: number }>;
   staleValues: Record<string, number>;
   profiles: number;
   requests: number;
@@ -76,7 +78,7 @@ describe('reconcile with Braze', () => {
     expect(run.status).toBe('completed');
     expect(run.reconcile).toBe(true);
     const drift = JSON.parse(run.drift!) as Drift;
-    expect(drift.segments).toEqual({ ci_high_value: { missing: 1, stray: 1 }, ci_newsletter: { missing: 0, stray: 1 } });
+    expect(drift.segments).toEqual({ ci_high_value: { missing: 1, stray: 1, unresolved: 0 }, ci_newsletter: { missing: 0, stray: 1, unresolved: 0 } });
     expect(drift.staleValues).toEqual({ first_name: 1, loyalty_points: 1 });
     expect(drift.profiles).toBe(5);
     expect(drift.usersUnmatched).toBe(0);
@@ -123,7 +125,7 @@ describe('reconcile with Braze', () => {
     expect(preview.dryRun).toBe(true);
     const drift = JSON.parse(preview.drift!) as Drift;
     expect(drift.profiles).toBe(5);
-    expect(drift.segments.ci_high_value).toEqual({ missing: 1, stray: 1 });
+    expect(drift.segments.ci_high_value).toEqual({ missing: 1, stray: 1, unresolved: 0 });
     expect(drift.requests).toBe(1);
     expect(stack.braze.stats.trackRequests).toBe(track);
     expect(JSON.stringify([...stack.braze.profiles.entries()])).toBe(drifted);
@@ -135,6 +137,69 @@ describe('reconcile with Braze', () => {
     expect(run.brazeRequests).toBe(drift.requests);
     expect(brazeMismatches(stack.braze, expectedAfterRepair(profiles))).toEqual([]);
   }, 120_000);
+
+  it('never clears a Braze member that CI may list under another of its keys', async () => {
+    stack = await startTestStack({ braze: { segments: SEGMENTS, exportDelayMs: 50 }, env: { RECONCILE_POLL_SECONDS: '1' } });
+    const profiles = makeProfiles(1, 50);
+    // A CI row without a customer ID: the connector keys it by e-mail.
+    const noCustomerId = { id: '', email: 'no-cid@example.com', firstName: 'Nora', points: 7, segments: new Set(['HighValue'] as const) };
+    await writeRefresh(stack.app.deps.storage.exportContainer, [...profiles.values(), noCustomerId], '2026/11/28/0600', 1);
+    await sync(stack);
+    // The app has since given that profile an external_id in Braze: Braze lists it under both.
+    const byEmail = stack.braze.profile('email:no-cid@example.com')!;
+    stack.braze.profiles.delete('email:no-cid@example.com');
+    stack.braze.profiles.set('external_id:app-77', { ...byEmail, email: 'no-cid@example.com' });
+    const track = stack.braze.stats.trackRequests;
+
+    const run = await reconcile(stack, { destination: 'BrazeExport' });
+    expect(run.status).toBe('completed');
+    const drift = JSON.parse(run.drift!) as Drift;
+    // Its first key (the external_id) is no CI member, but its e-mail is: reported, not cleared.
+    expect(drift.segments.ci_high_value).toEqual({ missing: 0, stray: 0, unresolved: 1 });
+    expect(drift.profiles).toBe(0);
+    expect(stack.braze.stats.trackRequests).toBe(track);
+    expect(stack.braze.profile('external_id:app-77')!.ci_high_value).toBe(true);
+  }, 60_000);
+
+  it('waits for an export of the same segment already in progress, then asks again', async () => {
+    stack = await startTestStack({ braze: { segments: SEGMENTS, exportDelayMs: 1_500 }, env: { RECONCILE_POLL_SECONDS: '1' } });
+    await writeRefresh(stack.app.deps.storage.exportContainer, makeProfiles(1, 50).values(), '2026/11/28/0600', 1);
+    await sync(stack);
+    // Someone else's export of the newsletter segment is running: Braze allows one at a time.
+    const other = await fetch(`${stack.braze.url}/users/export/segment`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${TEST_API_KEY}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify({ segment_id: 'ci_newsletter', fields_to_export: ['external_id'] }),
+    });
+    expect(other.status).toBe(201);
+    const run = await reconcile(stack, { destination: 'BrazeExport' });
+    expect(run.status).toBe('completed');
+    expect(stack.braze.stats.byStatus[429]).toBeGreaterThan(0);
+    expect(stack.log.lines.some((line) => /export of segment "ci_newsletter" .*is refused for now \(429/.test(line))).toBe(true);
+    expect((JSON.parse(run.drift!) as Drift).profiles).toBe(0);
+  }, 60_000);
+
+  it('gives up on an export that is not ready within RECONCILE_EXPORT_TIMEOUT_MINUTES, with the reason', async () => {
+    // Braze's exports take an hour here: the reconcile keeps waiting without holding anything.
+    stack = await startTestStack({ braze: { segments: SEGMENTS, exportDelayMs: 3_600_000 }, env: { RECONCILE_POLL_SECONDS: '1' } });
+    await writeRefresh(stack.app.deps.storage.exportContainer, makeProfiles(1, 20).values(), '2026/11/28/0600', 1);
+    await sync(stack);
+    const answer = await reconcileHttp(
+      new HttpRequest({ url: 'http://localhost/api/reconcile', method: 'POST', body: { string: JSON.stringify({ destination: 'BrazeExport' }) } }),
+      context(),
+    );
+    const runId = (answer.jsonBody as { runId: string }).runId;
+    await waitFor(() => stack!.braze.stats.exportRequests === 2);
+    const run = (await stack.app.deps.runs.get(runId))!;
+    await expect(awaitSegmentExport(stack.app.deps, run, 0)).resolves.toMatchObject({ kind: 'wait', delayMs: 1_000 });
+    // Three hours and a minute later, by the connector's clock.
+    const later = { ...stack.app.deps, clock: { ...systemClock, now: () => Date.now() + 181 * 60_000 } };
+    await expect(awaitSegmentExport(later, run, 0)).rejects.toThrow(
+      /Braze's export of segment "seg-high-value" \(HighValue\) was not ready 181 minutes after it was asked for \(RECONCILE_EXPORT_TIMEOUT_MINUTES\)/,
+    );
+    // Asked once per segment, however often the step looked.
+    expect(stack.braze.stats.exportRequests).toBe(2);
+  }, 60_000);
 
   it('fails with the reason when Braze will not export a segment, and sends nothing', async () => {
     // Braze knows only one of the two segments.

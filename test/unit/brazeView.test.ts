@@ -1,14 +1,14 @@
-import { comparableHashes, exportedUserKey, exportedValue, exportFieldsFor, staleFields } from '../../shared/reconcile/brazeView';
+import { comparableHashes, exportedUserKeys, exportedValue, exportFieldsFor, staleFields } from '../../shared/reconcile/brazeView';
 import { testConfig } from '../helpers/testStack';
 
 const destination = testConfig().destinations[0];
 
 describe("a reconcile's view of Braze's segment export", () => {
-  it('keys an exported user as the matching rules key a CI row: external_id, else e-mail, else the alias of our label', () => {
-    expect(exportedUserKey({ external_id: 'c1', email: 'A@Example.com' }, destination)).toBe('x:c1');
-    expect(exportedUserKey({ email: ' A@Example.com ' }, destination)).toBe('e:a@example.com');
+  it('keys an exported user as the matching rules key a CI row, first key first: external_id, e-mail, the alias of our label', () => {
+    expect(exportedUserKeys({ external_id: 'c1', email: 'A@Example.com' }, destination)).toEqual(['x:c1', 'e:a@example.com']);
+    expect(exportedUserKeys({ email: ' A@Example.com ' }, destination)).toEqual(['e:a@example.com']);
     expect(
-      exportedUserKey(
+      exportedUserKeys(
         {
           user_aliases: [
             { alias_label: 'other', alias_name: 'n' },
@@ -17,12 +17,14 @@ describe("a reconcile's view of Braze's segment export", () => {
         },
         destination,
       ),
-    ).toBe('a:ci_customer_id:c9');
-    expect(exportedUserKey({ user_aliases: [{ alias_label: 'other', alias_name: 'n' }] }, destination)).toBeUndefined();
-    expect(exportedUserKey({ email: 'not an e-mail' }, destination)).toBeUndefined();
+    ).toEqual(['a:ci_customer_id:c9']);
+    expect(exportedUserKeys({ user_aliases: [{ alias_label: 'other', alias_name: 'n' }] }, destination)).toEqual([]);
+    expect(exportedUserKeys({ email: 'not an e-mail' }, destination)).toEqual([]);
     // Customer IDs that are not external IDs: an external_id Braze holds is not ours to match on.
     const byAlias = testConfig({ matching: { ...destination.matching, customerIdIsExternalId: false, fallbackIdentifiers: ['user_alias'] } }).destinations[0];
-    expect(exportedUserKey({ external_id: 'c1', user_aliases: [{ alias_label: 'ci_customer_id', alias_name: 'c1' }] }, byAlias)).toBe('a:ci_customer_id:c1');
+    expect(
+      exportedUserKeys({ external_id: 'c1', email: 'c1@example.com', user_aliases: [{ alias_label: 'ci_customer_id', alias_name: 'c1' }] }, byAlias),
+    ).toEqual(['a:ci_customer_id:c1']);
   });
 
   it('asks for the identifiers, the custom attributes and the standard attributes the destination maps', () => {
