@@ -1,7 +1,5 @@
-import { findDestination } from '../config/syncConfig';
 import type { JsonValue } from '../ci/dataTypes';
 import type { SegmentRefresh } from '../ci/exportRefresh';
-import { InvalidInputError } from '../errors';
 import { dataPointsOf, describeIdentifier, identifierFromKey, type BrazeIdentifier } from '../mapping/profileIdentity';
 import { changedAttributes, emptyPreview, fieldHashes, PREVIEW_SAMPLE_SIZE } from './preview';
 import { createKeyMapper, createRowMapper, type RowMapper } from '../mapping/rowMapper';
@@ -16,7 +14,7 @@ import { MembershipBits } from '../state/membershipBits';
 import { BlobLineWriter } from '../storage/blobLineWriter';
 import { isNotFound } from '../storage/storageErrors';
 import type { ConnectorDeps } from '../sync/deps';
-import { partitionList, readSources } from '../sync/runSources';
+import { partitionList, readSources, runDestination } from '../sync/runSources';
 import { canonicalPartitionColumns, mapLineFingerprint, mapLineHash, parseMapLine, type MapLine } from './mapLines';
 import { emptyTotals } from './mapPartition';
 import { mappedFieldNames } from '../reconcile/brazeView';
@@ -265,8 +263,7 @@ export async function gatherShard(
 /** What both kinds of shard step work with: the run's segments and destination, membership bits, row mappers. */
 export async function shardContext(deps: ConnectorDeps, run: RunRecord) {
   const segments = await readSources(deps, run);
-  const destination = findDestination(deps.config, run.destination, run.instance);
-  if (!destination) throw new InvalidInputError(`destination "${run.destination}" is no longer in the mapping config`);
+  const destination = runDestination(deps, run);
   const bits = new MembershipBits(segments.map((s) => s.attribute));
   const columns = canonicalPartitionColumns(destination);
   const mappers = new Map<number, RowMapper>();

@@ -1,6 +1,4 @@
-import { findDestination } from '../config/syncConfig';
 import { readPartitionBatches, type PartitionColumns } from '../ci/partitionReader';
-import { InvalidInputError } from '../errors';
 import { createKeyMapper } from '../mapping/rowMapper';
 import { rejectCsvLine } from '../runs/rejectsReport';
 import { mapOutputBlobName, mapRejectsPartName } from '../runs/runBlobs';
@@ -11,12 +9,17 @@ import { keyHash } from '../state/profileIndex';
 import { BlobLineWriter } from '../storage/blobLineWriter';
 import { StagedBlobWriter } from '../storage/stagedBlobWriter';
 import type { ConnectorDeps } from '../sync/deps';
-import { partitionList, readSources } from '../sync/runSources';
+import { partitionList, readSources, runDestination } from '../sync/runSources';
 import { canonicalColumns, mapLineText, mappingSeed, rawFingerprint } from './mapLines';
 import { openPartition } from './openPartition';
 
-/** Memory the shard writers of one map step may buffer together before they stage a block. */
+/** Memory the shard writers of one reading step may buffer together before they stage a block. */
 const MAP_BUFFER_BYTES = 16 * 1024 * 1024;
+
+/** The block each of a step's per-shard writers stages: together they buffer about MAP_BUFFER_BYTES. */
+export function shardBlockBytes(shards: number): number {
+  return Math.min(1024 * 1024, Math.max(64 * 1024, Math.floor(MAP_BUFFER_BYTES / shards)));
+}
 
 /** Groups reasons that carry numbers ("expected 5 columns, found 4") under one key for the counts. */
 export function reasonKey(reason: string): string {
@@ -32,13 +35,12 @@ export function reasonKey(reason: string): string {
  */
 export async function mapPartition(deps: ConnectorDeps, run: RunRecord, partitionIndex: number, owner: string, signal: AbortSignal): Promise<UnitTotals> {
   const segments = await readSources(deps, run);
-  const destination = findDestination(deps.config, run.destination, run.instance);
-  if (!destination) throw new InvalidInputError(`destination "${run.destination}" is no longer in the mapping config`);
+  const destination = runDestination(deps, run);
   const { segmentIndex, partition } = partitionList(segments)[partitionIndex];
   const segment = segments[segmentIndex];
   const shards = run.shards;
   const state = deps.storage.stateContainer;
-  const blockBytes = Math.min(1024 * 1024, Math.max(64 * 1024, Math.floor(MAP_BUFFER_BYTES / shards)));
+  const blockBytes = shardBlockBytes(shards);
   const outputs = Array.from(
     { length: shards },
     (_, s) => new StagedBlobWriter(state.getBlockBlobClient(mapOutputBlobName(run.runId, partitionIndex, owner, s)), blockBytes),

@@ -1,7 +1,7 @@
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
-import { findDestination, type DestinationConfig } from '../config/syncConfig';
+import type { DestinationConfig } from '../config/syncConfig';
 import { BrazeAuthError, BrazeRetryableError, InvalidInputError } from '../errors';
 import { exportRequestBlobName, viewBlobName } from '../runs/runBlobs';
 import type { RunRecord } from '../runs/runRecord';
@@ -11,8 +11,8 @@ import { keyHash } from '../state/profileIndex';
 import { isConflict, isNotFound } from '../storage/storageErrors';
 import { StagedBlobWriter } from '../storage/stagedBlobWriter';
 import type { ConnectorDeps } from '../sync/deps';
-import { readSources } from '../sync/runSources';
-import { emptyTotals } from '../reader/mapPartition';
+import { readSources, runDestination } from '../sync/runSources';
+import { emptyTotals, shardBlockBytes } from '../reader/mapPartition';
 import { comparableHashes, exportedUserKeys, exportedUserSchema, exportedValue, exportFieldsFor, mappedFieldNames, viewLineText } from './brazeView';
 import { archiveLines, downloadArchive, probeArchive, removeArchive } from './exportArchive';
 
@@ -32,12 +32,6 @@ type ExportTicket = z.output<typeof ticketSchema>;
 
 export type ExportReadiness = { kind: 'ready'; url: string } | { kind: 'wait'; delayMs: number; reason: string };
 
-function destinationOf(deps: ConnectorDeps, run: RunRecord): DestinationConfig {
-  const destination = findDestination(deps.config, run.destination, run.instance);
-  if (!destination) throw new InvalidInputError(`destination "${run.destination}" is no longer in the mapping config`);
-  return destination;
-}
-
 /**
  * Whether segment `g`'s export can be read now: asks for it the first time, then looks for the
  * archive. A failure that waiting cannot mend (bad key, unknown segment, no archive in time)
@@ -45,7 +39,7 @@ function destinationOf(deps: ConnectorDeps, run: RunRecord): DestinationConfig {
  */
 export async function awaitSegmentExport(deps: ConnectorDeps, run: RunRecord, g: number): Promise<ExportReadiness> {
   const segment = (await readSources(deps, run))[g];
-  const destination = destinationOf(deps, run);
+  const destination = runDestination(deps, run);
   const what = `Braze's export of segment "${segment.brazeSegmentId}" (${segment.table})`;
   let ticket: ExportTicket;
   try {
@@ -111,11 +105,11 @@ async function readTicket(blob: ReturnType<ConnectorDeps['storage']['stateContai
  * shard its key hashes to. A user no matching rule can key is counted, not guessed at.
  */
 export async function readSegmentExport(deps: ConnectorDeps, run: RunRecord, g: number, url: string, owner: string, signal: AbortSignal): Promise<UnitTotals> {
-  const destination = destinationOf(deps, run);
+  const destination = runDestination(deps, run);
   const fieldNames = mappedFieldNames(destination);
   const state = deps.storage.stateContainer;
   const shards = run.shards;
-  const blockBytes = Math.min(1024 * 1024, Math.max(64 * 1024, Math.floor((16 * 1024 * 1024) / shards)));
+  const blockBytes = shardBlockBytes(shards);
   const outputs = Array.from({ length: shards }, (_, s) => new StagedBlobWriter(state.getBlockBlobClient(viewBlobName(run.runId, g, owner, s)), blockBytes));
   const file = path.join(tmpdir(), `braze-export-${run.runId}-g${g}-${owner}`);
   const totals: UnitTotals = { ...emptyTotals(), usersExported: 0, usersUnmatched: 0 };

@@ -78,7 +78,7 @@ async function advance(deps: ConnectorDeps, run: RunRecord): Promise<void> {
       if (!shards.has(s)) await sendToQueue(deps.storage.runQueue, encodeMessage({ kind: 'diffShard', runId: run.runId, shard: s }));
     return;
   }
-  await completeEnqueue(deps, run.runId, run.dryRun, run.reconcile);
+  await completeEnqueue(deps, run);
 }
 
 function doneIndexes(units: UnitRecord[]): Set<number> {
@@ -189,16 +189,16 @@ async function claimAndRun(deps: ConnectorDeps, run: RunRecord, kind: UnitKind, 
   return { kind: 'done' };
 }
 
+/** The counts a run's totals sum over its units. */
+type SummedCount =
+  'rowsRead' | 'rowsRejectedInput' | 'rowsSkippedUnchanged' | 'rowsEnqueued' | 'usersEnqueued' | 'exitsEnqueued' | 'batchesEnqueued' | 'dataPointsFullSend';
+
 /** Every shard is done: the run's totals are the sum of its units, and it sends. */
-async function completeEnqueue(deps: ConnectorDeps, runId: string, dryRun: boolean, reconcile: boolean): Promise<void> {
+async function completeEnqueue(deps: ConnectorDeps, planned: RunRecord): Promise<void> {
+  const runId = planned.runId;
   const units = [...(await deps.units.list(runId, 'map')), ...(await deps.units.list(runId, 'shard'))];
-  const drift = reconcile ? await driftSummary(deps, runId, units) : undefined;
-  const sum = (
-    name: keyof Omit<
-      UnitTotals,
-      'rejectedByReason' | 'stateBlob' | 'stateFallback' | 'preview' | 'drift' | 'rowsKeyedByFallback' | 'usersExported' | 'usersUnmatched'
-    >,
-  ) => units.reduce((n, u) => n + (u.totals?.[name] ?? 0), 0);
+  const drift = planned.reconcile ? await driftSummary(deps, planned, units) : undefined;
+  const sum = (name: SummedCount) => units.reduce((n, u) => n + (u.totals?.[name] ?? 0), 0);
   const reasons: Record<string, number> = {};
   for (const unit of units) for (const [reason, n] of Object.entries(unit.totals?.rejectedByReason ?? {})) reasons[reason] = (reasons[reason] ?? 0) + n;
   const stateFallback = units.some((u) => u.totals?.stateFallback);
@@ -212,7 +212,7 @@ async function completeEnqueue(deps: ConnectorDeps, runId: string, dryRun: boole
     batchesEnqueued: sum('batchesEnqueued'),
     dataPointsFullSend: sum('dataPointsFullSend'),
   };
-  if (dryRun) {
+  if (planned.dryRun) {
     await completePreview(deps, runId, totals, reasons, units, drift);
     return;
   }
@@ -333,8 +333,8 @@ async function completePreview(
 /** A reconcile's findings: the shards' drift summed, with what Braze's exports held. */
 export type DriftSummary = DriftTally & { usersExported: Record<string, number>; usersUnmatched: number };
 
-async function driftSummary(deps: ConnectorDeps, runId: string, units: UnitRecord[]): Promise<DriftSummary> {
-  const run = (await deps.runs.get(runId))!;
+async function driftSummary(deps: ConnectorDeps, run: RunRecord, units: UnitRecord[]): Promise<DriftSummary> {
+  const runId = run.runId;
   const segments = await readSources(deps, run);
   const exports = await deps.units.list(runId, 'export');
   const usersExported: Record<string, number> = {};

@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { findDestination, type DestinationConfig } from '../config/syncConfig';
 import { segmentRefreshSchema, type PartitionRef, type SegmentRefresh } from '../ci/exportRefresh';
 import { InvalidInputError } from '../errors';
 import { isNotFound } from '../storage/storageErrors';
@@ -44,6 +45,13 @@ export async function readSources(deps: ConnectorDeps, run: Pick<RunRecord, 'run
   if (byRun.size > 64) byRun.clear();
   byRun.set(run.runId, parsed.data);
   return parsed.data;
+}
+
+/** The run's destination in the mapping config; a run whose destination was removed cannot go on. */
+export function runDestination(deps: ConnectorDeps, run: Pick<RunRecord, 'destination' | 'instance'>): DestinationConfig {
+  const destination = findDestination(deps.config, run.destination, run.instance);
+  if (!destination) throw new InvalidInputError(`destination "${run.destination}" is no longer in the mapping config`);
+  return destination;
 }
 
 /** Partition blob names in the order batches and rejects refer to them by index. */
