@@ -170,7 +170,7 @@ export function runSummary(run: RunRecord, nowMs = Date.now()) {
     shards: run.shards,
     note: run.dryRun
       ? run.reconcile
-        ? 'dry-run reconcile: drift found, nothing repaired'
+        ? `dry-run reconcile: nothing was repaired; the drift report is at /api/runs/${run.runId}/preview`
         : `dry run: nothing was sent; the preview is at /api/runs/${run.runId}/preview`
       : run.stateFallback
         ? 'the delivered state was written by an older version: every profile was sent in full'

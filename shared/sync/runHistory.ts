@@ -1,7 +1,7 @@
 import { z } from 'zod';
 import { InvalidInputError } from '../errors';
 import { runStatuses, runSummary, type RunSummary } from '../runs/runRecord';
-import { previewReportName, rejectsReportName } from '../runs/runBlobs';
+import { driftReportName, previewReportName, rejectsReportName } from '../runs/runBlobs';
 import { isNotFound } from '../storage/storageErrors';
 import type { RunStore } from '../runs/runStore';
 import type { ConnectorDeps } from './deps';
@@ -64,13 +64,14 @@ export async function openRejectsReport(
   }
 }
 
-/** A dry run's preview report, once the dry run has ended. */
+/** A dry run's preview report, once the dry run has ended; a dry-run reconcile's is its drift report. */
 export async function readPreview(deps: ConnectorDeps, runId: string): Promise<{ kind: 'preview'; preview: unknown } | { kind: 'none'; reason: string }> {
   const run = await deps.runs.get(runId);
   if (!run) return { kind: 'none', reason: `run ${runId} not found` };
   if (!run.dryRun) return { kind: 'none', reason: `run ${runId} is not a dry run: its counts are in GET /api/runs/${runId}` };
   try {
-    const text = (await deps.storage.stateContainer.getBlobClient(previewReportName(runId)).downloadToBuffer()).toString('utf8');
+    const report = run.reconcile ? driftReportName(runId) : previewReportName(runId);
+    const text = (await deps.storage.stateContainer.getBlobClient(report).downloadToBuffer()).toString('utf8');
     return { kind: 'preview', preview: JSON.parse(text) as unknown };
   } catch (error) {
     if (!isNotFound(error)) throw error;

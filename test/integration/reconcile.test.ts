@@ -1,5 +1,6 @@
 import { HttpRequest, InvocationContext } from '@azure/functions';
 import { reconcileHttp } from '../../functions/reconcileHttp';
+import { runPreview } from '../../functions/runPreview';
 import type { RunRecord } from '../../shared/runs/runRecord';
 import { requestSync } from '../../shared/sync/startSync';
 import { systemClock } from '../../shared/braze/clock';
@@ -127,6 +128,13 @@ describe('reconcile with Braze', () => {
     expect(drift.profiles).toBe(5);
     expect(drift.segments.ci_high_value).toEqual({ missing: 1, stray: 1, unresolved: 0 });
     expect(drift.requests).toBe(1);
+    // The drift report is the dry run's preview.
+    const served = await runPreview(
+      new HttpRequest({ url: `http://localhost/api/runs/${preview.runId}/preview`, method: 'GET', params: { id: preview.runId } }),
+      context(),
+    );
+    expect(served.status).toBe(200);
+    expect(served.jsonBody).toMatchObject({ runId: preview.runId, dryRun: true, profiles: 5, segments: drift.segments });
     expect(stack.braze.stats.trackRequests).toBe(track);
     expect(JSON.stringify([...stack.braze.profiles.entries()])).toBe(drifted);
     expect(await stack.app.deps.destinations.statePointer(preview.modelJsonPath)).toEqual(pointer);
