@@ -155,12 +155,11 @@ export class RateLimitPacer {
     if (!observation) return;
     const now = this.options.clock.now();
     if (observation.limit !== undefined && observation.limit > 0) this.limit = observation.limit;
-    if (observation.remaining === undefined) return;
-    const resetAtMs = observation.resetAtMs;
-    if (resetAtMs === undefined || resetAtMs <= now) {
-      this.remaining = this.observed ? Math.min(this.remaining, observation.remaining) : observation.remaining;
-      return;
-    }
+    const resetAtMs = observation.windowResetAtMs ?? observation.resetAtMs;
+    // A budget that names no window (a 429's, whose reset the client keeps for throttled()) cannot
+    // be placed in one, and a late answer of an ended window says nothing of the current one: an
+    // hourly window's stale remaining would otherwise hold every sender back for the whole next hour.
+    if (observation.remaining === undefined || resetAtMs === undefined || this.endedWindow(resetAtMs, now)) return;
     // Answers arrive out of order: within one window the smallest remaining is the freshest. What
     // the pacer assumed when the last window ended is no answer: the first real one replaces it.
     const sameWindow = this.observed && Math.abs(resetAtMs - this.resetAtMs) < SAME_WINDOW_TOLERANCE_MS;
@@ -170,12 +169,24 @@ export class RateLimitPacer {
   }
 
   /**
+   * The window resetting at `resetAtMs` is over: its reset has passed, or an answer of a later
+   * window has come (which also covers a clock behind Braze's, where the ended reset still looks ahead).
+   */
+  private endedWindow(resetAtMs: number, now: number): boolean {
+    return resetAtMs <= now || (this.observed && resetAtMs <= this.resetAtMs - SAME_WINDOW_TOLERANCE_MS);
+  }
+
+  /**
    * A 429, with what its headers said; answers when the request may go again. With budget left
    * in the window it was a burst: pause one burst window (or the server's Retry-After, if
-   * sooner) and slow down. Otherwise nothing is left until the window's reset.
+   * sooner) and slow down. Otherwise nothing is left until the window's reset — unless that window
+   * has ended.
    */
   throttled(observation: RateLimitObservation): number {
     const now = this.options.clock.now();
+    // The client releases a 429 with its budget alone (a Retry-After is no window's reset): here the
+    // budget is placed in the window its own reset names, if it names one.
+    this.learn({ remaining: observation.remaining, windowResetAtMs: observation.windowResetAtMs });
     if (observation.remaining !== undefined && observation.remaining > 0) {
       const pauseUntil = Math.min(observation.resetAtMs ?? Number.POSITIVE_INFINITY, now + BURST_WINDOW_MS);
       if (pauseUntil > this.pausedUntilMs) {
@@ -187,6 +198,10 @@ export class RateLimitPacer {
       this.lastBurstAtMs = now;
       return this.pausedUntilMs;
     }
+    // A 429 of an ended window spent that window, not this one: the request may go again now, paced
+    // as usual, instead of every sender waiting for the next window's reset.
+    const windowResetAtMs = observation.windowResetAtMs ?? observation.resetAtMs;
+    if (windowResetAtMs !== undefined && this.endedWindow(windowResetAtMs, now)) return now;
     this.remaining = 0;
     this.observed = true;
     if (observation.resetAtMs !== undefined) this.resetAtMs = Math.max(this.resetAtMs, observation.resetAtMs);

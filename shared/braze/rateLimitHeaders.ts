@@ -1,8 +1,14 @@
 export interface RateLimitObservation {
   limit?: number;
   remaining?: number;
-  /** Epoch ms at which the window resets. */
+  /** Epoch ms at which the request may go again: Retry-After, else the window's reset; never before now. */
   resetAtMs?: number;
+  /**
+   * Epoch ms at which the window this answer counted against resets, as `X-RateLimit-Reset` said,
+   * even when already past: it tells which window `remaining` belongs to, so a late answer of an
+   * ended window is not taken for the current one. Absent, `resetAtMs` stands for it.
+   */
+  windowResetAtMs?: number;
 }
 
 type HeaderBag = Record<string, unknown>;
@@ -47,7 +53,9 @@ function retryAfterAt(raw: string | undefined, nowMs: number): number | undefine
 
 /**
  * Reads Braze's `X-RateLimit-*` headers. `X-Ratelimit-Retry-After` and `Retry-After` win over the
- * reset when present. The reset is clamped to between now and MAX_RESET_AHEAD_MS from now.
+ * reset as the time to retry, clamped to between now and MAX_RESET_AHEAD_MS from now; the window's
+ * own reset is kept apart and only clamped ahead, since a reset in the past is what marks a late
+ * answer of an ended window.
  */
 export function readRateLimit(headers: HeaderBag, nowMs: number): RateLimitObservation {
   const observation: RateLimitObservation = {
@@ -55,8 +63,9 @@ export function readRateLimit(headers: HeaderBag, nowMs: number): RateLimitObser
     remaining: number(headers, 'x-ratelimit-remaining'),
   };
   const reset = number(headers, 'x-ratelimit-reset');
-  let at = reset !== undefined && reset >= 0 ? resetAt(reset, nowMs) : undefined;
-  at = retryAfterAt(header(headers, 'x-ratelimit-retry-after') ?? header(headers, 'retry-after'), nowMs) ?? at;
+  const windowResetAtMs = reset !== undefined && reset >= 0 ? Math.min(nowMs + MAX_RESET_AHEAD_MS, resetAt(reset, nowMs)) : undefined;
+  if (windowResetAtMs !== undefined) observation.windowResetAtMs = windowResetAtMs;
+  const at = retryAfterAt(header(headers, 'x-ratelimit-retry-after') ?? header(headers, 'retry-after'), nowMs) ?? windowResetAtMs;
   if (at !== undefined) observation.resetAtMs = Math.min(nowMs + MAX_RESET_AHEAD_MS, Math.max(nowMs, at));
   return observation;
 }

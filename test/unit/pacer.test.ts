@@ -237,8 +237,149 @@ describe('rate-limit headers', () => {
       limit: 3000,
       remaining: 12,
       resetAtMs: 1_700_000_003_000,
+      windowResetAtMs: 1_700_000_003_000,
     });
-    expect(readRateLimit({ 'X-RateLimit-Reset': '2' }, 1_000)).toEqual({ limit: undefined, remaining: undefined, resetAtMs: 3_000 });
+    expect(readRateLimit({ 'X-RateLimit-Reset': '2' }, 1_000)).toEqual({ limit: undefined, remaining: undefined, resetAtMs: 3_000, windowResetAtMs: 3_000 });
     expect(readRateLimit({ 'x-ratelimit-retry-after': '5', 'x-ratelimit-reset': '1700000003' }, 0).resetAtMs).toBe(5_000);
+  });
+
+  it('keep a reset in the past as the window it names, while the time to retry is never before now', () => {
+    const nowMs = 1_700_000_010_000;
+    expect(readRateLimit({ 'x-ratelimit-reset': '1700000003', 'x-ratelimit-remaining': '40000' }, nowMs)).toMatchObject({
+      resetAtMs: nowMs,
+      windowResetAtMs: 1_700_000_003_000,
+    });
+    // A Retry-After is when to go again, not which window the budget belongs to.
+    expect(readRateLimit({ 'retry-after': '2', 'x-ratelimit-reset': '1700000060' }, nowMs)).toMatchObject({
+      resetAtMs: nowMs + 2_000,
+      windowResetAtMs: 1_700_000_060_000,
+    });
+  });
+});
+
+describe('answers from an ended window', () => {
+  const HOUR = 3_600_000;
+  const fakeClock = () => {
+    const clock = {
+      ms: 1_700_000_000_000,
+      now: () => clock.ms,
+      sleep: async (ms: number): Promise<void> => void (clock.ms += ms),
+    };
+    return clock;
+  };
+  /** What the client reads from Braze's answer: the headers as Braze sends them, parsed at the clock's now. */
+  const answer = (clock: { ms: number }, limit: number, remaining: number, windowResetAtMs: number) =>
+    readRateLimit(
+      { 'x-ratelimit-limit': String(limit), 'x-ratelimit-remaining': String(remaining), 'x-ratelimit-reset': String(Math.ceil(windowResetAtMs / 1000)) },
+      clock.ms,
+    );
+
+  /**
+   * An hourly contract of 250,000 with a fifth kept for other tools (50,000): the pacer has seen the
+   * hour that ends in ten minutes, and the clock has moved two seconds past its end.
+   */
+  async function pastAnHourlyWindow() {
+    const clock = fakeClock();
+    const pacer = new RateLimitPacer({ reserveShare: 0.2, clock });
+    const endedResetAtMs = clock.ms + 10 * 60_000;
+    await pacer.acquire();
+    pacer.release(answer(clock, 250_000, 120_000, endedResetAtMs));
+    clock.ms = endedResetAtMs + 2_000;
+    return { clock, pacer, endedResetAtMs, nextResetAtMs: endedResetAtMs + HOUR };
+  }
+
+  it('never lower the next hourly window when the late answer comes after a fresh one', async () => {
+    const { clock, pacer, endedResetAtMs, nextResetAtMs } = await pastAnHourlyWindow();
+    await pacer.acquire();
+    await pacer.acquire();
+    pacer.release(answer(clock, 250_000, 249_989, nextResetAtMs));
+    pacer.release(answer(clock, 250_000, 40_000, endedResetAtMs));
+    // 199,989 usable over the hour: a slot every 18 ms, not a wait for the next reset.
+    expect(pacer.delayMs()).toBeLessThan(50);
+    await expect(pacer.acquire(clock.ms + 1_000)).resolves.toBeUndefined();
+  });
+
+  it('never lower the next hourly window when the late answer comes first', async () => {
+    const { clock, pacer, endedResetAtMs, nextResetAtMs } = await pastAnHourlyWindow();
+    await pacer.acquire();
+    await pacer.acquire();
+    pacer.release(answer(clock, 250_000, 40_000, endedResetAtMs));
+    // Until the new window answers, the pacer assumes it is fresh: the ended one's 40,000 is not its budget.
+    expect(pacer.delayMs()).toBeLessThan(50);
+    pacer.release(answer(clock, 250_000, 249_989, nextResetAtMs));
+    expect(pacer.delayMs()).toBeLessThan(50);
+    await expect(pacer.acquire(clock.ms + 1_000)).resolves.toBeUndefined();
+  });
+
+  it('never lower the next window when this clock runs behind Braze and the ended reset still looks ahead', async () => {
+    const { clock, pacer, endedResetAtMs, nextResetAtMs } = await pastAnHourlyWindow();
+    // Braze has begun the next hour, but by this clock the last one ends in 1.5 s.
+    clock.ms = endedResetAtMs - 1_500;
+    await pacer.acquire();
+    await pacer.acquire();
+    pacer.release(answer(clock, 250_000, 249_989, nextResetAtMs));
+    pacer.release(answer(clock, 250_000, 40_000, endedResetAtMs));
+    expect(pacer.delayMs()).toBeLessThan(50);
+    await expect(pacer.acquire(clock.ms + 1_000)).resolves.toBeUndefined();
+  });
+
+  it.each([
+    ['after', false],
+    ['before', true],
+  ])('never lower the next window of the default 3-second contract when the late answer comes %s the fresh one', async (_order, lateFirst) => {
+    const clock = fakeClock();
+    const pacer = new RateLimitPacer({ reserveShare: 0.2, clock });
+    const endedResetAtMs = clock.ms + 2_000;
+    await pacer.acquire();
+    pacer.release(answer(clock, 3_000, 1_500, endedResetAtMs));
+    clock.ms = endedResetAtMs + 100;
+    await pacer.acquire();
+    await pacer.acquire();
+    const fresh = answer(clock, 3_000, 2_990, endedResetAtMs + 3_000);
+    const late = answer(clock, 3_000, 5, endedResetAtMs);
+    for (const observation of lateFirst ? [late, fresh] : [fresh, late]) pacer.release(observation);
+    // 2,390 usable over 2.9 s: a slot about every millisecond, not a wait for the reset.
+    expect(pacer.delayMs()).toBeLessThan(10);
+    await expect(pacer.acquire(clock.ms + 500)).resolves.toBeUndefined();
+  });
+
+  it('a 429 of the ended window neither zeroes the next one nor names its reset as the time to retry', async () => {
+    const { clock, pacer, endedResetAtMs, nextResetAtMs } = await pastAnHourlyWindow();
+    await pacer.acquire();
+    await pacer.acquire();
+    pacer.release(answer(clock, 250_000, 249_989, nextResetAtMs));
+    // As the client does: the budget from the 429 first, then when to go again.
+    const throttled = answer(clock, 250_000, 0, endedResetAtMs);
+    pacer.release({ limit: throttled.limit, remaining: throttled.remaining });
+    expect(pacer.throttled(throttled)).toBeLessThanOrEqual(clock.ms);
+    expect(pacer.delayMs()).toBeLessThan(50);
+    await expect(pacer.acquire(clock.ms + 1_000)).resolves.toBeUndefined();
+  });
+
+  it('a burst 429 lowers the budget of the window its reset names, and of no other', async () => {
+    const { clock, pacer, endedResetAtMs, nextResetAtMs } = await pastAnHourlyWindow();
+    await pacer.acquire();
+    pacer.release(answer(clock, 250_000, 249_989, nextResetAtMs));
+    const late = answer(clock, 250_000, 10, endedResetAtMs);
+    pacer.release({ limit: late.limit, remaining: late.remaining });
+    pacer.throttled(late);
+    // It met the burst limit, so the next slot is a burst window away, but not the next hour's reset.
+    await expect(pacer.acquire(clock.ms + 5_000)).resolves.toBeUndefined();
+    // Other tools have spent the current hour down to 30,000, under the 50,000 kept for them.
+    const current = answer(clock, 250_000, 30_000, nextResetAtMs);
+    pacer.release({ limit: current.limit, remaining: current.remaining });
+    pacer.throttled(current);
+    clock.ms += 3_000;
+    expect(pacer.delayMs()).toBeGreaterThan(HOUR / 2);
+  });
+
+  it('a 429 of the current window still waits for its reset', async () => {
+    const { clock, pacer, nextResetAtMs } = await pastAnHourlyWindow();
+    await pacer.acquire();
+    pacer.release(answer(clock, 250_000, 249_989, nextResetAtMs));
+    const throttled = answer(clock, 250_000, 0, nextResetAtMs);
+    pacer.release({ limit: throttled.limit, remaining: throttled.remaining });
+    expect(pacer.throttled(throttled)).toBe(nextResetAtMs);
+    await expect(pacer.acquire(clock.ms + 1_000)).rejects.toMatchObject({ status: 429 });
   });
 });
