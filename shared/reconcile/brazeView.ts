@@ -78,31 +78,45 @@ function comparable(name: string, value: unknown): string {
   return JSON.stringify(value);
 }
 
-/** Short hashes of the fields' values in the order of `names` (MISSING where a field is absent or null). */
+/** The hash of null: a CI empty cell (sent as null, which removes the attribute) or an attribute Braze holds no value for. */
+const NO_VALUE = fnv1a32(JSON.stringify(null));
+
+/**
+ * Short hashes of the fields' values in the order of `names`. Null is a value of its own, so an
+ * empty cell compares unequal to a value Braze holds; MISSING is only a field a CI row does not
+ * carry (not sent, so not judged).
+ */
 export function comparableHashes(names: readonly string[], value: (name: string) => unknown): string {
   let out = '';
   for (const name of names) {
     const v = value(name);
-    out += v === undefined || v === null ? MISSING : fnv1a32(comparable(name, v));
+    out += v === undefined ? MISSING : fnv1a32(comparable(name, v));
   }
   return out;
 }
 
-/** A field's value in an exported user: a standard attribute at the top, a custom one under custom_attributes. */
+/**
+ * A field's value in an exported user: a standard attribute at the top, a custom one under
+ * custom_attributes. Braze's export omits an attribute the user has no value for, and every mapped
+ * field is asked for (exportFieldsFor), so an absent one is null: known empty, not unseen.
+ */
 export function exportedValue(user: ExportedUser, name: string): unknown {
-  if (EXPORTABLE_STANDARD_FIELDS.has(name)) return (user as Record<string, unknown>)[name];
-  return user.custom_attributes?.[name];
+  if (EXPORTABLE_STANDARD_FIELDS.has(name)) return (user as Record<string, unknown>)[name] ?? null;
+  return user.custom_attributes?.[name] ?? null;
 }
 
 /**
- * The mapped fields whose value Braze holds differently: present in the mapping and missing or
- * different in Braze. A field the mapping leaves out is never cleared by a reconcile.
+ * The mapped fields whose value Braze holds differently: carried by the CI row (a value, or null
+ * for an empty cell) and different in Braze. A field the row does not carry is never cleared.
  */
 export function staleFields(names: readonly string[], ours: string, braze: string): string[] {
   const stale: string[] = [];
   for (let i = 0; i < names.length; i++) {
     const mine = ours.slice(i * 8, i * 8 + 8);
-    if (mine !== MISSING && mine !== braze.slice(i * 8, i * 8 + 8)) stale.push(names[i]);
+    if (mine === MISSING) continue;
+    const theirs = braze.slice(i * 8, i * 8 + 8);
+    // A view line written before null had a hash of its own (by a run under way across a deploy) shows MISSING for no value.
+    if (mine !== (theirs === MISSING ? NO_VALUE : theirs)) stale.push(names[i]);
   }
   return stale;
 }

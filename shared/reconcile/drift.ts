@@ -23,7 +23,7 @@ export const driftSampleSchema = z.object({
 export const driftTallySchema = z.object({
   /** By segment attribute. */
   segments: z.record(z.string(), segmentDriftSchema).default({}),
-  /** By mapped attribute: members whose value in Braze is missing or differs. */
+  /** By mapped attribute: members whose value in Braze is missing or differs, or is held where CI's cell is empty. */
   staleValues: z.record(z.string(), count).default({}),
   /** Profiles that need a repair (each sent once, whatever drifted). */
   profiles: count,

@@ -146,6 +146,48 @@ describe('reconcile with Braze', () => {
     expect(brazeMismatches(stack.braze, expectedAfterRepair(profiles))).toEqual([]);
   }, 120_000);
 
+  it('clears a value Braze holds where CI has an empty cell, found by a dry run first, and restores one Braze lost', async () => {
+    stack = await startTestStack({ braze: { segments: SEGMENTS, exportDelayMs: 50 }, env: { RECONCILE_POLL_SECONDS: '1' } });
+    const profiles = makeProfiles(1, 60);
+    // Profiles 7 to 9 have no first name in CI: the sync sends first_name as null, so Braze holds none.
+    for (const n of [7, 8, 9]) profiles.get(customerId(n))!.firstName = '';
+    await writeRefresh(stack.app.deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
+    await sync(stack);
+    const expected = expectedBraze([profiles]);
+    for (const n of [7, 8, 9]) delete expected.get(`external_id:${customerId(n)}`)!.first_name;
+    expect(brazeMismatches(stack.braze, expected)).toEqual([]);
+    // Someone named profile 7 in Braze, and removed profile 10's name.
+    stack.braze.profile(`external_id:${customerId(7)}`)!.first_name = 'Ana';
+    delete stack.braze.profile(`external_id:${customerId(10)}`)!.first_name;
+    const drifted = JSON.stringify([...stack.braze.profiles.entries()]);
+    const track = stack.braze.stats.trackRequests;
+
+    const preview = await reconcile(stack, { destination: 'BrazeExport', dryRun: true });
+    expect(preview.status).toBe('completed');
+    const found = JSON.parse(preview.drift!) as Drift;
+    expect(found.staleValues).toEqual({ first_name: 2 });
+    expect(found.profiles).toBe(2);
+    expect(found.sample.map((s) => [s.drift, s.attributes])).toEqual([
+      ['stale', ['first_name']],
+      ['stale', ['first_name']],
+    ]);
+    expect(stack.braze.stats.trackRequests).toBe(track);
+    expect(JSON.stringify([...stack.braze.profiles.entries()])).toBe(drifted);
+
+    const run = await reconcile(stack, { destination: 'BrazeExport' });
+    expect(run.status).toBe('completed');
+    expect((JSON.parse(run.drift!) as Drift).staleValues).toEqual({ first_name: 2 });
+    expect(run.usersDelivered).toBe(2);
+    expect(stack.braze.profile(`external_id:${customerId(7)}`)).not.toHaveProperty('first_name');
+    expect(stack.braze.profile(`external_id:${customerId(10)}`)!.first_name).toBe('First10');
+    expect(brazeMismatches(stack.braze, expected)).toEqual([]);
+
+    // Nothing in Braze where CI has nothing is no drift.
+    const clean = await reconcile(stack, { destination: 'BrazeExport' });
+    expect((JSON.parse(clean.drift!) as Drift).profiles).toBe(0);
+    expect(clean.usersEnqueued).toBe(0);
+  }, 90_000);
+
   it('never clears a Braze member that CI may list under another of its keys', async () => {
     stack = await startTestStack({ braze: { segments: SEGMENTS, exportDelayMs: 50 }, env: { RECONCILE_POLL_SECONDS: '1' } });
     const profiles = makeProfiles(1, 50);

@@ -59,4 +59,36 @@ describe("a reconcile's view of Braze's segment export", () => {
       ),
     ).toEqual([]);
   });
+
+  it('finds a value Braze holds where CI has an empty cell stale, and a value Braze lacks where CI has one; nothing on both sides is no drift', () => {
+    const names = ['first_name', 'points'];
+    const emptyFirstName = comparableHashes(names, (n) => ({ first_name: null, points: 5 })[n]);
+    const brazeHas = (user: Parameters<typeof exportedValue>[0]) => comparableHashes(names, (n) => exportedValue(user, n));
+    // Braze's export omits an attribute the user has no value for.
+    expect(staleFields(names, emptyFirstName, brazeHas({ first_name: 'Ana', custom_attributes: { points: 5 } }))).toEqual(['first_name']);
+    expect(staleFields(names, emptyFirstName, brazeHas({ custom_attributes: { points: 5 } }))).toEqual([]);
+    expect(staleFields(names, emptyFirstName, brazeHas({ first_name: null, custom_attributes: { points: 5 } }))).toEqual([]);
+    // A user without custom attributes has no custom_attributes at all in the export.
+    expect(staleFields(names, emptyFirstName, brazeHas({}))).toEqual(['points']);
+    const named = comparableHashes(names, (n) => ({ first_name: 'Ana', points: 5 })[n]);
+    expect(staleFields(names, named, brazeHas({ custom_attributes: { points: 5 } }))).toEqual(['first_name']);
+    // A view line of a run under way across a deploy shows MISSING where Braze holds no value.
+    expect(staleFields(names, emptyFirstName, `--------${brazeHas({ custom_attributes: { points: 5 } }).slice(8)}`)).toEqual([]);
+    // An e-mail that is no e-mail in CI is not sent, so a reconcile does not judge it either.
+    const brazeEmail = comparableHashes(['email'], (n) => exportedValue({ email: 'a@example.com' }, n));
+    expect(
+      staleFields(
+        ['email'],
+        comparableHashes(['email'], () => undefined),
+        brazeEmail,
+      ),
+    ).toEqual([]);
+    expect(
+      staleFields(
+        ['email'],
+        comparableHashes(['email'], () => null),
+        brazeEmail,
+      ),
+    ).toEqual(['email']);
+  });
 });
