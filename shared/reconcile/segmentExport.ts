@@ -14,7 +14,7 @@ import type { ConnectorDeps } from '../sync/deps';
 import { readSources, runDestination } from '../sync/runSources';
 import { emptyTotals, shardBlockBytes } from '../reader/mapPartition';
 import { comparableHashes, exportedUserKeys, exportedUserSchema, exportedValue, exportFieldsFor, mappedFieldNames, viewLineText } from './brazeView';
-import { archiveLines, downloadArchive, probeArchive, removeArchive } from './exportArchive';
+import { ARCHIVE_LIMITS, archiveLines, downloadArchive, probeArchive, removeArchive, type ArchiveLimits } from './exportArchive';
 
 /**
  * A reconcile's export step, one per segment: ask Braze to export the segment (once — the answer
@@ -39,8 +39,8 @@ export type ExportReadiness = { kind: 'ready'; url: string } | { kind: 'wait'; d
  */
 export async function awaitSegmentExport(deps: ConnectorDeps, run: RunRecord, g: number): Promise<ExportReadiness> {
   const segment = (await readSources(deps, run))[g];
+  const what = exportName(segment);
   const destination = runDestination(deps, run);
-  const what = `Braze's export of segment "${segment.brazeSegmentId}" (${segment.table})`;
   let ticket: ExportTicket;
   try {
     ticket = await exportTicket(deps, run, g, segment.brazeSegmentId, destination);
@@ -59,6 +59,8 @@ export async function awaitSegmentExport(deps: ConnectorDeps, run: RunRecord, g:
   }
   const state = await probeArchive(ticket.url).catch((error: unknown) => {
     if (error instanceof BrazeRetryableError) return 'notReady' as const;
+    // A download URL the connector will not fetch (plain http elsewhere than this host) never becomes one it will.
+    if (error instanceof InvalidInputError) throw new InvalidInputError(`${what}: ${error.message}`);
     throw error;
   });
   if (state === 'ready') return { kind: 'ready', url: ticket.url };
@@ -69,6 +71,11 @@ export async function awaitSegmentExport(deps: ConnectorDeps, run: RunRecord, g:
     );
   }
   return { kind: 'wait', delayMs: deps.settings.reconcile.pollMs, reason: `${what} is not ready yet` };
+}
+
+/** How a message names a segment's export: by the Braze segment and the CI table it mirrors. */
+function exportName(segment: { brazeSegmentId: string; table: string }): string {
+  return `Braze's export of segment "${segment.brazeSegmentId}" (${segment.table})`;
 }
 
 /** The export asked for this run and segment, asking Braze for it if nobody has yet. */
@@ -102,9 +109,19 @@ async function readTicket(blob: ReturnType<ConnectorDeps['storage']['stateContai
 /**
  * Reads segment `g`'s archive into the shards: each user Braze lists becomes a view line (its key
  * by the destination's matching rules, the segment, its mapped fields' hashes) in the blob of the
- * shard its key hashes to. A user no matching rule can key is counted, not guessed at.
+ * shard its key hashes to. A user no matching rule can key is counted, not guessed at. An archive
+ * that is not a readable export within `limits` fails the reconcile: reading it again would too.
  */
-export async function readSegmentExport(deps: ConnectorDeps, run: RunRecord, g: number, url: string, owner: string, signal: AbortSignal): Promise<UnitTotals> {
+export async function readSegmentExport(
+  deps: ConnectorDeps,
+  run: RunRecord,
+  g: number,
+  url: string,
+  owner: string,
+  signal: AbortSignal,
+  limits: ArchiveLimits = ARCHIVE_LIMITS,
+): Promise<UnitTotals> {
+  const what = exportName((await readSources(deps, run))[g]);
   const destination = runDestination(deps, run);
   const fieldNames = mappedFieldNames(destination);
   const state = deps.storage.stateContainer;
@@ -114,18 +131,19 @@ export async function readSegmentExport(deps: ConnectorDeps, run: RunRecord, g: 
   const file = path.join(tmpdir(), `braze-export-${run.runId}-g${g}-${owner}`);
   const totals: UnitTotals = { ...emptyTotals(), usersExported: 0, usersUnmatched: 0 };
   try {
-    if ((await downloadArchive(url, file)) === 'notReady') throw new BrazeRetryableError('the segment export disappeared before it was read', 404);
+    if ((await downloadArchive(url, file, limits, signal)) === 'notReady')
+      throw new BrazeRetryableError('the segment export disappeared before it was read', 404);
     let n = 0;
-    for await (const line of archiveLines(file)) {
+    for await (const line of archiveLines(file, limits)) {
       if (++n % 1024 === 0) signal.throwIfAborted();
       let json: unknown;
       try {
         json = JSON.parse(line.text);
       } catch {
-        throw new InvalidInputError(`Braze's export of segment ${g}: ${line.where} is not JSON`);
+        throw new InvalidInputError(`the archive's ${line.where} is not JSON`);
       }
       const parsed = exportedUserSchema.safeParse(json);
-      if (!parsed.success) throw new InvalidInputError(`Braze's export of segment ${g}: ${line.where} is not a user (${parsed.error.issues[0]?.message})`);
+      if (!parsed.success) throw new InvalidInputError(`the archive's ${line.where} is not a user (${parsed.error.issues[0]?.message})`);
       totals.usersExported! += 1;
       const keys = exportedUserKeys(parsed.data, destination);
       if (keys.length === 0) {
@@ -143,6 +161,9 @@ export async function readSegmentExport(deps: ConnectorDeps, run: RunRecord, g: 
     }
     signal.throwIfAborted();
     await Promise.all(outputs.map((output) => output.close()));
+  } catch (error) {
+    if (error instanceof InvalidInputError) throw new InvalidInputError(`${what}: ${error.message}`);
+    throw error;
   } finally {
     await removeArchive(file);
   }
