@@ -61,7 +61,7 @@ export type ConnectorRecord =
   | { connectorEvent: 'RunFailed'; runId: string; destination: string; reason: string }
   | { connectorEvent: 'RunHalted'; runId: string; destination: string; brazeStatus: number; reason: string }
   | { connectorEvent: 'RunStalled'; runId: string; destination: string; quietMinutes: number; profilesPending: number; reason: string }
-  | { connectorEvent: 'RunSuperseded'; runId: string; destination: string; supersededBy: string; previousStatus: string }
+  | { connectorEvent: 'RunSuperseded'; runId: string; destination: string; supersededBy: string; previousStatus: string; reason: string }
   | { connectorEvent: 'RunExpired'; runId: string; destination: string }
   | {
       connectorEvent: 'BatchEnded';

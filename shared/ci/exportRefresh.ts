@@ -5,7 +5,7 @@ import { segmentAttribute } from '../config/syncConfig';
 import { ExportNotReadyError, InvalidInputError } from '../errors';
 import { modelJsonPath, type ExportLocation } from './layout';
 import { z } from 'zod';
-import { blobNameFromLocation, cdmDataTypes, findEntity, MODEL_JSON_MAX_BYTES, parseModelJson } from './modelJson';
+import { blobNameFromLocation, cdmDataTypes, findEntity, MODEL_JSON_MAX_BYTES, parseModelJson, type ModelJson } from './modelJson';
 import { csvFormatOf } from './partitionReader';
 
 export const partitionRefSchema = z.strictObject({
@@ -38,6 +38,11 @@ export interface ExportRefresh extends ExportLocation {
   refreshKey: string;
   /** Newest run folder (`YYYY/MM/DD/HHMM`) among the partitions, for people to read. */
   label: string;
+  /**
+   * When CI took this snapshot (ISO 8601, UTC), to order refreshes: the newest snapshot wins in
+   * Braze. Empty when nothing tells (then no refresh is taken for older than another).
+   */
+  refreshTime: string;
   segments: SegmentRefresh[];
 }
 
@@ -122,7 +127,46 @@ export async function resolveRefresh(container: ContainerClient, location: Expor
     .flatMap((s) => s.partitions.map((p) => runFolderOf(p.blobName)))
     .filter(Boolean)
     .sort();
-  return { ...location, modelJsonPath: path, refreshKey, label: folders.at(-1) ?? 'unknown', segments };
+  const refreshTime = snapshotTime(folders.at(-1), model, destination);
+  return { ...location, modelJsonPath: path, refreshKey, label: folders.at(-1) ?? 'unknown', refreshTime, segments };
+}
+
+/**
+ * When the snapshot was taken, from what CI says about it — never from when its blobs were written,
+ * which a late copy or a re-upload by hand makes look new. CI names each refresh's run folder after
+ * its time (`YYYY/MM/DD/HHMM`, UTC): the newest folder among the partitions read. Without CI's
+ * layout (a CDM folder written by other tools), the newest `refreshTime` of the configured entities'
+ * partitions, else model.json's `modifiedTime`.
+ */
+function snapshotTime(newestFolder: string | undefined, model: ModelJson, destination: DestinationConfig): string {
+  const fromFolder = newestFolder ? runFolderTime(newestFolder) : undefined;
+  if (fromFolder) return fromFolder;
+  const times: string[] = [];
+  for (const segment of destination.segments) {
+    for (const partition of findEntity(model, segment.table)?.partitions ?? []) {
+      const time = isoTime(partition.refreshTime);
+      if (time) times.push(time);
+    }
+  }
+  return times.sort().at(-1) ?? isoTime(model.modifiedTime) ?? '';
+}
+
+/** `YYYY/MM/DD/HHMM` → ISO 8601 UTC, or undefined for a folder that is no date. */
+export function runFolderTime(folder: string): string | undefined {
+  const match = /^(\d{4})\/(\d{2})\/(\d{2})\/(\d{2})(\d{2})$/.exec(folder);
+  if (!match) return undefined;
+  const [, year, month, day, hour, minute] = match.map(Number);
+  const time = new Date(Date.UTC(year, month - 1, day, hour, minute));
+  // Date.UTC rolls 2026/02/31 over into March: such a folder is no date.
+  if (time.getUTCMonth() !== month - 1 || time.getUTCDate() !== day || hour > 23 || minute > 59) return undefined;
+  return time.toISOString();
+}
+
+function isoTime(text: string | undefined): string | undefined {
+  if (!text) return undefined;
+  // A time without a zone is UTC, as CI writes it, whatever the machine's time zone.
+  const ms = Date.parse(/^\d{4}-\d{2}-\d{2}T[\d:.]+$/.test(text) ? `${text}Z` : text);
+  return Number.isNaN(ms) ? undefined : new Date(ms).toISOString();
 }
 
 async function describePartition(container: ContainerClient, blobName: string, format: PartitionRef['format'], modelPath: string): Promise<PartitionRef> {

@@ -17,6 +17,24 @@ export interface StatePointer {
   runId: string;
   runCreatedAt: string;
   profiles: number;
+  /** When CI took the snapshot Braze now holds (ISO 8601 UTC); absent on pointers written by an older version. */
+  refreshTime?: string;
+  /** The refresh's run folder, for people to read. */
+  refreshLabel?: string;
+  /** The lock generation of the run that wrote it; absent on pointers written by an older version. */
+  generation?: number;
+  etag?: string;
+}
+
+/**
+ * The destination's lock as read: the run holding it (none when free) and its generation, which
+ * every claim raises by one — so the runs that held a destination are ordered exactly, whatever
+ * their clocks or the order their finalizers end in.
+ */
+export interface DestinationLock {
+  runId?: string;
+  generation: number;
+  /** Absent when the destination was never claimed (no lock row yet). */
   etag?: string;
 }
 
@@ -34,37 +52,60 @@ export class DestinationStore {
     private readonly clock: Clock,
   ) {}
 
-  /** The run that currently owns a destination, if any. */
-  async activeRun(modelJsonPath: string): Promise<{ runId: string; etag?: string } | undefined> {
-    const lock = await readEntity<{ runId: string }>(this.table, LOCK_PARTITION, destinationRow(modelJsonPath));
-    return lock && { runId: lock.runId, etag: lock.etag };
+  async lock(modelJsonPath: string): Promise<DestinationLock> {
+    const row = await readEntity<{ runId?: string; generation?: number }>(this.table, LOCK_PARTITION, destinationRow(modelJsonPath));
+    if (!row) return { generation: 0 };
+    return { runId: row.runId || undefined, generation: Number(row.generation ?? 0), etag: row.etag };
   }
 
-  /** Takes the destination for a run, replacing the lock it saw (if any); false when another write got there first. */
-  async claim(modelJsonPath: string, runId: string, seen: { etag?: string } | undefined): Promise<boolean> {
-    const entity = { partitionKey: LOCK_PARTITION, rowKey: destinationRow(modelJsonPath), runId };
+  /** The run that currently owns a destination, if any. */
+  async activeRun(modelJsonPath: string): Promise<string | undefined> {
+    return (await this.lock(modelJsonPath)).runId;
+  }
+
+  /**
+   * Takes the destination for a run if the lock is still as `seen` (the same ETag, or still
+   * absent): answers the generation taken, or undefined when another write got there first.
+   */
+  async claim(modelJsonPath: string, runId: string, seen: DestinationLock): Promise<number | undefined> {
+    const generation = seen.generation + 1;
+    const entity = { partitionKey: LOCK_PARTITION, rowKey: destinationRow(modelJsonPath), runId, generation };
     try {
-      if (seen?.etag) await this.table.updateEntity(entity, 'Replace', { etag: seen.etag });
+      if (seen.etag) await this.table.updateEntity(entity, 'Replace', { etag: seen.etag });
       else await this.table.createEntity(entity);
-      return true;
+      return generation;
     } catch (error) {
-      if (isConflict(error)) return false;
+      // A lock row deleted by an older version's release is gone: the next read sees it absent.
+      if (isConflict(error) || isNotFound(error)) return undefined;
       throw error;
     }
   }
 
+  /** Frees the destination if `runId` holds it; the row stays, keeping its generation. */
   async release(modelJsonPath: string, runId: string): Promise<void> {
-    const lock = await this.activeRun(modelJsonPath);
-    if (!lock || lock.runId !== runId) return;
-    try {
-      await this.table.deleteEntity(LOCK_PARTITION, destinationRow(modelJsonPath), { etag: lock.etag });
-    } catch (error) {
-      if (!isConflict(error) && !isNotFound(error)) throw error;
-    }
+    await retryOnConflict(
+      'destination lock',
+      async () => {
+        const lock = await this.lock(modelJsonPath);
+        if (lock.runId !== runId || !lock.etag) return;
+        const entity = { partitionKey: LOCK_PARTITION, rowKey: destinationRow(modelJsonPath), runId: '', generation: lock.generation };
+        try {
+          await this.table.updateEntity(entity, 'Replace', { etag: lock.etag });
+        } catch (error) {
+          if (!isNotFound(error)) throw error;
+        }
+      },
+      this.clock.sleep,
+    );
   }
 
   async statePointer(modelJsonPath: string): Promise<StatePointer | undefined> {
-    const entity = await readEntity<Omit<StatePointer, 'etag'>>(this.table, STATE_PARTITION, destinationRow(modelJsonPath));
+    return this.statePointerOfKey(destinationRow(modelJsonPath));
+  }
+
+  /** The state pointer by the destination's key (the folder its state lives under: `state/<key>/`). */
+  async statePointerOfKey(destinationKey: string): Promise<StatePointer | undefined> {
+    const entity = await readEntity<Omit<StatePointer, 'etag'>>(this.table, STATE_PARTITION, destinationKey);
     if (!entity) return undefined;
     return {
       blobName: entity.blobName,
@@ -72,21 +113,25 @@ export class DestinationStore {
       runId: entity.runId,
       runCreatedAt: entity.runCreatedAt,
       profiles: Number(entity.profiles),
+      refreshTime: entity.refreshTime || undefined,
+      refreshLabel: entity.refreshLabel || undefined,
+      generation: entity.generation === undefined ? undefined : Number(entity.generation),
       etag: entity.etag,
     };
   }
 
   /**
-   * Points the destination at a new state blob, unless a run that started later already wrote
-   * one: an old run finishing late must not roll the state back.
+   * Points the destination at a new state blob, unless a run that held the destination after this
+   * one already wrote one: a run finishing late must not roll the state back.
    */
   async switchStatePointer(modelJsonPath: string, next: Omit<StatePointer, 'etag'>): Promise<{ switched: boolean; previous?: StatePointer }> {
     return retryOnConflict(
       'delivered state pointer',
       async () => {
         const previous = await this.statePointer(modelJsonPath);
-        if (previous && previous.runId !== next.runId && previous.runCreatedAt > next.runCreatedAt) return { switched: false, previous };
-        const entity = { partitionKey: STATE_PARTITION, rowKey: destinationRow(modelJsonPath), ...next };
+        if (previous && previous.runId !== next.runId && wroteLater(previous, next)) return { switched: false, previous };
+        const fields = Object.fromEntries(Object.entries(next).filter(([, value]) => value !== undefined));
+        const entity = { partitionKey: STATE_PARTITION, rowKey: destinationRow(modelJsonPath), ...fields };
         if (previous) await this.table.updateEntity(entity, 'Replace', { etag: previous.etag });
         else await this.table.createEntity(entity);
         return { switched: true, previous };
@@ -94,4 +139,13 @@ export class DestinationStore {
       this.clock.sleep,
     );
   }
+}
+
+/**
+ * `a` held the destination after `b`: by lock generation when both have one (exact), else by when
+ * the runs were created (pointers and runs of an older version).
+ */
+export function wroteLater(a: Pick<StatePointer, 'generation' | 'runCreatedAt'>, b: Pick<StatePointer, 'generation' | 'runCreatedAt'>): boolean {
+  if (a.generation && b.generation) return a.generation > b.generation;
+  return a.runCreatedAt > b.runCreatedAt;
 }

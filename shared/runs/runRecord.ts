@@ -1,4 +1,5 @@
 import { z } from 'zod';
+import { runFolderTime } from '../ci/exportRefresh';
 
 export const runStatuses = ['queued', 'enqueuing', 'sending', 'finalizing', 'completed', 'halted', 'stalled', 'failed', 'superseded'] as const;
 export type RunStatus = (typeof runStatuses)[number];
@@ -22,8 +23,11 @@ export const runTransitions = {
   stall: { sending: 'stalled' },
   /** POST /api/runs/{id}/resume. A completed run is resumed to retry the profiles that failed. */
   resume: { halted: 'sending', stalled: 'sending', completed: 'sending' },
-  /** A newer refresh of the destination takes over from a run that cannot finish by itself. */
-  supersede: { halted: 'superseded', stalled: 'superseded' },
+  /**
+   * A newer refresh of the destination takes over from a run that cannot finish by itself, or from
+   * one that has not started (a queued run of an older refresh; a run older than what was delivered).
+   */
+  supersede: { queued: 'superseded', halted: 'superseded', stalled: 'superseded' },
   /** Bad input: nothing more can be done with this refresh. */
   fail: { queued: 'failed', enqueuing: 'failed', sending: 'failed', halted: 'failed', stalled: 'failed' },
   /** Every profile has an ending: one finalizer writes the state and the report. */
@@ -79,6 +83,12 @@ export const runRecordSchema = runCountsSchema.extend({
   modelJsonPath: z.string(),
   refreshKey: z.string(),
   refreshLabel: z.string().default(''),
+  /** When CI took the refresh's snapshot (ISO 8601 UTC; empty when unknown): a run never sends a snapshot older than the delivered one. */
+  refreshTime: z.string().default(''),
+  /** The destination lock's generation this run claimed (0 until it claims): orders the runs that write the delivered state. */
+  generation: z.number().int().min(0).default(0),
+  /** A forced run sent a refresh older than the one Braze held: says which, for the status. */
+  olderThanDelivered: z.string().optional(),
   force: z.boolean().default(false),
   /** A preview: read, map and diff as a run would, send nothing, leave the delivered state alone. */
   dryRun: z.boolean().default(false),
@@ -97,6 +107,12 @@ export const runRecordSchema = runCountsSchema.extend({
   shards: z.number().int().min(0).default(0),
   /** The delivered state was of an older format: every profile was sent in full. */
   stateFallback: z.boolean().default(false),
+  /**
+   * JSON: the delivered state the run diffs against, as the destination's pointer named it when the
+   * run was planned (`null`: none) — read once, so every shard of a run (a dry run too, which holds
+   * no lock) diffs against the same state. Absent until planned, and on runs of an older version.
+   */
+  stateBase: z.string().optional(),
   error: z.string().optional(),
   supersededBy: z.string().optional(),
   /** JSON: reason → rows, input and Braze rejects together (assembled from the run and its counter shards). */
@@ -119,6 +135,17 @@ export function reasonCounts(run: Pick<RunRecord, 'rejectedByReason'>): Record<s
   } catch {
     return {};
   }
+}
+
+/** When CI took the run's snapshot; from its run folder for a run recorded before it kept the time; empty when unknown. */
+export function refreshTimeOf(run: Pick<RunRecord, 'refreshTime' | 'refreshLabel'>): string {
+  return run.refreshTime || runFolderTime(run.refreshLabel) || '';
+}
+
+/** `a`'s snapshot was taken before `b`'s (false when either time is unknown: nothing is refused on a guess). */
+export function isOlderRefresh(a: Pick<RunRecord, 'refreshTime' | 'refreshLabel'>, b: Pick<RunRecord, 'refreshTime' | 'refreshLabel'>): boolean {
+  const [at, bt] = [refreshTimeOf(a), refreshTimeOf(b)];
+  return at !== '' && bt !== '' && at < bt;
 }
 
 /** No more work will happen for the run by itself. `completed` can still be resumed to retry failed profiles. */
@@ -160,6 +187,7 @@ export function runSummary(run: RunRecord, nowMs = Date.now()) {
     destination: run.destination,
     instance: run.instance,
     refresh: run.refreshLabel,
+    refreshTime: run.refreshTime || undefined,
     force: run.force,
     dryRun: run.dryRun,
     reconcile: run.reconcile,
@@ -172,9 +200,11 @@ export function runSummary(run: RunRecord, nowMs = Date.now()) {
       ? run.reconcile
         ? `dry-run reconcile: nothing was repaired; the drift report is at /api/runs/${run.runId}/preview`
         : `dry run: nothing was sent; the preview is at /api/runs/${run.runId}/preview`
-      : run.stateFallback
-        ? 'the delivered state was written by an older version: every profile was sent in full'
-        : undefined,
+      : run.olderThanDelivered
+        ? run.olderThanDelivered
+        : run.stateFallback
+          ? 'the delivered state was written by an older version: every profile was sent in full'
+          : undefined,
     error: run.error,
     supersededBy: run.supersededBy,
     progress: runProgress(run, nowMs),

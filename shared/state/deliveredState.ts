@@ -59,6 +59,24 @@ export function stateFolder(modelJsonPath: string, runId: string): string {
   return `state/${destinationKey(modelJsonPath)}/${runId}/`;
 }
 
+/**
+ * Deletes what a run wrote of a destination's state (its shards' states and its manifest): the run
+ * ended without its state becoming the destination's, or a newer state replaced it. Those blobs
+ * hold profile keys and e-mails, so none is left behind.
+ */
+export async function deleteStateFolder(container: ContainerClient, modelJsonPath: string, runId: string): Promise<number> {
+  let deleted = 0;
+  for await (const item of container.listBlobsFlat({ prefix: stateFolder(modelJsonPath, runId) })) {
+    try {
+      await container.deleteBlob(item.name);
+      deleted += 1;
+    } catch (error) {
+      if (!isNotFound(error)) throw error;
+    }
+  }
+  return deleted;
+}
+
 export function manifestBlobName(modelJsonPath: string, runId: string): string {
   return `${stateFolder(modelJsonPath, runId)}manifest.json`;
 }

@@ -10,7 +10,9 @@ import type { RunCounts } from '../runs/runRecord';
 import type { BatchOutcome } from '../runs/runTable';
 import { isTerminal, statusAfter, type RunRecord } from '../runs/runRecord';
 import type { UnitKind, UnitRecord, UnitTotals } from '../runs/unitLedger';
-import { readPreviousState, shardCountFor } from '../state/deliveredState';
+import { deleteStateFolder, readPreviousState, shardCountFor } from '../state/deliveredState';
+import { claimDestination } from './claimDestination';
+import { runStateBase, stateBaseText } from './stateBase';
 import { reconcileShard } from '../reconcile/reconcileShard';
 import { awaitSegmentExport, readSegmentExport, type ExportReadiness } from '../reconcile/segmentExport';
 import { sendToQueue } from '../storage/queueSend';
@@ -42,16 +44,26 @@ export async function enqueueRun(deps: ConnectorDeps, runId: string): Promise<Ru
   }
   if (isTerminal(run.status) || run.status === 'finalizing' || run.enqueueDone) return { kind: 'done' };
   // A preview changes nothing of the destination: it neither waits for nor holds its lock.
-  const waiting = run.dryRun ? undefined : await claimDestination(deps, run);
-  if (waiting) return waiting;
+  if (!run.dryRun) {
+    const claim = await claimDestination(deps, run);
+    if (claim.kind === 'wait') return { kind: 'deferred', delayMs: claim.delayMs, reason: claim.reason };
+    if (claim.kind === 'superseded') return { kind: 'done' };
+    run = claim.run;
+  }
   if (run.shards === 0) {
-    const previous = await readPreviousState(deps.storage.stateContainer, await deps.destinations.statePointer(run.modelJsonPath));
+    // The state is read once, here: every shard diffs against this one, whatever moves meanwhile.
+    const pointer = await deps.destinations.statePointer(run.modelJsonPath);
+    const previous = await readPreviousState(deps.storage.stateContainer, pointer);
     const segments = await readSources(deps, run);
     const bytes = segments.reduce((n, s) => n + s.partitions.reduce((m, p) => m + p.sizeBytes, 0), 0);
     const estimate =
       previous.format === 2 ? previous.manifest.profiles : previous.format === 1 ? previous.profiles : Math.ceil(bytes / BYTES_PER_PROFILE_ESTIMATE);
     const shards = shardCountFor(estimate, previous, deps.settings.profilesPerShard);
-    ({ run } = await deps.runs.update(runId, (current) => (current.shards === 0 ? { shards, event: 'startEnqueue' } : undefined)));
+    ({ run } = await deps.runs.update(runId, (current) =>
+      current.shards === 0 && current.status === 'queued' ? { shards, stateBase: stateBaseText(pointer), event: 'startEnqueue' } : undefined,
+    ));
+    // Superseded while it planned (a newer refresh took over before it started): nothing to read.
+    if (isTerminal(run.status)) return { kind: 'done' };
     deps.log.info(`run ${runId}: ${partitionList(segments).length} partitions into ${run.shards} shards`);
   }
   await advance(deps, run);
@@ -158,7 +170,7 @@ async function claimAndRun(deps: ConnectorDeps, run: RunRecord, kind: UnitKind, 
     totals = await holdingUnit(deps, runId, kind, index, owner, async (signal) => {
       if (kind === 'map') return mapPartition(deps, run, index, owner, signal);
       if (kind === 'export') return readSegmentExport(deps, run, index, inputs.exportUrl!, owner, signal);
-      const previous = await readPreviousState(deps.storage.stateContainer, await deps.destinations.statePointer(run.modelJsonPath));
+      const previous = await runStateBase(deps, run);
       if (run.reconcile)
         return reconcileShard(deps, run, index, owner, inputs.mapOwners!, inputs.exportOwners!, inputs.fallbackKeyed ?? false, previous, signal);
       return diffShard(deps, run, index, owner, inputs.mapOwners!, previous, signal);
@@ -174,13 +186,17 @@ async function claimAndRun(deps: ConnectorDeps, run: RunRecord, kind: UnitKind, 
     deps.log.warn(`run ${runId}: ${kind} ${index} was taken over while it worked; the other owner's result counts`);
     return { kind: 'done' };
   }
-  if (kind === 'map' || kind === 'export') {
+  if (kind === 'shard') {
+    // A diff step's end is progress: the sweep restarts only a run nothing happens to.
+    await deps.runs.update(runId, (current) => (isTerminal(current.status) || current.enqueueDone ? undefined : {}));
+  } else {
     const segments = await readSources(deps, run);
     const maps = await deps.units.list(runId, 'map');
-    // How far the reading is, for the status API.
+    // How far the reading is, for the status API (and progress, for the sweep).
     const rowsRead = maps.reduce((n, u) => n + (u.totals?.rowsRead ?? 0), 0);
-    if (kind === 'map')
-      await deps.runs.update(runId, (current) => (current.enqueueDone || current.rowsReadSoFar >= rowsRead ? undefined : { rowsReadSoFar: rowsRead }));
+    await deps.runs.update(runId, (current) =>
+      isTerminal(current.status) || current.enqueueDone ? undefined : kind === 'map' && current.rowsReadSoFar < rowsRead ? { rowsReadSoFar: rowsRead } : {},
+    );
     // Only the step that finds every other one of the first phase done moves the run on.
     if (doneIndexes(maps).size < partitionList(segments).length) return { kind: 'done' };
     if (run.reconcile && doneIndexes(await deps.units.list(runId, 'export')).size < segments.length) return { kind: 'done' };
@@ -381,43 +397,5 @@ async function failRun(deps: ConnectorDeps, run: RunRecord, error: InvalidInputE
   deps.log.record({ connectorEvent: 'RunFailed', runId: run.runId, destination: run.destination, reason: error.message });
   await deps.destinations.release(run.modelJsonPath, run.runId);
   await deleteWorkingBlobs(deps.storage.stateContainer, run.runId);
-}
-
-/**
- * One run at a time per export destination, so each diff starts from the state the previous run
- * left. A run that cannot finish by itself (halted on bad credentials, stalled) is superseded:
- * the newer snapshot re-sends whatever it missed.
- */
-async function claimDestination(deps: ConnectorDeps, run: RunRecord): Promise<RunStepResult | undefined> {
-  const lock = await deps.destinations.activeRun(run.modelJsonPath);
-  if (lock?.runId === run.runId) return undefined;
-  if (lock) {
-    const other = await deps.runs.get(lock.runId);
-    if (other && !isTerminal(other.status)) {
-      if (!statusAfter(other.status, 'supersede')) {
-        return { kind: 'deferred', delayMs: 15_000, reason: `waiting for run ${other.runId} of the same destination to finish` };
-      }
-      const superseded = await deps.runs.update(other.runId, (current) =>
-        statusAfter(current.status, 'supersede')
-          ? { event: 'supersede', supersededBy: run.runId, finishedAt: new Date(deps.clock.now()).toISOString(), leaseOwner: undefined, leaseUntil: undefined }
-          : undefined,
-      );
-      if (superseded.changed) {
-        // Its parked profiles will never be sent by it: they count as failed (the newer run covers them).
-        const { rowsParked, usersParked } = superseded.run;
-        await deps.runs.adjustCounters(other.runId, { rowsFailed: rowsParked, usersFailed: usersParked, rowsParked: -rowsParked, usersParked: -usersParked });
-        await deleteWorkingBlobs(deps.storage.stateContainer, other.runId);
-        deps.log.warn(`run ${other.runId} was ${other.status}; superseded by ${run.runId}, which sends the newer snapshot instead`);
-        deps.log.record({
-          connectorEvent: 'RunSuperseded',
-          runId: other.runId,
-          destination: other.destination,
-          supersededBy: run.runId,
-          previousStatus: other.status,
-        });
-      }
-    }
-  }
-  const claimed = await deps.destinations.claim(run.modelJsonPath, run.runId, lock);
-  return claimed ? undefined : { kind: 'deferred', delayMs: 2_000, reason: 'another run claimed the destination first' };
+  await deleteStateFolder(deps.storage.stateContainer, run.modelJsonPath, run.runId);
 }

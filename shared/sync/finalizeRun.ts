@@ -1,8 +1,7 @@
 import { encodeMessage } from '../queue/messages';
-import type { ContainerClient } from '@azure/storage-blob';
 import { composeRejectsReport } from '../runs/rejectsReport';
 import { deleteWorkingBlobs, mapPartName, newToken, sentBlobName, shardPartName } from '../runs/runBlobs';
-import { statusAfter, type RunRecord } from '../runs/runRecord';
+import { refreshTimeOf, statusAfter, type RunRecord } from '../runs/runRecord';
 import type { UnitRecord } from '../runs/unitLedger';
 import {
   loadUndelivered,
@@ -10,13 +9,14 @@ import {
   restoreUndelivered,
   shardOfHash,
   shardStateBlobName,
-  stateFolder,
+  deleteStateFolder,
   STATE_FORMAT,
   type StateManifest,
 } from '../state/deliveredState';
 import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from './deps';
 import { holdingLease, leaseEnd, leaseHeld } from './lease';
+import { stateStillRead } from './stateBase';
 
 /** Profiles with an ending: delivered, rejected or failed (parked ones wait for a resume). */
 function endedUsers(run: RunRecord): number {
@@ -88,22 +88,24 @@ async function writeDeliveredState(
     runId: run.runId,
     runCreatedAt: run.createdAt,
     profiles,
+    refreshTime: refreshTimeOf(run) || undefined,
+    refreshLabel: run.refreshLabel,
+    generation: run.generation || undefined,
   });
   if (!switched.switched) {
-    await deleteByPrefix(container, stateFolder(run.modelJsonPath, run.runId));
+    await deleteStateFolder(container, run.modelJsonPath, run.runId);
     deps.log.warn(`run ${run.runId}: a newer run already wrote the delivered state; keeping that one`);
     return;
   }
   const previous = switched.previous;
   if (!previous || previous.runId === run.runId) return;
-  if (previous.format === STATE_FORMAT) await deleteByPrefix(container, stateFolder(run.modelJsonPath, previous.runId));
+  // A dry run may be diffing against the state just replaced: the sweep deletes it once none is.
+  if (await stateStillRead(deps, run.modelJsonPath, previous.runId))
+    deps.log.info(`run ${run.runId}: the replaced state of run ${previous.runId} is kept while a dry run reads it`);
+  else if (previous.format === STATE_FORMAT) await deleteStateFolder(container, run.modelJsonPath, previous.runId);
   else await container.getBlobClient(previous.blobName).deleteIfExists();
   // The run that wrote the previous state can no longer be resumed: its working blobs go.
   await deleteWorkingBlobs(container, previous.runId);
-}
-
-async function deleteByPrefix(container: ContainerClient, prefix: string): Promise<void> {
-  for await (const item of container.listBlobsFlat({ prefix })) await container.deleteBlob(item.name).catch(() => undefined);
 }
 
 /**

@@ -3,6 +3,7 @@ import { parkedPrefix } from '../runs/runBlobs';
 import { statusAfter, type RunRecord } from '../runs/runRecord';
 import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from './deps';
+import { wroteLater } from '../runs/destinationStore';
 import { requestFinalizeIfComplete } from './finalizeRun';
 
 export type ResumeOutcome =
@@ -27,14 +28,15 @@ export async function resumeRun(deps: ConnectorDeps, runId: string): Promise<Res
   if (run.status === 'failed') return refuse(`run ${runId} failed (${run.error ?? 'bad input'}); start a new sync once the cause is fixed`);
   if (run.status === 'completed' && run.usersFailed === 0) return refuse(`run ${runId} completed with every profile delivered or rejected; nothing to resume`);
   const pointer = await deps.destinations.statePointer(run.modelJsonPath);
-  if (pointer && pointer.runId !== runId && pointer.runCreatedAt > run.createdAt) {
+  if (pointer && pointer.runId !== runId && wroteLater(pointer, { generation: run.generation, runCreatedAt: run.createdAt })) {
     return refuse(
       `run ${pointer.runId} synced a newer refresh of ${run.destination} after this run; resuming would re-send this run's older snapshot over it. Its failed profiles are re-sent by the next refresh (or POST /api/sync with {"force": true})`,
     );
   }
-  const lock = await deps.destinations.activeRun(run.modelJsonPath);
-  if (lock && lock.runId !== runId) return refuse(`run ${lock.runId} now owns destination ${run.destination}; resume that one instead`);
-  if (!lock && !(await deps.destinations.claim(run.modelJsonPath, runId, undefined))) return refuse(`another run just claimed destination ${run.destination}`);
+  const lock = await deps.destinations.lock(run.modelJsonPath);
+  if (lock.runId && lock.runId !== runId) return refuse(`run ${lock.runId} now owns destination ${run.destination}; resume that one instead`);
+  if (!lock.runId && (await deps.destinations.claim(run.modelJsonPath, runId, lock)) === undefined)
+    return refuse(`another run just claimed destination ${run.destination}`);
 
   // The run goes back to sending before its batches do, so they are not parked again.
   const wasStalled = run.status === 'stalled';

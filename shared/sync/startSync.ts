@@ -160,6 +160,8 @@ async function createRun(
     modelJsonPath: refresh.modelJsonPath,
     refreshKey: refresh.refreshKey,
     refreshLabel: refresh.label,
+    refreshTime: refresh.refreshTime,
+    generation: 0,
     force,
     dryRun,
     reconcile,

@@ -1,6 +1,10 @@
 import { encodeMessage } from '../queue/messages';
 import { isTerminal, statusAfter } from '../runs/runRecord';
 import { deleteRunFolder } from '../runs/runBlobs';
+import { isRunId } from '../runs/runStore';
+import { destinationKey } from '../state/deliveredState';
+import { isNotFound } from '../storage/storageErrors';
+import { stateStillRead } from './stateBase';
 import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from './deps';
 import { isRunComplete } from './finalizeRun';
@@ -18,6 +22,8 @@ export interface SweepOutcome {
   stalled: { runId: string; quietMinutes: number }[];
   /** Ended runs older than RUN_RETENTION_DAYS, removed with their blobs. */
   expired: string[];
+  /** Runs whose delivered-state folder was deleted: neither the destination's state nor read by anyone. */
+  statesDeleted: string[];
 }
 
 /**
@@ -27,7 +33,7 @@ export interface SweepOutcome {
  * `stalled`, which a resume or a newer refresh of the destination gets out of.
  */
 export async function sweepRuns(deps: ConnectorDeps): Promise<SweepOutcome> {
-  const outcome: SweepOutcome = { restarted: [], finalizing: [], stalled: [], expired: [] };
+  const outcome: SweepOutcome = { restarted: [], finalizing: [], stalled: [], expired: [], statesDeleted: [] };
   const now = deps.clock.now();
   for (const run of await deps.runs.listRuns()) {
     if (isTerminal(run.status) && now - Date.parse(run.finishedAt ?? run.updatedAt) > deps.settings.runRetentionMs) {
@@ -47,7 +53,8 @@ export async function sweepRuns(deps: ConnectorDeps): Promise<SweepOutcome> {
       continue;
     }
     if (!run.enqueueDone) {
-      if (!leaseHeld(run, now) && now - Date.parse(run.updatedAt) > STALE_MS) {
+      // A step still working (a long diff step renews its claim, not the run) is no crash.
+      if (!leaseHeld(run, now) && now - Date.parse(run.updatedAt) > STALE_MS && !(await stepWorking(deps, run.runId, now))) {
         await sendToQueue(deps.storage.runQueue, encodeMessage({ kind: 'startRun', runId: run.runId }));
         outcome.restarted.push(run.runId);
       }
@@ -79,5 +86,66 @@ export async function sweepRuns(deps: ConnectorDeps): Promise<SweepOutcome> {
       }
     }
   }
+  outcome.statesDeleted = await sweepStateFolders(deps);
   return outcome;
+}
+
+/** Whether any step of the run (map, export, diff) holds a live claim. */
+async function stepWorking(deps: ConnectorDeps, runId: string, now: number): Promise<boolean> {
+  for (const kind of ['map', 'export', 'shard'] as const) {
+    if ((await deps.units.list(runId, kind)).some((u) => u.state === 'working' && Date.parse(u.claimUntil) > now)) return true;
+  }
+  return false;
+}
+
+/**
+ * Deletes the state folders (`state/<destination>/<run>/`, profile keys and e-mails) nothing needs:
+ * a run's that ended without its state becoming the destination's, or whose state was replaced while
+ * a dry run still read it, or that a crash left behind. Kept: the destination's current state, the
+ * folder of a run that has not ended (it may still write or finalize), and one a dry run may read.
+ * The order of the reads matters: a run's record (ended?) before the pointer (a finalizer moves the
+ * pointer before the run ends), and the pointer before the dry runs (one that read a pointer before
+ * it moved is listed by then).
+ */
+export async function sweepStateFolders(deps: ConnectorDeps): Promise<string[]> {
+  const container = deps.storage.stateContainer;
+  const candidates: { key: string; runId: string; modelJsonPath?: string }[] = [];
+  for await (const destination of container.listBlobsByHierarchy('/', { prefix: 'state/' })) {
+    if (destination.kind !== 'prefix') continue;
+    for await (const folder of container.listBlobsByHierarchy('/', { prefix: destination.name })) {
+      if (folder.kind !== 'prefix') continue;
+      const runId = folder.name.slice(destination.name.length).replace(/\/$/, '');
+      if (!isRunId(runId)) continue;
+      const run = await deps.runs.get(runId);
+      if (run && !isTerminal(run.status)) continue;
+      candidates.push({ key: destination.name.slice('state/'.length).replace(/\/$/, ''), runId, modelJsonPath: run?.modelJsonPath });
+    }
+  }
+  const unpointed = [];
+  for (const candidate of candidates) {
+    const pointer = await deps.destinations.statePointerOfKey(candidate.key);
+    if (pointer?.runId !== candidate.runId) unpointed.push(candidate);
+  }
+  const deleted: string[] = [];
+  for (const candidate of unpointed) {
+    if (candidate.modelJsonPath && (await stateStillRead(deps, candidate.modelJsonPath, candidate.runId))) continue;
+    if (!candidate.modelJsonPath && (await anyDryRunReading(deps, candidate.key))) continue;
+    let blobs = 0;
+    for await (const item of container.listBlobsFlat({ prefix: `state/${candidate.key}/${candidate.runId}/` })) {
+      await container.deleteBlob(item.name).catch((error: unknown) => {
+        if (!isNotFound(error)) throw error;
+      });
+      blobs += 1;
+    }
+    if (blobs > 0) {
+      deleted.push(candidate.runId);
+      deps.log.info(`sweep: deleted the delivered-state folder of run ${candidate.runId} (${blobs} blobs): no longer the destination's state`);
+    }
+  }
+  return deleted;
+}
+
+/** A run expired with its record: whether a dry run of the destination its folder belongs to is under way (then keep it). */
+async function anyDryRunReading(deps: ConnectorDeps, key: string): Promise<boolean> {
+  return (await deps.runs.listRuns()).some((run) => run.dryRun && !isTerminal(run.status) && destinationKey(run.modelJsonPath) === key);
 }

@@ -14,9 +14,9 @@ describe('run statuses move only along the transition table', () => {
     expect(statusAfter('failed', 'resume')).toBeUndefined();
     expect(statusAfter('superseded', 'resume')).toBeUndefined();
   });
-  it('lets only runs that cannot finish by themselves be superseded', () => {
+  it('lets only runs that cannot finish by themselves, or have not started, be superseded', () => {
     const supersedable = runStatuses.filter((s) => statusAfter(s, 'supersede'));
-    expect(supersedable.sort()).toEqual(['halted', 'stalled']);
+    expect(supersedable.sort()).toEqual(['halted', 'queued', 'stalled']);
   });
   it('marks only a sending run stalled, and a resume or a finalize gets it out', () => {
     expect(runStatuses.filter((s) => statusAfter(s, 'stall'))).toEqual(['sending']);

@@ -1,0 +1,119 @@
+import { deleteWorkingBlobs } from '../runs/runBlobs';
+import { isOlderRefresh, isTerminal, refreshTimeOf, statusAfter, type RunRecord } from '../runs/runRecord';
+import type { StatePointer } from '../runs/destinationStore';
+import { deleteStateFolder } from '../state/deliveredState';
+import type { ConnectorDeps } from './deps';
+
+export type ClaimOutcome =
+  | { kind: 'claimed'; run: RunRecord }
+  /** Another run holds the destination and must finish (or be superseded) first. */
+  | { kind: 'wait'; delayMs: number; reason: string }
+  /** This run must not send: a newer snapshot is in Braze or on its way. It has ended `superseded`. */
+  | { kind: 'superseded'; reason: string };
+
+/**
+ * One run at a time per export destination, so each diff starts from the state the previous run
+ * left — and the newest snapshot wins, whatever order the runs arrive in:
+ * - a run older than the one holding the destination, or than the snapshot Braze already holds,
+ *   ends `superseded` with the reason and sends nothing (unless forced: then its status says so);
+ * - a run that cannot finish by itself (halted, stalled, never started) is superseded by a newer
+ *   one, and the lock is taken only if that supersede applied — a run that moved on meanwhile
+ *   (a late batch finished it, an operator resumed it) keeps the destination;
+ * - the run that takes the destination supersedes the queued runs of older refreshes.
+ */
+export async function claimDestination(deps: ConnectorDeps, run: RunRecord): Promise<ClaimOutcome> {
+  const path = run.modelJsonPath;
+  const lock = await deps.destinations.lock(path);
+  if (lock.runId === run.runId) return { kind: 'claimed', run };
+  if (lock.runId) {
+    const holder = await deps.runs.get(lock.runId);
+    if (holder && !isTerminal(holder.status)) {
+      if (!run.force && isOlderRefresh(run, holder)) {
+        const reason = `refresh ${run.refreshLabel} is older than refresh ${holder.refreshLabel}, which run ${holder.runId} is syncing; an older snapshot is never sent over a newer one (POST /api/sync with {"force": true} sends it on purpose)`;
+        return endSuperseded(deps, run, holder.runId, reason);
+      }
+      if (!statusAfter(holder.status, 'supersede'))
+        return { kind: 'wait', delayMs: 15_000, reason: `waiting for run ${holder.runId} of the same destination to finish` };
+      const applied = await supersedeRun(deps, holder, run.runId, `superseded by run ${run.runId}, which sends refresh ${run.refreshLabel} instead`);
+      // The holder moved on between the read and the supersede: it keeps the destination.
+      if (!applied) return { kind: 'wait', delayMs: 2_000, reason: `run ${holder.runId} moved on before it could be superseded` };
+    }
+  }
+  const generation = await deps.destinations.claim(path, run.runId, lock);
+  if (generation === undefined) return { kind: 'wait', delayMs: 2_000, reason: 'another run claimed the destination first' };
+  let { run: claimed } = await deps.runs.update(run.runId, (current) => (current.generation === generation ? undefined : { generation }));
+
+  const pointer = await deps.destinations.statePointer(path);
+  if (pointer && pointer.runId !== run.runId) {
+    const delivered = await deliveredSnapshot(deps, pointer);
+    if (isOlderRefresh(run, delivered)) {
+      const what = `refresh ${run.refreshLabel} is older than refresh ${delivered.refreshLabel}, which run ${pointer.runId} delivered`;
+      if (!run.force) {
+        const outcome = await endSuperseded(
+          deps,
+          claimed,
+          pointer.runId,
+          `${what}; an older snapshot is never sent over a newer one (POST /api/sync with {"force": true} sends it on purpose)`,
+        );
+        await deps.destinations.release(path, run.runId);
+        return outcome;
+      }
+      const note = `${what}: sent anyway, as forced — Braze now holds this older snapshot`;
+      deps.log.warn(`run ${run.runId}: ${note}`);
+      ({ run: claimed } = await deps.runs.update(run.runId, (current) => (current.olderThanDelivered ? undefined : { olderThanDelivered: note })));
+    }
+  }
+  await supersedeQueuedOlder(deps, claimed);
+  return { kind: 'claimed', run: claimed };
+}
+
+/** The snapshot a state pointer names: its time from the pointer, or from its run's record for a pointer of an older version. */
+async function deliveredSnapshot(deps: ConnectorDeps, pointer: StatePointer): Promise<Pick<RunRecord, 'refreshTime' | 'refreshLabel'>> {
+  if (pointer.refreshTime) return { refreshTime: pointer.refreshTime, refreshLabel: pointer.refreshLabel ?? pointer.refreshTime };
+  const writer = await deps.runs.get(pointer.runId);
+  return { refreshTime: writer ? refreshTimeOf(writer) : '', refreshLabel: writer?.refreshLabel ?? 'of unknown time' };
+}
+
+/** Queued runs of older refreshes of the destination would only send what this run replaces. */
+async function supersedeQueuedOlder(deps: ConnectorDeps, run: RunRecord): Promise<void> {
+  for (const other of await deps.runs.listRuns()) {
+    if (other.modelJsonPath !== run.modelJsonPath || other.runId === run.runId || other.status !== 'queued') continue;
+    if (other.dryRun || other.force || !isOlderRefresh(other, run)) continue;
+    await supersedeRun(deps, other, run.runId, `superseded by run ${run.runId}, which sends the newer refresh ${run.refreshLabel}`);
+  }
+}
+
+async function endSuperseded(deps: ConnectorDeps, run: RunRecord, by: string, reason: string): Promise<ClaimOutcome> {
+  await supersedeRun(deps, run, by, reason);
+  return { kind: 'superseded', reason };
+}
+
+/**
+ * Ends a run as superseded if its status allows it (the update is conditional: a run that moved on
+ * meanwhile is left alone and false is answered). Its parked profiles count as failed — the newer
+ * run covers them — and what it wrote (working blobs, its shards' states) is deleted.
+ */
+export async function supersedeRun(deps: ConnectorDeps, victim: RunRecord, by: string, reason: string): Promise<boolean> {
+  const superseded = await deps.runs.update(victim.runId, (current) =>
+    statusAfter(current.status, 'supersede')
+      ? {
+          event: 'supersede',
+          supersededBy: by,
+          error: reason,
+          finishedAt: new Date(deps.clock.now()).toISOString(),
+          leaseOwner: undefined,
+          leaseUntil: undefined,
+        }
+      : undefined,
+  );
+  if (!superseded.changed) return false;
+  const previousStatus = victim.status;
+  const { rowsParked, usersParked } = superseded.run;
+  if (rowsParked || usersParked)
+    await deps.runs.adjustCounters(victim.runId, { rowsFailed: rowsParked, usersFailed: usersParked, rowsParked: -rowsParked, usersParked: -usersParked });
+  await deleteWorkingBlobs(deps.storage.stateContainer, victim.runId);
+  await deleteStateFolder(deps.storage.stateContainer, victim.modelJsonPath, victim.runId);
+  deps.log.warn(`run ${victim.runId} (${previousStatus}) superseded: ${reason}`);
+  deps.log.record({ connectorEvent: 'RunSuperseded', runId: victim.runId, destination: victim.destination, supersededBy: by, previousStatus, reason });
+  return true;
+}

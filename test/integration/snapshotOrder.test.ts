@@ -1,0 +1,182 @@
+import { BrazeAuthError } from '../../shared/errors';
+import { enqueueRun } from '../../shared/sync/enqueueRun';
+import { resumeRun } from '../../shared/sync/resumeRun';
+import { haltRun } from '../../shared/sync/runEvents';
+import { requestSync } from '../../shared/sync/startSync';
+import type { ConnectorDeps } from '../../shared/sync/deps';
+import type { RunStore } from '../../shared/runs/runStore';
+import { stateFolder } from '../../shared/state/deliveredState';
+import { startAzurite, type AzuriteInstance } from '../../local/azurite';
+import { startIsolatedStack, type TestStack } from '../helpers/testStack';
+import { expectedBraze, makeProfiles, writeRefresh, type ModelProfile } from '../helpers/profileModel';
+import { brazeMismatches, expectExactCounts, waitFor } from '../helpers/expectations';
+
+async function requestRun(stack: TestStack, options: { force?: boolean } = {}): Promise<string> {
+  const { runs, problems } = await requestSync(stack.app.deps, { trigger: 'http', force: options.force });
+  expect(problems).toEqual([]);
+  return runs[0].runId;
+}
+
+async function syncOnce(stack: TestStack, options: { force?: boolean } = {}) {
+  const [run] = await stack.app.waitForRuns([await requestRun(stack, options)], { timeoutMs: 60_000 });
+  return run;
+}
+
+async function stateFolders(stack: TestStack): Promise<string[]> {
+  const folders = new Set<string>();
+  for await (const item of stack.app.deps.storage.stateContainer.listBlobsFlat({ prefix: 'state/' })) folders.add(item.name.split('/').slice(0, 3).join('/'));
+  return [...folders].sort();
+}
+
+/** A copy of some profiles, so a later refresh can change them without touching the earlier one. */
+function changed(profiles: Map<string, ModelProfile>, change: (p: ModelProfile, n: number) => ModelProfile | undefined): Map<string, ModelProfile> {
+  const next = new Map<string, ModelProfile>();
+  let n = 0;
+  for (const [id, p] of profiles) {
+    const copy = change({ ...p, segments: new Set(p.segments) }, n++);
+    if (copy) next.set(id, copy);
+  }
+  return next;
+}
+
+describe('the newest snapshot wins in Braze, whatever order refreshes arrive in', () => {
+  let azurite: AzuriteInstance;
+  let stack: TestStack | undefined;
+  beforeAll(async () => {
+    azurite = await startAzurite();
+  });
+  afterAll(async () => {
+    await azurite.stop();
+  });
+  afterEach(async () => {
+    await stack?.stop();
+    stack = undefined;
+  });
+
+  const refresh1 = makeProfiles(1, 400);
+  // Refresh 2: a tenth leave, the rest earn points.
+  const refresh2 = changed(refresh1, (p, n) => (n % 10 === 0 ? undefined : { ...p, points: p.points + 7 }));
+
+  it('sends nothing for a refresh older than the delivered one, says why, and sends it only when forced', async () => {
+    stack = await startIsolatedStack(azurite);
+    const container = stack.app.deps.storage.exportContainer;
+    await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
+    expect((await syncOnce(stack)).status).toBe('completed');
+    await writeRefresh(container, refresh2.values(), '2026/11/29/0600');
+    const run2 = await syncOnce(stack);
+    expect(run2.status).toBe('completed');
+    const applied = stack.braze.stats.objectsApplied;
+
+    // Refresh 1's files arrive again (a late copy, a re-run by hand): new ETags, an older snapshot.
+    await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
+    const stale = await syncOnce(stack);
+    expect(stale.status).toBe('superseded');
+    expect(stale.supersededBy).toBe(run2.runId);
+    expect(stale.error).toContain('refresh 2026/11/28/0600 is older than refresh 2026/11/29/0600, which run');
+    expect(stack.braze.stats.objectsApplied).toBe(applied);
+    expect(brazeMismatches(stack.braze, expectedBraze([refresh1, refresh2]))).toEqual([]);
+    expect((await stack.app.deps.destinations.statePointer(stale.modelJsonPath))?.runId).toBe(run2.runId);
+    expect(await stack.app.deps.destinations.activeRun(stale.modelJsonPath)).toBeUndefined();
+    expect(stack.log.records).toContainEqual(expect.objectContaining({ connectorEvent: 'RunSuperseded', runId: stale.runId, previousStatus: 'queued' }));
+
+    // Forced, it is sent, and its status says Braze now holds the older snapshot.
+    const forced = await syncOnce(stack, { force: true });
+    expect(forced.status).toBe('completed');
+    expect(forced.olderThanDelivered).toContain('older than refresh 2026/11/29/0600');
+    expectExactCounts(forced);
+    expect(brazeMismatches(stack.braze, expectedBraze([refresh1, refresh2, refresh1]))).toEqual([]);
+    expect((await stack.app.deps.destinations.statePointer(forced.modelJsonPath))?.runId).toBe(forced.runId);
+    // Only the forced run's state is left: the superseded one wrote none, the replaced ones went.
+    expect(await stateFolders(stack)).toEqual([stateFolder(forced.modelJsonPath, forced.runId).replace(/\/$/, '')]);
+  }, 120_000);
+
+  it('supersedes a queued older run when a newer one takes the destination first', async () => {
+    stack = await startIsolatedStack(azurite);
+    const container = stack.app.deps.storage.exportContainer;
+    await stack.app.hosts[0].stop();
+    await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
+    const olderId = await requestRun(stack);
+    await writeRefresh(container, refresh2.values(), '2026/11/29/0600');
+    const newerId = await requestRun(stack);
+    // The newer run's start is handled first; the older one's message waits on the queue.
+    expect((await enqueueRun(stack.app.deps, newerId)).kind).toBe('done');
+    const older = (await stack.app.deps.runs.get(olderId))!;
+    expect(older).toMatchObject({ status: 'superseded', supersededBy: newerId });
+    expect(older.error).toContain('newer refresh 2026/11/29/0600');
+
+    stack.app.hosts[0].start();
+    const [newer, olderAfter] = await stack.app.waitForRuns([newerId, olderId], { timeoutMs: 60_000 });
+    expect(newer.status).toBe('completed');
+    expect(olderAfter.status).toBe('superseded');
+    expect(brazeMismatches(stack.braze, expectedBraze([refresh2]))).toEqual([]);
+  }, 120_000);
+
+  it('never lets an older run that starts after a newer one completed roll Braze back', async () => {
+    stack = await startIsolatedStack(azurite);
+    const container = stack.app.deps.storage.exportContainer;
+    await stack.app.hosts[0].stop();
+    await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
+    const olderId = await requestRun(stack);
+    await writeRefresh(container, refresh2.values(), '2026/11/29/0600');
+    const newerId = await requestRun(stack);
+    // The older run's start message is lost for now (and the newer one claims before it): only the
+    // newer run is on the queue.
+    await stack.app.deps.storage.runQueue.clearMessages();
+    stack.app.hosts[0].start();
+    expect((await enqueueRun(stack.app.deps, newerId)).kind).toBe('done');
+    const [newer] = await stack.app.waitForRuns([newerId], { timeoutMs: 60_000 });
+    expect(newer.status).toBe('completed');
+    // The older run was already superseded when the newer one claimed; starting it again changes nothing.
+    expect((await enqueueRun(stack.app.deps, olderId)).kind).toBe('done');
+    expect((await stack.app.deps.runs.get(olderId))!.status).toBe('superseded');
+    expect(brazeMismatches(stack.braze, expectedBraze([refresh2]))).toEqual([]);
+  }, 120_000);
+
+  it('does not take the destination when the run it supersedes moved on first', async () => {
+    stack = await startIsolatedStack(azurite);
+    const deps = stack.app.deps;
+    const container = deps.storage.exportContainer;
+    await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
+    await stack.app.hosts[1].stop();
+    const haltedId = await requestRun(stack);
+    await waitFor(async () => (await deps.runs.get(haltedId))!.enqueueDone, 60_000);
+    await haltRun(deps, haltedId, new BrazeAuthError('Braze answered 401: Invalid API key: [redacted]', 401));
+    expect((await deps.runs.get(haltedId))!.status).toBe('halted');
+
+    await stack.app.hosts[0].stop();
+    await writeRefresh(container, refresh2.values(), '2026/11/29/0600');
+    const newerId = await requestRun(stack);
+    // Between the newer run reading the halted one and superseding it, an operator resumes it.
+    let resumed = false;
+    const runs = new Proxy(deps.runs, {
+      get(target, property, receiver) {
+        if (property !== 'get') return Reflect.get(target, property, receiver) as unknown;
+        return async (runId: string) => {
+          const record = await target.get(runId);
+          if (runId === haltedId && !resumed) {
+            resumed = true;
+            expect((await resumeRun(deps, haltedId)).kind).toBe('resumed');
+          }
+          return record;
+        };
+      },
+    }) as RunStore;
+    const interleaved: ConnectorDeps = { ...deps, runs };
+    const step = await enqueueRun(interleaved, newerId);
+    expect(resumed).toBe(true);
+    expect(step.kind).toBe('deferred');
+    expect(await deps.destinations.activeRun((await deps.runs.get(newerId))!.modelJsonPath)).toBe(haltedId);
+    expect((await deps.runs.get(haltedId))!.status).toBe('sending');
+    expect((await deps.runs.get(newerId))!).toMatchObject({ status: 'queued', generation: 0 });
+
+    // The resumed run finishes, then the newer one runs from the state it left.
+    stack.app.hosts[0].start();
+    stack.app.hosts[1].start();
+    await requestRun(stack);
+    const [halted, newer] = await stack.app.waitForRuns([haltedId, newerId], { timeoutMs: 90_000 });
+    expect(halted.status).toBe('completed');
+    expect(newer.status).toBe('completed');
+    expect(newer.generation).toBeGreaterThan(halted.generation);
+    expect(brazeMismatches(stack.braze, expectedBraze([refresh1, refresh2]))).toEqual([]);
+  }, 150_000);
+});
