@@ -14,7 +14,7 @@ import type { ConnectorDeps } from '../shared/sync/deps';
 import { requestSync } from '../shared/sync/startSync';
 import { silentLogger } from '../shared/log';
 import type { RunRecord } from '../shared/runs/runRecord';
-import type { SyncConfig } from '../shared/config/syncConfig';
+import { DEFAULT_GUARD, type SyncConfig } from '../shared/config/syncConfig';
 import { csvFormatOf, csvParserOptions } from '../shared/ci/partitionReader';
 
 const ROOT = path.resolve(__dirname, '..', '..');
@@ -48,6 +48,7 @@ const config: SyncConfig = {
         aliasLabel: 'ci_customer_id',
       },
       fields: { FirstName: 'first_name', LastName: 'last_name', LoyaltyPoints: 'loyalty_points', LastPurchaseDate: 'last_purchase_at' },
+      guard: { ...DEFAULT_GUARD },
       leaverValue: null,
       dryRun: false,
     },

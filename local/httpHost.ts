@@ -8,6 +8,8 @@ import { runResume } from '../functions/runResume';
 import { runList } from '../functions/runList';
 import { runRejects } from '../functions/runRejects';
 import { runPreview } from '../functions/runPreview';
+import { runApprove } from '../functions/runApprove';
+import { runCancel } from '../functions/runCancel';
 
 interface Route {
   method: string;
@@ -25,6 +27,8 @@ const routes: Route[] = [
   { method: 'GET', pattern: /^\/api\/runs\/(?<id>[^/]+)\/rejects$/, name: 'runRejects', handler: runRejects },
   { method: 'GET', pattern: /^\/api\/runs\/(?<id>[^/]+)\/preview$/, name: 'runPreview', handler: runPreview },
   { method: 'POST', pattern: /^\/api\/runs\/(?<id>[^/]+)\/resume$/, name: 'runResume', handler: runResume },
+  { method: 'POST', pattern: /^\/api\/runs\/(?<id>[^/]+)\/approve$/, name: 'runApprove', handler: runApprove },
+  { method: 'POST', pattern: /^\/api\/runs\/(?<id>[^/]+)\/cancel$/, name: 'runCancel', handler: runCancel },
 ];
 
 /**

@@ -42,6 +42,9 @@ Options:
   --runs               list the run history of the storage AzureWebJobsStorage names, newest
                        first (with --destination NAME, --status STATUS, --limit N, --json);
                        starts nothing
+  --approve RUN        a run the destination's guard held (status held) sends exactly what it
+                       previewed; with AzureWebJobsStorage, where the held run is kept
+  --cancel RUN         a held run ends with nothing sent and the delivered state unchanged
   --help               this text
 
 Environment:
@@ -50,7 +53,8 @@ Environment:
                                send to this Braze instead of the local server
   EXPORT_CONTAINER             the container the export is uploaded to (default: customer-insights)
   any app setting of the README (BRAZE_RATE_LIMIT_RESERVE_SHARE, …)
-Exit code 0 when every row ended delivered, unchanged or rejected with a reason.`;
+Exit code 0 when every row ended delivered, unchanged or rejected with a reason; 3 when a run
+was held by the destination's guard (nothing sent: approve or cancel it); 1 otherwise.`;
 
 interface RunnerResult {
   exitCode: number;
@@ -70,6 +74,8 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
       json: { type: 'boolean', default: false },
       timeout: { type: 'string', default: '600' },
       runs: { type: 'boolean', default: false },
+      approve: { type: 'string' },
+      cancel: { type: 'string' },
       destination: { type: 'string' },
       status: { type: 'string' },
       limit: { type: 'string', default: '20' },
@@ -82,6 +88,12 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
     return { exitCode: 0, runs: [] };
   }
   if (values.runs) return listRuns(env, { destination: values.destination, status: values.status, limit: values.limit }, values.json ?? false);
+  const decision = values.approve !== undefined ? ('approve' as const) : values.cancel !== undefined ? ('cancel' as const) : undefined;
+  if (values.approve !== undefined && values.cancel !== undefined) throw new InvalidInputError('--approve and --cancel exclude each other');
+  if (decision && !env.AzureWebJobsStorage)
+    throw new InvalidInputError(
+      `--${decision} acts on a held run kept in the storage AzureWebJobsStorage names (the in-memory Azurite of a plain npm start is gone when it exits); set it to that storage's connection string`,
+    );
   const dryRun = values['dry-run'] ?? false;
   const reconcile = values.reconcile ?? false;
   // A dry run or a reconcile is asked for over HTTP (the timer has no body to carry it).
@@ -129,6 +141,11 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
 
     app = new LocalFunctionApp({ env: settingsEnv, config, log });
     await app.start();
+    if (decision) {
+      const runId = (decision === 'approve' ? values.approve : values.cancel)!;
+      await decideHeld(decision, runId);
+      return await finish(app, [runId], braze, quiet, 'http', timeoutMs);
+    }
     const uploaded = await uploadExportDir(app.deps, exportDir);
     say(`export: ${uploaded.length} blobs uploaded from ${exportDir} to container ${settingsEnv.EXPORT_CONTAINER}`);
 
@@ -142,30 +159,66 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
       : await fire(app, trigger, uploaded, values.force ?? false, dryRun);
     if (runIds.length === 0) throw new InvalidInputError('the trigger started no run: see the messages above');
     say(`runs: ${runIds.join(', ')} (trigger ${trigger})`);
-    const progress = new ProgressLine(quiet);
-    const runs = await app.waitForRuns(runIds, {
-      timeoutMs,
-      progressEveryMs: progress.everyMs,
-      onProgress: (current) => progress.show(current.map((run) => progressText(run))),
-    });
-    progress.done();
-    const ok = runs.every(
-      (run) =>
-        run.status === 'completed' &&
-        (run.dryRun
-          ? run.rowsRejectedInput + run.rowsSkippedUnchanged + run.rowsEnqueued === run.rowsRead
-          : run.rowsFailed === 0 && rowsAccountedFor(run) === run.rowsRead),
-    );
-    // Before the summary: with --json the summary stays the last line.
-    await printPreviews(app, runs, quiet);
-    printDrift(runs, quiet);
-    report(runs, braze, quiet, trigger);
-    if (!quiet) await printRejects(app, runs);
-    return { exitCode: ok ? 0 : 1, runs };
+    return await finish(app, runIds, braze, quiet, trigger, timeoutMs);
   } finally {
     await app?.stop();
     await braze?.stop();
     await azurite?.stop();
+  }
+}
+
+/** Waits for the runs to end (or wait for a person), prints what they did, and answers the exit code. */
+async function finish(
+  app: LocalFunctionApp,
+  runIds: string[],
+  braze: BrazeServer | undefined,
+  quiet: boolean,
+  trigger: string,
+  timeoutMs: number,
+): Promise<RunnerResult> {
+  const progress = new ProgressLine(quiet);
+  const runs = await app.waitForRuns(runIds, {
+    timeoutMs,
+    progressEveryMs: progress.everyMs,
+    onProgress: (current) => progress.show(current.map((run) => progressText(run))),
+  });
+  progress.done();
+  const ok = runs.every(
+    (run) =>
+      run.status === 'completed' &&
+      (run.dryRun
+        ? run.rowsRejectedInput + run.rowsSkippedUnchanged + run.rowsEnqueued === run.rowsRead
+        : run.rowsFailed === 0 && rowsAccountedFor(run) === run.rowsRead),
+  );
+  // Before the summary: with --json the summary stays the last line.
+  await printPreviews(app, runs, quiet);
+  printDrift(runs, quiet);
+  report(runs, braze, quiet, trigger);
+  if (!quiet) await printRejects(app, runs);
+  const held = runs.filter((run) => run.status === 'held');
+  for (const run of held) {
+    console.error(
+      `\nrun ${run.runId} is held by the destination's guard: ${run.heldReason}. Nothing was sent, the delivered state is unchanged.\n` +
+        `  To send exactly the preview above: npm start -- --approve ${run.runId}   (or POST /api/runs/${run.runId}/approve)\n` +
+        `  To end it with nothing sent:       npm start -- --cancel ${run.runId}    (or POST /api/runs/${run.runId}/cancel)\n` +
+        `  (with AzureWebJobsStorage set to the storage it is kept in)`,
+    );
+  }
+  return { exitCode: ok ? 0 : held.length > 0 ? 3 : 1, runs };
+}
+
+/** POST /api/runs/{id}/approve or /cancel, through the local HTTP host with a function key. */
+async function decideHeld(decision: 'approve' | 'cancel', runId: string): Promise<void> {
+  const functionKey = randomBytes(16).toString('hex');
+  const host = new LocalHttpHost(functionKey);
+  const url = await host.start();
+  try {
+    const response = await fetch(`${url}/api/runs/${encodeURIComponent(runId)}/${decision}`, { method: 'POST', headers: { 'x-functions-key': functionKey } });
+    const body = (await response.json()) as { error?: string };
+    if (response.status >= 300)
+      throw new InvalidInputError(`POST /api/runs/${runId}/${decision} answered ${response.status}: ${body.error ?? JSON.stringify(body)}`);
+  } finally {
+    await host.stop();
   }
 }
 
@@ -319,7 +372,7 @@ async function listRuns(env: NodeJS.ProcessEnv, filter: { destination?: string; 
 /** A dry run's preview, as GET /api/runs/{id}/preview answers it: printed whole with --json, summed up otherwise. */
 async function printPreviews(app: LocalFunctionApp, runs: RunRecord[], json: boolean): Promise<void> {
   for (const run of runs) {
-    if (!run.dryRun || run.reconcile) continue;
+    if (!(run.dryRun || run.status === 'held') || run.reconcile) continue;
     const found = await readPreview(app.deps, run.runId);
     if (found.kind === 'none') {
       console.error(`  ${found.reason}`);
@@ -330,9 +383,9 @@ async function printPreviews(app: LocalFunctionApp, runs: RunRecord[], json: boo
       continue;
     }
     const p = found.preview as PreviewReport;
-    console.log(`\nPreview of run ${run.runId} (dry run: nothing was sent, the delivered state is unchanged)`);
+    console.log(`\nPreview of run ${run.runId} (${run.dryRun ? 'dry run' : 'held by the guard'}: nothing was sent, the delivered state is unchanged)`);
     console.log(
-      `  a real run would send ${p.profiles.wouldSend} profiles (${p.profiles.leaving} leaving) in ${p.brazeRequests} requests, ${p.dataPoints} data points (full send: ${p.dataPointsFullSend})`,
+      `  ${run.dryRun ? 'a real run' : 'approved, it'} would send ${p.profiles.wouldSend} profiles (${p.profiles.leaving} leaving) in ${p.brazeRequests} requests, ${p.dataPoints} data points (full send: ${p.dataPointsFullSend})`,
     );
     for (const [segment, s] of Object.entries(p.segments))
       console.log(`  ${segment}: ${s.joiners} join, ${s.leavers} leave, ${s.changed} change, ${s.unchanged} unchanged`);

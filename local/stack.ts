@@ -83,7 +83,7 @@ export class LocalFunctionApp {
     let lastProgress = 0;
     for (;;) {
       const runs = await Promise.all(runIds.map(async (id) => (await this.deps.runs.get(id))!));
-      const settled = runs.every((r) => r && (isTerminal(r.status) || r.status === 'halted'));
+      const settled = runs.every((r) => r && (isTerminal(r.status) || r.status === 'halted' || r.status === 'held'));
       if (options.onProgress && (settled || Date.now() - lastProgress >= (options.progressEveryMs ?? 1000))) {
         options.onProgress(runs);
         lastProgress = Date.now();

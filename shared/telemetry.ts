@@ -60,6 +60,17 @@ export type ConnectorRecord =
     }
   | { connectorEvent: 'RunFailed'; runId: string; destination: string; reason: string }
   | { connectorEvent: 'RunHalted'; runId: string; destination: string; brazeStatus: number; reason: string }
+  | {
+      connectorEvent: 'RunHeld';
+      runId: string;
+      destination: string;
+      /** Why the guard held it: counts and shares per segment, no PII. */
+      reason: string;
+      profilesWouldSend: number;
+      exits: number;
+    }
+  | { connectorEvent: 'RunApproved'; runId: string; destination: string }
+  | { connectorEvent: 'RunCancelled'; runId: string; destination: string; previousStatus: string }
   | { connectorEvent: 'RunStalled'; runId: string; destination: string; quietMinutes: number; profilesPending: number; reason: string }
   | { connectorEvent: 'RunSuperseded'; runId: string; destination: string; supersededBy: string; previousStatus: string; reason: string }
   | { connectorEvent: 'RunExpired'; runId: string; destination: string }
@@ -90,6 +101,9 @@ export const connectorEvents = [
   'RunReconciled',
   'RunFailed',
   'RunHalted',
+  'RunHeld',
+  'RunApproved',
+  'RunCancelled',
   'RunStalled',
   'RunSuperseded',
   'RunExpired',

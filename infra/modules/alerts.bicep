@@ -1,6 +1,7 @@
 // Alerts on the connector's own run records (structured trace lines, docs/operations.md): a run
-// that failed, halted or stalled, a run that rejected more than a share of its rows, a batch
-// that went to the poison queue. Each mails the action group, when an address is given.
+// that failed, halted or stalled, a run the guard held for approval, a run that rejected more than
+// a share of its rows, a batch that went to the poison queue. Each mails the action group, when an
+// address is given.
 param location string
 param tags object
 param namePrefix string
@@ -17,6 +18,12 @@ var rules = [
     description: 'A run failed (bad input), halted (Braze refused the key) or stalled (no batch ended for RUN_STALL_MINUTES).'
     severity: 1
     query: '${records} | where tostring(e.connectorEvent) in ("RunFailed", "RunHalted", "RunStalled") | project timestamp, event = tostring(e.connectorEvent), runId = tostring(e.runId), destination = tostring(e.destination), reason = tostring(e.reason)'
+  }
+  {
+    name: 'run-held'
+    description: 'A run would clear or change more than its destination\'s guard allows: it sent nothing and waits for POST /api/runs/{id}/approve or /cancel.'
+    severity: 1
+    query: '${records} | where tostring(e.connectorEvent) == "RunHeld" | project timestamp, runId = tostring(e.runId), destination = tostring(e.destination), reason = tostring(e.reason)'
   }
   {
     name: 'rejected-share'

@@ -62,6 +62,25 @@ const workspaceSchema = z
   })
   .refine((w) => (w.apiKeySetting === undefined) !== (w.apiKeySecretUri === undefined), 'needs exactly one of apiKeySetting and apiKeySecretUri');
 
+const share = z.number().min(0).max(1);
+
+/**
+ * When a run must wait for a person instead of sending: a broken export upstream (a failed job, a
+ * truncated file, a wrong filter) looks like a mass exit, and clearing a segment stops every Canvas
+ * that targets it. A run that trips the guard is `held` with its preview until it is approved or
+ * cancelled. The first sync of a destination (nothing delivered yet) is never held.
+ */
+const guardSchema = z.strictObject({
+  /** Hold when a run would clear more than this share of a segment's members (null: never). */
+  maxClearedShare: share.nullable().default(0.2),
+  /** Hold when a run would send more than this share of the profiles Braze holds for the destination (null: never, the default). */
+  maxChangedShare: share.nullable().default(null),
+  /** Fewer profiles than this cleared (per segment) or changed never hold a run: small segments move by whole shares. */
+  minProfiles: z.number().int().min(0).default(10),
+});
+
+export const DEFAULT_GUARD = { maxClearedShare: 0.2, maxChangedShare: null, minProfiles: 10 } as const satisfies z.input<typeof guardSchema>;
+
 const destinationSchema = z
   .strictObject({
     /** The export destination's folder name (`<ExportDestinationName>` in the blob layout). */
@@ -81,6 +100,8 @@ const destinationSchema = z
     dryRun: z.boolean().default(false),
     /** The Braze workspace this destination syncs to (a name under `workspaces`); the app's default one when absent. */
     workspace: z.string().min(1).optional(),
+    /** The guard against mass change: when a run waits for approval instead of sending. */
+    guard: guardSchema.default(() => ({ ...DEFAULT_GUARD })),
   })
   .superRefine((d, ctx) => {
     if (!d.matching.emailColumn && !d.matching.customerIdColumn) {
@@ -131,6 +152,12 @@ export type WorkspaceConfig = z.output<typeof workspaceSchema>;
 export type SyncConfig = z.output<typeof syncConfigSchema>;
 export type DestinationConfig = SyncConfig['destinations'][number];
 export type SegmentConfig = DestinationConfig['segments'][number];
+export type GuardConfig = DestinationConfig['guard'];
+
+/** Whether the guard can hold a run at all (either share is set). */
+export function guardEnabled(guard: GuardConfig): boolean {
+  return guard.maxClearedShare !== null || guard.maxChangedShare !== null;
+}
 
 export function segmentAttribute(segment: SegmentConfig): string {
   return segment.attribute ?? segment.brazeSegmentId;

@@ -30,8 +30,8 @@ export class BatchPacker {
   requests = 0;
 
   constructor(
-    /** Where the messages go; none for a dry run, which only counts what it would send. */
-    private readonly queue: QueueClient | undefined,
+    /** Where the messages go: a queue, or a staged blob's lines; none for a dry run, which only counts what it would send. */
+    private readonly sink: QueueClient | ((text: string) => Promise<void>) | undefined,
     private readonly runId: string,
     /** Keeps the batch ids of different shards of a run apart. */
     private readonly batchPrefix = '',
@@ -58,13 +58,13 @@ export class BatchPacker {
     this.rawBytes = 0;
     for (const { text, profiles: count } of this.encode(batchId, profiles)) {
       this.requests += Math.ceil(count / BRAZE_MAX_OBJECTS_PER_REQUEST);
-      if (!this.queue) {
+      const sink = this.sink;
+      if (!sink) {
         this.messages += 1;
         continue;
       }
-      const queue = this.queue;
       while (this.inFlight.size >= MAX_SENDS_IN_FLIGHT) await Promise.race(this.inFlight);
-      const send: Promise<unknown> = sendToQueue(queue, text)
+      const send: Promise<unknown> = (typeof sink === 'function' ? sink(text) : sendToQueue(sink, text))
         .catch((error: unknown) => {
           this.failure ??= error;
         })

@@ -5,11 +5,20 @@ import { changedAttributes, emptyPreview, fieldHashes, PREVIEW_SAMPLE_SIZE } fro
 import { createKeyMapper, createRowMapper, type RowMapper } from '../mapping/rowMapper';
 import { BatchPacker } from '../queue/batchPacker';
 import { rejectCsvLine, type RejectLine } from '../runs/rejectsReport';
-import { mapOutputBlobName, sentBlobName, shardRejectsPartName } from '../runs/runBlobs';
+import { mapOutputBlobName, sentBlobName, shardRejectsPartName, stagedBatchesName } from '../runs/runBlobs';
 import type { RunRecord } from '../runs/runRecord';
 import type { UnitTotals } from '../runs/unitLedger';
 import { changeAttributes, diffProfile } from '../state/diff';
-import { NdjsonWriter, readPreviousShard, shardStateBlobName, type PreviousState, type StateRecord } from '../state/deliveredState';
+import {
+  NdjsonWriter,
+  readPreviousShard,
+  readUncertainShard,
+  shardStateBlobName,
+  UNCERTAIN_FINGERPRINT,
+  type PreviousState,
+  type StateRecord,
+  type UncertainRun,
+} from '../state/deliveredState';
 import { MembershipBits } from '../state/membershipBits';
 import { BlobLineWriter } from '../storage/blobLineWriter';
 import { isNotFound } from '../storage/storageErrors';
@@ -54,11 +63,14 @@ export async function diffShard(
   owner: string,
   mapOwners: Map<number, string>,
   previous: PreviousState,
+  /** A superseded run that may have delivered part of its snapshot. */
+  uncertain: UncertainRun | undefined,
   signal: AbortSignal,
 ): Promise<UnitTotals> {
   const { segments, destination, partitions, state, bits, names, mapperOf, keyOf, fieldNames } = await shardContext(deps, run);
   const fieldCount = fieldNames.length;
-  const dry = run.dryRun;
+  // A dry run, and a guarded run (which may be held with its preview), account for what they would send.
+  const dry = run.dryRun || run.staged;
   const preview = emptyPreview();
   const segmentPreview = (name: string) => (preview.segments[name] ??= { joiners: 0, leavers: 0, changed: 0, unchanged: 0 });
   const attributeChanged = (name: string) => (preview.attributes[name] = (preview.attributes[name] ?? 0) + 1);
@@ -69,6 +81,8 @@ export async function diffShard(
 
   const before = new Map<string, StateRecord>();
   for await (const record of readPreviousShard(state, previous, shard, run.shards)) before.set(record.h, record);
+  // What a superseded run may have delivered is not known: those profiles are sent in full.
+  if (uncertain) for (const record of await readUncertainShard(state, uncertain, shard, run.shards)) before.set(record.h, record);
   signal.throwIfAborted();
 
   const writers = shardWriters(deps, run, shard, owner, totals);
@@ -104,7 +118,7 @@ export async function diffShard(
       const change = diffProfile(
         { hasPrevious: prior !== undefined, previousMemberships: priorMask, currentMemberships: profile.bits, fieldsChanged },
         bits.syncedMask,
-        run.force,
+        run.force || prior?.f === UNCERTAIN_FINGERPRINT,
       );
       if (dry) {
         // Per segment: joins, leaves, or stays — changed when its fields change.
@@ -186,8 +200,8 @@ export async function diffShard(
   if (dry) {
     preview.requests = packer.requests;
     totals.preview = preview;
-    return totals;
   }
+  if (run.dryRun) return totals;
   totals.stateBlob = shardStateBlobName(run.modelJsonPath, run.runId, shard, owner);
   totals.stateFallback = fallback || undefined;
   return totals;
@@ -296,7 +310,10 @@ export function shardWriters(deps: ConnectorDeps, run: RunRecord, shard: number,
   const stateWriter = run.dryRun ? undefined : new NdjsonWriter(state, shardStateBlobName(run.modelJsonPath, run.runId, shard, owner));
   const sentWriter = run.dryRun ? undefined : new NdjsonWriter(state, sentBlobName(run.runId, shard, owner));
   const rejects = new BlobLineWriter(state, shardRejectsPartName(run.runId, shard, owner), 'text/csv; charset=utf-8');
-  const packer = new BatchPacker(run.dryRun ? undefined : deps.storage.batchQueue, run.runId, `s${String(shard).padStart(4, '0')}-`);
+  // A guarded run's batches wait in a blob until the guard lets them go (or a person does).
+  const staged = run.staged && !run.dryRun ? new BlobLineWriter(state, stagedBatchesName(run.runId, shard, owner), 'text/plain') : undefined;
+  const sink = run.dryRun ? undefined : staged ? (text: string) => staged.writeLine(text) : deps.storage.batchQueue;
+  const packer = new BatchPacker(sink, run.runId, `s${String(shard).padStart(4, '0')}-`);
   return {
     stateWriter,
     sentWriter,
@@ -311,9 +328,9 @@ export function shardWriters(deps: ConnectorDeps, run: RunRecord, shard: number,
     close: async (signal: AbortSignal) => {
       await packer.close();
       signal.throwIfAborted();
-      await Promise.all([stateWriter?.close(), sentWriter?.close(), rejects.close()]);
+      await Promise.all([stateWriter?.close(), sentWriter?.close(), rejects.close(), staged?.close()]);
     },
     /** Nothing of a shard step that did not finish is committed. */
-    abort: (error: unknown) => Promise.all([stateWriter?.abort(error), sentWriter?.abort(error), rejects.abort(error)]),
+    abort: (error: unknown) => Promise.all([stateWriter?.abort(error), sentWriter?.abort(error), rejects.abort(error), staged?.abort(error)]),
   };
 }

@@ -96,6 +96,18 @@ export class BatchLedger {
     );
   }
 
+  /** Until when a sender may still be sending one of the run's batches (the latest live claim), or undefined when none is. */
+  async sendingUntil(runId: string, nowMs: number): Promise<number | undefined> {
+    const shards = shardRange(runId);
+    const filter = odata`PartitionKey gt ${shards.from} and PartitionKey lt ${shards.to} and RowKey gt ${BATCH_ROW_PREFIX} and RowKey lt ${'batch.'} and state eq ${'sending'}`;
+    let until: number | undefined;
+    for await (const entity of this.table.listEntities<Record<string, unknown>>({ queryOptions: { filter, select: ['claimUntil'] } })) {
+      const ms = Date.parse(String(entity.claimUntil));
+      if (ms > nowMs && (until === undefined || ms > until)) until = ms;
+    }
+    return until;
+  }
+
   /** The closed batches of a run with the token that names their rejects and undelivered parts. */
   async partsTokens(runId: string): Promise<Map<string, string>> {
     const shards = shardRange(runId);

@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { TableClient } from '@azure/data-tables';
+import { odata, type TableClient } from '@azure/data-tables';
 import type { Clock } from '../braze/clock';
 import { retryOnConflict } from '../storage/etagRetry';
 import { isConflict, isNotFound } from '../storage/storageErrors';
@@ -34,6 +34,12 @@ export interface StatePointer {
 export interface DestinationLock {
   runId?: string;
   generation: number;
+  /**
+   * A superseded run that may have delivered part of its snapshot: what it sent may be in Braze or
+   * not, so the next run to complete sends those profiles in full (and clears what that run may
+   * have set). Cleared by the run that completes having done so.
+   */
+  uncertainRun?: string;
   /** Absent when the destination was never claimed (no lock row yet). */
   etag?: string;
 }
@@ -53,9 +59,17 @@ export class DestinationStore {
   ) {}
 
   async lock(modelJsonPath: string): Promise<DestinationLock> {
-    const row = await readEntity<{ runId?: string; generation?: number }>(this.table, LOCK_PARTITION, destinationRow(modelJsonPath));
+    const row = await readEntity<{ runId?: string; generation?: number; uncertainRun?: string }>(this.table, LOCK_PARTITION, destinationRow(modelJsonPath));
     if (!row) return { generation: 0 };
-    return { runId: row.runId || undefined, generation: Number(row.generation ?? 0), etag: row.etag };
+    return { runId: row.runId || undefined, generation: Number(row.generation ?? 0), uncertainRun: row.uncertainRun || undefined, etag: row.etag };
+  }
+
+  /** Every destination's uncertain run (their blobs must stay until a run has re-sent what they may have delivered). */
+  async uncertainRuns(): Promise<Set<string>> {
+    const runs = new Set<string>();
+    for await (const row of this.table.listEntities<{ uncertainRun?: string }>({ queryOptions: { filter: odata`PartitionKey eq ${LOCK_PARTITION}` } }))
+      if (row.uncertainRun) runs.add(row.uncertainRun);
+    return runs;
   }
 
   /** The run that currently owns a destination, if any. */
@@ -67,9 +81,9 @@ export class DestinationStore {
    * Takes the destination for a run if the lock is still as `seen` (the same ETag, or still
    * absent): answers the generation taken, or undefined when another write got there first.
    */
-  async claim(modelJsonPath: string, runId: string, seen: DestinationLock): Promise<number | undefined> {
+  async claim(modelJsonPath: string, runId: string, seen: DestinationLock, uncertainRun = seen.uncertainRun): Promise<number | undefined> {
     const generation = seen.generation + 1;
-    const entity = { partitionKey: LOCK_PARTITION, rowKey: destinationRow(modelJsonPath), runId, generation };
+    const entity = { partitionKey: LOCK_PARTITION, rowKey: destinationRow(modelJsonPath), runId, generation, uncertainRun: uncertainRun ?? '' };
     try {
       if (seen.etag) await this.table.updateEntity(entity, 'Replace', { etag: seen.etag });
       else await this.table.createEntity(entity);
@@ -88,12 +102,39 @@ export class DestinationStore {
       async () => {
         const lock = await this.lock(modelJsonPath);
         if (lock.runId !== runId || !lock.etag) return;
-        const entity = { partitionKey: LOCK_PARTITION, rowKey: destinationRow(modelJsonPath), runId: '', generation: lock.generation };
+        const entity = {
+          partitionKey: LOCK_PARTITION,
+          rowKey: destinationRow(modelJsonPath),
+          runId: '',
+          generation: lock.generation,
+          uncertainRun: lock.uncertainRun ?? '',
+        };
         try {
           await this.table.updateEntity(entity, 'Replace', { etag: lock.etag });
         } catch (error) {
           if (!isNotFound(error)) throw error;
         }
+      },
+      this.clock.sleep,
+    );
+  }
+
+  /** The run that re-sent an uncertain run's profiles completed: nothing of that run is uncertain any more. */
+  async settleUncertain(modelJsonPath: string, uncertainRun: string): Promise<boolean> {
+    return retryOnConflict(
+      'destination lock',
+      async () => {
+        const lock = await this.lock(modelJsonPath);
+        if (lock.uncertainRun !== uncertainRun || !lock.etag) return false;
+        const entity = {
+          partitionKey: LOCK_PARTITION,
+          rowKey: destinationRow(modelJsonPath),
+          runId: lock.runId ?? '',
+          generation: lock.generation,
+          uncertainRun: '',
+        };
+        await this.table.updateEntity(entity, 'Replace', { etag: lock.etag });
+        return true;
       },
       this.clock.sleep,
     );

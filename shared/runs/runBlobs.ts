@@ -66,6 +66,11 @@ export function sentBlobName(runId: string, shard: number, owner: string): strin
   return `${runFolder(runId)}/sent/s${pad(shard)}.${owner}.ndjson`;
 }
 
+/** A guarded run's batch messages (one per line), held back until its guard is passed or a person approves it. */
+export function stagedBatchesName(runId: string, shard: number, owner: string): string {
+  return `${runFolder(runId)}/staged/s${pad(shard)}.${owner}.txt`;
+}
+
 export function mapPartName(partition: number): string {
   return `map-${pad(partition)}`;
 }

@@ -1,7 +1,19 @@
 import { z } from 'zod';
 import { runFolderTime } from '../ci/exportRefresh';
 
-export const runStatuses = ['queued', 'enqueuing', 'sending', 'finalizing', 'completed', 'halted', 'stalled', 'failed', 'superseded'] as const;
+export const runStatuses = [
+  'queued',
+  'enqueuing',
+  'held',
+  'sending',
+  'finalizing',
+  'completed',
+  'halted',
+  'stalled',
+  'failed',
+  'superseded',
+  'cancelled',
+] as const;
 export type RunStatus = (typeof runStatuses)[number];
 
 /**
@@ -17,6 +29,12 @@ export const runTransitions = {
   releaseEnqueue: { enqueuing: 'queued' },
   /** Every batch is on the queue. */
   enqueueDone: { enqueuing: 'sending' },
+  /** The run would change more than the destination's guard allows: it waits, sending nothing, for a person. */
+  hold: { enqueuing: 'held' },
+  /** POST /api/runs/{id}/approve: a held run sends exactly what it previewed. */
+  approve: { held: 'enqueuing' },
+  /** POST /api/runs/{id}/cancel: a held run ends with nothing sent and the delivered state untouched. */
+  cancel: { held: 'cancelled' },
   /** Braze refused the credentials: the rest waits, parked, for a resume. */
   halt: { enqueuing: 'halted', sending: 'halted', stalled: 'halted' },
   /** No batch ended for longer than the stall limit: resumable, and a newer refresh may take over. */
@@ -27,9 +45,9 @@ export const runTransitions = {
    * A newer refresh of the destination takes over from a run that cannot finish by itself, or from
    * one that has not started (a queued run of an older refresh; a run older than what was delivered).
    */
-  supersede: { queued: 'superseded', halted: 'superseded', stalled: 'superseded' },
+  supersede: { queued: 'superseded', held: 'superseded', halted: 'superseded', stalled: 'superseded' },
   /** Bad input: nothing more can be done with this refresh. */
-  fail: { queued: 'failed', enqueuing: 'failed', sending: 'failed', halted: 'failed', stalled: 'failed' },
+  fail: { queued: 'failed', enqueuing: 'failed', held: 'failed', sending: 'failed', halted: 'failed', stalled: 'failed' },
   /** Every profile has an ending: one finalizer writes the state and the report. */
   startFinalize: { sending: 'finalizing', stalled: 'finalizing', finalizing: 'finalizing' },
   complete: { finalizing: 'completed' },
@@ -87,6 +105,12 @@ export const runRecordSchema = runCountsSchema.extend({
   refreshTime: z.string().default(''),
   /** The destination lock's generation this run claimed (0 until it claims): orders the runs that write the delivered state. */
   generation: z.number().int().min(0).default(0),
+  /**
+   * A superseded run that may have delivered part of its snapshot (the destination lock's uncertain
+   * run when this one claimed it): this run sends every profile that run sent in full, and clears
+   * every membership it may have set.
+   */
+  takesOver: z.string().optional(),
   /** A forced run sent a refresh older than the one Braze held: says which, for the status. */
   olderThanDelivered: z.string().optional(),
   force: z.boolean().default(false),
@@ -107,6 +131,12 @@ export const runRecordSchema = runCountsSchema.extend({
   shards: z.number().int().min(0).default(0),
   /** The delivered state was of an older format: every profile was sent in full. */
   stateFallback: z.boolean().default(false),
+  /** The run's batches wait in blobs until its guard is passed (or a person approves): decided at planning. */
+  staged: z.boolean().default(false),
+  /** A person approved the held run: it sends what it previewed. */
+  approved: z.boolean().default(false),
+  /** Why the guard held the run (counts and shares, no PII). */
+  heldReason: z.string().optional(),
   /**
    * JSON: the delivered state the run diffs against, as the destination's pointer named it when the
    * run was planned (`null`: none) — read once, so every shard of a run (a dry run too, which holds
@@ -148,9 +178,15 @@ export function isOlderRefresh(a: Pick<RunRecord, 'refreshTime' | 'refreshLabel'
   return at !== '' && bt !== '' && at < bt;
 }
 
+/** Both snapshots were taken at the same, known time (a refresh uploaded again). */
+export function isSameRefreshTime(a: Pick<RunRecord, 'refreshTime' | 'refreshLabel'>, b: Pick<RunRecord, 'refreshTime' | 'refreshLabel'>): boolean {
+  const at = refreshTimeOf(a);
+  return at !== '' && at === refreshTimeOf(b);
+}
+
 /** No more work will happen for the run by itself. `completed` can still be resumed to retry failed profiles. */
 export function isTerminal(status: RunStatus): boolean {
-  return status === 'completed' || status === 'failed' || status === 'superseded';
+  return status === 'completed' || status === 'failed' || status === 'superseded' || status === 'cancelled';
 }
 
 /** Rows that have reached an end: everything enqueued is delivered, rejected, or failed. */
@@ -196,17 +232,22 @@ export function runSummary(run: RunRecord, nowMs = Date.now()) {
     finishedAt: run.finishedAt,
     lastProgressAt: run.lastProgressAt,
     shards: run.shards,
-    note: run.dryRun
-      ? run.reconcile
-        ? `dry-run reconcile: nothing was repaired; the drift report is at /api/runs/${run.runId}/preview`
-        : `dry run: nothing was sent; the preview is at /api/runs/${run.runId}/preview`
-      : run.olderThanDelivered
-        ? run.olderThanDelivered
-        : run.stateFallback
-          ? 'the delivered state was written by an older version: every profile was sent in full'
-          : undefined,
+    note:
+      run.status === 'held'
+        ? `held by the destination's guard: ${run.heldReason ?? 'it would change more than the guard allows'}. Nothing was sent. The preview is at /api/runs/${run.runId}/preview; POST /api/runs/${run.runId}/approve sends exactly that, POST /api/runs/${run.runId}/cancel ends the run with nothing sent`
+        : run.dryRun
+          ? run.reconcile
+            ? `dry-run reconcile: nothing was repaired; the drift report is at /api/runs/${run.runId}/preview`
+            : `dry run: nothing was sent; the preview is at /api/runs/${run.runId}/preview`
+          : run.olderThanDelivered
+            ? run.olderThanDelivered
+            : run.stateFallback
+              ? 'the delivered state was written by an older version: every profile was sent in full'
+              : undefined,
     error: run.error,
     supersededBy: run.supersededBy,
+    heldReason: run.heldReason,
+    approved: run.approved || undefined,
     progress: runProgress(run, nowMs),
     rows: {
       read: run.rowsRead,

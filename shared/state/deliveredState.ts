@@ -3,7 +3,7 @@ import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
 import type { ContainerClient } from '@azure/storage-blob';
 import { z } from 'zod';
-import { splitPartName, undeliveredBlobName, undeliveredPrefix } from '../runs/runBlobs';
+import { sentBlobName, splitPartName, undeliveredBlobName, undeliveredPrefix } from '../runs/runBlobs';
 import { BlobLineWriter } from '../storage/blobLineWriter';
 import { isNotFound } from '../storage/storageErrors';
 
@@ -185,6 +185,48 @@ export async function* readPreviousShard(container: ContainerClient, previous: P
       if (shards === 1 || shardOfHash(record.h, shards) === shard) yield record;
     }
   }
+}
+
+/**
+ * The fingerprint of a profile whose state in Braze is not known: a superseded run sent it, and
+ * may or may not have delivered it. It never equals a row's fingerprint, and the diff sends such a
+ * profile in full — every current membership, every field — and clears every membership its record
+ * holds (what Braze had before, and what the superseded run may have set).
+ */
+export const UNCERTAIN_FINGERPRINT = 'uncertain';
+
+/** What a superseded run that may have delivered part of its snapshot left: its shards' states and what each sent. */
+export interface UncertainRun {
+  runId: string;
+  shards: number;
+  /** By shard: the shard step's owner (names its sent blob) and the state blob it wrote. */
+  shardOutputs: { index: number; owner: string; stateBlob?: string }[];
+}
+
+/**
+ * The profiles of `shard` (of `shards`) that an uncertain run sent, as records to diff against:
+ * its key, the memberships Braze may hold — what the run found before, joined with what it set —
+ * and the uncertain fingerprint.
+ */
+export async function readUncertainShard(container: ContainerClient, uncertain: UncertainRun, shard: number, shards: number): Promise<StateRecord[]> {
+  const before = uncertain.shards;
+  const relevant = uncertain.shardOutputs.filter((o) => (shards >= before ? o.index === (shard & (before - 1)) : (o.index & (shards - 1)) === shard));
+  const records: StateRecord[] = [];
+  for (const output of relevant) {
+    const sent = new Map<string, SentRecord>();
+    for await (const record of readNdjson(container, sentBlobName(uncertain.runId, output.index, output.owner), sentRecordSchema, isSentRecord, true))
+      if (shards === 1 || shardOfHash(record.h, shards) === shard) sent.set(record.h, record);
+    if (sent.size === 0) continue;
+    const next = new Map<string, string[]>();
+    if (output.stateBlob)
+      for await (const record of readNdjson(container, output.stateBlob, stateRecordSchema, isStateRecord, true))
+        if (sent.has(record.h)) next.set(record.h, record.m);
+    for (const [hash, record] of sent) {
+      const memberships = new Set([...(record.p?.m ?? []), ...(next.get(hash) ?? [])]);
+      records.push({ h: hash, k: record.k, m: [...memberships].sort(), f: UNCERTAIN_FINGERPRINT });
+    }
+  }
+  return records;
 }
 
 /**

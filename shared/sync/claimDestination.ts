@@ -1,5 +1,7 @@
+import { encodeMessage } from '../queue/messages';
 import { deleteWorkingBlobs } from '../runs/runBlobs';
-import { isOlderRefresh, isTerminal, refreshTimeOf, statusAfter, type RunRecord } from '../runs/runRecord';
+import { sendToQueue } from '../storage/queueSend';
+import { isOlderRefresh, isSameRefreshTime, isTerminal, refreshTimeOf, statusAfter, type RunRecord } from '../runs/runRecord';
 import type { StatePointer } from '../runs/destinationStore';
 import { deleteStateFolder } from '../state/deliveredState';
 import type { ConnectorDeps } from './deps';
@@ -25,6 +27,8 @@ export async function claimDestination(deps: ConnectorDeps, run: RunRecord): Pro
   const path = run.modelJsonPath;
   const lock = await deps.destinations.lock(path);
   if (lock.runId === run.runId) return { kind: 'claimed', run };
+  let uncertainRun = lock.uncertainRun;
+  let supersededHolder: string | undefined;
   if (lock.runId) {
     const holder = await deps.runs.get(lock.runId);
     if (holder && !isTerminal(holder.status)) {
@@ -32,16 +36,39 @@ export async function claimDestination(deps: ConnectorDeps, run: RunRecord): Pro
         const reason = `refresh ${run.refreshLabel} is older than refresh ${holder.refreshLabel}, which run ${holder.runId} is syncing; an older snapshot is never sent over a newer one (POST /api/sync with {"force": true} sends it on purpose)`;
         return endSuperseded(deps, run, holder.runId, reason);
       }
-      if (!statusAfter(holder.status, 'supersede'))
+      // Only a newer snapshot takes over (a re-upload of the same refresh waits for the first).
+      if (!statusAfter(holder.status, 'supersede') || isSameRefreshTime(run, holder))
         return { kind: 'wait', delayMs: 15_000, reason: `waiting for run ${holder.runId} of the same destination to finish` };
+      if (mayHaveDelivered(holder)) {
+        // What it sent is re-sent in full by this run: all of it must be known first — its reading
+        // done (a halt outlives it), and no sender of it still under way.
+        if (!holder.enqueueDone)
+          return { kind: 'wait', delayMs: 5_000, reason: `run ${holder.runId} is ${holder.status} while it still reads; superseded once its reading is done` };
+        const sendingUntil = await deps.batches.sendingUntil(holder.runId, deps.clock.now());
+        if (sendingUntil !== undefined)
+          return { kind: 'wait', delayMs: sendingUntil - deps.clock.now() + 1_000, reason: `a sender of run ${holder.runId} may still be sending` };
+      }
       const applied = await supersedeRun(deps, holder, run.runId, `superseded by run ${run.runId}, which sends refresh ${run.refreshLabel} instead`);
       // The holder moved on between the read and the supersede: it keeps the destination.
       if (!applied) return { kind: 'wait', delayMs: 2_000, reason: `run ${holder.runId} moved on before it could be superseded` };
+      supersededHolder = holder.runId;
+      if (mayHaveDelivered(holder)) uncertainRun = holder.runId;
     }
   }
-  const generation = await deps.destinations.claim(path, run.runId, lock);
+  let generation = await deps.destinations.claim(path, run.runId, lock, uncertainRun);
+  // Having superseded the holder, this run takes its place (and its uncertainty) even if the lock
+  // row changed meanwhile, as long as nobody else holds it.
+  for (let attempt = 0; generation === undefined && supersededHolder && attempt < 5; attempt++) {
+    const now = await deps.destinations.lock(path);
+    if (now.runId && now.runId !== supersededHolder) break;
+    generation = await deps.destinations.claim(path, run.runId, now, uncertainRun);
+  }
   if (generation === undefined) return { kind: 'wait', delayMs: 2_000, reason: 'another run claimed the destination first' };
-  let { run: claimed } = await deps.runs.update(run.runId, (current) => (current.generation === generation ? undefined : { generation }));
+  // The run this one replaced as the uncertain one re-sent everything that one may have delivered: its blobs can go.
+  if (lock.uncertainRun && uncertainRun !== lock.uncertainRun) await deleteRunBlobs(deps, path, lock.uncertainRun);
+  let { run: claimed } = await deps.runs.update(run.runId, (current) =>
+    current.generation === generation && current.takesOver === uncertainRun ? undefined : { generation, takesOver: uncertainRun },
+  );
 
   const pointer = await deps.destinations.statePointer(path);
   if (pointer && pointer.runId !== run.runId) {
@@ -56,6 +83,7 @@ export async function claimDestination(deps: ConnectorDeps, run: RunRecord): Pro
           `${what}; an older snapshot is never sent over a newer one (POST /api/sync with {"force": true} sends it on purpose)`,
         );
         await deps.destinations.release(path, run.runId);
+        await wakeWaiting(deps, path);
         return outcome;
       }
       const note = `${what}: sent anyway, as forced — Braze now holds this older snapshot`;
@@ -65,6 +93,17 @@ export async function claimDestination(deps: ConnectorDeps, run: RunRecord): Pro
   }
   await supersedeQueuedOlder(deps, claimed);
   return { kind: 'claimed', run: claimed };
+}
+
+/**
+ * The destination is free: the runs queued for it try now, not at their next look (a waiting run
+ * checks back every 15 s; back-to-back refreshes should not wait for that).
+ */
+export async function wakeWaiting(deps: ConnectorDeps, modelJsonPath: string): Promise<void> {
+  for (const run of await deps.runs.listRuns()) {
+    if (run.modelJsonPath !== modelJsonPath || run.status !== 'queued' || run.dryRun) continue;
+    await sendToQueue(deps.storage.runQueue, encodeMessage({ kind: 'startRun', runId: run.runId }));
+  }
 }
 
 /** The snapshot a state pointer names: its time from the pointer, or from its run's record for a pointer of an older version. */
@@ -86,6 +125,20 @@ async function supersedeQueuedOlder(deps: ConnectorDeps, run: RunRecord): Promis
 async function endSuperseded(deps: ConnectorDeps, run: RunRecord, by: string, reason: string): Promise<ClaimOutcome> {
   await supersedeRun(deps, run, by, reason);
   return { kind: 'superseded', reason };
+}
+
+/**
+ * A run superseded while sending (halted, stalled) may have delivered part of its snapshot; one
+ * superseded before it sent (queued, held) delivered nothing.
+ */
+function mayHaveDelivered(run: RunRecord): boolean {
+  return !run.dryRun && (run.status === 'halted' || run.status === 'stalled');
+}
+
+/** What a run wrote that holds profile keys: its working blobs and its shards' states. */
+export async function deleteRunBlobs(deps: ConnectorDeps, modelJsonPath: string, runId: string): Promise<void> {
+  await deleteWorkingBlobs(deps.storage.stateContainer, runId);
+  await deleteStateFolder(deps.storage.stateContainer, modelJsonPath, runId);
 }
 
 /**
@@ -111,8 +164,9 @@ export async function supersedeRun(deps: ConnectorDeps, victim: RunRecord, by: s
   const { rowsParked, usersParked } = superseded.run;
   if (rowsParked || usersParked)
     await deps.runs.adjustCounters(victim.runId, { rowsFailed: rowsParked, usersFailed: usersParked, rowsParked: -rowsParked, usersParked: -usersParked });
-  await deleteWorkingBlobs(deps.storage.stateContainer, victim.runId);
-  await deleteStateFolder(deps.storage.stateContainer, victim.modelJsonPath, victim.runId);
+  // What it sent (and the state it meant to write) is kept while it is the destination's uncertain
+  // run: the run that supersedes it reads them to re-send those profiles in full.
+  if (!mayHaveDelivered(victim)) await deleteRunBlobs(deps, victim.modelJsonPath, victim.runId);
   deps.log.warn(`run ${victim.runId} (${previousStatus}) superseded: ${reason}`);
   deps.log.record({ connectorEvent: 'RunSuperseded', runId: victim.runId, destination: victim.destination, supersededBy: by, previousStatus, reason });
   return true;

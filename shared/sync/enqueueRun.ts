@@ -1,25 +1,28 @@
 import { describeError, ExportNotReadyError, InvalidInputError } from '../errors';
+import { guardEnabled } from '../config/syncConfig';
 import { diffShard } from '../reader/diffShard';
 import { mapPartition } from '../reader/mapPartition';
 import { encodeMessage } from '../queue/messages';
 import { deleteWorkingBlobs, driftReportName, mapPartName, newToken, previewReportName, shardPartName } from '../runs/runBlobs';
 import { addDrift, type DriftTally } from '../reconcile/drift';
 import { composeRejectsReport } from '../runs/rejectsReport';
-import { addPreviews } from '../reader/preview';
+import { addPreviews, type PreviewTally } from '../reader/preview';
 import type { RunCounts } from '../runs/runRecord';
 import type { BatchOutcome } from '../runs/runTable';
 import { isTerminal, statusAfter, type RunRecord } from '../runs/runRecord';
 import type { UnitKind, UnitRecord, UnitTotals } from '../runs/unitLedger';
-import { deleteStateFolder, readPreviousState, shardCountFor } from '../state/deliveredState';
-import { claimDestination } from './claimDestination';
-import { runStateBase, stateBaseText } from './stateBase';
+import { deleteStateFolder, readPreviousState, shardCountFor, type UncertainRun } from '../state/deliveredState';
+import { claimDestination, wakeWaiting } from './claimDestination';
+import { guardVerdict, type RunChange } from './massChangeGuard';
+import { releaseStaged } from './heldRuns';
+import { runStateBase, stateBaseProfiles, stateBaseText } from './stateBase';
 import { reconcileShard } from '../reconcile/reconcileShard';
 import { awaitSegmentExport, readSegmentExport, type ExportReadiness } from '../reconcile/segmentExport';
 import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from './deps';
 import { finalizeRun, requestFinalizeIfComplete } from './finalizeRun';
 import { holdingUnit } from './lease';
-import { partitionList, readSources } from './runSources';
+import { partitionList, readSources, runDestination } from './runSources';
 
 export type RunStepResult = { kind: 'done' } | { kind: 'deferred'; delayMs: number; reason: string };
 
@@ -59,8 +62,11 @@ export async function enqueueRun(deps: ConnectorDeps, runId: string): Promise<Ru
     const estimate =
       previous.format === 2 ? previous.manifest.profiles : previous.format === 1 ? previous.profiles : Math.ceil(bytes / BYTES_PER_PROFILE_ESTIMATE);
     const shards = shardCountFor(estimate, previous, deps.settings.profilesPerShard);
+    // Its batches wait until the run is within the guard: only then can it be held with nothing sent.
+    // A first sync (nothing delivered yet) is never held; a reconcile guards the members Braze holds.
+    const staged = !run.dryRun && guardEnabled(runDestination(deps, run).guard) && (previous.format !== 0 || run.reconcile);
     ({ run } = await deps.runs.update(runId, (current) =>
-      current.shards === 0 && current.status === 'queued' ? { shards, stateBase: stateBaseText(pointer), event: 'startEnqueue' } : undefined,
+      current.shards === 0 && current.status === 'queued' ? { shards, stateBase: stateBaseText(pointer), staged, event: 'startEnqueue' } : undefined,
     ));
     // Superseded while it planned (a newer refresh took over before it started): nothing to read.
     if (isTerminal(run.status)) return { kind: 'done' };
@@ -173,7 +179,7 @@ async function claimAndRun(deps: ConnectorDeps, run: RunRecord, kind: UnitKind, 
       const previous = await runStateBase(deps, run);
       if (run.reconcile)
         return reconcileShard(deps, run, index, owner, inputs.mapOwners!, inputs.exportOwners!, inputs.fallbackKeyed ?? false, previous, signal);
-      return diffShard(deps, run, index, owner, inputs.mapOwners!, previous, signal);
+      return diffShard(deps, run, index, owner, inputs.mapOwners!, previous, await uncertainRunOf(deps, run), signal);
     });
   } catch (error) {
     if (error instanceof InvalidInputError || error instanceof ExportNotReadyError) {
@@ -205,6 +211,17 @@ async function claimAndRun(deps: ConnectorDeps, run: RunRecord, kind: UnitKind, 
   return { kind: 'done' };
 }
 
+/** The superseded run whose possibly delivered profiles this run re-sends in full, with what its shards left. */
+async function uncertainRunOf(deps: ConnectorDeps, run: RunRecord): Promise<UncertainRun | undefined> {
+  if (!run.takesOver) return undefined;
+  const uncertain = await deps.runs.get(run.takesOver);
+  if (!uncertain) throw new Error(`run ${run.runId}: run ${run.takesOver}, whose deliveries it must re-send, has no record`);
+  const shardOutputs = (await deps.units.list(uncertain.runId, 'shard'))
+    .filter((u) => u.state === 'done')
+    .map((u) => ({ index: u.index, owner: u.owner, stateBlob: u.totals?.stateBlob }));
+  return { runId: uncertain.runId, shards: uncertain.shards, shardOutputs };
+}
+
 /** The counts a run's totals sum over its units. */
 type SummedCount =
   'rowsRead' | 'rowsRejectedInput' | 'rowsSkippedUnchanged' | 'rowsEnqueued' | 'usersEnqueued' | 'exitsEnqueued' | 'batchesEnqueued' | 'dataPointsFullSend';
@@ -232,6 +249,7 @@ async function completeEnqueue(deps: ConnectorDeps, planned: RunRecord): Promise
     await completePreview(deps, runId, totals, reasons, units, drift);
     return;
   }
+  if (planned.staged && !(await passGuard(deps, planned, totals, reasons, units, drift))) return;
   const { run, changed } = await deps.runs.update(runId, (current) =>
     current.enqueueDone
       ? undefined
@@ -267,6 +285,133 @@ async function completeEnqueue(deps: ConnectorDeps, planned: RunRecord): Promise
   else await requestFinalizeIfComplete(deps, runId);
 }
 
+/** A run's preview as GET /api/runs/{id}/preview serves it: what it changes in Braze and what that costs. */
+async function writePreviewReport(
+  deps: ConnectorDeps,
+  run: RunRecord,
+  totals: Omit<RunCounts, keyof BatchOutcome>,
+  reasons: Record<string, number>,
+  preview: PreviewTally,
+  rejectsReport: string | undefined,
+  held?: string[],
+): Promise<void> {
+  const text = JSON.stringify(
+    {
+      runId: run.runId,
+      destination: run.destination,
+      instance: run.instance,
+      refresh: run.refreshLabel,
+      force: run.force,
+      ...(held ? { held } : {}),
+      rows: { read: totals.rowsRead, unchanged: totals.rowsSkippedUnchanged, wouldSend: totals.rowsEnqueued, rejected: totals.rowsRejectedInput },
+      rejectedByReason: reasons,
+      ...(rejectsReport ? { rejectsReport } : {}),
+      profiles: { wouldSend: totals.usersEnqueued, leaving: totals.exitsEnqueued },
+      brazeRequests: preview.requests,
+      dataPoints: preview.dataPoints,
+      dataPointsFullSend: totals.dataPointsFullSend,
+      segments: preview.segments,
+      attributes: preview.attributes,
+      sample: preview.sample,
+    },
+    null,
+    2,
+  );
+  await deps.storage.stateContainer.getBlockBlobClient(previewReportName(run.runId)).upload(text, Buffer.byteLength(text), {
+    blobHTTPHeaders: { blobContentType: 'application/json' },
+  });
+}
+
+/**
+ * A guarded run has diffed every shard, its batches staged: it sends them if it stays within the
+ * destination's guard (or a person approved it), else it is held with its preview and waits.
+ * Answers whether it may go on to send.
+ */
+async function passGuard(
+  deps: ConnectorDeps,
+  planned: RunRecord,
+  totals: Omit<RunCounts, keyof BatchOutcome>,
+  reasons: Record<string, number>,
+  units: UnitRecord[],
+  drift: DriftSummary | undefined,
+): Promise<boolean> {
+  const run = await deps.runs.get(planned.runId);
+  if (!run || run.enqueueDone || run.status !== 'enqueuing') return false;
+  const preview = addPreviews(units.flatMap((u) => (u.totals?.preview ? [u.totals.preview] : [])));
+  if (!run.approved) {
+    const change: RunChange = drift
+      ? {
+          segments: Object.fromEntries(
+            Object.entries(drift.segments).map(([name, d]) => [name, { members: drift.usersExported[name] ?? 0, cleared: d.stray }]),
+          ),
+          profilesSent: drift.profiles,
+          profilesBefore: stateBaseProfiles(run),
+          force: run.force,
+        }
+      : {
+          segments: Object.fromEntries(
+            Object.entries(preview.segments).map(([name, s]) => [name, { members: s.leavers + s.changed + s.unchanged, cleared: s.leavers }]),
+          ),
+          profilesSent: totals.usersEnqueued,
+          profilesBefore: stateBaseProfiles(run),
+          force: run.force,
+        };
+    const held = guardVerdict(runDestination(deps, run).guard, change);
+    if (held.length > 0) {
+      if (!drift) await writePreviewReport(deps, run, totals, reasons, preview, undefined, held);
+      await holdRun(deps, run, totals, reasons, units, drift, held);
+      return false;
+    }
+  }
+  if (!drift) await writePreviewReport(deps, run, totals, reasons, preview, undefined);
+  const released = await releaseStaged(
+    deps,
+    run,
+    units.filter((u) => u.kind === 'shard'),
+  );
+  deps.log.info(`run ${run.runId}: ${released} staged batches released${run.approved ? ' (approved)' : ' (within the guard)'}`);
+  return true;
+}
+
+async function holdRun(
+  deps: ConnectorDeps,
+  run: RunRecord,
+  totals: Omit<RunCounts, keyof BatchOutcome>,
+  reasons: Record<string, number>,
+  units: UnitRecord[],
+  drift: DriftSummary | undefined,
+  held: string[],
+): Promise<void> {
+  const heldReason = held.join('; ');
+  const { changed } = await deps.runs.update(run.runId, (current) =>
+    statusAfter(current.status, 'hold')
+      ? {
+          ...totals,
+          rowsReadSoFar: totals.rowsRead,
+          inputRejectedByReason: JSON.stringify(reasons),
+          stateFallback: units.some((u) => u.totals?.stateFallback),
+          drift: drift && JSON.stringify(drift),
+          heldReason,
+          event: 'hold',
+        }
+      : undefined,
+  );
+  if (!changed) return;
+  // A newer refresh waiting for the destination may take over from a held run now.
+  await wakeWaiting(deps, run.modelJsonPath);
+  deps.log.warn(
+    `run ${run.runId} held: ${heldReason}. Nothing was sent. See GET /api/runs/${run.runId}/preview, then POST /api/runs/${run.runId}/approve to send exactly that, or POST /api/runs/${run.runId}/cancel`,
+  );
+  deps.log.record({
+    connectorEvent: 'RunHeld',
+    runId: run.runId,
+    destination: run.destination,
+    reason: heldReason,
+    profilesWouldSend: totals.usersEnqueued,
+    exits: totals.exitsEnqueued,
+  });
+}
+
 /**
  * A dry run has diffed every shard: its preview (the shards' findings summed, with the input
  * rejects) and its rejects report are written, and it ends without sending anything.
@@ -286,32 +431,7 @@ async function completePreview(
   for (const unit of units) owners.set(unit.kind === 'map' ? mapPartName(unit.index) : shardPartName(unit.index), unit.owner);
   const report = await composeRejectsReport(deps.storage.stateContainer, runId, owners);
   // A dry-run reconcile's report is its drift report (written already): it has no preview.
-  if (!drift) {
-    const text = JSON.stringify(
-      {
-        runId,
-        destination: run.destination,
-        instance: run.instance,
-        refresh: run.refreshLabel,
-        force: run.force,
-        rows: { read: totals.rowsRead, unchanged: totals.rowsSkippedUnchanged, wouldSend: totals.rowsEnqueued, rejected: totals.rowsRejectedInput },
-        rejectedByReason: reasons,
-        rejectsReport: report.blobName,
-        profiles: { wouldSend: totals.usersEnqueued, leaving: totals.exitsEnqueued },
-        brazeRequests: preview.requests,
-        dataPoints: preview.dataPoints,
-        dataPointsFullSend: totals.dataPointsFullSend,
-        segments: preview.segments,
-        attributes: preview.attributes,
-        sample: preview.sample,
-      },
-      null,
-      2,
-    );
-    await deps.storage.stateContainer.getBlockBlobClient(previewReportName(runId)).upload(text, Buffer.byteLength(text), {
-      blobHTTPHeaders: { blobContentType: 'application/json' },
-    });
-  }
+  if (!drift) await writePreviewReport(deps, run, totals, reasons, preview, report.blobName);
   const { changed } = await deps.runs.update(runId, (current) =>
     current.enqueueDone
       ? undefined
@@ -398,4 +518,5 @@ async function failRun(deps: ConnectorDeps, run: RunRecord, error: InvalidInputE
   await deps.destinations.release(run.modelJsonPath, run.runId);
   await deleteWorkingBlobs(deps.storage.stateContainer, run.runId);
   await deleteStateFolder(deps.storage.stateContainer, run.modelJsonPath, run.runId);
+  await wakeWaiting(deps, run.modelJsonPath);
 }

@@ -17,6 +17,7 @@ import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from './deps';
 import { holdingLease, leaseEnd, leaseHeld } from './lease';
 import { stateStillRead } from './stateBase';
+import { deleteRunBlobs, wakeWaiting } from './claimDestination';
 
 /** Profiles with an ending: delivered, rejected or failed (parked ones wait for a resume). */
 function endedUsers(run: RunRecord): number {
@@ -54,7 +55,7 @@ async function writeDeliveredState(
   shardUnits: UnitRecord[],
   batchTokens: Map<string, string>,
   signal: AbortSignal,
-): Promise<void> {
+): Promise<boolean> {
   const container = deps.storage.stateContainer;
   const undelivered = await loadUndelivered(container, run.runId, batchTokens);
   const byShard = new Map<number, Set<string>>();
@@ -95,10 +96,10 @@ async function writeDeliveredState(
   if (!switched.switched) {
     await deleteStateFolder(container, run.modelJsonPath, run.runId);
     deps.log.warn(`run ${run.runId}: a newer run already wrote the delivered state; keeping that one`);
-    return;
+    return false;
   }
   const previous = switched.previous;
-  if (!previous || previous.runId === run.runId) return;
+  if (!previous || previous.runId === run.runId) return true;
   // A dry run may be diffing against the state just replaced: the sweep deletes it once none is.
   if (await stateStillRead(deps, run.modelJsonPath, previous.runId))
     deps.log.info(`run ${run.runId}: the replaced state of run ${previous.runId} is kept while a dry run reads it`);
@@ -106,6 +107,7 @@ async function writeDeliveredState(
   else await container.getBlobClient(previous.blobName).deleteIfExists();
   // The run that wrote the previous state can no longer be resumed: its working blobs go.
   await deleteWorkingBlobs(container, previous.runId);
+  return true;
 }
 
 /**
@@ -127,7 +129,11 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
   return holdingLease(deps, runId, owner, async (signal) => {
     const batchTokens = await deps.batches.partsTokens(runId);
     const shardUnits = await deps.units.list(runId, 'shard');
-    await writeDeliveredState(deps, run, shardUnits, batchTokens, signal);
+    const switched = await writeDeliveredState(deps, run, shardUnits, batchTokens, signal);
+    // This run re-sent everything the superseded run it took over may have delivered: nothing of
+    // that run is uncertain any more, and what it left goes.
+    if (switched && run.takesOver && (await deps.destinations.settleUncertain(run.modelJsonPath, run.takesOver)))
+      await deleteRunBlobs(deps, run.modelJsonPath, run.takesOver);
     const owners = new Map<string, string>();
     for (const unit of await deps.units.list(runId, 'map')) owners.set(mapPartName(unit.index), unit.owner);
     for (const unit of shardUnits) owners.set(shardPartName(unit.index), unit.owner);
@@ -140,6 +146,7 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
         : undefined,
     );
     await deps.destinations.release(run.modelJsonPath, runId);
+    await wakeWaiting(deps, run.modelJsonPath);
     // Failed profiles can be retried by a resume, which needs the parked batches and what each shard sent.
     if (finished.usersFailed === 0) await deleteWorkingBlobs(deps.storage.stateContainer, runId);
     deps.log.record({

@@ -25,7 +25,11 @@ export async function resumeRun(deps: ConnectorDeps, runId: string): Promise<Res
   const refuse = (reason: string): ResumeOutcome => ({ kind: 'refused', runId, reason });
   if (run.dryRun) return refuse(`run ${runId} is a dry run: it sends nothing; start a sync without dryRun to send`);
   if (run.status === 'superseded') return refuse(`run ${runId} was superseded by run ${run.supersededBy}, which sends the newer snapshot; nothing to resume`);
+  if (run.status === 'held')
+    return refuse(`run ${runId} is held by the destination's guard and has sent nothing: POST /api/runs/${runId}/approve sends its preview, /cancel ends it`);
+  if (run.status === 'cancelled') return refuse(`run ${runId} was cancelled; start a new sync`);
   if (run.status === 'failed') return refuse(`run ${runId} failed (${run.error ?? 'bad input'}); start a new sync once the cause is fixed`);
+  if (!statusAfter(run.status, 'resume')) return refuse(`run ${runId} is ${run.status}: only a halted, stalled or completed run is resumed`);
   if (run.status === 'completed' && run.usersFailed === 0) return refuse(`run ${runId} completed with every profile delivered or rejected; nothing to resume`);
   const pointer = await deps.destinations.statePointer(run.modelJsonPath);
   if (pointer && pointer.runId !== runId && wroteLater(pointer, { generation: run.generation, runCreatedAt: run.createdAt })) {

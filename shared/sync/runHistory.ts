@@ -64,11 +64,13 @@ export async function openRejectsReport(
   }
 }
 
-/** A dry run's preview report, once the dry run has ended; a dry-run reconcile's is its drift report. */
+/** A dry run's preview report, once the dry run has ended, or a guarded run's; a dry-run reconcile's is its drift report. */
 export async function readPreview(deps: ConnectorDeps, runId: string): Promise<{ kind: 'preview'; preview: unknown } | { kind: 'none'; reason: string }> {
   const run = await deps.runs.get(runId);
   if (!run) return { kind: 'none', reason: `run ${runId} not found` };
-  if (!run.dryRun) return { kind: 'none', reason: `run ${runId} is not a dry run: its counts are in GET /api/runs/${runId}` };
+  // A guarded run writes one too: the preview it was held with, or what it sent within the guard.
+  if (!run.dryRun && !(run.staged && !run.reconcile))
+    return { kind: 'none', reason: `run ${runId} is not a dry run: its counts are in GET /api/runs/${runId}` };
   try {
     const report = run.reconcile ? driftReportName(runId) : previewReportName(runId);
     const text = (await deps.storage.stateContainer.getBlobClient(report).downloadToBuffer()).toString('utf8');

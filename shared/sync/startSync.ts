@@ -174,6 +174,8 @@ async function createRun(
     rowsReadSoFar: 0,
     shards: 0,
     stateFallback: false,
+    staged: false,
+    approved: false,
     ...runCountsSchema.parse({}),
   });
   // A run still queued may have lost its message to a crash right after the insert: send it again;

@@ -27,6 +27,11 @@ function parseStateBase(run: Pick<RunRecord, 'stateBase' | 'runId'>): StateBase 
   return parsed.data;
 }
 
+/** Profiles the state a run diffs against holds (0 when none, or for a run planned by an older version). */
+export function stateBaseProfiles(run: Pick<RunRecord, 'stateBase' | 'runId'>): number {
+  return parseStateBase(run)?.profiles ?? 0;
+}
+
 /**
  * The delivered state a run diffs against: the one its plan recorded. A run planned by an older
  * version recorded none and reads the pointer (it holds the destination, so the pointer is still

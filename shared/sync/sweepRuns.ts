@@ -35,8 +35,10 @@ export interface SweepOutcome {
 export async function sweepRuns(deps: ConnectorDeps): Promise<SweepOutcome> {
   const outcome: SweepOutcome = { restarted: [], finalizing: [], stalled: [], expired: [], statesDeleted: [] };
   const now = deps.clock.now();
+  // A superseded run whose deliveries are still to be re-sent keeps its record and blobs until they are.
+  const uncertain = await deps.destinations.uncertainRuns();
   for (const run of await deps.runs.listRuns()) {
-    if (isTerminal(run.status) && now - Date.parse(run.finishedAt ?? run.updatedAt) > deps.settings.runRetentionMs) {
+    if (isTerminal(run.status) && now - Date.parse(run.finishedAt ?? run.updatedAt) > deps.settings.runRetentionMs && !uncertain.has(run.runId)) {
       // The blobs first: a sweep interrupted here finds the run again next time.
       await deleteRunFolder(deps.storage.stateContainer, run.runId);
       await deps.runs.deleteRun(run.runId);
@@ -44,7 +46,8 @@ export async function sweepRuns(deps: ConnectorDeps): Promise<SweepOutcome> {
       deps.log.record({ connectorEvent: 'RunExpired', runId: run.runId, destination: run.destination });
       continue;
     }
-    if (isTerminal(run.status) || run.status === 'halted') continue;
+    // Halted and held runs wait for a person, not for the sweep.
+    if (isTerminal(run.status) || run.status === 'halted' || run.status === 'held') continue;
     if (isRunComplete(run)) {
       if (statusAfter(run.status, 'startFinalize') && !(run.status === 'finalizing' && leaseHeld(run, now))) {
         await sendToQueue(deps.storage.runQueue, encodeMessage({ kind: 'finalizeRun', runId: run.runId }));
@@ -102,7 +105,8 @@ async function stepWorking(deps: ConnectorDeps, runId: string, now: number): Pro
  * Deletes the state folders (`state/<destination>/<run>/`, profile keys and e-mails) nothing needs:
  * a run's that ended without its state becoming the destination's, or whose state was replaced while
  * a dry run still read it, or that a crash left behind. Kept: the destination's current state, the
- * folder of a run that has not ended (it may still write or finalize), and one a dry run may read.
+ * folder of a run that has not ended (it may still write or finalize), one a dry run may read, and
+ * a superseded run's whose deliveries a later run has yet to re-send.
  * The order of the reads matters: a run's record (ended?) before the pointer (a finalizer moves the
  * pointer before the run ends), and the pointer before the dry runs (one that read a pointer before
  * it moved is listed by then).
@@ -110,6 +114,7 @@ async function stepWorking(deps: ConnectorDeps, runId: string, now: number): Pro
 export async function sweepStateFolders(deps: ConnectorDeps): Promise<string[]> {
   const container = deps.storage.stateContainer;
   const candidates: { key: string; runId: string; modelJsonPath?: string }[] = [];
+  const uncertain = await deps.destinations.uncertainRuns();
   for await (const destination of container.listBlobsByHierarchy('/', { prefix: 'state/' })) {
     if (destination.kind !== 'prefix') continue;
     for await (const folder of container.listBlobsByHierarchy('/', { prefix: destination.name })) {
@@ -117,7 +122,7 @@ export async function sweepStateFolders(deps: ConnectorDeps): Promise<string[]> 
       const runId = folder.name.slice(destination.name.length).replace(/\/$/, '');
       if (!isRunId(runId)) continue;
       const run = await deps.runs.get(runId);
-      if (run && !isTerminal(run.status)) continue;
+      if ((run && !isTerminal(run.status)) || uncertain.has(runId)) continue;
       candidates.push({ key: destination.name.slice('state/'.length).replace(/\/$/, ''), runId, modelJsonPath: run?.modelJsonPath });
     }
   }

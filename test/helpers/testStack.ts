@@ -1,4 +1,4 @@
-import type { SyncConfig } from '../../shared/config/syncConfig';
+import { DEFAULT_GUARD, type SyncConfig } from '../../shared/config/syncConfig';
 import type { Logger } from '../../shared/log';
 import { recordLine, type ConnectorRecord } from '../../shared/telemetry';
 import { startAzurite, type AzuriteInstance } from '../../local/azurite';
@@ -47,6 +47,7 @@ export function testConfig(overrides: Partial<SyncConfig['destinations'][number]
         fields: { FirstName: 'first_name', LoyaltyPoints: 'loyalty_points' },
         leaverValue: null,
         dryRun: false,
+        guard: { ...DEFAULT_GUARD },
         ...overrides,
       },
     ],

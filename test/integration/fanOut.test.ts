@@ -191,7 +191,7 @@ describe('a refresh read in steps that many instances share', () => {
     const mapOwners = new Map(maps.map((u) => [u.index, u.owner]));
     expect((await deps.units.claim(runId, 'shard', 1, 'deadowner001', 300)).kind).toBe('claimed');
     const previous = await readPreviousState(deps.storage.stateContainer, await deps.destinations.statePointer(run.modelJsonPath));
-    const deadTotals = await diffShard(deps, run, 1, 'deadowner001', mapOwners, previous, new AbortController().signal);
+    const deadTotals = await diffShard(deps, run, 1, 'deadowner001', mapOwners, previous, undefined, new AbortController().signal);
     expect(deadTotals.batchesEnqueued).toBeGreaterThan(0);
     await new Promise((resolve) => setTimeout(resolve, 400));
     // Its message comes back: a new owner takes the step over and enqueues the same batches again.

@@ -1,5 +1,5 @@
 import { spawnSync } from 'node:child_process';
-import { mkdtempSync, writeFileSync } from 'node:fs';
+import { cpSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { startAzurite } from '../../local/azurite';
@@ -89,6 +89,45 @@ describe('npm start: the local runner', () => {
     expect(repaired.stdout).toMatch(/12 profiles repaired in 1 requests/);
     expect(repaired.stdout).toMatch(/local Braze now holds 12 profiles/);
     expect(run(['--reconcile', '--trigger', 'blob']).stderr).toMatch(/--reconcile goes with --trigger http/);
+  }, 120_000);
+
+  it('says why the guard held a run and how to approve it; --approve sends it, --cancel refuses a run that is not held', async () => {
+    const azurite = await startAzurite();
+    try {
+      const withStorage = { ...env, AzureWebJobsStorage: azurite.connectionString };
+      const start = (args: string[]) => spawnSync(process.execPath, [runner, ...args], { env: withStorage, encoding: 'utf8', timeout: 110_000 });
+      // The sample's segments are small: the guard judges them from the first member cleared.
+      const dir = mkdtempSync(path.join(tmpdir(), 'guard-'));
+      const config = JSON.parse(readFileSync(path.join(root, 'sample', 'config.json'), 'utf8')) as { destinations: Record<string, unknown>[] };
+      config.destinations[0].guard = { maxClearedShare: 0.2, minProfiles: 0 };
+      writeFileSync(path.join(dir, 'config.json'), JSON.stringify(config));
+      expect(start(['--config', path.join(dir, 'config.json')]).status).toBe(0);
+
+      // A broken export: HighValueCustomers' files arrive empty.
+      const broken = path.join(dir, 'export');
+      cpSync(path.join(root, 'sample', 'export'), broken, { recursive: true });
+      const folder = path.join(broken, readdirSync(broken)[0], 'BrazeExport', 'HighValueCustomers', '2026', '11', '28', '0600');
+      for (const file of readdirSync(folder)) writeFileSync(path.join(folder, file), '');
+      const held = start(['--config', path.join(dir, 'config.json'), '--export-dir', broken, '--json']);
+      expect(held.status).toBe(3);
+      const summary = JSON.parse(held.stdout.trim().split('\n').at(-1)!) as { runs: { runId: string; status: string }[]; delivered: number };
+      expect(summary.runs[0].status).toBe('held');
+      expect(summary.delivered).toBe(0);
+      const runId = summary.runs[0].runId;
+      expect(held.stderr).toContain(`run ${runId} is held by the destination's guard: ci_high_value:`);
+      expect(held.stderr).toContain(`npm start -- --approve ${runId}`);
+
+      const approved = start(['--config', path.join(dir, 'config.json'), '--approve', runId, '--json']);
+      expect(approved.stderr).toBe('');
+      expect(approved.status).toBe(0);
+      expect(JSON.parse(approved.stdout.trim().split('\n').at(-1)!)).toMatchObject({ runs: [{ runId, status: 'completed', approved: true }] });
+      const again = start(['--config', path.join(dir, 'config.json'), '--cancel', runId]);
+      expect(again.status).toBe(2);
+      expect(again.stderr).toMatch(/answered 409: run .* is not held: it was approved and is completed/);
+    } finally {
+      await azurite.stop();
+    }
+    expect(run(['--approve', 'r-0123']).stderr).toMatch(/--approve acts on a held run kept in the storage AzureWebJobsStorage names/);
   }, 120_000);
 
   it('refuses a malformed config with a message naming the field, and exits non-zero', () => {

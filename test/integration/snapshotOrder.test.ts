@@ -1,4 +1,5 @@
 import { BrazeAuthError } from '../../shared/errors';
+import { deliverBatch } from '../../shared/sync/deliverBatch';
 import { enqueueRun } from '../../shared/sync/enqueueRun';
 import { resumeRun } from '../../shared/sync/resumeRun';
 import { haltRun } from '../../shared/sync/runEvents';
@@ -131,6 +132,52 @@ describe('the newest snapshot wins in Braze, whatever order refreshes arrive in'
     expect((await stack.app.deps.runs.get(olderId))!.status).toBe('superseded');
     expect(brazeMismatches(stack.braze, expectedBraze([refresh2]))).toEqual([]);
   }, 120_000);
+
+  it('undoes what a superseded run delivered before it halted: Braze ends at the newer refresh', async () => {
+    // Several shards, so the halted run has several batches, of which one reaches Braze.
+    stack = await startIsolatedStack(azurite, { env: { PROFILES_PER_SHARD: '100' } });
+    const deps = stack.app.deps;
+    const container = deps.storage.exportContainer;
+    await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
+    expect((await syncOnce(stack)).status).toBe('completed');
+
+    // Refresh 2 is read and queued; one of its batches reaches Braze, then Braze refuses the key.
+    await stack.app.hosts[1].stop();
+    await writeRefresh(container, refresh2.values(), '2026/11/29/0600');
+    const haltedId = await requestRun(stack);
+    await waitFor(async () => (await deps.runs.get(haltedId))!.enqueueDone, 60_000);
+    const batches: string[] = [];
+    for (;;) {
+      const received = await deps.storage.batchQueue.receiveMessages({ numberOfMessages: 32 });
+      if (received.receivedMessageItems.length === 0) break;
+      for (const m of received.receivedMessageItems) {
+        batches.push(m.messageText);
+        await deps.storage.batchQueue.deleteMessage(m.messageId, m.popReceipt);
+      }
+    }
+    expect(batches.length).toBeGreaterThan(1);
+    const applied = stack.braze.stats.objectsApplied;
+    expect((await deliverBatch(deps, batches[0])).kind).toBe('done');
+    expect(stack.braze.stats.objectsApplied).toBeGreaterThan(applied);
+    await haltRun(deps, haltedId, new BrazeAuthError('Braze answered 401: Invalid API key: [redacted]', 401));
+    for (const message of batches.slice(1)) await deps.storage.batchQueue.sendMessage(message);
+
+    // Refresh 3 holds refresh 1's profiles again: what the halted run changed must be changed back.
+    const refresh3 = changed(refresh1, (p) => p);
+    await writeRefresh(container, refresh3.values(), '2026/11/30/0600');
+    stack.app.hosts[1].start();
+    const newer = await syncOnce(stack);
+    expect(newer.status).toBe('completed');
+    expect((await deps.runs.get(haltedId))!).toMatchObject({ status: 'superseded', supersededBy: newer.runId });
+    expect(newer.takesOver).toBe(haltedId);
+    expectExactCounts(newer);
+    expect(brazeMismatches(stack.braze, expectedBraze([refresh1, refresh3]))).toEqual([]);
+    // Once the newer run completed, nothing of the halted one is needed: its blobs are gone.
+    expect(await stateFolders(stack)).toEqual([stateFolder(newer.modelJsonPath, newer.runId).replace(/\/$/, '')]);
+    const left: string[] = [];
+    for await (const item of deps.storage.stateContainer.listBlobsFlat({ prefix: `runs/${haltedId}/` })) left.push(item.name);
+    expect(left.filter((name) => !name.endsWith('/preview.json') && !name.endsWith('/rejects.csv'))).toEqual([]);
+  }, 150_000);
 
   it('does not take the destination when the run it supersedes moved on first', async () => {
     stack = await startIsolatedStack(azurite);

@@ -14,19 +14,20 @@ describe('run statuses move only along the transition table', () => {
     expect(statusAfter('failed', 'resume')).toBeUndefined();
     expect(statusAfter('superseded', 'resume')).toBeUndefined();
   });
-  it('lets only runs that cannot finish by themselves, or have not started, be superseded', () => {
+  it('lets only runs that cannot finish by themselves, wait for a person, or have not started, be superseded', () => {
     const supersedable = runStatuses.filter((s) => statusAfter(s, 'supersede'));
-    expect(supersedable.sort()).toEqual(['halted', 'queued', 'stalled']);
+    expect(supersedable.sort()).toEqual(['halted', 'held', 'queued', 'stalled']);
   });
   it('marks only a sending run stalled, and a resume or a finalize gets it out', () => {
     expect(runStatuses.filter((s) => statusAfter(s, 'stall'))).toEqual(['sending']);
     expect(statusAfter('stalled', 'resume')).toBe('sending');
     expect(statusAfter('stalled', 'startFinalize')).toBe('finalizing');
   });
-  it('never leaves failed or superseded', () => {
+  it('never leaves failed, superseded or cancelled', () => {
     for (const event of Object.keys(runTransitions) as (keyof typeof runTransitions)[]) {
       expect(statusAfter('failed', event)).toBeUndefined();
       expect(statusAfter('superseded', event)).toBeUndefined();
+      expect(statusAfter('cancelled', event)).toBeUndefined();
     }
   });
 });
