@@ -51,7 +51,12 @@ export const brazeBatchMessageSchema = z.strictObject({
 export type BrazeBatchMessage = z.output<typeof brazeBatchMessageSchema>;
 
 export const runMessageSchema = z.discriminatedUnion('kind', [
-  z.strictObject({ kind: z.literal('startRun'), runId: z.string().min(1) }),
+  z.strictObject({
+    kind: z.literal('startRun'),
+    runId: z.string().min(1),
+    /** A waiting run's own next look (epoch ms it was sent): copies older than the run's last look are dropped. */
+    lookAt: z.number().int().min(0).optional(),
+  }),
   /** Read one partition and route its rows to their shards. */
   z.strictObject({ kind: z.literal('mapPartition'), runId: z.string().min(1), partition: z.number().int().min(0) }),
   /** Diff one shard against its slice of the state and enqueue its batches. */

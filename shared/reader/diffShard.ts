@@ -81,8 +81,17 @@ export async function diffShard(
 
   const before = new Map<string, StateRecord>();
   for await (const record of readPreviousShard(state, previous, shard, run.shards)) before.set(record.h, record);
-  // What a superseded run may have delivered is not known: those profiles are sent in full.
-  if (uncertain) for (const record of await readUncertainShard(state, uncertain, shard, run.shards)) before.set(record.h, record);
+  // What a superseded run may have delivered is not known: those profiles are sent in full. If what
+  // it left is gone, which profiles it touched is not known either: every profile of the shard is.
+  let sendAll = run.force;
+  if (uncertain) {
+    const found = await readUncertainShard(state, uncertain, shard, run.shards);
+    for (const record of found.records) before.set(record.h, record);
+    if (!found.complete) {
+      sendAll = true;
+      deps.log.warn(`run ${run.runId}: what run ${uncertain.runId} sent in shard ${shard} is gone; every profile of the shard is sent in full`);
+    }
+  }
   signal.throwIfAborted();
 
   const writers = shardWriters(deps, run, shard, owner, totals);
@@ -118,7 +127,7 @@ export async function diffShard(
       const change = diffProfile(
         { hasPrevious: prior !== undefined, previousMemberships: priorMask, currentMemberships: profile.bits, fieldsChanged },
         bits.syncedMask,
-        run.force || prior?.f === UNCERTAIN_FINGERPRINT,
+        sendAll || prior?.f === UNCERTAIN_FINGERPRINT,
       );
       if (dry) {
         // Per segment: joins, leaves, or stays — changed when its fields change.

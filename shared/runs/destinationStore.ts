@@ -64,6 +64,34 @@ export class DestinationStore {
     return { runId: row.runId || undefined, generation: Number(row.generation ?? 0), uncertainRun: row.uncertainRun || undefined, etag: row.etag };
   }
 
+  /** Every destination's lock that a run holds, by the destination's key. */
+  async heldLocks(): Promise<{ key: string; runId: string }[]> {
+    const held: { key: string; runId: string }[] = [];
+    for await (const row of this.table.listEntities<{ runId?: string }>({ queryOptions: { filter: odata`PartitionKey eq ${LOCK_PARTITION}` } }))
+      if (row.runId) held.push({ key: String(row.rowKey), runId: row.runId });
+    return held;
+  }
+
+  /** Frees a destination by its key if `runId` still holds it (a run that ended without freeing it). */
+  async releaseByKey(destinationKey: string, runId: string): Promise<boolean> {
+    const row = await readEntity<{ runId?: string; generation?: number; uncertainRun?: string }>(this.table, LOCK_PARTITION, destinationKey);
+    if (!row || row.runId !== runId) return false;
+    const entity = {
+      partitionKey: LOCK_PARTITION,
+      rowKey: destinationKey,
+      runId: '',
+      generation: Number(row.generation ?? 0),
+      uncertainRun: row.uncertainRun ?? '',
+    };
+    try {
+      await this.table.updateEntity(entity, 'Replace', { etag: row.etag });
+      return true;
+    } catch (error) {
+      if (isConflict(error) || isNotFound(error)) return false;
+      throw error;
+    }
+  }
+
   /** Every destination's uncertain run (their blobs must stay until a run has re-sent what they may have delivered). */
   async uncertainRuns(): Promise<Set<string>> {
     const runs = new Set<string>();
@@ -117,6 +145,22 @@ export class DestinationStore {
       },
       this.clock.sleep,
     );
+  }
+
+  /**
+   * Names a run whose deliveries are not known (it is about to be superseded) on the lock, if the lock
+   * is still as `seen`: answers the lock as it now is, or undefined when it changed meanwhile.
+   */
+  async markUncertain(modelJsonPath: string, seen: DestinationLock, uncertainRun: string): Promise<DestinationLock | undefined> {
+    if (!seen.etag) return undefined;
+    const entity = { partitionKey: LOCK_PARTITION, rowKey: destinationRow(modelJsonPath), runId: seen.runId ?? '', generation: seen.generation, uncertainRun };
+    try {
+      const answer = await this.table.updateEntity(entity, 'Replace', { etag: seen.etag });
+      return { ...seen, uncertainRun, etag: answer.etag };
+    } catch (error) {
+      if (isConflict(error) || isNotFound(error)) return undefined;
+      throw error;
+    }
   }
 
   /** The run that re-sent an uncertain run's profiles completed: nothing of that run is uncertain any more. */

@@ -111,6 +111,8 @@ export const runRecordSchema = runCountsSchema.extend({
    * every membership it may have set.
    */
   takesOver: z.string().optional(),
+  /** The last time a run waiting for its destination looked (ISO): one message keeps looking, copies of it stop. */
+  lookedAt: z.string().optional(),
   /** A forced run sent a refresh older than the one Braze held: says which, for the status. */
   olderThanDelivered: z.string().optional(),
   force: z.boolean().default(false),

@@ -206,15 +206,24 @@ export interface UncertainRun {
 /**
  * The profiles of `shard` (of `shards`) that an uncertain run sent, as records to diff against:
  * its key, the memberships Braze may hold — what the run found before, joined with what it set —
- * and the uncertain fingerprint.
+ * and the uncertain fingerprint. `complete` is false when what that run left is gone (removed by
+ * hand, or by a lifecycle rule after a long wait): which profiles it touched is then not known.
  */
-export async function readUncertainShard(container: ContainerClient, uncertain: UncertainRun, shard: number, shards: number): Promise<StateRecord[]> {
+export async function readUncertainShard(
+  container: ContainerClient,
+  uncertain: UncertainRun,
+  shard: number,
+  shards: number,
+): Promise<{ records: StateRecord[]; complete: boolean }> {
   const before = uncertain.shards;
   const relevant = uncertain.shardOutputs.filter((o) => (shards >= before ? o.index === (shard & (before - 1)) : (o.index & (shards - 1)) === shard));
   const records: StateRecord[] = [];
   for (const output of relevant) {
     const sent = new Map<string, SentRecord>();
-    for await (const record of readNdjson(container, sentBlobName(uncertain.runId, output.index, output.owner), sentRecordSchema, isSentRecord, true))
+    const sentBlob = sentBlobName(uncertain.runId, output.index, output.owner);
+    if (!(await container.getBlobClient(sentBlob).exists()) || (output.stateBlob && !(await container.getBlobClient(output.stateBlob).exists())))
+      return { records: [], complete: false };
+    for await (const record of readNdjson(container, sentBlob, sentRecordSchema, isSentRecord, true))
       if (shards === 1 || shardOfHash(record.h, shards) === shard) sent.set(record.h, record);
     if (sent.size === 0) continue;
     const next = new Map<string, string[]>();
@@ -226,7 +235,7 @@ export async function readUncertainShard(container: ContainerClient, uncertain: 
       records.push({ h: hash, k: record.k, m: [...memberships].sort(), f: UNCERTAIN_FINGERPRINT });
     }
   }
-  return records;
+  return { records, complete: relevant.length === (shards >= before ? 1 : before / shards) };
 }
 
 /**

@@ -25,10 +25,13 @@ export type ClaimOutcome =
  */
 export async function claimDestination(deps: ConnectorDeps, run: RunRecord): Promise<ClaimOutcome> {
   const path = run.modelJsonPath;
-  const lock = await deps.destinations.lock(path);
-  if (lock.runId === run.runId) return { kind: 'claimed', run };
-  let uncertainRun = lock.uncertainRun;
-  let supersededHolder: string | undefined;
+  let lock = await deps.destinations.lock(path);
+  if (lock.runId === run.runId) {
+    // Claimed already; a worker that died right after the claim left what follows it undone.
+    if (run.generation === lock.generation) return { kind: 'claimed', run };
+    return afterClaim(deps, run, lock.generation, lock.uncertainRun, undefined);
+  }
+  const uncertainBefore = lock.uncertainRun;
   if (lock.runId) {
     const holder = await deps.runs.get(lock.runId);
     if (holder && !isTerminal(holder.status)) {
@@ -37,8 +40,14 @@ export async function claimDestination(deps: ConnectorDeps, run: RunRecord): Pro
         return endSuperseded(deps, run, holder.runId, reason);
       }
       // Only a newer snapshot takes over (a re-upload of the same refresh waits for the first).
+      // The holder's end (completed, failed, cancelled, held, halted) wakes the runs waiting for it:
+      // this look back is only the safety net, and rare while the holder waits for a person.
       if (!statusAfter(holder.status, 'supersede') || isSameRefreshTime(run, holder))
-        return { kind: 'wait', delayMs: 15_000, reason: `waiting for run ${holder.runId} of the same destination to finish` };
+        return {
+          kind: 'wait',
+          delayMs: holder.status === 'held' || holder.status === 'halted' || holder.status === 'stalled' ? 10 * 60_000 : 60_000,
+          reason: `waiting for run ${holder.runId} (${holder.status}) of the same destination to finish`,
+        };
       if (mayHaveDelivered(holder)) {
         // What it sent is re-sent in full by this run: all of it must be known first — its reading
         // done (a halt outlives it), and no sender of it still under way.
@@ -47,25 +56,38 @@ export async function claimDestination(deps: ConnectorDeps, run: RunRecord): Pro
         const sendingUntil = await deps.batches.sendingUntil(holder.runId, deps.clock.now());
         if (sendingUntil !== undefined)
           return { kind: 'wait', delayMs: sendingUntil - deps.clock.now() + 1_000, reason: `a sender of run ${holder.runId} may still be sending` };
+        // Recorded on the lock before the supersede: whoever claims next — this run, or another
+        // after this one died — takes over what the holder may have delivered.
+        const marked = await deps.destinations.markUncertain(path, lock, holder.runId);
+        if (!marked) return { kind: 'wait', delayMs: 1_000, reason: 'the destination lock changed meanwhile' };
+        lock = marked;
       }
       const applied = await supersedeRun(deps, holder, run.runId, `superseded by run ${run.runId}, which sends refresh ${run.refreshLabel} instead`);
       // The holder moved on between the read and the supersede: it keeps the destination.
       if (!applied) return { kind: 'wait', delayMs: 2_000, reason: `run ${holder.runId} moved on before it could be superseded` };
-      supersededHolder = holder.runId;
-      if (mayHaveDelivered(holder)) uncertainRun = holder.runId;
     }
   }
-  let generation = await deps.destinations.claim(path, run.runId, lock, uncertainRun);
-  // Having superseded the holder, this run takes its place (and its uncertainty) even if the lock
-  // row changed meanwhile, as long as nobody else holds it.
-  for (let attempt = 0; generation === undefined && supersededHolder && attempt < 5; attempt++) {
-    const now = await deps.destinations.lock(path);
-    if (now.runId && now.runId !== supersededHolder) break;
-    generation = await deps.destinations.claim(path, run.runId, now, uncertainRun);
-  }
+  const generation = await deps.destinations.claim(path, run.runId, lock);
   if (generation === undefined) return { kind: 'wait', delayMs: 2_000, reason: 'another run claimed the destination first' };
-  // The run this one replaced as the uncertain one re-sent everything that one may have delivered: its blobs can go.
-  if (lock.uncertainRun && uncertainRun !== lock.uncertainRun) await deleteRunBlobs(deps, path, lock.uncertainRun);
+  return afterClaim(deps, run, generation, lock.uncertainRun, uncertainBefore);
+}
+
+/**
+ * What a run does once it holds the destination (again, if it died right after claiming): records
+ * its generation and what it takes over, refuses to send a snapshot older than the delivered one,
+ * and supersedes the queued runs of older refreshes.
+ */
+async function afterClaim(
+  deps: ConnectorDeps,
+  run: RunRecord,
+  generation: number,
+  uncertainRun: string | undefined,
+  uncertainBefore: string | undefined,
+): Promise<ClaimOutcome> {
+  const path = run.modelJsonPath;
+  // The holder this run superseded re-sent everything the run uncertain before it may have
+  // delivered (it took that one over, and finished its reading): that run's blobs can go.
+  if (uncertainBefore && uncertainRun !== uncertainBefore) await deleteRunBlobs(deps, path, uncertainBefore);
   let { run: claimed } = await deps.runs.update(run.runId, (current) =>
     current.generation === generation && current.takesOver === uncertainRun ? undefined : { generation, takesOver: uncertainRun },
   );
@@ -96,8 +118,9 @@ export async function claimDestination(deps: ConnectorDeps, run: RunRecord): Pro
 }
 
 /**
- * The destination is free: the runs queued for it try now, not at their next look (a waiting run
- * checks back every 15 s; back-to-back refreshes should not wait for that).
+ * The destination is free, or its holder now waits for a person: the runs queued for it try now,
+ * not at their next look (a waiting run checks back every minute, or ten while the holder waits
+ * for a person; back-to-back refreshes should not wait for that).
  */
 export async function wakeWaiting(deps: ConnectorDeps, modelJsonPath: string): Promise<void> {
   for (const run of await deps.runs.listRuns()) {
@@ -147,8 +170,9 @@ export async function deleteRunBlobs(deps: ConnectorDeps, modelJsonPath: string,
  * run covers them — and what it wrote (working blobs, its shards' states) is deleted.
  */
 export async function supersedeRun(deps: ConnectorDeps, victim: RunRecord, by: string, reason: string): Promise<boolean> {
+  // Only from the status it was judged in: a run that moved on (approved, then halted) is judged again.
   const superseded = await deps.runs.update(victim.runId, (current) =>
-    statusAfter(current.status, 'supersede')
+    current.status === victim.status && current.enqueueDone === victim.enqueueDone && statusAfter(current.status, 'supersede')
       ? {
           event: 'supersede',
           supersededBy: by,

@@ -24,7 +24,8 @@ import { finalizeRun, requestFinalizeIfComplete } from './finalizeRun';
 import { holdingUnit } from './lease';
 import { partitionList, readSources, runDestination } from './runSources';
 
-export type RunStepResult = { kind: 'done' } | { kind: 'deferred'; delayMs: number; reason: string };
+export type RunStepResult =
+  { kind: 'done' } | { kind: 'deferred'; delayMs: number; reason: string; /** A waiting run's look, carried by its next message. */ lookAt?: number };
 
 /** Rows a CSV byte holds on average in CI exports, for sizing a first run that has no state to go by. */
 const BYTES_PER_PROFILE_ESTIMATE = 150;
@@ -39,17 +40,25 @@ const BYTES_PER_PROFILE_ESTIMATE = 150;
  * its owner. `startRun` is also how a run whose messages were lost gets going again: it sends
  * whatever steps are not done.
  */
-export async function enqueueRun(deps: ConnectorDeps, runId: string): Promise<RunStepResult> {
+export async function enqueueRun(deps: ConnectorDeps, runId: string, lookAt?: number): Promise<RunStepResult> {
   let run = await deps.runs.get(runId);
   if (!run) {
     deps.log.warn(`run ${runId} does not exist; message dropped`);
     return { kind: 'done' };
   }
   if (isTerminal(run.status) || run.status === 'finalizing' || run.enqueueDone) return { kind: 'done' };
+  // Wakes, sweeps and triggers each send a start: of the copies a waiting run has, the one that
+  // looked last keeps looking; the others stop, instead of multiplying while it waits for days.
+  if (lookAt !== undefined && run.status === 'queued' && run.lookedAt !== undefined && Date.parse(run.lookedAt) > lookAt) return { kind: 'done' };
   // A preview changes nothing of the destination: it neither waits for nor holds its lock.
   if (!run.dryRun) {
     const claim = await claimDestination(deps, run);
-    if (claim.kind === 'wait') return { kind: 'deferred', delayMs: claim.delayMs, reason: claim.reason };
+    if (claim.kind === 'wait') {
+      const now = deps.clock.now();
+      // Looking is progress: the sweep restarts only a run nothing happens to.
+      await deps.runs.update(runId, (current) => (current.status === 'queued' ? { lookedAt: new Date(now).toISOString() } : undefined));
+      return { kind: 'deferred', delayMs: claim.delayMs, reason: claim.reason, lookAt: now };
+    }
     if (claim.kind === 'superseded') return { kind: 'done' };
     run = claim.run;
   }
@@ -336,9 +345,11 @@ async function passGuard(
   drift: DriftSummary | undefined,
 ): Promise<boolean> {
   const run = await deps.runs.get(planned.runId);
-  if (!run || run.enqueueDone || run.status !== 'enqueuing') return false;
+  // Held, it waits for a person. A run that began releasing its batches and then halted (a sender
+  // met a 401) or was resumed finishes releasing them: its guard was passed.
+  if (!run || run.enqueueDone || run.status === 'held' || isTerminal(run.status) || run.status === 'finalizing') return false;
   const preview = addPreviews(units.flatMap((u) => (u.totals?.preview ? [u.totals.preview] : [])));
-  if (!run.approved) {
+  if (!run.approved && run.status === 'enqueuing') {
     const change: RunChange = drift
       ? {
           segments: Object.fromEntries(
@@ -364,11 +375,18 @@ async function passGuard(
     }
   }
   if (!drift) await writePreviewReport(deps, run, totals, reasons, preview, undefined);
-  const released = await releaseStaged(
-    deps,
-    run,
-    units.filter((u) => u.kind === 'shard'),
-  );
+  let released: number;
+  try {
+    released = await releaseStaged(
+      deps,
+      run,
+      units.filter((u) => u.kind === 'shard'),
+    );
+  } catch (error) {
+    if (!(error instanceof InvalidInputError)) throw error;
+    await failRun(deps, run, error);
+    return false;
+  }
   deps.log.info(`run ${run.runId}: ${released} staged batches released${run.approved ? ' (approved)' : ' (within the guard)'}`);
   return true;
 }

@@ -124,7 +124,14 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
     if (current.status === 'finalizing' && leaseHeld(current, deps.clock.now())) return undefined;
     return { event: 'startFinalize', leaseOwner: owner, leaseUntil: leaseEnd(deps) };
   });
-  if (!claim.changed) return claim.run;
+  if (!claim.changed) {
+    // A finalizer that died between completing the run and freeing the destination: its finalize comes again.
+    if (claim.run.status === 'completed' && (await deps.destinations.activeRun(run.modelJsonPath)) === runId) {
+      await deps.destinations.release(run.modelJsonPath, runId);
+      await wakeWaiting(deps, run.modelJsonPath);
+    }
+    return claim.run;
+  }
 
   return holdingLease(deps, runId, owner, async (signal) => {
     const batchTokens = await deps.batches.partsTokens(runId);
@@ -132,8 +139,11 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
     const switched = await writeDeliveredState(deps, run, shardUnits, batchTokens, signal);
     // This run re-sent everything the superseded run it took over may have delivered: nothing of
     // that run is uncertain any more, and what it left goes.
-    if (switched && run.takesOver && (await deps.destinations.settleUncertain(run.modelJsonPath, run.takesOver)))
+    // A reconcile repairs what Braze's exports show, which need not be all that run changed: the next sync still takes it over.
+    if (switched && run.takesOver && !run.reconcile && (await deps.destinations.settleUncertain(run.modelJsonPath, run.takesOver)))
       await deleteRunBlobs(deps, run.modelJsonPath, run.takesOver);
+    // A run marked uncertain as it was about to be superseded, that moved on and completed after all, is not uncertain.
+    if (switched) await deps.destinations.settleUncertain(run.modelJsonPath, run.runId);
     const owners = new Map<string, string>();
     for (const unit of await deps.units.list(runId, 'map')) owners.set(mapPartName(unit.index), unit.owner);
     for (const unit of shardUnits) owners.set(shardPartName(unit.index), unit.owner);

@@ -1,5 +1,6 @@
 import { createInterface } from 'node:readline';
 import type { Readable } from 'node:stream';
+import { InvalidInputError } from '../errors';
 import { encodeMessage } from '../queue/messages';
 import { stagedBatchesName } from '../runs/runBlobs';
 import { statusAfter, type RunRecord } from '../runs/runRecord';
@@ -26,9 +27,12 @@ export async function releaseStaged(deps: ConnectorDeps, run: RunRecord, shardUn
     try {
       stream = (await container.getBlobClient(stagedBatchesName(run.runId, unit.index, unit.owner)).download()).readableStreamBody as Readable;
     } catch (error) {
-      // A shard with nothing to send wrote no messages.
-      if (isNotFound(error)) continue;
-      throw error;
+      if (!isNotFound(error)) throw error;
+      // A shard with nothing to send may have written no messages; one that had some must find them.
+      if ((unit.totals?.batchesEnqueued ?? 0) === 0) continue;
+      throw new InvalidInputError(
+        `the staged batches of shard ${unit.index} are gone (removed by hand, or by a storage lifecycle rule after a long hold): nothing more of this run can be sent as previewed; the next refresh reads everything again`,
+      );
     }
     for await (const line of createInterface({ input: stream, crlfDelay: Infinity })) {
       if (!line) continue;

@@ -4,6 +4,7 @@ import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from './deps';
 import { enqueueRun, runUnit, type RunStepResult } from './enqueueRun';
 import { finalizeRun } from './finalizeRun';
+import { leaseHeld } from './lease';
 
 /** The run queue: start (read, diff, enqueue) and finalize runs. A deferral comes back later as a new message. */
 export async function processRunMessage(deps: ConnectorDeps, payload: unknown): Promise<RunStepResult> {
@@ -17,7 +18,13 @@ export async function processRunMessage(deps: ConnectorDeps, payload: unknown): 
     return { kind: 'done' };
   }
   if (message.kind === 'finalizeRun') {
-    await finalizeRun(deps, message.runId);
+    const run = await finalizeRun(deps, message.runId);
+    // Another finalizer holds the run: if it died, its lease runs out, and this one takes over then.
+    if (run?.status === 'finalizing' && run.leaseUntil !== undefined && leaseHeld(run, deps.clock.now())) {
+      const delayMs = Date.parse(run.leaseUntil) - deps.clock.now() + 1_000;
+      await sendToQueue(deps.storage.runQueue, encodeMessage(message), delayMs);
+      return { kind: 'deferred', delayMs, reason: `run ${run.runId} is being finalized` };
+    }
     return { kind: 'done' };
   }
   const result =
@@ -27,10 +34,11 @@ export async function processRunMessage(deps: ConnectorDeps, payload: unknown): 
         ? await runUnit(deps, message.runId, 'shard', message.shard)
         : message.kind === 'exportSegment'
           ? await runUnit(deps, message.runId, 'export', message.segment)
-          : await enqueueRun(deps, message.runId);
+          : await enqueueRun(deps, message.runId, message.lookAt);
   if (result.kind === 'deferred') {
     deps.log.info(`run ${message.runId} deferred ${Math.ceil(result.delayMs / 1000)} s: ${result.reason}`);
-    await sendToQueue(deps.storage.runQueue, encodeMessage(message), result.delayMs);
+    const next = message.kind === 'startRun' && result.lookAt !== undefined ? { ...message, lookAt: result.lookAt } : message;
+    await sendToQueue(deps.storage.runQueue, encodeMessage(next), result.delayMs);
   }
   return result;
 }

@@ -31,22 +31,29 @@ export async function resumeRun(deps: ConnectorDeps, runId: string): Promise<Res
   if (run.status === 'failed') return refuse(`run ${runId} failed (${run.error ?? 'bad input'}); start a new sync once the cause is fixed`);
   if (!statusAfter(run.status, 'resume')) return refuse(`run ${runId} is ${run.status}: only a halted, stalled or completed run is resumed`);
   if (run.status === 'completed' && run.usersFailed === 0) return refuse(`run ${runId} completed with every profile delivered or rejected; nothing to resume`);
+  // The destination first, then the state: a run that writes a newer state holds the destination
+  // until it has, so what the pointer says once this run holds it cannot change under it.
+  const lock = await deps.destinations.lock(run.modelJsonPath);
+  if (lock.runId && lock.runId !== runId) return refuse(`run ${lock.runId} now owns destination ${run.destination}; resume that one instead`);
+  let generation = lock.generation;
+  if (!lock.runId) {
+    const claimed = await deps.destinations.claim(run.modelJsonPath, runId, lock);
+    if (claimed === undefined) return refuse(`another run just claimed destination ${run.destination}`);
+    generation = claimed;
+  }
   const pointer = await deps.destinations.statePointer(run.modelJsonPath);
   if (pointer && pointer.runId !== runId && wroteLater(pointer, { generation: run.generation, runCreatedAt: run.createdAt })) {
+    if (!lock.runId) await deps.destinations.release(run.modelJsonPath, runId);
     return refuse(
       `run ${pointer.runId} synced a newer refresh of ${run.destination} after this run; resuming would re-send this run's older snapshot over it. Its failed profiles are re-sent by the next refresh (or POST /api/sync with {"force": true})`,
     );
   }
-  const lock = await deps.destinations.lock(run.modelJsonPath);
-  if (lock.runId && lock.runId !== runId) return refuse(`run ${lock.runId} now owns destination ${run.destination}; resume that one instead`);
-  if (!lock.runId && (await deps.destinations.claim(run.modelJsonPath, runId, lock)) === undefined)
-    return refuse(`another run just claimed destination ${run.destination}`);
 
   // The run goes back to sending before its batches do, so they are not parked again.
   const wasStalled = run.status === 'stalled';
   const { run: resumed } = await deps.runs.update(runId, (current) =>
     statusAfter(current.status, 'resume')
-      ? { event: 'resume', error: undefined, finishedAt: undefined, ...(current.status === 'stalled' ? { enqueueDone: false } : {}) }
+      ? { event: 'resume', error: undefined, finishedAt: undefined, generation, ...(current.status === 'stalled' ? { enqueueDone: false } : {}) }
       : undefined,
   );
   let requeuedBatches = 0;

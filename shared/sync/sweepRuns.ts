@@ -5,6 +5,7 @@ import { isRunId } from '../runs/runStore';
 import { destinationKey } from '../state/deliveredState';
 import { isNotFound } from '../storage/storageErrors';
 import { stateStillRead } from './stateBase';
+import { wakeWaiting } from './claimDestination';
 import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from './deps';
 import { isRunComplete } from './finalizeRun';
@@ -24,6 +25,8 @@ export interface SweepOutcome {
   expired: string[];
   /** Runs whose delivered-state folder was deleted: neither the destination's state nor read by anyone. */
   statesDeleted: string[];
+  /** Ended runs that still held their destination, which is now free. */
+  locksFreed: string[];
 }
 
 /**
@@ -33,7 +36,7 @@ export interface SweepOutcome {
  * `stalled`, which a resume or a newer refresh of the destination gets out of.
  */
 export async function sweepRuns(deps: ConnectorDeps): Promise<SweepOutcome> {
-  const outcome: SweepOutcome = { restarted: [], finalizing: [], stalled: [], expired: [], statesDeleted: [] };
+  const outcome: SweepOutcome = { restarted: [], finalizing: [], stalled: [], expired: [], statesDeleted: [], locksFreed: [] };
   const now = deps.clock.now();
   // A superseded run whose deliveries are still to be re-sent keeps its record and blobs until they are.
   const uncertain = await deps.destinations.uncertainRuns();
@@ -47,7 +50,9 @@ export async function sweepRuns(deps: ConnectorDeps): Promise<SweepOutcome> {
       continue;
     }
     // Halted and held runs wait for a person, not for the sweep.
-    if (isTerminal(run.status) || run.status === 'halted' || run.status === 'held') continue;
+    // Held runs, and halted runs whose reading is done, wait for a person; a halted run still reading
+    // goes on reading (and is restarted like any other if its messages were lost).
+    if (isTerminal(run.status) || run.status === 'held' || (run.status === 'halted' && run.enqueueDone)) continue;
     if (isRunComplete(run)) {
       if (statusAfter(run.status, 'startFinalize') && !(run.status === 'finalizing' && leaseHeld(run, now))) {
         await sendToQueue(deps.storage.runQueue, encodeMessage({ kind: 'finalizeRun', runId: run.runId }));
@@ -89,8 +94,27 @@ export async function sweepRuns(deps: ConnectorDeps): Promise<SweepOutcome> {
       }
     }
   }
+  outcome.locksFreed = await freeLocksOfEndedRuns(deps);
   outcome.statesDeleted = await sweepStateFolders(deps);
   return outcome;
+}
+
+/**
+ * A run that ended (completed, failed, cancelled, superseded — or expired) but still holds its
+ * destination: a worker died between ending it and freeing the destination. Nothing would free it
+ * but this, and the runs waiting for it would wait for their next look.
+ */
+async function freeLocksOfEndedRuns(deps: ConnectorDeps): Promise<string[]> {
+  const freed: string[] = [];
+  for (const lock of await deps.destinations.heldLocks()) {
+    const run = await deps.runs.get(lock.runId);
+    if (run && !isTerminal(run.status)) continue;
+    if (!(await deps.destinations.releaseByKey(lock.key, lock.runId))) continue;
+    freed.push(lock.runId);
+    deps.log.warn(`sweep: run ${lock.runId} ended without freeing its destination; freed`);
+    if (run) await wakeWaiting(deps, run.modelJsonPath);
+  }
+  return freed;
 }
 
 /** Whether any step of the run (map, export, diff) holds a live claim. */
@@ -107,14 +131,13 @@ async function stepWorking(deps: ConnectorDeps, runId: string, now: number): Pro
  * a dry run still read it, or that a crash left behind. Kept: the destination's current state, the
  * folder of a run that has not ended (it may still write or finalize), one a dry run may read, and
  * a superseded run's whose deliveries a later run has yet to re-send.
- * The order of the reads matters: a run's record (ended?) before the pointer (a finalizer moves the
- * pointer before the run ends), and the pointer before the dry runs (one that read a pointer before
- * it moved is listed by then).
+ * The order of the reads matters: a run's record (ended?) before the pointer and the lock's uncertain
+ * run (a finalizer moves the pointer, and a claimer marks a run uncertain, before that run ends), and
+ * the pointer before the dry runs (one that read a pointer before it moved is listed by then).
  */
 export async function sweepStateFolders(deps: ConnectorDeps): Promise<string[]> {
   const container = deps.storage.stateContainer;
   const candidates: { key: string; runId: string; modelJsonPath?: string }[] = [];
-  const uncertain = await deps.destinations.uncertainRuns();
   for await (const destination of container.listBlobsByHierarchy('/', { prefix: 'state/' })) {
     if (destination.kind !== 'prefix') continue;
     for await (const folder of container.listBlobsByHierarchy('/', { prefix: destination.name })) {
@@ -122,12 +145,15 @@ export async function sweepStateFolders(deps: ConnectorDeps): Promise<string[]> 
       const runId = folder.name.slice(destination.name.length).replace(/\/$/, '');
       if (!isRunId(runId)) continue;
       const run = await deps.runs.get(runId);
-      if ((run && !isTerminal(run.status)) || uncertain.has(runId)) continue;
+      if (run && !isTerminal(run.status)) continue;
       candidates.push({ key: destination.name.slice('state/'.length).replace(/\/$/, ''), runId, modelJsonPath: run?.modelJsonPath });
     }
   }
+  // Read after the runs: a run is marked uncertain on the lock before it is superseded (ends).
+  const uncertain = await deps.destinations.uncertainRuns();
   const unpointed = [];
   for (const candidate of candidates) {
+    if (uncertain.has(candidate.runId)) continue;
     const pointer = await deps.destinations.statePointerOfKey(candidate.key);
     if (pointer?.runId !== candidate.runId) unpointed.push(candidate);
   }

@@ -20,7 +20,8 @@ import { makeProfiles, writeRefresh, type ModelProfile } from '../helpers/profil
  * every sequence, Braze holds the newest refresh that was allowed to complete, the delivered state
  * agrees with it, and every run's counts add up. Against real Azurite and the local Braze server.
  *
- * ORDERINGS_RUNS sets how many sequences (a few dozen in CI); ORDERINGS_SEED replays one that failed.
+ * ORDERINGS_RUNS sets how many sequences (a few dozen in CI); ORDERINGS_SEED with ORDERINGS_PATH (both in
+ * a failure's message) replays one that failed, and ORDERINGS_SHRINK looks for a smaller one.
  */
 const RUNS = Number(process.env.ORDERINGS_RUNS ?? 40);
 const SEED = process.env.ORDERINGS_SEED === undefined ? undefined : Number(process.env.ORDERINGS_SEED);
@@ -46,7 +47,22 @@ type Action =
   | { kind: 'settle' }
   | { kind: 'pause'; ms: number }
   /** The run worker or the senders stop taking messages for a while (a cold start, a backlog), or start again. */
-  | { kind: 'hosts'; host: 'run' | 'send'; running: boolean };
+  | { kind: 'hosts'; host: 'run' | 'send'; running: boolean }
+  /** The worker that next calls this store method dies there: before the call takes effect, or right after. */
+  | { kind: 'chaos'; method: ChaosMethod; after: boolean; skip: number }
+  | { kind: 'dryRun' };
+
+const chaosMethods = [
+  'destinations.claim',
+  'destinations.markUncertain',
+  'destinations.release',
+  'destinations.switchStatePointer',
+  'destinations.settleUncertain',
+  'runs.update',
+  'units.finish',
+] as const;
+type ChaosMethod = (typeof chaosMethods)[number];
+const CHAOS = 'chaos: the worker died here';
 
 const via = fc.constantFrom('http' as const, 'timer' as const, 'blob' as const);
 const actionArb: fc.Arbitrary<Action> = fc.oneof(
@@ -68,6 +84,11 @@ const actionArb: fc.Arbitrary<Action> = fc.oneof(
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('settle' as const) }) },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('pause' as const), ms: fc.constantFrom(50, 400) }) },
   { weight: 2, arbitrary: fc.record({ kind: fc.constant('hosts' as const), host: fc.constantFrom('run' as const, 'send' as const), running: fc.boolean() }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({ kind: fc.constant('chaos' as const), method: fc.constantFrom(...chaosMethods), after: fc.boolean(), skip: fc.nat({ max: 4 }) }),
+  },
+  { weight: 1, arbitrary: fc.record({ kind: fc.constant('dryRun' as const) }) },
 );
 const scenarioArb = fc.record({
   refreshes: fc.array(fc.record({ leaveEvery: fc.constantFrom(0, 25, 2, 2), bump: fc.integer({ min: 0, max: 3 }), joiners: fc.integer({ min: 0, max: 8 }) }), {
@@ -126,7 +147,7 @@ async function runSequence(stack: TestStack, scenario: { refreshes: RefreshShape
   const stopped = new Set<'run' | 'send'>();
   /** Until no run can move by itself: each ended, waits for a person, or waits for one that does. */
   const settle = async (what: string) => {
-    const deadline = Date.now() + 45_000;
+    const deadline = Date.now() + 75_000;
     for (;;) {
       const all = await runs();
       const lock = modelJsonPath ? await deps.destinations.activeRun(modelJsonPath) : undefined;
@@ -144,15 +165,45 @@ async function runSequence(stack: TestStack, scenario: { refreshes: RefreshShape
       const stuck = (r: RunRecord) => hostless(r) || behind(r);
       const moving = all.filter((r) => !isTerminal(r.status) && r.status !== 'halted' && r.status !== 'held' && !stuck(r));
       if (moving.length === 0) return;
-      if (Date.now() > deadline) throw new Error(`${what}: runs still moving after 45 s: ${moving.map((r) => `${r.runId}=${r.status}`).join(', ')}`);
+      if (Date.now() > deadline) throw new Error(`${what}: runs still moving after 75 s: ${moving.map((r) => `${r.runId}=${r.status}`).join(', ')}`);
       await new Promise((resolve) => setTimeout(resolve, 100));
     }
   };
 
   const effects: string[] = [];
+  /** Arms one death: the (skip+1)-th call of the method, from any worker of the app, throws. */
+  const arm = (method: ChaosMethod, after: boolean, skip: number) => {
+    const [store, name] = method.split('.') as ['destinations' | 'runs' | 'units', string];
+    const target = deps[store] as unknown as Record<string, (...args: unknown[]) => Promise<unknown>>;
+    const original = target[name];
+    let calls = 0;
+    target[name] = async (...args: unknown[]) => {
+      if (calls++ < skip) return original.apply(deps[store], args);
+      delete target[name];
+      if (!after) throw new Error(CHAOS);
+      await original.apply(deps[store], args);
+      effects.push(`died after ${method}`);
+      throw new Error(CHAOS);
+    };
+  };
+  /** An operator's request whose worker died is one they make again later (or not): nothing else follows from it. */
+  const survive = async <T>(request: Promise<T>): Promise<T | undefined> => {
+    try {
+      return await request;
+    } catch (error) {
+      if ((error as Error).message === CHAOS) return undefined;
+      throw error;
+    }
+  };
   for (const action of scenario.actions) {
     const all = await runs();
     switch (action.kind) {
+      case 'chaos':
+        arm(action.method, action.after, action.skip);
+        break;
+      case 'dryRun':
+        if (modelJsonPath) for (const run of (await requestSync(deps, { trigger: 'http', dryRun: true })).runs) runIds.add(run.runId);
+        break;
       case 'hosts':
         if (action.running && stopped.delete(action.host)) hosts[action.host].start();
         if (!action.running && !stopped.has(action.host)) {
@@ -190,21 +241,22 @@ async function runSequence(stack: TestStack, scenario: { refreshes: RefreshShape
       }
       case 'halt': {
         // Braze refuses the key to a sender: a run sending, or one whose batches go while it reads.
-        const run = await target((r) => r.status === 'sending' || (r.status === 'enqueuing' && !r.staged && r.shards > 0), action.pick);
+        const run = await target((r) => !r.dryRun && (r.status === 'sending' || (r.status === 'enqueuing' && !r.staged && r.shards > 0)), action.pick);
         if (!run) break;
-        await haltRun(deps, run.runId, new BrazeAuthError('Braze answered 401: Invalid API key: [redacted]', 401));
+        await survive(haltRun(deps, run.runId, new BrazeAuthError('Braze answered 401: Invalid API key: [redacted]', 401)));
         effects.push('halt');
         break;
       }
       case 'resume': {
         const run = await target((r) => r.status === 'halted' || r.status === 'completed', action.pick);
-        if (run && (await resumeRun(deps, run.runId)).kind === 'resumed') effects.push('resume');
+        if (run && (await survive(resumeRun(deps, run.runId)))?.kind === 'resumed') effects.push('resume');
         break;
       }
       case 'approve':
       case 'cancel': {
         const run = await target((r) => r.status === 'held', action.pick, 3_000);
-        if (run && (await (action.kind === 'approve' ? approveRun : cancelRun)(deps, run.runId)).kind !== 'refused') effects.push(action.kind);
+        const outcome = run && (await survive((action.kind === 'approve' ? approveRun : cancelRun)(deps, run.runId)));
+        if (outcome && outcome.kind !== 'refused') effects.push(action.kind);
         break;
       }
       case 'settle':
@@ -218,12 +270,18 @@ async function runSequence(stack: TestStack, scenario: { refreshes: RefreshShape
 
   for (const host of stopped) hosts[host].start();
   stopped.clear();
-  // The key is fine after all: halted runs are resumed until nothing can move by itself.
+  // No worker dies any more.
+  for (const store of ['destinations', 'runs', 'units'] as const)
+    for (const name of Object.keys(deps[store]))
+      if (typeof (deps[store] as unknown as Record<string, unknown>)[name] === 'function') delete (deps[store] as unknown as Record<string, unknown>)[name];
+  // The key is fine after all: halted runs are resumed until nothing can move by itself; the
+  // timer's sweep runs as it would.
   for (let round = 0; round < 4; round++) {
+    await sweepRuns(deps);
     await settle('the end');
     const halted = (await runs()).filter((r) => r.status === 'halted');
     if (halted.length === 0) break;
-    for (const run of halted) await resumeRun(deps, run.runId);
+    for (const run of halted) await survive(resumeRun(deps, run.runId));
   }
   await settle('the end');
   await sweepRuns(deps);
@@ -233,8 +291,16 @@ async function runSequence(stack: TestStack, scenario: { refreshes: RefreshShape
     console.log(
       `${scenario.actions.map((a) => a.kind + ('refresh' in a ? a.refresh : '')).join(' ')} [${effects.join(', ')}] → ${all.map((r) => `${r.refreshLabel.slice(8, 10)}:${r.status}`).join(' ')}`,
     );
-  expect(all.filter((r) => !isTerminal(r.status) && r.status !== 'held' && r.status !== 'queued').map((r) => `${r.runId}=${r.status}`)).toEqual([]);
-  const completed = all.filter((r) => r.status === 'completed').sort((a, b) => a.generation - b.generation);
+  const held = all.filter((r) => r.status === 'held');
+  // Every run has ended, but for one held for a person and runs of its refresh that wait behind it.
+  expect(
+    all
+      .filter((r) => !isTerminal(r.status) && r.status !== 'held' && !(r.status === 'queued' && held.some((h) => h.refreshTime === r.refreshTime)))
+      .map((r) => `${r.runId}=${r.status}`),
+  ).toEqual([]);
+  // A dry run changes nothing, and ends as one.
+  for (const run of all.filter((r) => r.dryRun)) expect(run.status).toBe('completed');
+  const completed = all.filter((r) => r.status === 'completed' && !r.dryRun).sort((a, b) => a.generation - b.generation);
   // Newest snapshot wins: every run that completed is at least as new as the one completed before it.
   for (let i = 1; i < completed.length; i++) expect(completed[i].refreshTime >= completed[i - 1].refreshTime).toBe(true);
   for (const run of completed) {
@@ -246,6 +312,11 @@ async function runSequence(stack: TestStack, scenario: { refreshes: RefreshShape
   const pointer = await deps.destinations.statePointer(modelJsonPath);
   const last = completed.at(-1);
   expect(pointer?.runId).toBe(last?.runId);
+  // Unless a person holds it back, the newest refresh that arrived is the one that completed last.
+  if (held.length === 0 && !all.some((r) => r.status === 'cancelled')) {
+    const arrived = all.filter((r) => !r.dryRun && r.status !== 'failed').map((r) => r.refreshTime);
+    expect(last?.refreshTime).toBe(arrived.sort().at(-1));
+  }
   if (!last || !pointer) {
     expect(stack.braze.profiles.size).toBe(0);
     return;
@@ -308,7 +379,7 @@ describe('one destination under any order of events', () => {
       }),
       // Each sequence takes seconds against real storage: no shrinking in CI (the seed and the
       // sequence are in the failure message; ORDERINGS_SEED replays it).
-      { numRuns: RUNS, seed: SEED, endOnFailure: process.env.ORDERINGS_SHRINK === undefined, verbose: 1 },
+      { numRuns: RUNS, seed: SEED, path: process.env.ORDERINGS_PATH, endOnFailure: process.env.ORDERINGS_SHRINK === undefined, verbose: 1 },
     );
   }, 1_800_000);
 });

@@ -179,6 +179,86 @@ describe('the newest snapshot wins in Braze, whatever order refreshes arrive in'
     expect(left.filter((name) => !name.endsWith('/preview.json') && !name.endsWith('/rejects.csv'))).toEqual([]);
   }, 150_000);
 
+  it('leaves the takeover of a halted run to whoever claims next when the worker superseding it dies before it claims', async () => {
+    stack = await startIsolatedStack(azurite, { env: { PROFILES_PER_SHARD: '100' } });
+    const deps = stack.app.deps;
+    const container = deps.storage.exportContainer;
+    await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
+    expect((await syncOnce(stack)).status).toBe('completed');
+    await stack.app.hosts[1].stop();
+    await writeRefresh(container, refresh2.values(), '2026/11/29/0600');
+    const haltedId = await requestRun(stack);
+    await waitFor(async () => (await deps.runs.get(haltedId))!.enqueueDone, 60_000);
+    const [first] = (await deps.storage.batchQueue.receiveMessages({ numberOfMessages: 1 })).receivedMessageItems;
+    await deps.storage.batchQueue.deleteMessage(first.messageId, first.popReceipt);
+    expect((await deliverBatch(deps, first.messageText)).kind).toBe('done');
+    await haltRun(deps, haltedId, new BrazeAuthError('Braze answered 401: Invalid API key: [redacted]', 401));
+
+    await stack.app.hosts[0].stop();
+    const refresh3 = changed(refresh1, (p) => p);
+    await writeRefresh(container, refresh3.values(), '2026/11/30/0600');
+    const newerId = await requestRun(stack);
+    // The worker superseding the halted run dies before it claims the destination.
+    const dying: ConnectorDeps = {
+      ...deps,
+      destinations: new Proxy(deps.destinations, {
+        get(target, property, receiver) {
+          if (property === 'claim') return () => Promise.reject(new Error('worker died'));
+          return Reflect.get(target, property, receiver) as unknown;
+        },
+      }),
+    };
+    await expect(enqueueRun(dying, newerId)).rejects.toThrow('worker died');
+    expect((await deps.runs.get(haltedId))!.status).toBe('superseded');
+
+    // Its message comes back: the run claims, and takes over what the halted one may have delivered.
+    stack.app.hosts[0].start();
+    stack.app.hosts[1].start();
+    await requestRun(stack);
+    const [newer] = await stack.app.waitForRuns([newerId], { timeoutMs: 60_000 });
+    expect(newer).toMatchObject({ status: 'completed', takesOver: haltedId });
+    expect(brazeMismatches(stack.braze, expectedBraze([refresh1, refresh3]))).toEqual([]);
+  }, 150_000);
+
+  it('refuses an older refresh even when the worker that claimed for it died right after the claim', async () => {
+    stack = await startIsolatedStack(azurite);
+    const deps = stack.app.deps;
+    const container = deps.storage.exportContainer;
+    await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
+    await syncOnce(stack);
+    await writeRefresh(container, refresh2.values(), '2026/11/29/0600');
+    const run2 = await syncOnce(stack);
+    const applied = stack.braze.stats.objectsApplied;
+
+    await stack.app.hosts[0].stop();
+    await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
+    const staleId = await requestRun(stack);
+    // The claim lands; the worker dies before it records anything of it.
+    let died = false;
+    const dying: ConnectorDeps = {
+      ...deps,
+      runs: new Proxy(deps.runs, {
+        get(target, property, receiver) {
+          if (property === 'update' && !died)
+            return () => {
+              died = true;
+              return Promise.reject(new Error('worker died'));
+            };
+          return Reflect.get(target, property, receiver) as unknown;
+        },
+      }),
+    };
+    await expect(enqueueRun(dying, staleId)).rejects.toThrow('worker died');
+    expect(await deps.destinations.activeRun(run2.modelJsonPath)).toBe(staleId);
+
+    stack.app.hosts[0].start();
+    const [stale] = await stack.app.waitForRuns([staleId], { timeoutMs: 60_000 });
+    expect(stale.status).toBe('superseded');
+    expect(stale.error).toContain('older than refresh 2026/11/29/0600');
+    expect(stack.braze.stats.objectsApplied).toBe(applied);
+    expect(brazeMismatches(stack.braze, expectedBraze([refresh1, refresh2]))).toEqual([]);
+  }, 120_000);
+
   it('does not take the destination when the run it supersedes moved on first', async () => {
     stack = await startIsolatedStack(azurite);
     const deps = stack.app.deps;
