@@ -10,7 +10,7 @@ import { parse } from 'csv-parse';
 import type { ContainerClient } from '@azure/storage-blob';
 import { startAzurite } from '../local/azurite';
 import { createConnector, ensureReady } from '../shared/sync/connector';
-import type { ConnectorDeps } from '../shared/sync/deps';
+import type { ConnectorDeps } from '../shared/runs/connectorDeps';
 import { requestSync } from '../shared/sync/startSync';
 import { silentLogger } from '../shared/log';
 import type { RunRecord } from '../shared/runs/runRecord';

@@ -1,5 +1,5 @@
 import { app, type InvocationContext } from '@azure/functions';
-import { BATCH_QUEUE } from '../shared/queue/names';
+import { BATCH_QUEUE } from '../shared/storage/queueNames';
 import { handlePoisonBatch } from '../shared/sync/poisonBatch';
 import { connector } from './connector';
 

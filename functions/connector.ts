@@ -1,5 +1,5 @@
 import { createConnector } from '../shared/sync/connector';
-import type { ConnectorDeps } from '../shared/sync/deps';
+import type { ConnectorDeps } from '../shared/runs/connectorDeps';
 
 let deps: ConnectorDeps | undefined;
 

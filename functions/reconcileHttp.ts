@@ -1,6 +1,6 @@
 import { app, type HttpFunctionOptions, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
 import { z } from 'zod';
-import { parseRequestBody, startedRunsAnswer } from '../shared/httpAnswers';
+import { parseRequestBody, startedRunsAnswer } from './httpAnswers';
 import { InvalidInputError } from '../shared/errors';
 import { requestSync } from '../shared/sync/startSync';
 import { connector } from './connector';

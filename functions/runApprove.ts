@@ -2,21 +2,15 @@ import { app, type HttpFunctionOptions, type HttpRequest, type HttpResponseInit,
 import { approveRun } from '../shared/sync/heldRuns';
 import { isRunId } from '../shared/runs/runStore';
 import { connector } from './connector';
+import { heldRunAnswer } from './httpAnswers';
 
 /** A run the guard held sends exactly what it previewed. */
 export async function runApprove(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
   const runId = request.params.id ?? '';
   if (!isRunId(runId)) return { status: 400, jsonBody: { error: 'run id is malformed' } };
   const outcome = await approveRun(connector(), runId);
-  switch (outcome.kind) {
-    case 'notFound':
-      return { status: 404, jsonBody: { error: `run ${runId} not found` } };
-    case 'refused':
-      return { status: 409, jsonBody: { error: outcome.reason } };
-    default:
-      context.log(`run ${runId} approved`);
-      return { status: 202, jsonBody: { runId, status: outcome.status } };
-  }
+  if (outcome.kind === 'approved') context.log(`run ${runId} approved`);
+  return heldRunAnswer(runId, outcome, 202);
 }
 
 export const runApproveOptions: HttpFunctionOptions = {

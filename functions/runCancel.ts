@@ -2,21 +2,15 @@ import { app, type HttpFunctionOptions, type HttpRequest, type HttpResponseInit,
 import { cancelRun } from '../shared/sync/heldRuns';
 import { isRunId } from '../shared/runs/runStore';
 import { connector } from './connector';
+import { heldRunAnswer } from './httpAnswers';
 
 /** A run the guard held ends with nothing sent; the delivered state stays as it was. */
 export async function runCancel(request: HttpRequest, context: InvocationContext): Promise<HttpResponseInit> {
   const runId = request.params.id ?? '';
   if (!isRunId(runId)) return { status: 400, jsonBody: { error: 'run id is malformed' } };
   const outcome = await cancelRun(connector(), runId);
-  switch (outcome.kind) {
-    case 'notFound':
-      return { status: 404, jsonBody: { error: `run ${runId} not found` } };
-    case 'refused':
-      return { status: 409, jsonBody: { error: outcome.reason } };
-    default:
-      context.log(`run ${runId} cancelled`);
-      return { status: 200, jsonBody: { runId, status: outcome.status } };
-  }
+  if (outcome.kind === 'cancelled') context.log(`run ${runId} cancelled`);
+  return heldRunAnswer(runId, outcome, 200);
 }
 
 export const runCancelOptions: HttpFunctionOptions = {

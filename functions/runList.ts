@@ -1,5 +1,5 @@
 import { app, type HttpFunctionOptions, type HttpRequest, type HttpResponseInit, type InvocationContext } from '@azure/functions';
-import { formatIssues } from '../shared/config/settings';
+import { formatIssues } from '../shared/errors';
 import { InvalidInputError } from '../shared/errors';
 import { runHistory, runHistoryQuerySchema } from '../shared/sync/runHistory';
 import { connector } from './connector';

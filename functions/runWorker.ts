@@ -1,5 +1,5 @@
 import { app, type InvocationContext } from '@azure/functions';
-import { RUN_QUEUE } from '../shared/queue/names';
+import { RUN_QUEUE } from '../shared/storage/queueNames';
 import { processRunMessage } from '../shared/sync/processRunMessage';
 import { connector } from './connector';
 

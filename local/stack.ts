@@ -5,7 +5,7 @@ import { parseSyncConfig, type SyncConfig } from '../shared/config/syncConfig';
 import { loadAppSettings } from '../shared/config/settings';
 import type { Logger } from '../shared/log';
 import { createConnector, ensureReady } from '../shared/sync/connector';
-import type { ConnectorDeps } from '../shared/sync/deps';
+import type { ConnectorDeps } from '../shared/runs/connectorDeps';
 import { isTerminal, type RunRecord } from '../shared/runs/runRecord';
 import { brazeSender } from '../functions/brazeSender';
 import { brazeSenderPoison } from '../functions/brazeSenderPoison';

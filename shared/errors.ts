@@ -1,3 +1,5 @@
+import type { z } from 'zod';
+
 /**
  * The closed set of failures the connector raises. The retry rule lives in the type: callers
  * decide by `instanceof` and `retryable`, never by reading a message.
@@ -75,4 +77,13 @@ export type ConnectorError = InvalidInputError | ExportNotReadyError | BrazeAuth
 export function describeError(error: unknown): string {
   if (error instanceof Error) return `${error.name}: ${error.message}`;
   return String(error);
+}
+
+/** A zod error as one readable message: what was checked, then each bad path and why. */
+export function formatIssues(what: string, error: z.ZodError): string {
+  const lines = error.issues.map((issue) => {
+    const path = issue.path.length ? issue.path.join('.') : '(root)';
+    return `  - ${path}: ${issue.message}`;
+  });
+  return `${what} is invalid:\n${lines.join('\n')}`;
 }

@@ -2,7 +2,7 @@ import { describeIdentifier, dataPointsOf } from '../mapping/profileIdentity';
 import type { BatchProfile, BrazeBatchMessage } from '../queue/messages';
 import type { RejectLine } from '../runs/rejectsReport';
 import { emptyOutcome, type BatchOutcome } from '../runs/runTable';
-import type { Handoff } from './batchRecord';
+import type { Handoff } from '../runs/batchRecord';
 import type { ProfileResult, SendResult } from './sendBatch';
 
 /** After this many hand-backs (minutes to an hour of Braze trouble), the rest of a batch is failed and kept for a resume. */

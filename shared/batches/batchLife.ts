@@ -1,5 +1,5 @@
 import { createHash } from 'node:crypto';
-import type { ConnectorDeps } from '../sync/deps';
+import type { ConnectorDeps } from '../runs/connectorDeps';
 import { decodeBatchMessage, encodeMessage, type BrazeBatchMessage } from '../queue/messages';
 import { writeRejectsPart } from '../runs/rejectsReport';
 import { batchRejectsPartName, handoffBlobName, newToken, parkedBlobName, unreadableBlobName } from '../runs/runBlobs';
@@ -10,7 +10,7 @@ import { writeUndelivered } from '../state/deliveredState';
 import { sendToQueue } from '../storage/queueSend';
 import { isNotFound } from '../storage/storageErrors';
 import { describeError, type UnreadableMessageError } from '../errors';
-import { canMove, onReceipt, type BatchRecord, type BatchState } from './batchRecord';
+import { canMove, onReceipt, type BatchRecord, type BatchState } from '../runs/batchRecord';
 import { emptyPart, unsentPart, type BatchPart, type Ending } from './batchEnding';
 
 /**

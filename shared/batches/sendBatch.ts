@@ -1,4 +1,4 @@
-import { BRAZE_MAX_OBJECTS_PER_REQUEST } from '../braze/constants';
+import { BRAZE_MAX_OBJECTS_PER_REQUEST } from '../brazeApi';
 import type { BrazeClient } from '../braze/client';
 import { BrazeAuthError, BrazeRetryableError } from '../errors';
 import { toBrazeObject } from '../mapping/profileIdentity';

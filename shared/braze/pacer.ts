@@ -1,6 +1,6 @@
 import { BrazeRetryableError } from '../errors';
-import { BRAZE_DEFAULT_RATE_LIMIT_REQUESTS, BRAZE_DEFAULT_RATE_LIMIT_WINDOW_MS } from './constants';
-import type { Clock } from './clock';
+import { BRAZE_DEFAULT_RATE_LIMIT_REQUESTS, BRAZE_DEFAULT_RATE_LIMIT_WINDOW_MS } from '../brazeApi';
+import type { Clock } from '../clock';
 import type { RateLimitObservation } from './rateLimitHeaders';
 
 /** A waiting request looks again at least this often: answers arriving meanwhile change the picture. */

@@ -1,6 +1,6 @@
 import { z } from 'zod';
 import { InvalidInputError } from '../errors';
-import { formatIssues } from '../config/settings';
+import { formatIssues } from '../errors';
 
 /** CDM data types CI writes into model.json. */
 export const cdmDataTypes = ['string', 'int64', 'double', 'decimal', 'boolean', 'dateTime', 'dateTimeOffset', 'GUID', 'JSON'] as const;

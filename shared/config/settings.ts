@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { InvalidInputError } from '../errors';
+import { formatIssues, InvalidInputError } from '../errors';
 import { parseBrazeEndpoint } from './endpoint';
 
 const positiveInt = (fallback: number) => z.coerce.number().int().positive().default(fallback);
@@ -141,21 +141,13 @@ export interface AppSettings {
     maxConcurrentRequests: number;
   };
   senderBudgetMs: number;
-  enqueueLeaseMs: number;
+  /** How long a reading step holds its claim, or a finalizer its lease, unrenewed (ENQUEUE_LEASE_MS). */
+  leaseMs: number;
   profilesPerShard: number;
   readerStepsPerInstance: number;
   runStallMs: number;
   runRetentionMs: number;
   reconcile: { pollMs: number; exportTimeoutMs: number };
-}
-
-/** Formats zod issues as `FIELD: message` lines so a start-up failure names the bad setting. */
-export function formatIssues(what: string, error: z.ZodError): string {
-  const lines = error.issues.map((issue) => {
-    const path = issue.path.length ? issue.path.join('.') : '(root)';
-    return `  - ${path}: ${issue.message}`;
-  });
-  return `${what} is invalid:\n${lines.join('\n')}`;
 }
 
 export function loadAppSettings(env: Record<string, string | undefined>): AppSettings {
@@ -200,7 +192,7 @@ export function loadAppSettings(env: Record<string, string | undefined>): AppSet
       maxConcurrentRequests: s.BRAZE_MAX_CONCURRENT_REQUESTS,
     },
     senderBudgetMs: s.SENDER_BUDGET_MS,
-    enqueueLeaseMs: s.ENQUEUE_LEASE_MS,
+    leaseMs: s.ENQUEUE_LEASE_MS,
     profilesPerShard: s.PROFILES_PER_SHARD,
     readerStepsPerInstance: s.READER_STEPS_PER_INSTANCE,
     runStallMs: s.RUN_STALL_MINUTES * 60_000,

@@ -2,9 +2,8 @@ import { readFileSync } from 'node:fs';
 import { z } from 'zod';
 import { InvalidInputError } from '../errors';
 import { parseBrazeEndpoint } from './endpoint';
-import { formatIssues } from './settings';
-import { BRAZE_MAX_STRING_LENGTH } from '../braze/constants';
-import { NOT_ATTRIBUTE_FIELDS } from '../mapping/profileIdentity';
+import { formatIssues } from '../errors';
+import { BRAZE_MAX_STRING_LENGTH, NOT_ATTRIBUTE_FIELDS } from '../brazeApi';
 
 /** Braze custom attribute names: non-empty, ≤255 characters, not starting with `$` (reserved). */
 const brazeAttributeName = z

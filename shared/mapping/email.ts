@@ -1,4 +1,4 @@
-import { BRAZE_MAX_STRING_LENGTH } from '../braze/constants';
+import { BRAZE_MAX_STRING_LENGTH } from '../brazeApi';
 
 // Deliberately permissive beyond the basics: Braze does its own validation and reports per row.
 const EMAIL_PATTERN = /^[^\s@"(),:;<>[\]\\]+@[^\s@"(),:;<>[\]\\]+\.[^\s@"(),:;<>[\]\\.]{2,}$/;

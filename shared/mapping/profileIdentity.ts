@@ -5,12 +5,6 @@ import type { JsonValue } from '../ci/dataTypes';
  * in its state, and what counts as a data point.
  */
 
-/**
- * Fields of a /users/track object that are never attributes. `email` and `phone` are both: the
- * identifier when nothing else identifies the object, an attribute beside an external_id or alias.
- */
-export const NOT_ATTRIBUTE_FIELDS: readonly string[] = ['external_id', 'user_alias', 'braze_id', '_update_existing_only'];
-
 export type BrazeIdentifier = { external_id: string } | { email: string } | { user_alias: { alias_name: string; alias_label: string } };
 
 /** One object of the `attributes` array of POST /users/track. */

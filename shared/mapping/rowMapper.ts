@@ -2,7 +2,7 @@ import type { DestinationConfig } from '../config/syncConfig';
 import { convertCell, type JsonValue } from '../ci/dataTypes';
 import type { CdmAttribute } from '../ci/modelJson';
 import type { PartitionColumns } from '../ci/partitionReader';
-import { BRAZE_MAX_STRING_LENGTH } from '../braze/constants';
+import { BRAZE_MAX_STRING_LENGTH } from '../brazeApi';
 import { InvalidInputError } from '../errors';
 import { normalizeEmail } from './email';
 import { profileKeyOf, type BrazeIdentifier } from './profileIdentity';

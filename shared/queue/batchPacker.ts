@@ -1,6 +1,6 @@
 import type { QueueClient } from '@azure/storage-queue';
 import { gzipText, QUEUE_MESSAGE_MAX_BYTES, type BatchProfile } from './messages';
-import { BRAZE_MAX_OBJECTS_PER_REQUEST } from '../braze/constants';
+import { BRAZE_MAX_OBJECTS_PER_REQUEST } from '../brazeApi';
 import { sendToQueue } from '../storage/queueSend';
 
 /** Headroom under the 64 KiB limit for the queue's own envelope. */

@@ -1,7 +1,7 @@
 import { gunzipSync, gzipSync, constants as zlibConstants } from 'node:zlib';
 import { z } from 'zod';
 import { UnreadableMessageError } from '../errors';
-import { formatIssues } from '../config/settings';
+import { formatIssues } from '../errors';
 
 /** Azure Storage queues take at most 64 KiB per message, counted on the encoded text. */
 export const QUEUE_MESSAGE_MAX_BYTES = 64 * 1024;

@@ -1,7 +1,8 @@
 import type { JsonValue } from '../ci/dataTypes';
 import type { SegmentRefresh } from '../ci/exportRefresh';
 import { dataPointsOf, describeIdentifier, identifierFromKey, type BrazeIdentifier } from '../mapping/profileIdentity';
-import { changedAttributes, emptyPreview, fieldHashes, PREVIEW_SAMPLE_SIZE } from './preview';
+import { changedAttributes, fieldHashes } from '../mapping/fieldHashes';
+import { emptyPreview, PREVIEW_SAMPLE_SIZE } from '../runs/previewTally';
 import { createKeyMapper, createRowMapper, type RowMapper } from '../mapping/rowMapper';
 import { BatchPacker } from '../queue/batchPacker';
 import { rejectCsvLine, type RejectLine } from '../runs/rejectsReport';
@@ -22,11 +23,11 @@ import {
 import { MembershipBits } from '../state/membershipBits';
 import { BlobLineWriter } from '../storage/blobLineWriter';
 import { isNotFound } from '../storage/storageErrors';
-import type { ConnectorDeps } from '../sync/deps';
-import { partitionList, readSources, runDestination } from '../sync/runSources';
+import type { ConnectorDeps } from '../runs/connectorDeps';
+import { partitionList, readSources, runDestination } from '../runs/runSources';
 import { canonicalPartitionColumns, mapLineFingerprint, mapLineHash, parseMapLine, type MapLine } from './mapLines';
 import { emptyTotals } from './mapPartition';
-import { mappedFieldNames } from '../reconcile/brazeView';
+import { mappedFieldNames } from '../mapping/fieldHashes';
 
 /**
  * One profile of the shard in this refresh: its memberships, input rows, and the row that decides

@@ -8,8 +8,8 @@ import { shardOfHash } from '../state/deliveredState';
 import { keyHash } from '../state/profileIndex';
 import { BlobLineWriter } from '../storage/blobLineWriter';
 import { StagedBlobWriter } from '../storage/stagedBlobWriter';
-import type { ConnectorDeps } from '../sync/deps';
-import { partitionList, readSources, runDestination } from '../sync/runSources';
+import type { ConnectorDeps } from '../runs/connectorDeps';
+import { partitionList, readSources, runDestination } from '../runs/runSources';
 import { canonicalColumns, mapLineText, mappingSeed, rawFingerprint } from './mapLines';
 import { openPartition } from './openPartition';
 

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { DestinationConfig } from '../config/syncConfig';
 import { normalizeEmail } from '../mapping/email';
 import { profileKeyOf } from '../mapping/profileIdentity';
-import { fnv1a32, MISSING } from '../reader/preview';
+import { fnv1a32, mappedFieldNames, MISSING } from '../mapping/fieldHashes';
 
 /**
  * Braze's side of a reconcile: the users a segment export lists, reduced to what the connector can
@@ -24,11 +24,6 @@ export const exportedUserSchema = z.looseObject({
   custom_attributes: z.record(z.string(), z.unknown()).optional(),
 });
 export type ExportedUser = z.output<typeof exportedUserSchema>;
-
-/** The attributes a destination's mapped profiles carry besides memberships, in a fixed order. */
-export function mappedFieldNames(destination: DestinationConfig): string[] {
-  return [...new Set([...(destination.matching.emailColumn ? ['email'] : []), ...Object.values(destination.fields)])].sort();
-}
 
 /** `fields_to_export` for a destination: the identifiers, the custom attributes, and the standard attributes it maps. */
 export function exportFieldsFor(destination: DestinationConfig): string[] {

@@ -3,16 +3,16 @@ import { dataPointsOf, describeIdentifier, identifierFromKey, type BrazeIdentifi
 import { gatherShard, shardContext, shardWriters } from '../reader/diffShard';
 import { mapLineFingerprint, parseMapLine } from '../reader/mapLines';
 import { emptyTotals } from '../reader/mapPartition';
-import { fieldHashes } from '../reader/preview';
+import { fieldHashes } from '../mapping/fieldHashes';
 import { rejectCsvLine } from '../runs/rejectsReport';
 import { viewBlobName } from '../runs/runBlobs';
 import type { RunRecord } from '../runs/runRecord';
 import type { UnitTotals } from '../runs/unitLedger';
 import { readPreviousShard, shardStateBlobName, type PreviousState, type StateRecord } from '../state/deliveredState';
 import { isNotFound } from '../storage/storageErrors';
-import type { ConnectorDeps } from '../sync/deps';
+import type { ConnectorDeps } from '../runs/connectorDeps';
 import { comparableHashes, parseViewLine, staleFields } from './brazeView';
-import { DRIFT_SAMPLE_SIZE, emptyDrift, type DriftTally } from './drift';
+import { DRIFT_SAMPLE_SIZE, emptyDrift, type DriftTally } from '../runs/driftTally';
 
 /** A profile as Braze's segment exports show it under one key: the segments it is in, its fields' hashes, and whether the key is the user's first. */
 interface BrazeSide {

@@ -10,10 +10,11 @@ import { shardOfHash } from '../state/deliveredState';
 import { keyHash } from '../state/profileIndex';
 import { isConflict, isNotFound } from '../storage/storageErrors';
 import { StagedBlobWriter } from '../storage/stagedBlobWriter';
-import type { ConnectorDeps } from '../sync/deps';
-import { readSources, runDestination } from '../sync/runSources';
+import type { ConnectorDeps } from '../runs/connectorDeps';
+import { readSources, runDestination } from '../runs/runSources';
 import { emptyTotals, shardBlockBytes } from '../reader/mapPartition';
-import { comparableHashes, exportedUserKeys, exportedUserSchema, exportedValue, exportFieldsFor, mappedFieldNames, viewLineText } from './brazeView';
+import { comparableHashes, exportedUserKeys, exportedUserSchema, exportedValue, exportFieldsFor, viewLineText } from './brazeView';
+import { mappedFieldNames } from '../mapping/fieldHashes';
 import { ARCHIVE_LIMITS, archiveLines, downloadArchive, probeArchive, removeArchive, type ArchiveLimits } from './exportArchive';
 
 /**

@@ -1,6 +1,6 @@
 import { odata, type TableClient, type TransactionAction } from '@azure/data-tables';
-import type { Clock } from '../braze/clock';
-import { isClosed, parseBatchRecord, type BatchRecord } from '../batches/batchRecord';
+import type { Clock } from '../clock';
+import { isClosed, parseBatchRecord, type BatchRecord } from './batchRecord';
 import { retryOnConflict } from '../storage/etagRetry';
 import { isConflict } from '../storage/storageErrors';
 import { readEntity } from '../storage/tableEntities';

@@ -1,6 +1,6 @@
 import { createHash } from 'node:crypto';
 import { odata, type TableClient } from '@azure/data-tables';
-import type { Clock } from '../braze/clock';
+import type { Clock } from '../clock';
 import { retryOnConflict } from '../storage/etagRetry';
 import { isConflict, isNotFound } from '../storage/storageErrors';
 import { readEntity } from '../storage/tableEntities';

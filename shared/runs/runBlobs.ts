@@ -1,6 +1,7 @@
 import { randomBytes } from 'node:crypto';
 import type { ContainerClient } from '@azure/storage-blob';
-import { isConflict, isNotFound } from '../storage/storageErrors';
+import { deleteBlobsUnder } from '../storage/blobFolders';
+import { isConflict } from '../storage/storageErrors';
 
 /**
  * Where a run keeps its blobs in the state container, under `runs/<runId>/`. Parts that more than
@@ -117,30 +118,12 @@ export function splitPartName(fileName: string): { id: string; token: string } |
  * people); the storage lifecycle rule in the README removes it after the retention the user sets.
  */
 export async function deleteWorkingBlobs(container: ContainerClient, runId: string): Promise<number> {
-  const keep = new Set([rejectsReportName(runId), previewReportName(runId), driftReportName(runId)]);
-  let deleted = 0;
-  for await (const item of container.listBlobsFlat({ prefix: `${runFolder(runId)}/` })) {
-    if (keep.has(item.name)) continue;
-    try {
-      await container.deleteBlob(item.name);
-      deleted += 1;
-    } catch (error) {
-      if (!isNotFound(error)) throw error;
-    }
-  }
-  return deleted;
+  return deleteBlobsUnder(container, `${runFolder(runId)}/`, new Set([rejectsReportName(runId), previewReportName(runId), driftReportName(runId)]));
 }
 
 /** Every blob of a run, the rejects report included: the run has outlived its retention. */
 export async function deleteRunFolder(container: ContainerClient, runId: string): Promise<number> {
-  let deleted = 0;
-  for await (const item of container.listBlobsFlat({ prefix: `${runFolder(runId)}/` })) {
-    await container.deleteBlob(item.name).catch((error: unknown) => {
-      if (!isNotFound(error)) throw error;
-    });
-    deleted += 1;
-  }
-  return deleted;
+  return deleteBlobsUnder(container, `${runFolder(runId)}/`);
 }
 
 /** Uploads a small blob unless it exists: the first writer wins, later ones change nothing. */

@@ -1,10 +1,10 @@
 import { odata, type TableClient } from '@azure/data-tables';
 import { z } from 'zod';
-import type { Clock } from '../braze/clock';
+import type { Clock } from '../clock';
 import { isConflict } from '../storage/storageErrors';
 import { readEntity } from '../storage/tableEntities';
-import { previewTallySchema } from '../reader/preview';
-import { driftTallySchema } from '../reconcile/drift';
+import { previewTallySchema } from './previewTally';
+import { driftTallySchema } from './driftTally';
 
 /**
  * The units a run's reading is split into — one map unit per partition, one diff unit per shard,

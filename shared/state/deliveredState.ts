@@ -5,6 +5,7 @@ import type { ContainerClient } from '@azure/storage-blob';
 import { z } from 'zod';
 import { sentBlobName, splitPartName, undeliveredBlobName, undeliveredPrefix } from '../runs/runBlobs';
 import { BlobLineWriter } from '../storage/blobLineWriter';
+import { deleteBlobsUnder } from '../storage/blobFolders';
 import { isNotFound } from '../storage/storageErrors';
 
 /**
@@ -65,16 +66,7 @@ export function stateFolder(modelJsonPath: string, runId: string): string {
  * hold profile keys and e-mails, so none is left behind.
  */
 export async function deleteStateFolder(container: ContainerClient, modelJsonPath: string, runId: string): Promise<number> {
-  let deleted = 0;
-  for await (const item of container.listBlobsFlat({ prefix: stateFolder(modelJsonPath, runId) })) {
-    try {
-      await container.deleteBlob(item.name);
-      deleted += 1;
-    } catch (error) {
-      if (!isNotFound(error)) throw error;
-    }
-  }
-  return deleted;
+  return deleteBlobsUnder(container, stateFolder(modelJsonPath, runId));
 }
 
 export function manifestBlobName(modelJsonPath: string, runId: string): string {

@@ -4,7 +4,7 @@ import { TableClient, type TableServiceClientOptions } from '@azure/data-tables'
 import { DefaultAzureCredential } from '@azure/identity';
 import type { AppSettings, StorageSettings } from '../config/settings';
 import { InvalidInputError } from '../errors';
-import { BATCH_QUEUE, RUN_QUEUE } from '../queue/names';
+import { BATCH_QUEUE, RUN_QUEUE } from './queueNames';
 
 export interface StorageClients {
   exportContainer: ContainerClient;

@@ -4,7 +4,7 @@ import { sendToQueue } from '../storage/queueSend';
 import { isOlderRefresh, isSameRefreshTime, isTerminal, refreshTimeOf, statusAfter, type RunRecord } from '../runs/runRecord';
 import type { StatePointer } from '../runs/destinationStore';
 import { deleteStateFolder } from '../state/deliveredState';
-import type { ConnectorDeps } from './deps';
+import type { ConnectorDeps } from '../runs/connectorDeps';
 
 export type ClaimOutcome =
   | { kind: 'claimed'; run: RunRecord }

@@ -1,7 +1,7 @@
 import { loadAppSettings, type AppSettings } from '../config/settings';
 import { loadSyncConfig, type SyncConfig } from '../config/syncConfig';
 import { BrazeClient } from '../braze/client';
-import { systemClock, type Clock } from '../braze/clock';
+import { systemClock, type Clock } from '../clock';
 import { ReaderSlots } from './readerSlots';
 import { RateLimitPacer } from '../braze/pacer';
 import { consoleLogger, type Logger } from '../log';
@@ -11,7 +11,7 @@ import { RunStore } from '../runs/runStore';
 import { UnitLedger } from '../runs/unitLedger';
 import { azureCredential, createStorageClients, ensureStorage } from '../storage/clients';
 import { KeyVaultApiKey, SettingApiKey } from '../braze/apiKey';
-import type { ConnectorDeps } from './deps';
+import type { ConnectorDeps } from '../runs/connectorDeps';
 import { parseBrazeEndpoint } from '../config/endpoint';
 import { InvalidInputError } from '../errors';
 

@@ -6,10 +6,10 @@ import { UnreadableMessageError } from '../errors';
 import { decodeBatchMessage, encodeMessage } from '../queue/messages';
 import type { BatchOutcome } from '../runs/runTable';
 import { sendToQueue } from '../storage/queueSend';
-import type { ConnectorDeps } from './deps';
+import type { ConnectorDeps } from '../runs/connectorDeps';
 import { requestFinalizeIfComplete } from './finalizeRun';
 import { haltRun } from './runEvents';
-import { sourceNames } from './runSources';
+import { sourceNames } from '../runs/runSources';
 
 export type DeliveryResult =
   | { kind: 'done' | 'parked' | 'deferred' | 'failed'; outcome: BatchOutcome }

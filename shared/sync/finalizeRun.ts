@@ -14,7 +14,7 @@ import {
   type StateManifest,
 } from '../state/deliveredState';
 import { sendToQueue } from '../storage/queueSend';
-import type { ConnectorDeps } from './deps';
+import type { ConnectorDeps } from '../runs/connectorDeps';
 import { holdingLease, leaseEnd, leaseHeld } from './lease';
 import { stateStillRead } from './stateBase';
 import { deleteRunBlobs, wakeWaiting } from './claimDestination';

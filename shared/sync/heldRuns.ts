@@ -7,7 +7,7 @@ import { statusAfter, type RunRecord } from '../runs/runRecord';
 import type { UnitRecord } from '../runs/unitLedger';
 import { sendToQueue } from '../storage/queueSend';
 import { isNotFound } from '../storage/storageErrors';
-import type { ConnectorDeps } from './deps';
+import type { ConnectorDeps } from '../runs/connectorDeps';
 import { deleteRunBlobs, wakeWaiting } from './claimDestination';
 
 const SENDS_IN_FLIGHT = 16;

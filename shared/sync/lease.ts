@@ -2,14 +2,14 @@ import { describeError, LeaseLostError } from '../errors';
 import type { RunRecord } from '../runs/runRecord';
 import type { RunPatch } from '../runs/runStore';
 import type { UnitKind } from '../runs/unitLedger';
-import type { ConnectorDeps } from './deps';
+import type { ConnectorDeps } from '../runs/connectorDeps';
 
 /**
  * A run's enqueuer or finalizer holds it until `leaseUntil`, renewing while it works; once that
  * time has passed, another worker may assume it crashed and take over.
  */
 export function leaseEnd(deps: ConnectorDeps): string {
-  return new Date(deps.clock.now() + deps.settings.enqueueLeaseMs).toISOString();
+  return new Date(deps.clock.now() + deps.settings.leaseMs).toISOString();
 }
 
 export function leaseHeld(run: Pick<RunRecord, 'leaseUntil'>, nowMs: number): boolean {
@@ -59,7 +59,7 @@ export async function holdingUnit<T>(
   return whileRenewed(
     deps,
     `run ${runId}: the claim on ${kind} ${index}`,
-    async () => ((await deps.units.renew(runId, kind, index, owner, deps.settings.enqueueLeaseMs)) ? undefined : 'was taken over by another worker'),
+    async () => ((await deps.units.renew(runId, kind, index, owner, deps.settings.leaseMs)) ? undefined : 'was taken over by another worker'),
     work,
   );
 }
@@ -76,7 +76,7 @@ async function whileRenewed<T>(
   work: (signal: AbortSignal) => Promise<T>,
 ): Promise<T> {
   const controller = new AbortController();
-  const holdMs = deps.settings.enqueueLeaseMs;
+  const holdMs = deps.settings.leaseMs;
   let heldUntilMs = deps.clock.now() + holdMs;
   let renewing = false;
   const renew = async () => {

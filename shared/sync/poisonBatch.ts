@@ -3,9 +3,9 @@ import { unsentPart } from '../batches/batchEnding';
 import { UnreadableMessageError } from '../errors';
 import { decodeBatchMessage, encodeMessage } from '../queue/messages';
 import { sendToQueue } from '../storage/queueSend';
-import type { ConnectorDeps } from './deps';
+import type { ConnectorDeps } from '../runs/connectorDeps';
 import { requestFinalizeIfComplete } from './finalizeRun';
-import { sourceNames } from './runSources';
+import { sourceNames } from '../runs/runSources';
 
 const POISON_REASON = 'the batch failed every attempt and went to the poison queue';
 

@@ -1,8 +1,9 @@
 import { UnreadableMessageError } from '../errors';
 import { decodeRunMessage, encodeMessage } from '../queue/messages';
 import { sendToQueue } from '../storage/queueSend';
-import type { ConnectorDeps } from './deps';
-import { enqueueRun, runUnit, type RunStepResult } from './enqueueRun';
+import type { ConnectorDeps } from '../runs/connectorDeps';
+import { startRun, type RunStepResult } from './startRun';
+import { runStep } from './stepRunner';
 import { finalizeRun } from './finalizeRun';
 import { leaseHeld } from './lease';
 
@@ -29,12 +30,12 @@ export async function processRunMessage(deps: ConnectorDeps, payload: unknown): 
   }
   const result =
     message.kind === 'mapPartition'
-      ? await runUnit(deps, message.runId, 'map', message.partition)
+      ? await runStep(deps, message.runId, 'map', message.partition)
       : message.kind === 'diffShard'
-        ? await runUnit(deps, message.runId, 'shard', message.shard)
+        ? await runStep(deps, message.runId, 'shard', message.shard)
         : message.kind === 'exportSegment'
-          ? await runUnit(deps, message.runId, 'export', message.segment)
-          : await enqueueRun(deps, message.runId, message.lookAt);
+          ? await runStep(deps, message.runId, 'export', message.segment)
+          : await startRun(deps, message.runId, message.lookAt);
   if (result.kind === 'deferred') {
     deps.log.info(`run ${message.runId} deferred ${Math.ceil(result.delayMs / 1000)} s: ${result.reason}`);
     const next = message.kind === 'startRun' && result.lookAt !== undefined ? { ...message, lookAt: result.lookAt } : message;

@@ -1,4 +1,4 @@
-import type { Clock } from '../braze/clock';
+import type { Clock } from '../clock';
 
 /** How long a step waits for this process's slot before it is handed to another instance. */
 export const READER_SLOT_WAIT_MS = 2_000;

@@ -2,7 +2,7 @@ import { decodeBatchMessage, encodeMessage } from '../queue/messages';
 import { parkedPrefix } from '../runs/runBlobs';
 import { statusAfter, type RunRecord } from '../runs/runRecord';
 import { sendToQueue } from '../storage/queueSend';
-import type { ConnectorDeps } from './deps';
+import type { ConnectorDeps } from '../runs/connectorDeps';
 import { wroteLater } from '../runs/destinationStore';
 import { requestFinalizeIfComplete } from './finalizeRun';
 

@@ -1,5 +1,5 @@
 import type { BrazeAuthError } from '../errors';
-import type { ConnectorDeps } from './deps';
+import type { ConnectorDeps } from '../runs/connectorDeps';
 import { wakeWaiting } from './claimDestination';
 
 /** Bad credentials: the run stops sending; its remaining batches park until a resume. */

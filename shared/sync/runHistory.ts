@@ -4,7 +4,7 @@ import { runStatuses, runSummary, type RunSummary } from '../runs/runRecord';
 import { driftReportName, previewReportName, rejectsReportName } from '../runs/runBlobs';
 import { isNotFound } from '../storage/storageErrors';
 import type { RunStore } from '../runs/runStore';
-import type { ConnectorDeps } from './deps';
+import type { ConnectorDeps } from '../runs/connectorDeps';
 
 /** GET /api/runs: the query, validated. */
 export const runHistoryQuerySchema = z.strictObject({

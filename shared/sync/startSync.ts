@@ -7,9 +7,9 @@ import { describeError, ExportNotReadyError, InvalidInputError } from '../errors
 import { encodeMessage } from '../queue/messages';
 import { runIdFor } from '../runs/runStore';
 import { sendToQueue } from '../storage/queueSend';
-import { writeSources } from './runSources';
+import { writeSources } from '../runs/runSources';
 import { runCountsSchema, type RunRecord, type RunTrigger } from '../runs/runRecord';
-import type { ConnectorDeps } from './deps';
+import type { ConnectorDeps } from '../runs/connectorDeps';
 import { ensureReady } from './connector';
 
 export interface SyncRequest {

@@ -2,7 +2,7 @@ import { z } from 'zod';
 import type { StatePointer } from '../runs/destinationStore';
 import { isTerminal, type RunRecord } from '../runs/runRecord';
 import { readPreviousState, type PreviousState } from '../state/deliveredState';
-import type { ConnectorDeps } from './deps';
+import type { ConnectorDeps } from '../runs/connectorDeps';
 
 /** What a run records of the destination's state pointer when it is planned (run.stateBase). */
 const stateBaseSchema = z

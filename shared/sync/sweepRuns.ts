@@ -3,11 +3,11 @@ import { isTerminal, statusAfter } from '../runs/runRecord';
 import { deleteRunFolder } from '../runs/runBlobs';
 import { isRunId } from '../runs/runStore';
 import { destinationKey } from '../state/deliveredState';
-import { isNotFound } from '../storage/storageErrors';
+import { deleteBlobsUnder } from '../storage/blobFolders';
 import { stateStillRead } from './stateBase';
 import { wakeWaiting } from './claimDestination';
 import { sendToQueue } from '../storage/queueSend';
-import type { ConnectorDeps } from './deps';
+import type { ConnectorDeps } from '../runs/connectorDeps';
 import { isRunComplete } from './finalizeRun';
 import { leaseHeld } from './lease';
 
@@ -161,13 +161,7 @@ export async function sweepStateFolders(deps: ConnectorDeps): Promise<string[]> 
   for (const candidate of unpointed) {
     if (candidate.modelJsonPath && (await stateStillRead(deps, candidate.modelJsonPath, candidate.runId))) continue;
     if (!candidate.modelJsonPath && (await anyDryRunReading(deps, candidate.key))) continue;
-    let blobs = 0;
-    for await (const item of container.listBlobsFlat({ prefix: `state/${candidate.key}/${candidate.runId}/` })) {
-      await container.deleteBlob(item.name).catch((error: unknown) => {
-        if (!isNotFound(error)) throw error;
-      });
-      blobs += 1;
-    }
+    const blobs = await deleteBlobsUnder(container, `state/${candidate.key}/${candidate.runId}/`);
     if (blobs > 0) {
       deleted.push(candidate.runId);
       deps.log.info(`sweep: deleted the delivered-state folder of run ${candidate.runId} (${blobs} blobs): no longer the destination's state`);

@@ -126,3 +126,23 @@ export async function startIsolatedStack(azurite: AzuriteInstance, options: Para
     await queue.clearMessages().catch(() => undefined);
   return stack;
 }
+
+/**
+ * For a test file whose tests each want a stack of their own on one Azurite: starts Azurite once,
+ * and stops each test's stack after it. `start` gives the test its stack.
+ */
+export function stacksOnSharedAzurite(): { start: (options?: Parameters<typeof startTestStack>[0]) => Promise<TestStack> } {
+  let azurite: AzuriteInstance | undefined;
+  let current: TestStack | undefined;
+  beforeAll(async () => {
+    azurite = await startAzurite();
+  });
+  afterEach(async () => {
+    await current?.stop();
+    current = undefined;
+  });
+  afterAll(async () => {
+    await azurite?.stop();
+  });
+  return { start: async (options) => (current = await startIsolatedStack(azurite!, options)) };
+}

@@ -15,8 +15,9 @@ import {
   stateManifestSchema,
   stateRecordSchema,
 } from '../../shared/state/deliveredState';
-import { enqueueRun, runUnit } from '../../shared/sync/enqueueRun';
-import type { ConnectorDeps } from '../../shared/sync/deps';
+import { startRun as startReading } from '../../shared/sync/startRun';
+import { runStep } from '../../shared/sync/stepRunner';
+import type { ConnectorDeps } from '../../shared/runs/connectorDeps';
 import { requestSync } from '../../shared/sync/startSync';
 import { brazeMismatches, expectExactCounts, runFolderAfterCleanup, waitFor } from '../helpers/expectations';
 import { customerId, expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
@@ -171,19 +172,19 @@ describe('a refresh read in steps that many instances share', () => {
     const profiles = makeProfiles(1, 3000);
     await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 2);
     const runId = await startRun(deps);
-    await enqueueRun(deps, runId);
+    await startReading(deps, runId);
     let run = (await deps.runs.get(runId))!;
     expect(run.shards).toBeGreaterThanOrEqual(4);
-    for (let p = 0; p < 4; p++) expect(await runUnit(deps, runId, 'map', p)).toEqual({ kind: 'done' });
+    for (let p = 0; p < 4; p++) expect(await runStep(deps, runId, 'map', p)).toEqual({ kind: 'done' });
 
     // Two copies of shard 0's message at once: one works, the other waits or finds it done.
-    const copies = await Promise.all([runUnit(deps, runId, 'shard', 0), runUnit(deps, runId, 'shard', 0)]);
+    const copies = await Promise.all([runStep(deps, runId, 'shard', 0), runStep(deps, runId, 'shard', 0)]);
     expect(copies.filter((c) => c.kind === 'done').length).toBeGreaterThanOrEqual(1);
     const shard0 = (await deps.units.read(runId, 'shard', 0))!;
     expect(shard0.state).toBe('done');
     expect(await batchQueueLength(deps)).toBe(shard0.totals!.batchesEnqueued);
     // A copy after it is done adds nothing.
-    expect(await runUnit(deps, runId, 'shard', 0)).toEqual({ kind: 'done' });
+    expect(await runStep(deps, runId, 'shard', 0)).toEqual({ kind: 'done' });
     expect(await batchQueueLength(deps)).toBe(shard0.totals!.batchesEnqueued);
 
     // Shard 1 is worked through by an owner that dies before recording it done: its batches are on the queue.
@@ -195,13 +196,13 @@ describe('a refresh read in steps that many instances share', () => {
     expect(deadTotals.batchesEnqueued).toBeGreaterThan(0);
     await new Promise((resolve) => setTimeout(resolve, 400));
     // Its message comes back: a new owner takes the step over and enqueues the same batches again.
-    expect(await runUnit(deps, runId, 'shard', 1)).toEqual({ kind: 'done' });
+    expect(await runStep(deps, runId, 'shard', 1)).toEqual({ kind: 'done' });
     const shard1 = (await deps.units.read(runId, 'shard', 1))!;
     expect(shard1.owner).not.toBe('deadowner001');
     expect(shard1.totals).toEqual({ ...deadTotals, stateBlob: expect.not.stringContaining('deadowner001') });
     expect(await batchQueueLength(deps)).toBe(shard0.totals!.batchesEnqueued + 2 * shard1.totals!.batchesEnqueued);
 
-    for (let s = 2; s < run.shards; s++) expect(await runUnit(deps, runId, 'shard', s)).toEqual({ kind: 'done' });
+    for (let s = 2; s < run.shards; s++) expect(await runStep(deps, runId, 'shard', s)).toEqual({ kind: 'done' });
     run = (await deps.runs.get(runId))!;
     expect(run.enqueueDone).toBe(true);
     expect(run.usersEnqueued).toBe(profiles.size);
@@ -231,21 +232,21 @@ describe('a refresh read in steps that many instances share', () => {
     const profiles = makeProfiles(1, 3000);
     await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 2);
     const runId = await startRun(deps);
-    await enqueueRun(deps, runId);
+    await startReading(deps, runId);
     const run = (await deps.runs.get(runId))!;
     // Partitions 0–1 are HighValue's, 2–3 Newsletter's; Newsletter's second one is late.
-    for (const p of [0, 1, 2]) expect(await runUnit(deps, runId, 'map', p)).toEqual({ kind: 'done' });
+    for (const p of [0, 1, 2]) expect(await runStep(deps, runId, 'map', p)).toEqual({ kind: 'done' });
     // Shard messages that arrive early (a duplicate, an impatient retry) wait and do nothing.
     for (let s = 0; s < run.shards; s++) {
-      const early = await runUnit(deps, runId, 'shard', s);
-      expect(early).toMatchObject({ kind: 'deferred', reason: expect.stringContaining('waits for its map steps') });
+      const early = await runStep(deps, runId, 'shard', s);
+      expect(early).toMatchObject({ kind: 'deferred', reason: expect.stringContaining('waits for the reading of every partition') });
     }
     expect(await deps.units.list(runId, 'shard')).toEqual([]);
     expect(await batchQueueLength(deps)).toBe(0);
     expect(stack.braze.stats.requests).toBe(0);
 
     // The late partition's step, then whatever the queue holds.
-    expect(await runUnit(deps, runId, 'map', 3)).toEqual({ kind: 'done' });
+    expect(await runStep(deps, runId, 'map', 3)).toEqual({ kind: 'done' });
     stack.app.hosts[0].start();
     const [done] = await stack.app.waitForRuns([runId], { timeoutMs: 90_000 });
     expect(done.status).toBe('completed');

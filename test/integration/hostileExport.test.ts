@@ -1,6 +1,6 @@
 import { SettingApiKey } from '../../shared/braze/apiKey';
 import { BrazeClient } from '../../shared/braze/client';
-import { systemClock } from '../../shared/braze/clock';
+import { systemClock } from '../../shared/clock';
 import { RateLimitPacer } from '../../shared/braze/pacer';
 import { rejectsReportName } from '../../shared/runs/runBlobs';
 import { rowsAccountedFor } from '../../shared/runs/runRecord';

@@ -3,7 +3,8 @@ import { BlobServiceClient } from '@azure/storage-blob';
 import { LeaseLostError } from '../../shared/errors';
 import { RunStore } from '../../shared/runs/runStore';
 import { BlobLineWriter } from '../../shared/storage/blobLineWriter';
-import { enqueueRun, runUnit } from '../../shared/sync/enqueueRun';
+import { startRun } from '../../shared/sync/startRun';
+import { runStep } from '../../shared/sync/stepRunner';
 import { holdingLease } from '../../shared/sync/lease';
 import { requestSync } from '../../shared/sync/startSync';
 import { startTestStack, type TestStack } from '../helpers/testStack';
@@ -38,8 +39,8 @@ describe('writers and leases fail loudly', () => {
     await stack.app.hosts[1].stop();
     const { runs } = await requestSync(deps, { trigger: 'http' });
     const runId = runs[0].runId;
-    await enqueueRun(deps, runId);
-    const mapping = runUnit(deps, runId, 'map', 0).then(
+    await startRun(deps, runId);
+    const mapping = runStep(deps, runId, 'map', 0).then(
       () => 'finished',
       (error: unknown) => error,
     );

@@ -8,8 +8,7 @@ import { resumeRun } from '../../shared/sync/resumeRun';
 import { runFolder } from '../../shared/runs/runBlobs';
 import { stateFolder } from '../../shared/state/deliveredState';
 import type { RunRecord } from '../../shared/runs/runRecord';
-import { startAzurite, type AzuriteInstance } from '../../local/azurite';
-import { startIsolatedStack, testConfig, type TestStack } from '../helpers/testStack';
+import { stacksOnSharedAzurite, testConfig, type TestStack } from '../helpers/testStack';
 import { expectedBraze, makeProfiles, writeRefresh, type ModelProfile } from '../helpers/profileModel';
 import { brazeMismatches, expectExactCounts } from '../helpers/expectations';
 
@@ -58,21 +57,11 @@ function truncated(profiles: Map<string, ModelProfile>): Map<string, ModelProfil
 const highValueMembers = [...refresh1.values()].filter((p) => p.segments.has('HighValue')).length;
 
 describe('the guard against mass change', () => {
-  let azurite: AzuriteInstance;
+  const stacks = stacksOnSharedAzurite();
   let stack: TestStack | undefined;
-  beforeAll(async () => {
-    azurite = await startAzurite();
-  });
-  afterAll(async () => {
-    await azurite.stop();
-  });
-  afterEach(async () => {
-    await stack?.stop();
-    stack = undefined;
-  });
 
   it('holds a refresh that would clear most of a segment, sends nothing, shows why, and once approved sends exactly its preview', async () => {
-    stack = await startIsolatedStack(azurite);
+    stack = await stacks.start();
     const deps = stack.app.deps;
     await writeRefresh(deps.storage.exportContainer, refresh1.values(), '2026/11/28/0600');
     const first = await sync(stack);
@@ -123,7 +112,7 @@ describe('the guard against mass change', () => {
   }, 150_000);
 
   it('cancelled, a held run leaves Braze and the delivered state untouched and nothing of it behind', async () => {
-    stack = await startIsolatedStack(azurite);
+    stack = await stacks.start();
     const deps = stack.app.deps;
     await writeRefresh(deps.storage.exportContainer, refresh1.values(), '2026/11/28/0600');
     const first = await sync(stack);
@@ -156,7 +145,7 @@ describe('the guard against mass change', () => {
 
   it('sends a refresh within the guard without waiting, and holds one that changes more profiles than a configured share', async () => {
     const config = testConfig({ guard: { maxClearedShare: 0.2, maxChangedShare: 0.5, minProfiles: 10 } });
-    stack = await startIsolatedStack(azurite, { config });
+    stack = await stacks.start({ config });
     const deps = stack.app.deps;
     await writeRefresh(deps.storage.exportContainer, refresh1.values(), '2026/11/28/0600');
     await sync(stack);
@@ -176,7 +165,7 @@ describe('the guard against mass change', () => {
   }, 150_000);
 
   it('lets a newer refresh supersede a held run', async () => {
-    stack = await startIsolatedStack(azurite);
+    stack = await stacks.start();
     const deps = stack.app.deps;
     await writeRefresh(deps.storage.exportContainer, refresh1.values(), '2026/11/28/0600');
     await sync(stack);

@@ -3,7 +3,7 @@ import { reconcileHttp } from '../../functions/reconcileHttp';
 import { runPreview } from '../../functions/runPreview';
 import type { RunRecord } from '../../shared/runs/runRecord';
 import { requestSync } from '../../shared/sync/startSync';
-import { systemClock } from '../../shared/braze/clock';
+import { systemClock } from '../../shared/clock';
 import { awaitSegmentExport } from '../../shared/reconcile/segmentExport';
 import { brazeMismatches, expectExactCounts, waitFor } from '../helpers/expectations';
 import { customerId, expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';

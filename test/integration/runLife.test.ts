@@ -7,7 +7,7 @@ import { handlePoisonBatch } from '../../shared/sync/poisonBatch';
 import { haltRun } from '../../shared/sync/runEvents';
 import { requestSync } from '../../shared/sync/startSync';
 import { sweepRuns } from '../../shared/sync/sweepRuns';
-import type { ConnectorDeps } from '../../shared/sync/deps';
+import type { ConnectorDeps } from '../../shared/runs/connectorDeps';
 import { startTestStack, type TestStack } from '../helpers/testStack';
 import { expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
 import { expectExactCounts, waitFor } from '../helpers/expectations';

@@ -1,14 +1,13 @@
 import { BrazeAuthError } from '../../shared/errors';
 import { deliverBatch } from '../../shared/sync/deliverBatch';
-import { enqueueRun } from '../../shared/sync/enqueueRun';
+import { startRun } from '../../shared/sync/startRun';
 import { resumeRun } from '../../shared/sync/resumeRun';
 import { haltRun } from '../../shared/sync/runEvents';
 import { requestSync } from '../../shared/sync/startSync';
-import type { ConnectorDeps } from '../../shared/sync/deps';
+import type { ConnectorDeps } from '../../shared/runs/connectorDeps';
 import type { RunStore } from '../../shared/runs/runStore';
 import { stateFolder } from '../../shared/state/deliveredState';
-import { startAzurite, type AzuriteInstance } from '../../local/azurite';
-import { startIsolatedStack, type TestStack } from '../helpers/testStack';
+import { stacksOnSharedAzurite, type TestStack } from '../helpers/testStack';
 import { expectedBraze, makeProfiles, writeRefresh, type ModelProfile } from '../helpers/profileModel';
 import { brazeMismatches, expectExactCounts, waitFor } from '../helpers/expectations';
 
@@ -41,25 +40,15 @@ function changed(profiles: Map<string, ModelProfile>, change: (p: ModelProfile, 
 }
 
 describe('the newest snapshot wins in Braze, whatever order refreshes arrive in', () => {
-  let azurite: AzuriteInstance;
+  const stacks = stacksOnSharedAzurite();
   let stack: TestStack | undefined;
-  beforeAll(async () => {
-    azurite = await startAzurite();
-  });
-  afterAll(async () => {
-    await azurite.stop();
-  });
-  afterEach(async () => {
-    await stack?.stop();
-    stack = undefined;
-  });
 
   const refresh1 = makeProfiles(1, 400);
   // Refresh 2: a tenth leave, the rest earn points.
   const refresh2 = changed(refresh1, (p, n) => (n % 10 === 0 ? undefined : { ...p, points: p.points + 7 }));
 
   it('sends nothing for a refresh older than the delivered one, says why, and sends it only when forced', async () => {
-    stack = await startIsolatedStack(azurite);
+    stack = await stacks.start();
     const container = stack.app.deps.storage.exportContainer;
     await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
     expect((await syncOnce(stack)).status).toBe('completed');
@@ -77,7 +66,8 @@ describe('the newest snapshot wins in Braze, whatever order refreshes arrive in'
     expect(stack.braze.stats.objectsApplied).toBe(applied);
     expect(brazeMismatches(stack.braze, expectedBraze([refresh1, refresh2]))).toEqual([]);
     expect((await stack.app.deps.destinations.statePointer(stale.modelJsonPath))?.runId).toBe(run2.runId);
-    expect(await stack.app.deps.destinations.activeRun(stale.modelJsonPath)).toBeUndefined();
+    // The destination is freed right after the run ends.
+    await waitFor(async () => (await stack!.app.deps.destinations.activeRun(stale.modelJsonPath)) === undefined);
     expect(stack.log.records).toContainEqual(expect.objectContaining({ connectorEvent: 'RunSuperseded', runId: stale.runId, previousStatus: 'queued' }));
 
     // Forced, it is sent, and its status says Braze now holds the older snapshot.
@@ -92,7 +82,7 @@ describe('the newest snapshot wins in Braze, whatever order refreshes arrive in'
   }, 120_000);
 
   it('supersedes a queued older run when a newer one takes the destination first', async () => {
-    stack = await startIsolatedStack(azurite);
+    stack = await stacks.start();
     const container = stack.app.deps.storage.exportContainer;
     await stack.app.hosts[0].stop();
     await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
@@ -100,7 +90,7 @@ describe('the newest snapshot wins in Braze, whatever order refreshes arrive in'
     await writeRefresh(container, refresh2.values(), '2026/11/29/0600');
     const newerId = await requestRun(stack);
     // The newer run's start is handled first; the older one's message waits on the queue.
-    expect((await enqueueRun(stack.app.deps, newerId)).kind).toBe('done');
+    expect((await startRun(stack.app.deps, newerId)).kind).toBe('done');
     const older = (await stack.app.deps.runs.get(olderId))!;
     expect(older).toMatchObject({ status: 'superseded', supersededBy: newerId });
     expect(older.error).toContain('newer refresh 2026/11/29/0600');
@@ -113,7 +103,7 @@ describe('the newest snapshot wins in Braze, whatever order refreshes arrive in'
   }, 120_000);
 
   it('never lets an older run that starts after a newer one completed roll Braze back', async () => {
-    stack = await startIsolatedStack(azurite);
+    stack = await stacks.start();
     const container = stack.app.deps.storage.exportContainer;
     await stack.app.hosts[0].stop();
     await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
@@ -124,18 +114,18 @@ describe('the newest snapshot wins in Braze, whatever order refreshes arrive in'
     // newer run is on the queue.
     await stack.app.deps.storage.runQueue.clearMessages();
     stack.app.hosts[0].start();
-    expect((await enqueueRun(stack.app.deps, newerId)).kind).toBe('done');
+    expect((await startRun(stack.app.deps, newerId)).kind).toBe('done');
     const [newer] = await stack.app.waitForRuns([newerId], { timeoutMs: 60_000 });
     expect(newer.status).toBe('completed');
     // The older run was already superseded when the newer one claimed; starting it again changes nothing.
-    expect((await enqueueRun(stack.app.deps, olderId)).kind).toBe('done');
+    expect((await startRun(stack.app.deps, olderId)).kind).toBe('done');
     expect((await stack.app.deps.runs.get(olderId))!.status).toBe('superseded');
     expect(brazeMismatches(stack.braze, expectedBraze([refresh2]))).toEqual([]);
   }, 120_000);
 
   it('undoes what a superseded run delivered before it halted: Braze ends at the newer refresh', async () => {
     // Several shards, so the halted run has several batches, of which one reaches Braze.
-    stack = await startIsolatedStack(azurite, { env: { PROFILES_PER_SHARD: '100' } });
+    stack = await stacks.start({ env: { PROFILES_PER_SHARD: '100' } });
     const deps = stack.app.deps;
     const container = deps.storage.exportContainer;
     await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
@@ -180,7 +170,7 @@ describe('the newest snapshot wins in Braze, whatever order refreshes arrive in'
   }, 150_000);
 
   it('leaves the takeover of a halted run to whoever claims next when the worker superseding it dies before it claims', async () => {
-    stack = await startIsolatedStack(azurite, { env: { PROFILES_PER_SHARD: '100' } });
+    stack = await stacks.start({ env: { PROFILES_PER_SHARD: '100' } });
     const deps = stack.app.deps;
     const container = deps.storage.exportContainer;
     await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
@@ -208,7 +198,7 @@ describe('the newest snapshot wins in Braze, whatever order refreshes arrive in'
         },
       }),
     };
-    await expect(enqueueRun(dying, newerId)).rejects.toThrow('worker died');
+    await expect(startRun(dying, newerId)).rejects.toThrow('worker died');
     expect((await deps.runs.get(haltedId))!.status).toBe('superseded');
 
     // Its message comes back: the run claims, and takes over what the halted one may have delivered.
@@ -221,7 +211,7 @@ describe('the newest snapshot wins in Braze, whatever order refreshes arrive in'
   }, 150_000);
 
   it('refuses an older refresh even when the worker that claimed for it died right after the claim', async () => {
-    stack = await startIsolatedStack(azurite);
+    stack = await stacks.start();
     const deps = stack.app.deps;
     const container = deps.storage.exportContainer;
     await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
@@ -248,7 +238,7 @@ describe('the newest snapshot wins in Braze, whatever order refreshes arrive in'
         },
       }),
     };
-    await expect(enqueueRun(dying, staleId)).rejects.toThrow('worker died');
+    await expect(startRun(dying, staleId)).rejects.toThrow('worker died');
     expect(await deps.destinations.activeRun(run2.modelJsonPath)).toBe(staleId);
 
     stack.app.hosts[0].start();
@@ -260,7 +250,7 @@ describe('the newest snapshot wins in Braze, whatever order refreshes arrive in'
   }, 120_000);
 
   it('does not take the destination when the run it supersedes moved on first', async () => {
-    stack = await startIsolatedStack(azurite);
+    stack = await stacks.start();
     const deps = stack.app.deps;
     const container = deps.storage.exportContainer;
     await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
@@ -289,7 +279,7 @@ describe('the newest snapshot wins in Braze, whatever order refreshes arrive in'
       },
     }) as RunStore;
     const interleaved: ConnectorDeps = { ...deps, runs };
-    const step = await enqueueRun(interleaved, newerId);
+    const step = await startRun(interleaved, newerId);
     expect(resumed).toBe(true);
     expect(step.kind).toBe('deferred');
     expect(await deps.destinations.activeRun((await deps.runs.get(newerId))!.modelJsonPath)).toBe(haltedId);

@@ -1,13 +1,12 @@
 import { BrazeAuthError } from '../../shared/errors';
-import { enqueueRun } from '../../shared/sync/enqueueRun';
+import { startRun } from '../../shared/sync/startRun';
 import { haltRun } from '../../shared/sync/runEvents';
 import { requestSync } from '../../shared/sync/startSync';
 import { sweepRuns } from '../../shared/sync/sweepRuns';
-import type { ConnectorDeps } from '../../shared/sync/deps';
+import type { ConnectorDeps } from '../../shared/runs/connectorDeps';
 import { previewReportName } from '../../shared/runs/runBlobs';
 import { stateFolder } from '../../shared/state/deliveredState';
-import { startAzurite, type AzuriteInstance } from '../../local/azurite';
-import { startIsolatedStack, type TestStack } from '../helpers/testStack';
+import { stacksOnSharedAzurite, type TestStack } from '../helpers/testStack';
 import { makeProfiles, writeRefresh, type ModelProfile } from '../helpers/profileModel';
 import { waitFor } from '../helpers/expectations';
 
@@ -34,21 +33,11 @@ const refresh1 = makeProfiles(1, 300);
 const refresh2 = new Map<string, ModelProfile>([...makeProfiles(31, 330)].map(([id, p]) => [id, { ...p, points: p.points + 1 }]));
 
 describe('delivered state: read once, kept while read, never left behind', () => {
-  let azurite: AzuriteInstance;
+  const stacks = stacksOnSharedAzurite();
   let stack: TestStack | undefined;
-  beforeAll(async () => {
-    azurite = await startAzurite();
-  });
-  afterAll(async () => {
-    await azurite.stop();
-  });
-  afterEach(async () => {
-    await stack?.stop();
-    stack = undefined;
-  });
 
   it('deletes the state a superseded run wrote', async () => {
-    stack = await startIsolatedStack(azurite);
+    stack = await stacks.start();
     const deps = stack.app.deps;
     await writeRefresh(deps.storage.exportContainer, refresh1.values(), '2026/11/28/0600');
     await stack.app.hosts[1].stop();
@@ -69,7 +58,7 @@ describe('delivered state: read once, kept while read, never left behind', () =>
   }, 120_000);
 
   it('diffs a dry run against the state it was planned on, while a real run replaces it, and the sweep deletes that state after', async () => {
-    stack = await startIsolatedStack(azurite);
+    stack = await stacks.start();
     const deps = stack.app.deps;
     const container = deps.storage.exportContainer;
     await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
@@ -80,7 +69,7 @@ describe('delivered state: read once, kept while read, never left behind', () =>
     await writeRefresh(container, refresh2.values(), '2026/11/29/0600');
     await stack.app.hosts[0].stop();
     const dryId = await requestRun(stack, { dryRun: true });
-    expect((await enqueueRun(deps, dryId)).kind).toBe('done');
+    expect((await startRun(deps, dryId)).kind).toBe('done');
     await deps.storage.runQueue.clearMessages();
 
     // Meanwhile the real run of refresh 2 completes and replaces refresh 1's state.
@@ -91,7 +80,7 @@ describe('delivered state: read once, kept while read, never left behind', () =>
     expect(await stateFolders(stack)).toEqual([stateFolder(first.modelJsonPath, first.runId), stateFolder(real.modelJsonPath, real.runId)].sort());
 
     // The dry run's steps go on: its preview is what refresh 2 changes against refresh 1, what the real run sent.
-    expect((await enqueueRun(deps, dryId)).kind).toBe('done');
+    expect((await startRun(deps, dryId)).kind).toBe('done');
     const [dry] = await stack.app.waitForRuns([dryId], { timeoutMs: 60_000 });
     expect(dry.status).toBe('completed');
     expect(dry.usersEnqueued).toBe(real.usersEnqueued);
@@ -109,12 +98,12 @@ describe('delivered state: read once, kept while read, never left behind', () =>
   }, 150_000);
 
   it('does not restart a run whose diff step is still working, however long it takes', async () => {
-    stack = await startIsolatedStack(azurite);
+    stack = await stacks.start();
     const deps = stack.app.deps;
     await writeRefresh(deps.storage.exportContainer, refresh1.values(), '2026/11/28/0600');
     await stack.app.hosts[0].stop();
     const runId = await requestRun(stack);
-    expect((await enqueueRun(deps, runId)).kind).toBe('done');
+    expect((await startRun(deps, runId)).kind).toBe('done');
     // A worker holds shard 0 and renews its claim; the run record itself has not changed for 10 minutes.
     const claim = await deps.units.claim(runId, 'shard', 0, 'a0a0a0a0a0a0', 15 * 60_000);
     expect(claim.kind).toBe('claimed');

@@ -1,6 +1,6 @@
 import { startAzurite, type AzuriteInstance } from '../../local/azurite';
 import { TableClient } from '@azure/data-tables';
-import { systemClock } from '../../shared/braze/clock';
+import { systemClock } from '../../shared/clock';
 import { rowsAccountedFor } from '../../shared/runs/runRecord';
 import { RunStore } from '../../shared/runs/runStore';
 import { requestSync } from '../../shared/sync/startSync';

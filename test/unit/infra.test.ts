@@ -2,7 +2,7 @@ import { readFileSync } from 'node:fs';
 import path from 'node:path';
 import { EXPORT_BLOB_DROP_FUNCTION } from '../../functions/exportBlobDrop';
 import { appSettingsSchema, loadAppSettings } from '../../shared/config/settings';
-import { BATCH_QUEUE, RUN_QUEUE } from '../../shared/queue/names';
+import { BATCH_QUEUE, RUN_QUEUE } from '../../shared/storage/queueNames';
 import { parseSyncConfig } from '../../shared/config/syncConfig';
 
 /**

@@ -1,6 +1,6 @@
-import { changedAttributes, fieldHashes } from '../../shared/reader/preview';
+import { changedAttributes, fieldHashes } from '../../shared/mapping/fieldHashes';
 import { ReaderSlots } from '../../shared/sync/readerSlots';
-import { canMove, onReceipt, type BatchRecord } from '../../shared/batches/batchRecord';
+import { canMove, onReceipt, type BatchRecord } from '../../shared/runs/batchRecord';
 import { runCountsSchema, runStatuses, runTransitions, statusAfter, type RunRecord } from '../../shared/runs/runRecord';
 import { emptyOutcome } from '../../shared/runs/runTable';
 import { isRunComplete } from '../../shared/sync/finalizeRun';

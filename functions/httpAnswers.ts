@@ -1,6 +1,7 @@
 import type { z } from 'zod';
-import { formatIssues } from './config/settings';
-import type { SyncRequestOutcome } from './sync/startSync';
+import { formatIssues } from '../shared/errors';
+import type { HeldRunOutcome } from '../shared/sync/heldRuns';
+import type { SyncRequestOutcome } from '../shared/sync/startSync';
 
 /** What an HTTP function answers, in the shape the Functions runtime takes (this core knows nothing of it). */
 export interface HttpAnswer {
@@ -35,4 +36,11 @@ export function startedRunsAnswer(outcome: SyncRequestOutcome): HttpAnswer {
     jsonBody: { runId: outcome.runs[0].runId, runs: outcome.runs, problems: outcome.problems },
     headers: { Location: `/api/runs/${outcome.runs[0].runId}` },
   };
+}
+
+/** A person's decision on a held run: 404 for an unknown run, 409 with the reason when it is not held, else `done` with its status. */
+export function heldRunAnswer(runId: string, outcome: HeldRunOutcome, done: 200 | 202): HttpAnswer {
+  if (outcome.kind === 'notFound') return { status: 404, jsonBody: { error: `run ${runId} not found` } };
+  if (outcome.kind === 'refused') return { status: 409, jsonBody: { error: outcome.reason } };
+  return { status: done, jsonBody: { runId, status: outcome.status } };
 }

@@ -1,14 +1,13 @@
 import type { AppSettings } from '../config/settings';
 import type { SyncConfig } from '../config/syncConfig';
 import type { BrazeClient } from '../braze/client';
-import type { Clock } from '../braze/clock';
+import type { Clock } from '../clock';
 import type { Logger } from '../log';
-import type { BatchLedger } from '../runs/batchLedger';
-import type { DestinationStore } from '../runs/destinationStore';
-import type { RunStore } from '../runs/runStore';
-import type { UnitLedger } from '../runs/unitLedger';
+import type { BatchLedger } from './batchLedger';
+import type { DestinationStore } from './destinationStore';
+import type { RunStore } from './runStore';
+import type { UnitLedger } from './unitLedger';
 import type { StorageClients } from '../storage/clients';
-import type { ReaderSlots } from './readerSlots';
 
 /** Everything the core needs, created once per process and passed in. */
 export interface ConnectorDeps {
@@ -24,7 +23,7 @@ export interface ConnectorDeps {
   /** Which run owns a destination, and where its delivered state is. */
   destinations: DestinationStore;
   /** The reading steps this process may work on at once. */
-  readerSlots: ReaderSlots;
+  readerSlots: { take(): Promise<(() => void) | undefined> };
   /** The default workspace's client. */
   braze: BrazeClient;
   /** The client of a destination's workspace (its `workspace` in the mapping config), or the default one. */

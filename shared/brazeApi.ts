@@ -1,3 +1,8 @@
+/**
+ * Facts of Braze's REST API that every layer of the connector checks against — the mapping config's
+ * validation, the packer, the client — kept below them all.
+ */
+
 /** Braze's documented limits for POST /users/track. */
 export const BRAZE_MAX_OBJECTS_PER_REQUEST = 75;
 export const BRAZE_MAX_STRING_LENGTH = 255;
@@ -7,3 +12,9 @@ export const BRAZE_DEFAULT_RATE_LIMIT_REQUESTS = 3_000;
 export const BRAZE_DEFAULT_RATE_LIMIT_WINDOW_MS = 3_000;
 /** Asks Braze to export a segment's users (needs the key's users.export.segment permission). */
 export const BRAZE_EXPORT_SEGMENT_PATH = '/users/export/segment';
+
+/**
+ * Fields of a /users/track object that are never attributes. `email` and `phone` are both: the
+ * identifier when nothing else identifies the object, an attribute beside an external_id or alias.
+ */
+export const NOT_ATTRIBUTE_FIELDS: readonly string[] = ['external_id', 'user_alias', 'braze_id', '_update_existing_only'];

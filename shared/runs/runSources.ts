@@ -3,9 +3,9 @@ import { findDestination, type DestinationConfig } from '../config/syncConfig';
 import { segmentRefreshSchema, type PartitionRef, type SegmentRefresh } from '../ci/exportRefresh';
 import { InvalidInputError } from '../errors';
 import { isNotFound } from '../storage/storageErrors';
-import { sourcesBlobName, uploadIfAbsent } from '../runs/runBlobs';
-import type { RunRecord } from '../runs/runRecord';
-import type { ConnectorDeps } from './deps';
+import { sourcesBlobName, uploadIfAbsent } from './runBlobs';
+import type { RunRecord } from './runRecord';
+import type { ConnectorDeps } from './connectorDeps';
 
 const sourcesSchema = z.array(segmentRefreshSchema);
 

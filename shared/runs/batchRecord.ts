@@ -1,5 +1,5 @@
 import { z } from 'zod';
-import { emptyOutcome, type BatchOutcome } from '../runs/runTable';
+import { emptyOutcome, type BatchOutcome } from './runTable';
 
 /**
  * A batch's life, one record per batch id:

@@ -1,0 +1,48 @@
+import type { DestinationConfig } from '../config/syncConfig';
+
+/** The attributes a destination's mapped profiles carry besides memberships, in a fixed order. */
+export function mappedFieldNames(destination: DestinationConfig): string[] {
+  return [...new Set([...(destination.matching.emailColumn ? ['email'] : []), ...Object.values(destination.fields)])].sort();
+}
+
+/** A field the profile does not carry, in a field-hash string. */
+export const MISSING = '--------';
+
+/**
+ * A short hash of each mapped field's value, in the order of `names`, so a later run can tell
+ * which attributes of a changed profile change (the row fingerprint only says that one did).
+ */
+export function fieldHashes(names: readonly string[], fields: Record<string, unknown>): string {
+  let out = '';
+  for (const name of names) out += name in fields ? fnv1a32(JSON.stringify(fields[name])) : MISSING;
+  return out;
+}
+
+/**
+ * FNV-1a over UTF-16 code units, as 8 hex digits: computed for every field of every mapped profile,
+ * where a crypto hash's per-call cost shows. It only tells a preview which attribute changed (a
+ * rare collision undercounts one), never what is sent.
+ */
+export function fnv1a32(text: string): string {
+  let hash = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) {
+    hash ^= text.charCodeAt(i);
+    hash = Math.imul(hash, 0x01000193);
+  }
+  return (hash >>> 0).toString(16).padStart(8, '0');
+}
+
+/**
+ * The attributes whose values differ between two field-hash strings of the same names; every
+ * present one when there is nothing to compare with (a new profile, or a state written before
+ * field hashes were kept).
+ */
+export function changedAttributes(names: readonly string[], now: string, before: string | undefined): string[] {
+  const changed: string[] = [];
+  const comparable = before !== undefined && before.length === now.length;
+  for (let i = 0; i < names.length; i++) {
+    const value = now.slice(i * 8, i * 8 + 8);
+    if (comparable ? value !== before.slice(i * 8, i * 8 + 8) : value !== MISSING) changed.push(names[i]);
+  }
+  return changed;
+}

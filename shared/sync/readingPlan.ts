@@ -1,0 +1,83 @@
+import { encodeMessage, type RunMessage } from '../queue/messages';
+import type { ConnectorDeps } from '../runs/connectorDeps';
+import type { RunRecord } from '../runs/runRecord';
+import { partitionList, readSources } from '../runs/runSources';
+import type { UnitKind } from '../runs/unitLedger';
+import { sendToQueue } from '../storage/queueSend';
+import { completeReading } from './completeReading';
+
+/** One step of a run's reading: a unit with a record, claimed before it works, done once. */
+export interface StepRef {
+  kind: UnitKind;
+  index: number;
+}
+
+interface ReadingPhase {
+  name: string;
+  /** The phase's steps, given how many partitions and segments the refresh has. */
+  steps: (run: RunRecord, partitions: number, segments: number) => StepRef[];
+}
+
+const range = (n: number) => Array.from({ length: n }, (_, i) => i);
+
+/**
+ * A run's reading, as the plan it is. A phase starts once every step of the one before is done;
+ * the steps of a phase run side by side, on any instance, and know nothing of each other. After
+ * the last, the reading completes (completeReading): totals summed, the guard passed or the run
+ * held, the batches on the queue.
+ */
+export const readingPhases: readonly ReadingPhase[] = [
+  {
+    // Each partition read once, its rows routed to their shards (steps/mapStep); for a reconcile,
+    // each segment's export asked of Braze and routed the same way (steps/exportStep).
+    name: 'read',
+    steps: (run, partitions, segments) => [
+      ...range(partitions).map((index) => ({ kind: 'map' as const, index })),
+      ...(run.reconcile ? range(segments).map((index) => ({ kind: 'export' as const, index })) : []),
+    ],
+  },
+  {
+    // Each shard diffed against its slice of the delivered state, or of Braze's exports (steps/shardStep).
+    name: 'diff',
+    steps: (run) => range(run.shards).map((index) => ({ kind: 'shard' as const, index })),
+  },
+];
+
+export function stepMessage(runId: string, step: StepRef): RunMessage {
+  if (step.kind === 'map') return { kind: 'mapPartition', runId, partition: step.index };
+  if (step.kind === 'export') return { kind: 'exportSegment', runId, segment: step.index };
+  return { kind: 'diffShard', runId, shard: step.index };
+}
+
+/** The steps of a phase that are not done yet. */
+async function missingSteps(deps: ConnectorDeps, run: RunRecord, phase: ReadingPhase): Promise<StepRef[]> {
+  const segments = await readSources(deps, run);
+  const steps = phase.steps(run, partitionList(segments).length, segments.length);
+  const done = new Map<UnitKind, Set<number>>();
+  for (const kind of new Set(steps.map((s) => s.kind))) {
+    const units = await deps.units.list(run.runId, kind);
+    done.set(kind, new Set(units.filter((u) => u.state === 'done').map((u) => u.index)));
+  }
+  return steps.filter((step) => !done.get(step.kind)!.has(step.index));
+}
+
+/** Every step of the phase that `kind` belongs to is done. */
+export async function phaseDone(deps: ConnectorDeps, run: RunRecord, kind: UnitKind): Promise<boolean> {
+  const segments = await readSources(deps, run);
+  const phase = readingPhases.find((p) => p.steps(run, partitionList(segments).length, segments.length).some((s) => s.kind === kind));
+  return phase === undefined || (await missingSteps(deps, run, phase)).length === 0;
+}
+
+/**
+ * Moves a run's reading on: sends the steps of the first phase that is not done (those of it not
+ * done yet: a copy of one that is running finds it claimed), or, once every phase is, completes it.
+ */
+export async function advance(deps: ConnectorDeps, run: RunRecord): Promise<void> {
+  for (const phase of readingPhases) {
+    const missing = await missingSteps(deps, run, phase);
+    if (missing.length === 0) continue;
+    for (const step of missing) await sendToQueue(deps.storage.runQueue, encodeMessage(stepMessage(run.runId, step)));
+    return;
+  }
+  await completeReading(deps, run);
+}
