@@ -39,6 +39,7 @@ export async function mapPartition(deps: ConnectorDeps, run: RunRecord, partitio
   const { segmentIndex, partition } = partitionList(segments)[partitionIndex];
   const segment = segments[segmentIndex];
   const shards = run.shards;
+  if (shards < 1) throw new Error(`run ${run.runId}: partition ${partitionIndex} mapped before the run was planned`);
   const state = deps.storage.stateContainer;
   const blockBytes = shardBlockBytes(shards);
   const outputs = Array.from(

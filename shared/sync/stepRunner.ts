@@ -38,6 +38,12 @@ const stepKinds: { [K in UnitKind]: StepKind<never> } = {
 export async function runStep(deps: ConnectorDeps, runId: string, kind: UnitKind, index: number): Promise<RunStepResult> {
   const run = await deps.runs.get(runId);
   if (!run || isTerminal(run.status) || run.status === 'finalizing' || run.enqueueDone) return { kind: 'done' };
+  // A step exists only in its run's plan: a copy that comes before the run is planned (a stray,
+  // a late duplicate) would read against no shards at all. The run's start sends its steps.
+  if (run.status === 'queued' || run.shards === 0) {
+    deps.log.info(`run ${runId}: ${kind} ${index} came before the run was planned; its start sends the steps`);
+    return { kind: 'done' };
+  }
   if ((await deps.units.read(runId, kind, index))?.state === 'done') {
     await advance(deps, run);
     return { kind: 'done' };

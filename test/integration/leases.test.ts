@@ -60,6 +60,27 @@ describe('writers and leases fail loudly', () => {
     expect(blobs.filter((name) => /\/map\/|rejects-parts/.test(name))).toEqual([]);
   }, 60_000);
 
+  it('a step message that comes before its run is planned (a late copy, a stray) does nothing, and the run then reads every row', async () => {
+    stack = await startTestStack();
+    const deps = stack.app.deps;
+    // The second segment's partition is empty: a step that ran before the plan would finish it with no output at all.
+    const profiles = makeProfiles(1, 40);
+    for (const p of profiles.values()) p.segments = new Set(['HighValue']);
+    await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
+    await stack.app.hosts[0].stop();
+    const { runs } = await requestSync(deps, { trigger: 'http' });
+    const runId = runs[0].runId;
+    for (const index of [1, 0]) expect(await runStep(deps, runId, 'map', index)).toEqual({ kind: 'done' });
+    expect(await runStep(deps, runId, 'shard', 0)).toEqual({ kind: 'done' });
+    for (const kind of ['map', 'shard'] as const) expect(await deps.units.list(runId, kind)).toEqual([]);
+    expect((await deps.runs.get(runId))?.status).toBe('queued');
+
+    stack.app.hosts[0].start();
+    await startRun(deps, runId);
+    await waitFor(async () => (await deps.runs.get(runId))?.status === 'completed', 30_000);
+    expect(await deps.runs.get(runId)).toMatchObject({ rowsRead: 40, usersDelivered: 40, usersFailed: 0 });
+  }, 60_000);
+
   it('a lease is renewed while its work goes on, and lost when renewals fail until it runs out', async () => {
     stack = await startTestStack({ env: { ENQUEUE_LEASE_MS: '300' } });
     const deps = stack.app.deps;

@@ -21,10 +21,15 @@ import { makeProfiles, writeRefresh, type ModelProfile } from '../helpers/profil
  * agrees with it, and every run's counts add up. Against real Azurite and the local Braze server.
  *
  * ORDERINGS_RUNS sets how many sequences (a few dozen in CI); ORDERINGS_SEED with ORDERINGS_PATH (both in
- * a failure's message) replays one that failed, and ORDERINGS_SHRINK looks for a smaller one.
+ * a failure's message) replays one that failed, and ORDERINGS_SHRINK looks for a smaller one;
+ * ORDERINGS_SCENARIO replays its counterexample alone.
  */
 const RUNS = Number(process.env.ORDERINGS_RUNS ?? 40);
 const SEED = process.env.ORDERINGS_SEED === undefined ? undefined : Number(process.env.ORDERINGS_SEED);
+/** ORDERINGS_SCENARIO (a failure's counterexample, as JSON) runs that one sequence ORDERINGS_REPEAT times and prints the app's log if it fails. */
+const SCENARIO = process.env.ORDERINGS_SCENARIO ? (JSON.parse(process.env.ORDERINGS_SCENARIO) as { refreshes: RefreshShape[]; actions: Action[] }) : undefined;
+const REPEAT = Number(process.env.ORDERINGS_REPEAT ?? 1);
+const STACK_ENV = { PROFILES_PER_SHARD: '100', ENQUEUE_LEASE_MS: '1500', SENDER_BUDGET_MS: '3000' };
 const REFRESHES = 4;
 const BASE_PROFILES = 150;
 
@@ -366,10 +371,24 @@ describe('one destination under any order of events', () => {
   });
 
   it('ends with Braze holding the newest refresh allowed to complete, the state agreeing, and counts that add up', async () => {
+    if (SCENARIO) {
+      for (let round = 0; round < REPEAT; round++) {
+        const stack = await startIsolatedStack(azurite, { env: STACK_ENV });
+        try {
+          await runSequence(stack, SCENARIO);
+        } catch (error) {
+          console.log(`round ${round} failed; the app's log:\n${stack.log.lines.join('\n')}`);
+          throw error;
+        } finally {
+          await stack.stop();
+        }
+      }
+      return;
+    }
     await fc.assert(
       fc.asyncProperty(scenarioArb, async (scenario) => {
         const stack = await startIsolatedStack(azurite, {
-          env: { PROFILES_PER_SHARD: '100', ENQUEUE_LEASE_MS: '1500', SENDER_BUDGET_MS: '3000' },
+          env: STACK_ENV,
         });
         try {
           await runSequence(stack, scenario);
