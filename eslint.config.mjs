@@ -1,6 +1,7 @@
 import js from '@eslint/js';
 import tseslint from 'typescript-eslint';
 import { createNodeResolver, importX } from 'eslint-plugin-import-x';
+import globals from 'globals';
 
 /**
  * The layers of shared/, lowest first (docs/architecture in README "How it works"): a folder
@@ -59,6 +60,8 @@ export default tseslint.config(
       'no-console': ['error', { allow: ['log', 'warn', 'error'] }],
     },
   },
+  // Scripts run by npm and azd hooks: plain Node ESM.
+  { files: ['**/*.mjs'], languageOptions: { globals: globals.node } },
   {
     files: ['shared/**/*.ts'],
     plugins: { 'import-x': importX },

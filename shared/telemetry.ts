@@ -111,6 +111,41 @@ export const connectorEvents = [
   'BatchPoisoned',
 ] as const satisfies readonly ConnectorRecord['connectorEvent'][];
 
+type FieldOf<E extends ConnectorRecord['connectorEvent']> = Exclude<keyof Extract<ConnectorRecord, { connectorEvent: E }>, 'connectorEvent'>;
+
+/** Every field of every record, for the alert rules' and the workbook's queries to be checked against. */
+export const recordFields: { [E in ConnectorRecord['connectorEvent']]: readonly FieldOf<E>[] } = {
+  RunQueued: ['runId', 'destination', 'trigger', 'refresh', 'force', 'reconcile'],
+  RunEnqueued: ['runId', 'destination', 'rowsRead', 'rowsUnchanged', 'rowsRejected', 'profilesEnqueued', 'exits', 'batches', 'durationMs'],
+  RunCompleted: [
+    'runId',
+    'destination',
+    'rowsRead',
+    'rowsDelivered',
+    'rowsUnchanged',
+    'rowsRejected',
+    'rowsFailed',
+    'profilesDelivered',
+    'exits',
+    'brazeRequests',
+    'dataPointsSent',
+    'dataPointsFullSend',
+    'durationMs',
+  ],
+  RunPreviewed: ['runId', 'destination', 'rowsRead', 'profilesWouldSend', 'exits', 'brazeRequests', 'dataPoints'],
+  RunReconciled: ['runId', 'destination', 'dryRun', 'missing', 'stray', 'unresolved', 'staleValues', 'profilesToRepair', 'usersUnmatched'],
+  RunFailed: ['runId', 'destination', 'reason'],
+  RunHalted: ['runId', 'destination', 'brazeStatus', 'reason'],
+  RunHeld: ['runId', 'destination', 'reason', 'profilesWouldSend', 'exits'],
+  RunApproved: ['runId', 'destination'],
+  RunCancelled: ['runId', 'destination', 'previousStatus'],
+  RunStalled: ['runId', 'destination', 'quietMinutes', 'profilesPending', 'reason'],
+  RunSuperseded: ['runId', 'destination', 'supersededBy', 'previousStatus', 'reason'],
+  RunExpired: ['runId', 'destination'],
+  BatchEnded: ['runId', 'batchId', 'ending', 'delivered', 'rejected', 'failed', 'parked', 'handedOn', 'brazeRequests', 'http429', 'durationMs', 'queueLagMs'],
+  BatchPoisoned: ['runId', 'batchId', 'profiles'],
+};
+
 /** The one place a record becomes a line. */
 export function recordLine(record: ConnectorRecord): string {
   return JSON.stringify(record);

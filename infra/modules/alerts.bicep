@@ -1,16 +1,24 @@
 // Alerts on the connector's own run records (structured trace lines, docs/operations.md): a run
 // that failed, halted or stalled, a run the guard held for approval, a run that rejected more than
-// a share of its rows, a batch that went to the poison queue. Each mails the action group, when an
-// address is given.
+// a share of its rows, a batch that went to the poison queue. A rule exists only with someone to
+// tell: the action group this template creates for an e-mail address, or one of yours.
 param location string
 param tags object
 param namePrefix string
 param applicationInsightsId string
 param alertEmail string
+@description('An existing action group (resource id) the alerts go to, besides or instead of the e-mail.')
+param alertActionGroupId string
 param rejectedShareThreshold string
 
-// Every record is one trace line: {"connectorEvent": "<name>", ...}.
-var records = 'traces | where message startswith \'{"connectorEvent"\' | extend e = parse_json(message)'
+// Every record is one trace line: {"connectorEvent": "<name>", ...}. A rule looks at a window three
+// times its frequency, so a record that reaches the workspace late (ingestion takes minutes) is
+// still in it, and counts only records ingested since the previous look, so none alerts twice.
+var frequency = 'PT5M'
+var window = 'PT15M'
+var records = 'traces | where ingestion_time() > ago(5m) | where message startswith \'{"connectorEvent"\' | extend e = parse_json(message)'
+var hasReceiver = !empty(alertEmail) || !empty(alertActionGroupId)
+var actionGroups = concat(empty(alertEmail) ? [] : [actionGroup.id], empty(alertActionGroupId) ? [] : [alertActionGroupId])
 
 var rules = [
   {
@@ -57,7 +65,7 @@ resource actionGroup 'Microsoft.Insights/actionGroups@2023-01-01' = if (!empty(a
 }
 
 resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' = [
-  for rule in rules: {
+  for rule in (hasReceiver ? rules : []): {
     name: 'alert-${namePrefix}-${rule.name}'
     location: location
     tags: tags
@@ -67,8 +75,8 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' 
       severity: rule.severity
       enabled: true
       scopes: [applicationInsightsId]
-      evaluationFrequency: 'PT5M'
-      windowSize: 'PT5M'
+      evaluationFrequency: frequency
+      windowSize: window
       criteria: {
         allOf: [
           {
@@ -85,8 +93,10 @@ resource alertRules 'Microsoft.Insights/scheduledQueryRules@2023-03-15-preview' 
       }
       autoMitigate: false
       actions: {
-        actionGroups: empty(alertEmail) ? [] : [actionGroup.id]
+        actionGroups: actionGroups
       }
     }
   }
 ]
+
+output ruleCount int = hasReceiver ? length(rules) : 0

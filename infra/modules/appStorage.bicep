@@ -6,8 +6,10 @@ param tags object
 param deploymentContainerName string
 param retentionDays int
 param appPrincipalId string
+@description('Reached only through private endpoints (network isolation); Azure services such as Event Grid dead-lettering still get in.')
+param privateOnly bool
 
-// Names the code uses (shared/queue/names.ts, shared/config/settings.ts defaults); a test checks they agree.
+// Names the code uses (shared/storage/queueNames.ts, shared/config/settings.ts defaults); a test checks they agree.
 var batchQueueName = 'braze-batches'
 var runQueueName = 'export-runs'
 var stateContainerName = 'braze-connector'
@@ -39,6 +41,8 @@ resource account 'Microsoft.Storage/storageAccounts@2023-05-01' = {
     minimumTlsVersion: 'TLS1_2'
     supportsHttpsTrafficOnly: true
     defaultToOAuthAuthentication: true
+    publicNetworkAccess: privateOnly ? 'Disabled' : 'Enabled'
+    networkAcls: { defaultAction: privateOnly ? 'Deny' : 'Allow', bypass: 'AzureServices' }
   }
 }
 

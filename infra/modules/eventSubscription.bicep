@@ -1,6 +1,8 @@
 // BlobCreated in the export container → the app's exportBlobDrop function. Created after the code
-// is deployed (the postdeploy hook sets eventSubscriptionEnabled): Event Grid checks that the
-// function exists. Undeliverable events are dead-lettered to the app storage with the topic's identity.
+// is deployed (infra/hooks/postdeploy.mjs provisions once with eventSubscriptionEnabled): Event
+// Grid checks that the function exists. Undeliverable events are dead-lettered to the app storage
+// with the topic's identity.
+param name string
 param systemTopicName string
 param functionResourceId string
 param containerName string
@@ -13,7 +15,7 @@ resource systemTopic 'Microsoft.EventGrid/systemTopics@2022-06-15' existing = {
 
 resource subscription 'Microsoft.EventGrid/systemTopics/eventSubscriptions@2022-06-15' = {
   parent: systemTopic
-  name: 'ci-export-to-braze-connector'
+  name: name
   properties: {
     destination: {
       endpointType: 'AzureFunction'

@@ -1,15 +1,19 @@
 // The function app on Flex Consumption (Linux, Node 22), identity-based everywhere: the host's
-// storage, the deployment package, Application Insights and Key Vault.
+// storage, the deployment package, Application Insights and Key Vault. Its app settings are
+// written by appSettings.bicep, merged with the ones already there.
 param name string
 param planName string
 param location string
+@description('Tags of the plan and every other resource.')
 param tags object
+@description('Tags of the site only: azd finds the service by its azd-service-name tag, and azd before 1.23.10 refuses two resources carrying it.')
+param siteTags object
 param identityId string
 param deploymentContainerUrl string
 param instanceMemoryMB int
 param maximumInstanceCount int
-@description('Every app setting, the platform\'s and the connector\'s (see the README).')
-param appSettings object
+@description('Subnet the app\'s outbound traffic goes through (network isolation); empty: none.')
+param virtualNetworkSubnetId string = ''
 
 resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
   name: planName
@@ -23,7 +27,7 @@ resource plan 'Microsoft.Web/serverfarms@2024-04-01' = {
 resource site 'Microsoft.Web/sites@2024-04-01' = {
   name: name
   location: location
-  tags: tags
+  tags: siteTags
   kind: 'functionapp,linux'
   identity: {
     type: 'UserAssigned'
@@ -32,6 +36,7 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   properties: {
     serverFarmId: plan.id
     httpsOnly: true
+    virtualNetworkSubnetId: empty(virtualNetworkSubnetId) ? null : virtualNetworkSubnetId
     keyVaultReferenceIdentity: identityId
     siteConfig: {
       minTlsVersion: '1.2'
@@ -60,10 +65,18 @@ resource site 'Microsoft.Web/sites@2024-04-01' = {
   }
 }
 
-resource settings 'Microsoft.Web/sites/config@2024-04-01' = {
+// Deployment goes through azd with Entra ID: publishing with a user name and password (FTP, the
+// SCM site's basic auth) stays off.
+resource ftpCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
   parent: site
-  name: 'appsettings'
-  properties: appSettings
+  name: 'ftp'
+  properties: { allow: false }
+}
+
+resource scmCredentials 'Microsoft.Web/sites/basicPublishingCredentialsPolicies@2024-04-01' = {
+  parent: site
+  name: 'scm'
+  properties: { allow: false }
 }
 
 output id string = site.id

@@ -1,5 +1,5 @@
-// Log Analytics and a workspace-based Application Insights that accepts telemetry only from
-// Entra-authenticated publishers (local authentication off), with the app's identity as one.
+// Log Analytics and a workspace-based Application Insights that accept telemetry only from
+// Entra-authenticated publishers (local authentication off on both), with the app's identity as one.
 param logAnalyticsName string
 param applicationInsightsName string
 param location string
@@ -15,6 +15,8 @@ resource workspace 'Microsoft.OperationalInsights/workspaces@2023-09-01' = {
   properties: {
     sku: { name: 'PerGB2018' }
     retentionInDays: 30
+    // Queries and ingestion with Entra ID only, like Application Insights below.
+    features: { disableLocalAuth: true }
   }
 }
 
@@ -46,3 +48,4 @@ output applicationInsightsName string = applicationInsights.name
 output applicationInsightsId string = applicationInsights.id
 // Not a secret: with local authentication off, ingestion takes an Entra token as well.
 output applicationInsightsConnectionString string = applicationInsights.properties.ConnectionString
+output logAnalyticsId string = workspace.id

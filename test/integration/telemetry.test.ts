@@ -1,6 +1,6 @@
 import { readFileSync } from 'node:fs';
 import path from 'node:path';
-import { connectorEvents, type ConnectorRecord } from '../../shared/telemetry';
+import { connectorEvents, recordFields, type ConnectorRecord } from '../../shared/telemetry';
 import { deliverBatch } from '../../shared/sync/deliverBatch';
 import { handlePoisonBatch } from '../../shared/sync/poisonBatch';
 import { requestSync } from '../../shared/sync/startSync';
@@ -13,8 +13,12 @@ function recordsNamed<N extends ConnectorRecord['connectorEvent']>(stack: TestSt
   return stack.log.records.filter((r): r is Named<N> => r.connectorEvent === name);
 }
 
-/** Nothing that identifies a person or the key, in any record. */
+/** Nothing that identifies a person or the key, in any record; and no field the queries could not know of (recordFields, which infra.test.ts holds the workbook and alerts against). */
 function expectNoPii(stack: TestStack) {
+  for (const record of stack.log.records) {
+    const known = new Set<string>(['connectorEvent', ...recordFields[record.connectorEvent]]);
+    expect({ event: record.connectorEvent, unknown: Object.keys(record).filter((k) => !known.has(k)) }).toEqual({ event: record.connectorEvent, unknown: [] });
+  }
   const text = JSON.stringify(stack.log.records);
   expect(text).not.toContain('@');
   expect(text).not.toContain(TEST_API_KEY);
