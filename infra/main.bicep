@@ -55,8 +55,8 @@ param brazeRestEndpoint string
 @description('Braze REST API key with users.track, written to Key Vault when given (the first provision); empty leaves the vault\'s secret as it is, so a rotation there holds.')
 param brazeApiKey string = ''
 
-@description('The mapping config (JSON text); by default infra/sync-config.json, which you edit before deploying.')
-param syncConfigJson string = loadTextContent('sync-config.json')
+@description('The mapping config; by default infra/sync-config.json, which you edit before deploying. An object, so azd takes SYNC_CONFIG as JSON (a string parameter would break on its quotes).')
+param syncConfig object = loadJsonContent('sync-config.json')
 
 @description('The container Customer Insights exports to.')
 param exportContainerName string = 'customer-insights'
@@ -257,7 +257,7 @@ module appSettings 'modules/appSettings.bicep' = {
       BRAZE_API_KEY_SECRET_URI: keyVault.outputs.brazeApiKeySecretUri
       SYNC_SCHEDULE: syncSchedule
       RECONCILE_SCHEDULE: reconcileSchedule
-      SYNC_CONFIG: syncConfigJson
+      SYNC_CONFIG: string(syncConfig)
       RUN_RETENTION_DAYS: string(retentionDays)
       // Always written, empty when unset: settings are merged, so a bound set once is lifted by setting 0.
       languageWorkers__node__arguments: nodeMaxOldSpaceMB > 0 ? '--max-old-space-size=${nodeMaxOldSpaceMB}' : ''

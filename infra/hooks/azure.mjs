@@ -27,7 +27,8 @@ export async function arm(method, pathAndQuery, body) {
 
 /** Runs azd with these arguments (and extra environment for that process only); throws if it fails. */
 export function azd(args, extraEnv = {}) {
-  const result = spawnSync('azd', args, { stdio: 'inherit', env: { ...process.env, ...extraEnv }, shell: process.platform === 'win32' });
+  // No shell: arguments reach azd as given (azd is azd.exe on Windows, found on PATH).
+  const result = spawnSync('azd', args, { stdio: 'inherit', env: { ...process.env, ...extraEnv } });
   if (result.status !== 0) throw new Error(`azd ${args.join(' ')} failed (exit ${result.status ?? result.signal})`);
 }
 

@@ -29,14 +29,19 @@ for (;;) {
 const site = await arm('GET', `${siteId}?api-version=2024-04-01`);
 const existing = await arm('GET', `${topicId}/eventSubscriptions/${subscriptionName}?api-version=2022-06-15`);
 const target = `${siteId}/functions/${FUNCTION}`.toLowerCase();
+// A site whose creation time is unknown counts as new: subscribing again is harmless, missing a re-created app is not.
+const siteCreated = Date.parse(site.body?.systemData?.createdAt ?? '');
 const inPlace =
   existing.status === 200 &&
+  !Number.isNaN(siteCreated) &&
   existing.body.properties?.provisioningState === 'Succeeded' &&
   String(existing.body.properties?.destination?.properties?.resourceId ?? '').toLowerCase() === target &&
-  Date.parse(existing.body.systemData?.lastModifiedAt ?? 0) >= Date.parse(site.body?.systemData?.createdAt ?? 0);
+  Date.parse(existing.body.systemData?.lastModifiedAt ?? '') >= siteCreated;
 if (inPlace) {
   console.log(`Event subscription ${subscriptionName} already delivers BlobCreated to ${FUNCTION}.`);
 } else {
   console.log(`Subscribing ${FUNCTION} to the export container's BlobCreated events (a short provision)…`);
-  azd(['provision', '--no-prompt'], { CONNECTOR_CODE_DEPLOYED: 'true' });
+  // --no-state: azd skips a provision whose template and parameters equal the last one's, which
+  // this one may (an earlier postdeploy ran it), while the subscription is gone or failed.
+  azd(['provision', '--no-state', '--no-prompt'], { CONNECTOR_CODE_DEPLOYED: 'true' });
 }

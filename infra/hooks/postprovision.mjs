@@ -4,7 +4,8 @@
 import { azd, envValue } from './azure.mjs';
 
 if (envValue('BRAZE_API_KEY')) {
-  azd(['env', 'set', 'BRAZE_API_KEY', '']);
+  // `KEY=` rather than two arguments: an empty argument does not survive every shell.
+  azd(['env', 'set', 'BRAZE_API_KEY=']);
   console.log(
     `Braze API key: now only in Key Vault ${envValue('KEY_VAULT_NAME') ?? ''} (secret braze-api-key), removed from the azd environment. Rotate it in the vault; the app reads the newest version.`,
   );

@@ -129,12 +129,15 @@ describe('the deployment template, held against the code', () => {
       ['BRAZE_REST_ENDPOINT', 'brazeRestEndpoint'],
       ['SYNC_SCHEDULE', 'syncSchedule'],
       ['RECONCILE_SCHEDULE', 'reconcileSchedule'],
-      ['SYNC_CONFIG', 'syncConfigJson'],
     ]) {
       expect(appSettings[setting]).toBe(`[parameters('${variable}')]`);
       expect(parametersFile.parameters[variable].value).toBe(`\${${setting}}`);
     }
     expect(appSettings.RUN_RETENTION_DAYS).toBe("[string(parameters('retentionDays'))]");
+    // An object parameter: azd parses the variable as JSON (a string parameter's value would break on its quotes).
+    expect(appSettings.SYNC_CONFIG).toBe("[string(parameters('syncConfig'))]");
+    expect(template.parameters!.syncConfig.type).toBe('object');
+    expect(parametersFile.parameters.syncConfig.value).toBe('${SYNC_CONFIG}');
     expect(parametersFile.parameters.retentionDays.value).toBe('${RUN_RETENTION_DAYS}');
   });
 
@@ -189,7 +192,7 @@ describe('the deployment template, held against the code', () => {
     // Only for the one provision the postdeploy hook runs: the variable is never kept in the azd environment.
     expect(module.condition).toBe("[parameters('eventSubscriptionEnabled')]");
     expect(parametersFile.parameters.eventSubscriptionEnabled.value).toBe('${CONNECTOR_CODE_DEPLOYED}');
-    expect(read('infra', 'hooks', 'postdeploy.mjs')).toContain("CONNECTOR_CODE_DEPLOYED: 'true'");
+    expect(read('infra', 'hooks', 'postdeploy.mjs')).toContain("azd(['provision', '--no-state', '--no-prompt'], { CONNECTOR_CODE_DEPLOYED: 'true' })");
     expect(read('infra', 'hooks', 'postdeploy.mjs')).toContain(`const FUNCTION = '${EXPORT_BLOB_DROP_FUNCTION}'`);
   });
 
@@ -373,6 +376,9 @@ describe('azd: azure.yaml, the hooks and .funcignore', () => {
 describe('the mapping config the template deploys', () => {
   it('is a valid mapping config', () => {
     expect(() => parseSyncConfig(read('infra', 'sync-config.json'), 'infra/sync-config.json')).not.toThrow();
-    expect(appSettings.SYNC_CONFIG).toBe("[parameters('syncConfigJson')]");
+    expect(template.parameters!.syncConfig.defaultValue).toBe("[variables('$fxv#0')]");
+    expect(parseSyncConfig(JSON.stringify(template.variables!['$fxv#0']), "the template's default")).toEqual(
+      parseSyncConfig(read('infra', 'sync-config.json'), 'infra/sync-config.json'),
+    );
   });
 });
