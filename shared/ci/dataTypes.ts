@@ -29,6 +29,40 @@ function jsonDepth(text: string): number {
   }
   return deepest;
 }
+const TIME_OF_DAY = /^([01]\d|2[0-3]):[0-5]\d(:[0-5]\d(\.\d{1,7})?)?$/;
+const MONTHS = ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', 'oct', 'nov', 'dec'];
+
+/**
+ * Whether the day a text names exists: 2024-02-30 and 2024-04-31 do not (the platform would roll
+ * them into March and May). Read from the forms CDM writers use — ISO (YYYY-MM-DD…), US
+ * (M/D/YYYY…) and month names (Thu May 16 2019) — and true for a form it does not know.
+ */
+function validCalendarDate(text: string): boolean {
+  let year: number, month: number, day: number;
+  const iso = /^(\d{4})-(\d{2})-(\d{2})/.exec(text);
+  const us = /^(\d{1,2})\/(\d{1,2})\/(\d{4})\b/.exec(text);
+  const named = /\b([a-z]{3})[a-z]*\.?\s+(\d{1,2}),?\s+(\d{4})\b/i.exec(text);
+  if (iso) [year, month, day] = [Number(iso[1]), Number(iso[2]), Number(iso[3])];
+  else if (us) [year, month, day] = [Number(us[3]), Number(us[1]), Number(us[2])];
+  else if (named && MONTHS.includes(named[1].toLowerCase())) [year, month, day] = [Number(named[3]), MONTHS.indexOf(named[1].toLowerCase()) + 1, Number(named[2])];
+  else return true;
+  return month >= 1 && month <= 12 && day >= 1 && day <= new Date(Date.UTC(year, month, 0)).getUTCDate();
+}
+
+/**
+ * The instant a date or date-time text names, as milliseconds; undefined when it names none (or a
+ * day that does not exist). A text without a zone is UTC, as CI writes it, on any machine: the
+ * platform reads zone-less forms other than ISO date-only as local time, so they are read back.
+ */
+function instantOf(text: string): number | undefined {
+  if (!validCalendarDate(text)) return undefined;
+  const iso = ISO_WITHOUT_ZONE.exec(text);
+  let ms = iso ? Date.parse(`${iso[1]}T${iso[2]}Z`) : Date.parse(text);
+  if (Number.isNaN(ms)) return undefined;
+  if (!iso && !HAS_ZONE.test(text) && !/^\d{4}-\d{2}-\d{2}$/.test(text)) ms -= new Date(ms).getTimezoneOffset() * 60_000;
+  return ms;
+}
+
 const TRUE_WORDS = new Set(['true', '1', 'yes', 'y']);
 const FALSE_WORDS = new Set(['false', '0', 'no', 'n']);
 
@@ -64,15 +98,18 @@ export function convertCell(raw: string, dataType: CdmDataType): Conversion {
     case 'dateTime':
     case 'dateTimeOffset': {
       // CI writes UTC as 2024-02-03T04:05:06Z; its canonical form needs no Date round trip.
-      if (CANONICAL_UTC.test(raw)) return { ok: true, value: `${raw.slice(0, 19)}.000Z` };
+      if (CANONICAL_UTC.test(raw) && validCalendarDate(raw)) return { ok: true, value: `${raw.slice(0, 19)}.000Z` };
+      const ms = instantOf(raw.trim());
+      return ms === undefined ? { ok: false, reason: `not a date/time` } : { ok: true, value: new Date(ms).toISOString() };
+    }
+    case 'date': {
+      // A calendar day, sent as YYYY-MM-DD: a date-time's day in UTC, a date-only form as written.
+      const ms = instantOf(raw.trim());
+      return ms === undefined ? { ok: false, reason: `not a date` } : { ok: true, value: new Date(ms).toISOString().slice(0, 10) };
+    }
+    case 'time': {
       const text = raw.trim();
-      // A time without a zone is UTC in CI exports, whatever time zone this machine is set to.
-      const iso = ISO_WITHOUT_ZONE.exec(text);
-      let ms = iso ? Date.parse(`${iso[1]}T${iso[2]}Z`) : Date.parse(text);
-      if (Number.isNaN(ms)) return { ok: false, reason: `not a date/time` };
-      // Other zone-less forms are parsed by the platform as local time: read them as UTC instead.
-      if (!iso && !HAS_ZONE.test(text) && /\d:\d/.test(text)) ms -= new Date(ms).getTimezoneOffset() * 60_000;
-      return { ok: true, value: new Date(ms).toISOString() };
+      return TIME_OF_DAY.test(text) ? { ok: true, value: text } : { ok: false, reason: `not a time of day (HH:MM[:SS[.fff]])` };
     }
     case 'JSON': {
       if (raw.length > JSON_MAX_CHARS) return { ok: false, reason: `JSON value longer than ${JSON_MAX_CHARS / 1024} KB` };

@@ -5,15 +5,21 @@ import { segmentAttribute } from '../config/syncConfig';
 import { ExportNotReadyError, InvalidInputError } from '../errors';
 import { modelJsonPath, type ExportLocation } from './layout';
 import { z } from 'zod';
-import { blobNameFromLocation, cdmDataTypes, findEntity, MODEL_JSON_MAX_BYTES, parseModelJson, type ModelJson } from './modelJson';
+import { cdmDataTypes, findEntity, MODEL_JSON_MAX_BYTES, parseModelJson, partitionAddress, type ModelJson } from './modelJson';
 import { csvFormatOf } from './partitionReader';
 
 export const partitionRefSchema = z.strictObject({
   blobName: z.string().min(1),
+  /** The blob snapshot the location names (Power BI dataflows write `?snapshot=<time>`). */
+  snapshot: z.string().min(1).optional(),
   format: z.strictObject({
     columnHeaders: z.boolean(),
     delimiter: z.string().min(1),
     encoding: z.enum(['utf8', 'utf16le', 'latin1', 'ascii']),
+    /** QuoteStyle.None: quote characters have no significance (absent in runs recorded before: csv). */
+    quoteStyle: z.enum(['csv', 'none']).optional(),
+    /** CsvStyle.QuoteAfterDelimiter: a quote opens a value only right after a delimiter (absent: always). */
+    csvStyle: z.enum(['quoteAlways', 'quoteAfterDelimiter']).optional(),
   }),
   sizeBytes: z.number().int().min(0),
   /** The run reads the partition as it was when the run was created: a rewrite fails the run. */
@@ -44,6 +50,8 @@ export interface ExportRefresh extends ExportLocation {
    */
   refreshTime: string;
   segments: SegmentRefresh[];
+  /** What was left out of model.json and why (a partition without a location), for the log. */
+  notes: string[];
 }
 
 /** Reads model.json into memory, but never more than MODEL_JSON_MAX_BYTES of it. */
@@ -93,6 +101,7 @@ export async function resolveRefresh(container: ContainerClient, location: Expor
   }
   const model = parseModelJson(text, path);
   const segments: SegmentRefresh[] = [];
+  const notes: string[] = [];
   for (const segment of destination.segments) {
     const entity = findEntity(model, segment.table);
     if (!entity) {
@@ -100,11 +109,15 @@ export async function resolveRefresh(container: ContainerClient, location: Expor
     }
     if (entity.attributes.length === 0) throw new InvalidInputError(`${path}: entity "${entity.name}" lists no attributes`);
     let partitions: PartitionRef[];
-    if (entity.partitions.length > 0) {
+    // The schema requires only a partition's name: one without a location names no file to read.
+    const located = entity.partitions.filter((p) => p.location !== undefined);
+    for (const p of entity.partitions)
+      if (p.location === undefined) notes.push(`${path}: entity "${entity.name}" partition "${p.name ?? '(no name)'}" has no location; skipped`);
+    if (located.length > 0) {
       partitions = await Promise.all(
-        entity.partitions.map(async (p) => {
-          const blobName = blobNameFromLocation(p.location, container);
-          return describePartition(container, blobName, csvFormatOf(p.fileFormatSettings, `${path} partition ${p.name ?? blobName}`), path);
+        located.map(async (p) => {
+          const address = partitionAddress(p.location!, container);
+          return describePartition(container, address, csvFormatOf(p.fileFormatSettings, `${path} partition ${p.name ?? address.blobName}`), path);
         }),
       );
     } else {
@@ -118,7 +131,7 @@ export async function resolveRefresh(container: ContainerClient, location: Expor
       partitions,
     });
   }
-  const identity = segments.flatMap((s) => s.partitions.map((p) => `${s.table}|${p.blobName}|${p.etag}`)).sort();
+  const identity = segments.flatMap((s) => s.partitions.map((p) => `${s.table}|${p.blobName}${p.snapshot ? `?snapshot=${p.snapshot}` : ''}|${p.etag}`)).sort();
   const refreshKey = createHash('sha256')
     .update(`${path}\n${identity.join('\n')}`)
     .digest('hex')
@@ -128,7 +141,7 @@ export async function resolveRefresh(container: ContainerClient, location: Expor
     .filter(Boolean)
     .sort();
   const refreshTime = snapshotTime(folders.at(-1), model, destination);
-  return { ...location, modelJsonPath: path, refreshKey, label: folders.at(-1) ?? 'unknown', refreshTime, segments };
+  return { ...location, modelJsonPath: path, refreshKey, label: folders.at(-1) ?? 'unknown', refreshTime, segments, notes };
 }
 
 /**
@@ -169,13 +182,25 @@ function isoTime(text: string | undefined): string | undefined {
   return Number.isNaN(ms) ? undefined : new Date(ms).toISOString();
 }
 
-async function describePartition(container: ContainerClient, blobName: string, format: PartitionRef['format'], modelPath: string): Promise<PartitionRef> {
+/** A partition's blob (or the snapshot of it the location names). */
+export function partitionBlob(container: ContainerClient, partition: { blobName: string; snapshot?: string }) {
+  const blob = container.getBlobClient(partition.blobName);
+  return partition.snapshot ? blob.withSnapshot(partition.snapshot) : blob;
+}
+
+async function describePartition(
+  container: ContainerClient,
+  address: { blobName: string; snapshot?: string },
+  format: PartitionRef['format'],
+  modelPath: string,
+): Promise<PartitionRef> {
+  const what = address.snapshot ? `${address.blobName} (snapshot ${address.snapshot})` : address.blobName;
   try {
-    const properties = await container.getBlobClient(blobName).getProperties();
-    return { blobName, format, sizeBytes: properties.contentLength ?? 0, etag: properties.etag ?? '' };
+    const properties = await partitionBlob(container, address).getProperties();
+    return { ...address, format, sizeBytes: properties.contentLength ?? 0, etag: properties.etag ?? '' };
   } catch (error) {
     if ((error as { statusCode?: number }).statusCode === 404) {
-      throw new ExportNotReadyError(`${modelPath} lists partition ${blobName}, which does not exist (export still being written, or removed)`);
+      throw new ExportNotReadyError(`${modelPath} lists partition ${what}, which does not exist (export still being written, or removed)`);
     }
     throw error;
   }

@@ -2,8 +2,8 @@ import { z } from 'zod';
 import { InvalidInputError } from '../errors';
 import { formatIssues } from '../errors';
 
-/** CDM data types CI writes into model.json. */
-export const cdmDataTypes = ['string', 'int64', 'double', 'decimal', 'boolean', 'dateTime', 'dateTimeOffset', 'GUID', 'JSON'] as const;
+/** CDM data types CI writes into model.json (and `date`, `time`, which other CDM writers use). */
+export const cdmDataTypes = ['string', 'int64', 'double', 'decimal', 'boolean', 'dateTime', 'dateTimeOffset', 'date', 'time', 'GUID', 'JSON'] as const;
 export type CdmDataType = (typeof cdmDataTypes)[number];
 
 const dataTypeSchema = z.string().transform((t, ctx): CdmDataType => {
@@ -13,15 +13,23 @@ const dataTypeSchema = z.string().transform((t, ctx): CdmDataType => {
   const lower = t.toLowerCase();
   if (['int16', 'int32', 'integer', 'int'].includes(lower)) return 'int64';
   if (['float', 'single'].includes(lower)) return 'double';
-  if (['date', 'time'].includes(lower)) return 'dateTime';
   if (['unclassified', 'unknown'].includes(lower)) return 'string';
   ctx.addIssue({ code: 'custom', message: `unknown dataType "${t}" (expected one of ${cdmDataTypes.join(', ')})` });
   return z.NEVER;
 });
 
+/** CDM's own test data writes booleans as strings ("columnHeaders": "false"); the schema says boolean. Both are read. */
+const booleanOrText = z.union([
+  z.boolean(),
+  z
+    .string()
+    .regex(/^\s*(true|false)\s*$/i, 'must be true or false')
+    .transform((text) => text.trim().toLowerCase() === 'true'),
+]);
+
 const fileFormatSettingsSchema = z.looseObject({
   $type: z.string().optional(),
-  columnHeaders: z.boolean().optional(),
+  columnHeaders: booleanOrText.optional(),
   delimiter: z.string().min(1).optional(),
   quoteStyle: z.string().optional(),
   csvStyle: z.string().optional(),
@@ -31,7 +39,8 @@ const fileFormatSettingsSchema = z.looseObject({
 const partitionSchema = z.looseObject({
   name: z.string().optional(),
   refreshTime: z.string().optional(),
-  location: z.string().min(1),
+  /** The schema requires only `name`: a partition without a location is skipped, with a note. */
+  location: z.string().min(1).optional(),
   fileFormatSettings: fileFormatSettingsSchema.optional(),
 });
 
@@ -96,14 +105,44 @@ export function sameAccountHost(a: string, b: string): boolean {
   return blobHost(a) === blobHost(b);
 }
 
+/** Query parameters of a shared access signature: a location carrying one carries a credential. */
+const SAS_PARAMETERS = new Set(['sig', 'sv', 'se', 'st', 'sp', 'sr', 'spr', 'ss', 'srt', 'sip', 'skoid', 'sktid', 'skt', 'ske', 'sks', 'skv', 'saoid', 'suoid', 'scid', 'sdd', 'ses']);
+/** A blob snapshot's time as Azure writes it: `2018-11-14T19:37:51.7526830Z`. */
+const SNAPSHOT_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,7})?Z$/;
+
+/** Where a partition is: a blob of the export container, and the snapshot of it when the location names one. */
+export interface PartitionAddress {
+  blobName: string;
+  snapshot?: string;
+}
+
 /**
  * model.json locations are full blob URIs (`https://acct.blob.core.windows.net/<container>/<path>`,
  * or Azurite's `http://127.0.0.1:10000/devstoreaccount1/<container>/<path>`). Answers the blob name
  * inside the export container — and only there: a location on another account or in another
  * container, or with a `.`/`..` segment (encoded or not), is refused, so a hostile model.json cannot
  * make the connector read outside the export. A location without a scheme is a path inside the
- * container.
+ * container. Power BI dataflows name a blob snapshot (`?snapshot=<time>`): that snapshot is what is
+ * read. A shared access signature is a credential and refused; any other query too, saying how.
  */
+export function partitionAddress(location: string, container: ContainerAddress): PartitionAddress {
+  const refuse = (why: string) => new InvalidInputError(`partition location ${JSON.stringify(location.replace(/\?.*$/, '?…').slice(0, 300))} ${why}`);
+  const query = /\?([^#]*)/.exec(location)?.[1];
+  let snapshot: string | undefined;
+  if (query !== undefined && /^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
+    const names = [...new URLSearchParams(query).keys()].map((name) => name.toLowerCase());
+    if (names.some((name) => SAS_PARAMETERS.has(name))) throw refuse('carries a shared access signature: a credential, which the connector never reads from a file (it reads the export with its own identity)');
+    const params = new URLSearchParams(query);
+    const others = names.filter((name) => name !== 'snapshot');
+    if (others.length) throw refuse(`has a query (${others.join(', ')}) the connector does not read: only ?snapshot=<time> is; export the partition without it`);
+    snapshot = params.get('snapshot') ?? undefined;
+    if (snapshot !== undefined && !SNAPSHOT_TIME.test(snapshot)) throw refuse('names a snapshot whose time is not a blob snapshot time (2018-11-14T19:37:51.7526830Z)');
+  }
+  const blobName = blobNameFromLocation(query === undefined ? location : location.replace(/\?[^#]*/, ''), container);
+  return snapshot ? { blobName, snapshot } : { blobName };
+}
+
+/** The blob name of a location without a query (partitionAddress reads the query). */
 export function blobNameFromLocation(location: string, container: ContainerAddress): string {
   const refuse = (why: string) => new InvalidInputError(`partition location ${JSON.stringify(location.slice(0, 300))} ${why}`);
   const absolute = /^[a-z][a-z0-9+.-]*:\/\//i.exec(location);

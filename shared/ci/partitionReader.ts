@@ -9,15 +9,36 @@ export interface CsvFormat {
   columnHeaders: boolean;
   delimiter: string;
   encoding: CsvEncoding;
+  /** `none`: QuoteStyle.None, "quote characters have no significance" (Power Query). Absent: csv. */
+  quoteStyle?: 'csv' | 'none';
+  /** `quoteAfterDelimiter`: CsvStyle.QuoteAfterDelimiter, a quote is significant only right after a delimiter (or at a line's start). Absent: always. */
+  csvStyle?: 'quoteAlways' | 'quoteAfterDelimiter';
 }
 
-/** CDM defaults when a partition has no fileFormatSettings: no header row, comma, UTF-8. */
+/** CDM defaults when a partition has no fileFormatSettings: no header row, comma, UTF-8, QuoteStyle.Csv, CsvStyle.QuoteAlways. */
 export function csvFormatOf(settings: FileFormatSettings | undefined, where: string): CsvFormat {
   return {
     columnHeaders: settings?.columnHeaders ?? false,
     delimiter: settings?.delimiter ?? ',',
     encoding: nodeEncoding(settings?.encoding, where),
+    quoteStyle: styleOf(settings?.quoteStyle, 'quoteStyle', { 'QuoteStyle.Csv': 'csv', 'QuoteStyle.None': 'none' } as const, where),
+    csvStyle: styleOf(
+      settings?.csvStyle,
+      'csvStyle',
+      { 'CsvStyle.QuoteAlways': 'quoteAlways', 'CsvStyle.QuoteAfterDelimiter': 'quoteAfterDelimiter' } as const,
+      where,
+    ),
   };
+}
+
+/** One of the values the CDM model.json schema enumerates (case and the `QuoteStyle.` prefix aside); anything else is refused, naming what is read. */
+function styleOf<V extends string>(value: string | undefined, setting: string, known: Record<string, V>, where: string): V {
+  const entries = Object.entries(known);
+  if (value === undefined) return entries[0][1];
+  const wanted = value.trim().toLowerCase();
+  const match = entries.find(([name]) => name.toLowerCase() === wanted || name.split('.')[1].toLowerCase() === wanted);
+  if (match) return match[1];
+  throw new InvalidInputError(`${where}: fileFormatSettings.${setting} "${value}" is not one the CDM schema defines (${Object.keys(known).join(', ')})`);
 }
 
 function nodeEncoding(encoding: string | undefined, where: string): CsvEncoding {
@@ -57,6 +78,10 @@ export function csvParserOptions(format: CsvFormat) {
   return {
     delimiter: format.delimiter,
     encoding: format.encoding,
+    // QuoteStyle.None: a quote is a character like any other.
+    quote: format.quoteStyle === 'none' ? false : '"',
+    // QuoteAfterDelimiter: a quote inside an unquoted value (Dan "The Man", O"Brien) is kept as written.
+    relax_quotes: format.csvStyle === 'quoteAfterDelimiter',
     bom: true,
     relax_column_count: true,
     skip_empty_lines: true,

@@ -1,6 +1,6 @@
 import type { Readable } from 'node:stream';
 import type { ContainerClient } from '@azure/storage-blob';
-import type { PartitionRef } from '../ci/exportRefresh';
+import { partitionBlob, type PartitionRef } from '../ci/exportRefresh';
 import { ExportNotReadyError } from '../errors';
 import { statusOf } from '../storage/storageErrors';
 
@@ -10,7 +10,7 @@ import { statusOf } from '../storage/storageErrors';
  */
 export async function openPartition(container: ContainerClient, partition: PartitionRef): Promise<Readable> {
   try {
-    const download = await container.getBlobClient(partition.blobName).download(0, undefined, {
+    const download = await partitionBlob(container, partition).download(0, undefined, {
       conditions: partition.etag ? { ifMatch: partition.etag } : undefined,
       maxRetryRequests: 5,
     });

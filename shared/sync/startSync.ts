@@ -137,6 +137,7 @@ async function startRefresh(
 ): Promise<SyncRequestOutcome['runs'][number]> {
   for (const segment of refresh.segments) checkColumns(destination, segment.table, segment.attributes);
   const { created, run } = await createRun(deps, refresh, { ...request, dryRun: request.dryRun || destination.dryRun });
+  if (created) for (const note of refresh.notes) deps.log.warn(`run ${run.runId}: ${note}`);
   return { runId: run.runId, destination: destination.name, instance: refresh.instance, refresh: refresh.label, created, status: run.status };
 }
 
