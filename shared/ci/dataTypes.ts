@@ -44,7 +44,8 @@ function validCalendarDate(text: string): boolean {
   const named = /\b([a-z]{3})[a-z]*\.?\s+(\d{1,2}),?\s+(\d{4})\b/i.exec(text);
   if (iso) [year, month, day] = [Number(iso[1]), Number(iso[2]), Number(iso[3])];
   else if (us) [year, month, day] = [Number(us[3]), Number(us[1]), Number(us[2])];
-  else if (named && MONTHS.includes(named[1].toLowerCase())) [year, month, day] = [Number(named[3]), MONTHS.indexOf(named[1].toLowerCase()) + 1, Number(named[2])];
+  else if (named && MONTHS.includes(named[1].toLowerCase()))
+    [year, month, day] = [Number(named[3]), MONTHS.indexOf(named[1].toLowerCase()) + 1, Number(named[2])];
   else return true;
   return month >= 1 && month <= 12 && day >= 1 && day <= new Date(Date.UTC(year, month, 0)).getUTCDate();
 }

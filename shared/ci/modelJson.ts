@@ -106,7 +106,29 @@ export function sameAccountHost(a: string, b: string): boolean {
 }
 
 /** Query parameters of a shared access signature: a location carrying one carries a credential. */
-const SAS_PARAMETERS = new Set(['sig', 'sv', 'se', 'st', 'sp', 'sr', 'spr', 'ss', 'srt', 'sip', 'skoid', 'sktid', 'skt', 'ske', 'sks', 'skv', 'saoid', 'suoid', 'scid', 'sdd', 'ses']);
+const SAS_PARAMETERS = new Set([
+  'sig',
+  'sv',
+  'se',
+  'st',
+  'sp',
+  'sr',
+  'spr',
+  'ss',
+  'srt',
+  'sip',
+  'skoid',
+  'sktid',
+  'skt',
+  'ske',
+  'sks',
+  'skv',
+  'saoid',
+  'suoid',
+  'scid',
+  'sdd',
+  'ses',
+]);
 /** A blob snapshot's time as Azure writes it: `2018-11-14T19:37:51.7526830Z`. */
 const SNAPSHOT_TIME = /^\d{4}-\d{2}-\d{2}T\d{2}:\d{2}:\d{2}(\.\d{1,7})?Z$/;
 
@@ -131,12 +153,15 @@ export function partitionAddress(location: string, container: ContainerAddress):
   let snapshot: string | undefined;
   if (query !== undefined && /^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
     const names = [...new URLSearchParams(query).keys()].map((name) => name.toLowerCase());
-    if (names.some((name) => SAS_PARAMETERS.has(name))) throw refuse('carries a shared access signature: a credential, which the connector never reads from a file (it reads the export with its own identity)');
+    if (names.some((name) => SAS_PARAMETERS.has(name)))
+      throw refuse('carries a shared access signature: a credential, which the connector never reads from a file (it reads the export with its own identity)');
     const params = new URLSearchParams(query);
     const others = names.filter((name) => name !== 'snapshot');
-    if (others.length) throw refuse(`has a query (${others.join(', ')}) the connector does not read: only ?snapshot=<time> is; export the partition without it`);
+    if (others.length)
+      throw refuse(`has a query (${others.join(', ')}) the connector does not read: only ?snapshot=<time> is; export the partition without it`);
     snapshot = params.get('snapshot') ?? undefined;
-    if (snapshot !== undefined && !SNAPSHOT_TIME.test(snapshot)) throw refuse('names a snapshot whose time is not a blob snapshot time (2018-11-14T19:37:51.7526830Z)');
+    if (snapshot !== undefined && !SNAPSHOT_TIME.test(snapshot))
+      throw refuse('names a snapshot whose time is not a blob snapshot time (2018-11-14T19:37:51.7526830Z)');
   }
   const blobName = blobNameFromLocation(query === undefined ? location : location.replace(/\?[^#]*/, ''), container);
   return snapshot ? { blobName, snapshot } : { blobName };
