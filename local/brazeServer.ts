@@ -43,6 +43,12 @@ export interface BrazeServerOptions {
   seed?: number;
   /** Artificial latency per request (ms), to look more like a remote API. */
   latencyMs?: number;
+  /**
+   * Objects one /users/track request may hold: 75, or 50 on Monthly Active Users (CY 24-25)
+   * contracts ("Each request may batch up to 50 updates", post_user_track.md). Beyond it: 400 Max
+   * Input Length Exceeded (errors.md).
+   */
+  maxObjectsPerRequest?: number;
 }
 
 export interface BrazeServerStats {
@@ -102,6 +108,7 @@ export class BrazeServer {
   private latencyMs: number;
   private readonly segments: Record<string, string>;
   private readonly exportDelayMs: number;
+  private readonly maxObjects: number;
   /** Exports by object prefix: the segment they are of, and their archive once it is ready. */
   private readonly exports = new Map<string, { segmentId: string; ready?: { body: Buffer; contentType: string } }>();
   url = '';
@@ -115,6 +122,7 @@ export class BrazeServer {
     this.latencyMs = options.latencyMs ?? 0;
     this.segments = options.segments ?? {};
     this.exportDelayMs = options.exportDelayMs ?? 200;
+    this.maxObjects = options.maxObjectsPerRequest ?? MAX_OBJECTS;
     this.requestDeck = new FaultDeck(options.seed ?? 42);
     this.windowDeck = new FaultDeck((options.seed ?? 42) + 1);
     this.server = http.createServer((request, response) => void this.handle(request, response));
@@ -214,7 +222,7 @@ export class BrazeServer {
     }
     const attributes = body.attributes;
     if (!Array.isArray(attributes)) return this.send(response, 400, { message: "'attributes' must be an array" }, rateHeaders);
-    if (attributes.length > MAX_OBJECTS) return this.send(response, 400, { message: 'Max Input Length Exceeded' }, rateHeaders);
+    if (attributes.length > this.maxObjects) return this.send(response, 400, { message: 'Max Input Length Exceeded' }, rateHeaders);
     // A whole-request refusal that names no row: what the sender must isolate by splitting.
     if (attributes.some((a) => isObject(a) && typeof a.external_id === 'string' && a.external_id.startsWith('bad-request'))) {
       return this.send(response, 400, { message: "Invalid 'attributes' object" }, rateHeaders);

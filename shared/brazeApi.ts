@@ -5,6 +5,8 @@
 
 /** Braze's documented limits for POST /users/track. */
 export const BRAZE_MAX_OBJECTS_PER_REQUEST = 75;
+/** "Each request may batch up to 50 updates" on Monthly Active Users (CY 24-25) contracts (post_user_track.md). */
+export const BRAZE_MAU_OBJECTS_PER_REQUEST = 50;
 export const BRAZE_MAX_STRING_LENGTH = 255;
 export const BRAZE_TRACK_PATH = '/users/track';
 /** Braze's default workspace limit for /users/track; used until a response tells us the real one. */

@@ -1,4 +1,3 @@
-import { BRAZE_MAX_OBJECTS_PER_REQUEST } from '../brazeApi';
 import type { BrazeClient } from '../braze/client';
 import { BrazeAuthError, BrazeRetryableError } from '../errors';
 import { toBrazeObject } from '../mapping/profileIdentity';
@@ -23,9 +22,11 @@ export interface SendResult {
 }
 
 /**
- * Sends a batch's profiles in requests of at most 75 objects and answers what became of each. A
- * request Braze refuses whole (a bad object, "Max Input Length Exceeded") is halved until the
- * refused profiles are isolated, so the good ones still land. Bookkeeping is the caller's.
+ * Sends a batch's profiles in requests of at most the workspace's objects per request and answers
+ * what became of each. A request refused for its size ("Max Input Length Exceeded") teaches the
+ * client the workspace's limit and is sent again in requests of that size; one Braze refuses whole
+ * for another reason (a bad object) is halved until the refused profiles are isolated, so the
+ * good ones still land. Bookkeeping is the caller's.
  */
 export async function sendProfiles(braze: BrazeClient, profiles: BatchProfile[], deadlineMs: number): Promise<SendResult> {
   const sent: SendResult = { results: profiles.map(() => ({ kind: 'unsent' })), requests: 0, http429: 0, unattributedErrors: [] };
@@ -37,12 +38,23 @@ export async function sendProfiles(braze: BrazeClient, profiles: BatchProfile[],
       sent.requests += 1;
       const outcome = await braze.track(objects, deadlineMs, sent);
       if (outcome.kind === 'accepted') {
+        braze.confirmObjectLimit(indexes.length);
         const refused = new Map(outcome.rowErrors.map((e) => [e.index, e.type]));
         indexes.forEach((profileIndex, position) => {
           const type = refused.get(position);
           sent.results[profileIndex] = type === undefined ? { kind: 'delivered' } : { kind: 'rejected', reason: `Braze: ${type}` };
         });
         sent.unattributedErrors.push(...outcome.unattributedErrors);
+        return;
+      }
+      if (indexes.length > 1 && outcome.status === 400 && /max input length/i.test(outcome.message)) {
+        const learnt = braze.learnObjectLimit(indexes.length);
+        if (learnt !== undefined)
+          sent.unattributedErrors.push(
+            `Braze refused ${indexes.length} objects in one request (${outcome.message}): this workspace gets at most ${learnt} per request from now on (set BRAZE_OBJECTS_PER_REQUEST, or the workspace's objectsPerRequest, to start there)`,
+          );
+        const size = Math.min(braze.objectsPerRequest, Math.ceil(indexes.length / 2));
+        await Promise.all(chunksOf(indexes, size).map(sendChunk));
         return;
       }
       if (indexes.length > 1 && (outcome.status === 400 || outcome.status === 413 || outcome.status === 422)) {
@@ -59,10 +71,20 @@ export async function sendProfiles(braze: BrazeClient, profiles: BatchProfile[],
     }
   };
 
-  const chunks: number[][] = [];
-  for (let start = 0; start < profiles.length; start += BRAZE_MAX_OBJECTS_PER_REQUEST) {
-    chunks.push(Array.from({ length: Math.min(BRAZE_MAX_OBJECTS_PER_REQUEST, profiles.length - start) }, (_, i) => start + i));
+  let pending = profiles.map((_, i) => i);
+  // Until the workspace has taken a full request, one goes alone first: a refusal for its size
+  // then costs one request, not one per request in flight.
+  if (!braze.objectLimitConfirmed && pending.length > braze.objectsPerRequest) {
+    const first = pending.slice(0, braze.objectsPerRequest);
+    pending = pending.slice(first.length);
+    await sendChunk(first);
   }
-  await Promise.all(chunks.map(sendChunk));
+  await Promise.all(chunksOf(pending, braze.objectsPerRequest).map(sendChunk));
   return sent;
+}
+
+function chunksOf<T>(items: T[], size: number): T[][] {
+  const chunks: T[][] = [];
+  for (let start = 0; start < items.length; start += size) chunks.push(items.slice(start, start + size));
+  return chunks;
 }

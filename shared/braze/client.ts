@@ -7,7 +7,7 @@ import { BrazeAuthError, BrazeRetryableError, InvalidInputError } from '../error
 import type { BrazeAttributesObject } from '../mapping/profileIdentity';
 import type { ApiKeySource } from './apiKey';
 import type { Clock } from '../clock';
-import { BRAZE_EXPORT_SEGMENT_PATH, BRAZE_TRACK_PATH } from '../brazeApi';
+import { BRAZE_EXPORT_SEGMENT_PATH, BRAZE_MAU_OBJECTS_PER_REQUEST, BRAZE_MAX_OBJECTS_PER_REQUEST, BRAZE_TRACK_PATH } from '../brazeApi';
 import type { RateLimitPacer } from './pacer';
 import { readRateLimit } from './rateLimitHeaders';
 import { redactSecret } from './redact';
@@ -63,6 +63,10 @@ export class BrazeClient {
   private active = 0;
   private readonly waiting: (() => void)[] = [];
   readonly stats: TrackStats = { requests: 0, http429: 0, retries: 0 };
+  /** Objects per /users/track request: as configured, lowered when the workspace refuses a request for its size. */
+  private objectLimit: number;
+  /** A request of the current limit was accepted: no need to try one alone first. */
+  private limitConfirmed = false;
 
   private refreshing?: Promise<string>;
 
@@ -72,6 +76,7 @@ export class BrazeClient {
     private readonly pacer: RateLimitPacer,
     private readonly clock: Clock,
   ) {
+    this.objectLimit = Math.min(BRAZE_MAX_OBJECTS_PER_REQUEST, Math.max(1, options.objectsPerRequest));
     const agentOptions = { keepAlive: true, maxSockets: options.maxConcurrentRequests };
     this.http = axios.create({
       baseURL: options.endpoint,
@@ -91,8 +96,37 @@ export class BrazeClient {
     this.strategies = [throttlingStrategy({ maxRetries: options.maxRetries * 4, fallbackDelayMs: options.retryDelayMs }), exponentialBackoffStrategy(options)];
   }
 
+  /** How many attribute objects one /users/track request of this workspace may hold. */
+  get objectsPerRequest(): number {
+    return this.objectLimit;
+  }
+
   /**
-   * Sends ≤75 attribute objects; retries transient failures until `deadlineMs`. A 401/403 makes the
+   * The workspace refused a request of `size` objects for its size ("Max Input Length Exceeded"):
+   * Braze documents 75, and 50 on Monthly Active Users (CY 24-25) contracts, so a refused request
+   * over 50 means 50; below that, half. Answers the limit now, or undefined when it did not change
+   * (a refusal of a request sent before an earlier one was learnt from).
+   */
+  learnObjectLimit(size: number): number | undefined {
+    const next = size > BRAZE_MAU_OBJECTS_PER_REQUEST ? BRAZE_MAU_OBJECTS_PER_REQUEST : Math.max(1, Math.floor(size / 2));
+    if (next >= this.objectLimit) return undefined;
+    this.objectLimit = next;
+    this.limitConfirmed = false;
+    return next;
+  }
+
+  /** Whether the workspace has taken a request of the current limit (until then a batch tries one request alone first). */
+  get objectLimitConfirmed(): boolean {
+    return this.limitConfirmed;
+  }
+
+  /** A request of `size` objects was accepted. */
+  confirmObjectLimit(size: number): void {
+    if (size >= this.objectLimit) this.limitConfirmed = true;
+  }
+
+  /**
+   * Sends at most objectsPerRequest attribute objects; retries transient failures until `deadlineMs`. A 401/403 makes the
    * client read the key once more (rotated in Key Vault?) and, if it changed, send again with it.
    */
   async track(attributes: BrazeAttributesObject[], deadlineMs: number, seen: { http429: number } = { http429: 0 }): Promise<TrackOutcome> {

@@ -46,6 +46,12 @@ export const appSettingsSchema = z.object({
    */
   BRAZE_BURST_LIMIT: z.coerce.number().int().positive().optional(),
   BRAZE_MAX_CONCURRENT_REQUESTS: positiveInt(32),
+  /**
+   * Objects per /users/track request: 75, or 50 on Monthly Active Users (CY 24-25) contracts
+   * (braze-docs post_user_track.md). A workspace that refuses a request for its size ("Max Input
+   * Length Exceeded") is learnt from as it goes; setting it saves those refusals.
+   */
+  BRAZE_OBJECTS_PER_REQUEST: z.coerce.number().int().min(1).max(75).default(75),
   /** How long one sender invocation may spend before it re-enqueues the rest of its batch. */
   SENDER_BUDGET_MS: positiveInt(120_000),
   /** How long a reading step holds its claim, or the finalizer its lease, before another worker may take over (after a crash). */
@@ -139,6 +145,8 @@ export interface AppSettings {
     rateLimitReserveShare: number;
     burstLimit?: number;
     maxConcurrentRequests: number;
+    /** Attribute objects per /users/track request (BRAZE_OBJECTS_PER_REQUEST); a workspace's own overrides it. */
+    objectsPerRequest: number;
   };
   senderBudgetMs: number;
   /** How long a reading step holds its claim, or a finalizer its lease, unrenewed (ENQUEUE_LEASE_MS). */
@@ -190,6 +198,7 @@ export function loadAppSettings(env: Record<string, string | undefined>): AppSet
       rateLimitReserveShare: s.BRAZE_RATE_LIMIT_RESERVE_SHARE,
       burstLimit: s.BRAZE_BURST_LIMIT,
       maxConcurrentRequests: s.BRAZE_MAX_CONCURRENT_REQUESTS,
+      objectsPerRequest: s.BRAZE_OBJECTS_PER_REQUEST,
     },
     senderBudgetMs: s.SENDER_BUDGET_MS,
     leaseMs: s.ENQUEUE_LEASE_MS,

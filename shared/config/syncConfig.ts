@@ -58,6 +58,8 @@ const workspaceSchema = z
       .optional(),
     /** Or the key as a Key Vault secret (`https://<vault>.vault.azure.net/secrets/<name>`), read with the app's identity. */
     apiKeySecretUri: z.url().optional(),
+    /** Objects per /users/track request for this workspace (50 on Monthly Active Users CY 24-25 contracts); default BRAZE_OBJECTS_PER_REQUEST. */
+    objectsPerRequest: z.number().int().min(1).max(75).optional(),
   })
   .refine((w) => (w.apiKeySetting === undefined) !== (w.apiKeySecretUri === undefined), 'needs exactly one of apiKeySetting and apiKeySecretUri');
 

@@ -26,7 +26,7 @@ export class BatchPacker {
   private failure: unknown;
   /** Queue messages sent: each one is a batch with its own id. */
   messages = 0;
-  /** Braze requests those messages make when sent (≤ 75 objects each). */
+  /** Braze requests those messages make when sent (objectsPerRequest objects each). */
   requests = 0;
 
   constructor(
@@ -35,6 +35,8 @@ export class BatchPacker {
     private readonly runId: string,
     /** Keeps the batch ids of different shards of a run apart. */
     private readonly batchPrefix = '',
+    /** The workspace's objects per /users/track request, for counting requests. */
+    private readonly objectsPerRequest = BRAZE_MAX_OBJECTS_PER_REQUEST,
   ) {}
 
   /** The id of the batch the next profile will travel in (stable across replays of the same run). */
@@ -57,7 +59,7 @@ export class BatchPacker {
     this.profiles = [];
     this.rawBytes = 0;
     for (const { text, profiles: count } of this.encode(batchId, profiles)) {
-      this.requests += Math.ceil(count / BRAZE_MAX_OBJECTS_PER_REQUEST);
+      this.requests += Math.ceil(count / this.objectsPerRequest);
       const sink = this.sink;
       if (!sink) {
         this.messages += 1;

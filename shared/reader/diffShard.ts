@@ -323,7 +323,7 @@ export function shardWriters(deps: ConnectorDeps, run: RunRecord, shard: number,
   // A guarded run's batches wait in a blob until the guard lets them go (or a person does).
   const staged = run.staged && !run.dryRun ? new BlobLineWriter(state, stagedBatchesName(run.runId, shard, owner), 'text/plain') : undefined;
   const sink = run.dryRun ? undefined : staged ? (text: string) => staged.writeLine(text) : deps.storage.batchQueue;
-  const packer = new BatchPacker(sink, run.runId, `s${String(shard).padStart(4, '0')}-`);
+  const packer = new BatchPacker(sink, run.runId, `s${String(shard).padStart(4, '0')}-`, deps.brazeFor(runDestination(deps, run).workspace).objectsPerRequest);
   return {
     stateWriter,
     sentWriter,

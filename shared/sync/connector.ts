@@ -48,7 +48,8 @@ export function createConnector(options: ConnectorOptions): ConnectorDeps {
       workspaceKeys = new KeyVaultApiKey(workspace.apiKeySecretUri!, azureCredential(settings.storage.clientId), `${what} apiKeySecretUri`);
     }
     const endpoint = parseBrazeEndpoint(workspace.restEndpoint, `${what} restEndpoint`);
-    workspaces.set(name, new BrazeClient({ ...settings.braze, endpoint }, workspaceKeys, pacer(), clock));
+    const objectsPerRequest = workspace.objectsPerRequest ?? settings.braze.objectsPerRequest;
+    workspaces.set(name, new BrazeClient({ ...settings.braze, endpoint, objectsPerRequest }, workspaceKeys, pacer(), clock));
   }
   const deps: ConnectorDeps = {
     settings,

@@ -154,7 +154,7 @@ describe('hostile exports get a clear error, never a crash or a read outside the
     process.env.HTTP_PROXY = process.env.HTTPS_PROXY = process.env.http_proxy = 'http://127.0.0.1:9';
     try {
       const client = new BrazeClient(
-        { endpoint, requestTimeoutMs: 2000, maxRetries: 0, retryDelayMs: 10, maxRetryDelayMs: 10, maxConcurrentRequests: 1 },
+        { endpoint, requestTimeoutMs: 2000, maxRetries: 0, retryDelayMs: 10, maxRetryDelayMs: 10, maxConcurrentRequests: 1, objectsPerRequest: 75 },
         new SettingApiKey(TEST_API_KEY),
         new RateLimitPacer({ reserveShare: 0, clock: systemClock }),
         systemClock,

@@ -47,4 +47,30 @@ describe('rate limits by contract', () => {
     const handedBack = stack.log.lines.map((line) => /handed back for (\d+) s \(Braze's rate limit/.exec(line)).filter((m) => m !== null);
     expect(handedBack.some((m) => Number(m[1]) >= 2)).toBe(true);
   }, 150_000);
+
+  it('on a 50-object contract, a workspace that refuses 75 is learnt from with one refused request, and one told its limit is never refused', async () => {
+    // Monthly Active Users (CY 24-25): "Each request may batch up to 50 updates" (braze-docs post_user_track.md).
+    for (const told of [undefined, '50']) {
+      stack = await startTestStack({ braze: { maxObjectsPerRequest: 50 }, env: told ? { BRAZE_OBJECTS_PER_REQUEST: told } : {} });
+      const deps = stack.app.deps;
+      const profiles = makeProfiles(1, 3000);
+      await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 2);
+      const outcome = await requestSync(deps, { trigger: 'http' });
+      const [run] = await stack.app.waitForRuns([outcome.runs[0].runId], { timeoutMs: 60_000 });
+      expect(run.status).toBe('completed');
+      expect(run.usersDelivered).toBe(profiles.size);
+      expectExactCounts(run);
+      expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
+      const refused = stack.braze.stats.byStatus[400] ?? 0;
+      const accepted = stack.braze.stats.byStatus[201] ?? 0;
+      // A batch tries one request alone until the workspace has taken a full one: at most one refusal per
+      // batch sent before the limit was learnt (sending 75 at a time, every request of 75 was refused).
+      expect(refused).toBeLessThanOrEqual(told ? 0 : run.batchesEnqueued);
+      // Full requests of 50: no halving into 38s and 37s (a batch's last request may be short).
+      expect(accepted).toBeLessThanOrEqual(Math.ceil(profiles.size / 50) + run.batchesEnqueued);
+      if (!told) expect(stack.log.lines.some((line) => line.includes('this workspace gets at most 50 per request from now on'))).toBe(true);
+      await stack.stop();
+      stack = undefined;
+    }
+  }, 150_000);
 });

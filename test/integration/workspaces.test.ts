@@ -75,6 +75,18 @@ describe('several Braze workspaces', () => {
     expect(stack.braze.profiles.size).toBe(0);
   }, 150_000);
 
+  it('packs each workspace to its own objects per request', async () => {
+    eu = new BrazeServer({ apiKey: EU_KEY });
+    const config = twoWorkspaceConfig(await eu.start());
+    config.workspaces.eu = { ...config.workspaces.eu, objectsPerRequest: 50 } as typeof config.workspaces.eu;
+    stack = await startTestStack({ azurite, config, env: { BRAZE_API_KEY_EU: EU_KEY } });
+    expect(stack.app.deps.brazeFor('eu').objectsPerRequest).toBe(50);
+    expect(stack.app.deps.brazeFor(undefined).objectsPerRequest).toBe(75);
+    expect(() => parseSyncConfig(JSON.stringify({ ...config, workspaces: { eu: { ...config.workspaces.eu, objectsPerRequest: 76 } } }), 'SYNC_CONFIG')).toThrow(
+      /objectsPerRequest/,
+    );
+  });
+
   it('names what is wrong with a workspace in the mapping config', () => {
     const base = testConfig().destinations[0];
     const parse = (config: unknown) => () => parseSyncConfig(JSON.stringify(config), 'SYNC_CONFIG');
