@@ -1,6 +1,6 @@
 import { decodeBatchMessage, encodeMessage } from '../queue/messages';
 import { parkedPrefix } from '../runs/runBlobs';
-import { statusAfter, type RunRecord } from '../runs/runRecord';
+import { isTerminal, statusAfter, type RunRecord } from '../runs/runRecord';
 import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { wroteLater } from '../runs/destinationStore';
@@ -34,16 +34,21 @@ export async function resumeRun(deps: ConnectorDeps, runId: string): Promise<Res
   // The destination first, then the state: a run that writes a newer state holds the destination
   // until it has, so what the pointer says once this run holds it cannot change under it.
   const lock = await deps.destinations.lock(run.modelJsonPath);
-  if (lock.runId && lock.runId !== runId) return refuse(`run ${lock.runId} now owns destination ${run.destination}; resume that one instead`);
+  if (lock.runId && lock.runId !== runId) {
+    // A run that has ended holds the lock only until its finalizer (or the sweep) lets go: it is free.
+    const holder = await deps.runs.get(lock.runId);
+    if (holder && !isTerminal(holder.status)) return refuse(`run ${lock.runId} now owns destination ${run.destination}; resume that one instead`);
+  }
+  const claiming = lock.runId !== runId;
   let generation = lock.generation;
-  if (!lock.runId) {
+  if (claiming) {
     const claimed = await deps.destinations.claim(run.modelJsonPath, runId, lock);
     if (claimed === undefined) return refuse(`another run just claimed destination ${run.destination}`);
     generation = claimed;
   }
   const pointer = await deps.destinations.statePointer(run.modelJsonPath);
   if (pointer && pointer.runId !== runId && wroteLater(pointer, { generation: run.generation, runCreatedAt: run.createdAt })) {
-    if (!lock.runId) await deps.destinations.release(run.modelJsonPath, runId);
+    if (claiming) await deps.destinations.release(run.modelJsonPath, runId);
     return refuse(
       `run ${pointer.runId} synced a newer refresh of ${run.destination} after this run; resuming would re-send this run's older snapshot over it. Its failed profiles are re-sent by the next refresh (or POST /api/sync with {"force": true})`,
     );

@@ -139,9 +139,15 @@ describe("a run's life", () => {
     expect(older.usersFailed).toBeGreaterThan(0);
 
     stack.app.hosts[1].start();
+    // The newer run's finalizer dies between completing it and letting go of the destination (the
+    // sweep frees it later): the lock still names a run that has ended.
+    const destinations = stack.app.deps.destinations;
+    const release = destinations.release.bind(destinations);
+    destinations.release = async (path, runId) => (runId === olderId ? release(path, runId) : undefined);
     await writeRefresh(stack.app.deps.storage.exportContainer, makeProfiles(1, 2400).values(), '2026/11/29/0600', 1);
     const newerId = await startRun(stack);
     expect((await stack.app.waitForRuns([newerId], { timeoutMs: 30_000 }))[0].status).toBe('completed');
+    expect((await destinations.lock((await stack.app.deps.runs.get(newerId))!.modelJsonPath)).runId).toBe(newerId);
 
     const refused = await resume(olderId);
     expect(refused.status).toBe(409);
