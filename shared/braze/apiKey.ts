@@ -1,5 +1,5 @@
 import type { TokenCredential } from '@azure/identity';
-import { SecretClient } from '@azure/keyvault-secrets';
+import { SecretClient, type SecretClientOptions } from '@azure/keyvault-secrets';
 import { InvalidInputError } from '../errors';
 
 /**
@@ -56,9 +56,9 @@ export class KeyVaultApiKey implements ApiKeySource {
   private current?: Promise<string>;
   private readonly seen = new Set<string>();
 
-  constructor(secretUri: string, credential: TokenCredential, what?: string) {
+  constructor(secretUri: string, credential: TokenCredential, what?: string, clientOptions?: SecretClientOptions) {
     const { vaultUrl, name, version } = parseSecretUri(secretUri, what);
-    this.client = new SecretClient(vaultUrl, credential);
+    this.client = new SecretClient(vaultUrl, credential, clientOptions);
     this.name = name;
     this.version = version;
   }

@@ -89,6 +89,12 @@ describe('dry run: know before you send', () => {
     const first = makeProfiles(1, 1500);
     await writeRefresh(deps.storage.exportContainer, first.values(), '2026/11/27/0600');
     const run1 = await runOnce(stack);
+    // Not a dry run (a first sync, nothing held): the preview endpoint says where its counts are.
+    const notDry = await runPreview(
+      new HttpRequest({ url: `http://localhost/api/runs/${run1.runId}/preview`, method: 'GET', params: { id: run1.runId } }),
+      context(),
+    );
+    expect(notDry).toEqual({ status: 404, jsonBody: { error: `run ${run1.runId} is not a dry run: its counts are in GET /api/runs/${run1.runId}` } });
 
     // Leavers of every segment or one, joiners, changed values.
     const second = new Map<string, ModelProfile>();
@@ -149,8 +155,8 @@ describe('dry run: know before you send', () => {
     expect(preview.profiles.wouldSend).toBe(400);
     expect(preview.attributes.loyalty_points).toBe(400);
     expect(preview.brazeRequests).toBeGreaterThanOrEqual(Math.ceil(400 / 75));
-    // Not a dry run: the preview endpoint says where to look instead.
+    // A malformed id is refused before any lookup.
     const answer = await runPreview(new HttpRequest({ url: 'http://localhost/api/runs/r-0/preview', method: 'GET', params: { id: 'r-0' } }), context());
-    expect(answer.status).toBe(400);
+    expect(answer).toEqual({ status: 400, jsonBody: { error: 'run id is malformed' } });
   }, 60_000);
 });

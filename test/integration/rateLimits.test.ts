@@ -40,8 +40,7 @@ describe('rate limits by contract', () => {
     const stats = stack.braze.stats;
     const throttled = stats.byStatus[429] ?? 0;
     expect(throttled / stats.requests).toBeLessThanOrEqual(0.01);
-    // The 60 requests need three windows' budget (27 each after the 10% reserve) after the spent one: the run ends within five.
-    expect(stats.lastRequestAtMs! - stats.firstRequestAtMs!).toBeLessThan(5 * windowMs);
+    // How fast the run goes against the limit is the benchmark's figure (ceilingRatio, npm run bench), not a wall-clock bound here.
     for (const used of stats.perWindow.values()) expect(used).toBeLessThanOrEqual(30);
     // While a window's budget was spent, senders handed their batches back for seconds instead of waiting in an instance.
     const handedBack = stack.log.lines.map((line) => /handed back for (\d+) s \(Braze's rate limit/.exec(line)).filter((m) => m !== null);

@@ -56,11 +56,12 @@ describe('storage that misbehaves like Azure Storage under load', () => {
     const expected = expectedBraze([profiles]);
     expect(stack.braze.profiles.size).toBe(expected.size);
     for (const [key, profile] of expected) expect(stack.braze.profile(key)).toEqual(profile);
-    // The faults did happen, of every kind, across the three services.
-    const seen = { requests: 0, serverBusy: 0, internalError: 0, resetBefore: 0, resetAfter: 0 };
-    for (const p of Object.values(proxy.proxies)) for (const k of Object.keys(seen) as (keyof typeof seen)[]) seen[k] += p.counts[k];
-    expect(seen.serverBusy + seen.internalError + seen.resetBefore + seen.resetAfter).toBeGreaterThan(10);
-    expect(Math.min(seen.serverBusy, seen.internalError + seen.resetBefore + seen.resetAfter)).toBeGreaterThan(0);
+    // The faults did happen: every kind, on every service.
+    const kinds = ['serverBusy', 'internalError', 'resetBefore', 'resetAfter'] as const;
+    const missing = Object.entries(proxy.proxies).flatMap(([service, p]) =>
+      kinds.filter((k) => p.counts[k] === 0).map((k) => `${service}: no ${k} in ${p.counts.requests} calls`),
+    );
+    expect(missing).toEqual([]);
   }, 120_000);
 });
 
