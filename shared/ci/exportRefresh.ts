@@ -15,7 +15,7 @@ export const partitionRefSchema = z.strictObject({
   format: z.strictObject({
     columnHeaders: z.boolean(),
     delimiter: z.string().min(1),
-    encoding: z.enum(['utf8', 'utf16le', 'latin1', 'ascii']),
+    encoding: z.enum(['utf8', 'utf16le', 'utf16be', 'windows1252', 'latin1', 'ascii']),
     /** QuoteStyle.None: quote characters have no significance (absent in runs recorded before: csv). */
     quoteStyle: z.enum(['csv', 'none']).optional(),
     /** CsvStyle.QuoteAfterDelimiter: a quote opens a value only right after a delimiter (absent: always). */

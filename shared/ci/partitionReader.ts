@@ -1,9 +1,11 @@
 import { parse, type CsvError, type Options } from 'csv-parse';
+import iconv from 'iconv-lite';
 import type { Readable } from 'node:stream';
 import { InvalidInputError } from '../errors';
 import type { CdmAttribute, FileFormatSettings } from './modelJson';
 
-export type CsvEncoding = 'utf8' | 'utf16le' | 'latin1' | 'ascii';
+/** `latin1` and `ascii` are kept for runs recorded before windows1252 and utf16be were read (and are read as before). */
+export type CsvEncoding = 'utf8' | 'utf16le' | 'utf16be' | 'windows1252' | 'latin1' | 'ascii';
 
 export interface CsvFormat {
   columnHeaders: boolean;
@@ -41,14 +43,22 @@ function styleOf<V extends string>(value: string | undefined, setting: string, k
   throw new InvalidInputError(`${where}: fileFormatSettings.${setting} "${value}" is not one the CDM schema defines (${Object.keys(known).join(', ')})`);
 }
 
+/**
+ * The encodings CDM writers name. ISO-8859-1 is read as Windows-1252, as the WHATWG Encoding
+ * Standard does (files labelled Latin-1 carry € and curly quotes in 0x80–0x9F); ASCII as UTF-8,
+ * its superset, so a mislabelled file keeps its accents instead of losing the high bit.
+ */
 function nodeEncoding(encoding: string | undefined, where: string): CsvEncoding {
   const name = (encoding ?? 'UTF-8').toLowerCase().replace(/[^a-z0-9]/g, '');
-  if (name === 'utf8') return 'utf8';
+  if (name === 'utf8' || name === 'ascii' || name === 'usascii') return 'utf8';
   if (name === 'utf16' || name === 'utf16le' || name === 'unicode') return 'utf16le';
-  if (name === 'iso88591' || name === 'latin1' || name === 'windows1252' || name === 'cp1252') return 'latin1';
-  if (name === 'ascii' || name === 'usascii') return 'ascii';
-  throw new InvalidInputError(`${where}: fileFormatSettings.encoding "${encoding}" is not supported (UTF-8, UTF-16LE, ISO-8859-1, ASCII)`);
+  if (name === 'utf16be' || name === 'unicodefffe' || name === 'bigendianunicode') return 'utf16be';
+  if (name === 'iso88591' || name === 'latin1' || name === 'windows1252' || name === 'cp1252') return 'windows1252';
+  throw new InvalidInputError(`${where}: fileFormatSettings.encoding "${encoding}" is not supported (UTF-8, UTF-16LE, UTF-16BE, ISO-8859-1/Windows-1252, ASCII)`);
 }
+
+/** Encodings csv-parse cannot decode itself: transcoded to UTF-8 on the way in (iconv-lite, streaming). */
+const TRANSCODED: Partial<Record<CsvEncoding, string>> = { utf16be: 'utf-16be', windows1252: 'windows-1252' };
 
 /** The longest record a partition may hold, in characters. */
 export const MAX_RECORD_CHARS = 1024 * 1024;
@@ -77,7 +87,7 @@ export function describeCsvError(error: { code?: string; lines?: number } | unde
 export function csvParserOptions(format: CsvFormat) {
   return {
     delimiter: format.delimiter,
-    encoding: format.encoding,
+    encoding: (TRANSCODED[format.encoding] ? 'utf8' : format.encoding) as BufferEncoding,
     // QuoteStyle.None: a quote is a character like any other.
     quote: format.quoteStyle === 'none' ? false : '"',
     // QuoteAfterDelimiter: a quote inside an unquoted value (Dan "The Man", O"Brien) is kept as written.
@@ -136,7 +146,12 @@ export async function* readPartitionBatches(
     },
   } as unknown as Options);
   body.on('error', (error) => parser.destroy(error));
-  body.pipe(parser);
+  const transcoding = TRANSCODED[format.encoding];
+  if (transcoding) {
+    const decoder = body.pipe(iconv.decodeStream(transcoding)).pipe(iconv.encodeStream('utf8'));
+    decoder.on('error', (error: Error) => parser.destroy(error));
+    decoder.pipe(parser);
+  } else body.pipe(parser);
 
   let expected = attributes.length;
   if (!format.columnHeaders) onColumns(columnsByPosition(attributes));

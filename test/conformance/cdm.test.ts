@@ -142,7 +142,8 @@ describe('CSV settings as CDM test data writes them (TestLoadingCsvPartitionTrai
     expect(csvFormatOf(partition.fileFormatSettings, 'p')).toEqual({
       columnHeaders: false,
       delimiter: ';',
-      encoding: 'ascii',
+      // ASCII is read as UTF-8, its superset.
+      encoding: 'utf8',
       quoteStyle: 'none',
       csvStyle: 'quoteAfterDelimiter',
     });

@@ -60,6 +60,26 @@ describe('reading a partition CSV', () => {
     expect(columns.indexOf.get('Name')).toBe(0);
   });
 
+  it('reads Windows-1252 (and ISO-8859-1, as the WHATWG Encoding Standard does) with € and curly quotes, UTF-16 either way round, ASCII as UTF-8', async () => {
+    // 0x80 €, 0x92 ’, 0xE9 é: the bytes a Windows export labelled Latin-1 carries.
+    const cp1252 = Buffer.concat([Buffer.from('"1","a@x.com","'), Buffer.from([0x80, 0x92, 0xe9]), Buffer.from('"\r\n')]);
+    for (const encoding of ['Windows-1252', 'ISO-8859-1']) {
+      const { records } = await read(cp1252, { encoding });
+      expect(records).toEqual([{ kind: 'row', row: 1, values: ['1', 'a@x.com', '€’é'] }]);
+    }
+    const text = '\ufeff"1","a@x.com","Zoë €"\r\n"2","b@x.com","Bo"\r\n';
+    const utf16be = Buffer.from(Buffer.from(text, 'utf16le').swap16());
+    for (const [bytes, encoding] of [
+      [utf16be, 'UTF-16BE'],
+      [Buffer.from(text, 'utf16le'), 'UTF-16'],
+    ] as const) {
+      const { records } = await read(bytes, { encoding });
+      expect(records.map((r) => (r.kind === 'row' ? r.values[2] : r.reason))).toEqual(['Zoë €', 'Bo']);
+    }
+    const { records } = await read(Buffer.from('"1","a@x.com","Zoë"\n', 'utf8'), { encoding: 'ASCII' });
+    expect(records).toEqual([{ kind: 'row', row: 1, values: ['1', 'a@x.com', 'Zoë'] }]);
+  });
+
   it('refuses an encoding it cannot read, naming it', () => {
     expect(() => csvFormatOf({ encoding: 'EBCDIC' }, 'model.json partition P1')).toThrow(
       /model\.json partition P1: fileFormatSettings\.encoding "EBCDIC" is not supported/,
