@@ -54,7 +54,9 @@ function nodeEncoding(encoding: string | undefined, where: string): CsvEncoding 
   if (name === 'utf16' || name === 'utf16le' || name === 'unicode') return 'utf16le';
   if (name === 'utf16be' || name === 'unicodefffe' || name === 'bigendianunicode') return 'utf16be';
   if (name === 'iso88591' || name === 'latin1' || name === 'windows1252' || name === 'cp1252') return 'windows1252';
-  throw new InvalidInputError(`${where}: fileFormatSettings.encoding "${encoding}" is not supported (UTF-8, UTF-16LE, UTF-16BE, ISO-8859-1/Windows-1252, ASCII)`);
+  throw new InvalidInputError(
+    `${where}: fileFormatSettings.encoding "${encoding}" is not supported (UTF-8, UTF-16LE, UTF-16BE, ISO-8859-1/Windows-1252, ASCII)`,
+  );
 }
 
 /** Encodings csv-parse cannot decode itself: transcoded to UTF-8 on the way in (iconv-lite, streaming). */
