@@ -229,13 +229,16 @@ export class BrazeServer {
     }
 
     const errors: { type: string; input_array: string; index: number }[] = [];
+    // "When a nested custom attribute contains any invalid values (such as invalid time formats or
+    // null values), all nested custom attribute updates in the request will be dropped" (post_user_track.md).
+    const dropNested = attributes.some((a) => isObject(a) && Object.entries(a).some(([name, value]) => isNestedCustom(name, value) && holdsNull(value)));
     attributes.forEach((object, index) => {
       const problem = this.validate(object);
       if (problem) {
         errors.push({ type: problem, input_array: 'attributes', index });
         return;
       }
-      this.apply(object as Record<string, Json>);
+      this.apply(object as Record<string, Json>, dropNested);
     });
     this.stats.rowErrors += errors.length;
     if (applyThenFail) return this.send(response, 500, { message: 'Internal server error' }, rateHeaders);
@@ -246,7 +249,10 @@ export class BrazeServer {
 
   private validate(object: unknown): string | undefined {
     if (!isObject(object)) return 'Attributes object is not an object';
-    const identifiers = IDENTIFIERS.filter((id) => id in object && !(id === 'email' && ('external_id' in object || 'user_alias' in object)));
+    // email and phone identify only an object without external_id, user_alias or braze_id (then they
+    // are attributes); "with both email and phone, Braze will use the email as the identifier".
+    const strong = 'external_id' in object || 'user_alias' in object || 'braze_id' in object;
+    const identifiers = IDENTIFIERS.filter((id) => id in object && !((id === 'email' || id === 'phone') && strong) && !(id === 'phone' && 'email' in object));
     if (identifiers.length !== 1) return `Attributes object must specify exactly one identifier, found ${identifiers.length}`;
     if ('user_alias' in object) {
       const alias = object.user_alias;
@@ -262,11 +268,14 @@ export class BrazeServer {
     return undefined;
   }
 
-  private apply(object: Record<string, Json>): void {
+  private apply(object: Record<string, Json>, dropNested = false): void {
     const key = profileKey(object);
     const profile = this.profiles.get(key) ?? {};
-    for (const [name, value] of Object.entries(object)) {
+    for (const [name, given] of Object.entries(object)) {
       if (name === '_update_existing_only' || name === 'user_alias' || name === 'external_id') continue;
+      if (dropNested && isNestedCustom(name, given)) continue;
+      const value = storedValue(name, given);
+      if (value === undefined) continue;
       if (value === null) delete profile[name];
       else profile[name] = value;
     }
@@ -349,6 +358,42 @@ export class BrazeServer {
     response.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), ...headers });
     response.end(text);
   }
+}
+
+/**
+ * What Braze keeps of a profile field's value (user_attributes_object.md): a country that is not an
+ * ISO-3166-1 alpha-2 code is stored as NULL; a time zone that is not a valid one is not set
+ * (undefined: the field is left as it was).
+ */
+function storedValue(name: string, value: Json): Json | undefined {
+  if (name === 'country' && value !== null) return typeof value === 'string' && /^[A-Z]{2}$/.test(value) ? value : null;
+  if (name === 'time_zone' && value !== null) {
+    try {
+      new Intl.DateTimeFormat('en', { timeZone: String(value) });
+      return value;
+    } catch {
+      return undefined;
+    }
+  }
+  return value;
+}
+
+const STANDARD_FIELDS = new Set(['current_location', 'facebook', 'twitter', 'push_tokens', 'user_alias', 'subscription_groups']);
+
+/** A nested custom attribute: an object value (not an update operator of a plain one) or an array of objects. */
+function isNestedCustom(name: string, value: Json): boolean {
+  if (STANDARD_FIELDS.has(name)) return false;
+  if (Array.isArray(value)) return value.some((v) => isObject(v));
+  if (!isObject(value)) return false;
+  const keys = Object.keys(value);
+  return !(keys.length > 0 && keys.every((k) => k === 'inc' || k === 'add' || k === 'remove' || k === '$add' || k === '$remove'));
+}
+
+function holdsNull(value: Json): boolean {
+  if (value === null) return true;
+  if (Array.isArray(value)) return value.some(holdsNull);
+  if (isObject(value)) return Object.values(value).some(holdsNull);
+  return false;
 }
 
 export function profileKey(object: Record<string, Json>): string {

@@ -95,6 +95,11 @@ const destinationSchema = z
     matching: matchingSchema,
     /** Extra columns → Braze attribute names (standard ones like first_name, or custom ones). */
     fields: z.record(z.string().min(1), brazeAttributeName).default({}),
+    /** Where a phone number without a country code is from (ISO-3166-1 alpha-2, e.g. DE), for `phone` in E.164. */
+    phoneCountry: z
+      .string()
+      .regex(/^[A-Z]{2}$/, 'must be an ISO-3166-1 alpha-2 code such as DE or US')
+      .optional(),
     /** What a member who left a segment gets: the attribute removed (null, default) or false. */
     leaverValue: z.union([z.null(), z.literal(false)]).default(null),
     /** Every run of this destination is a preview (a first rollout): nothing is sent until this is removed. */

@@ -5,6 +5,7 @@ import type { PartitionColumns } from '../ci/partitionReader';
 import { BRAZE_MAX_STRING_LENGTH } from '../brazeApi';
 import { InvalidInputError } from '../errors';
 import { normalizeEmail } from './email';
+import { isStandardAttribute, normalizeStandardAttribute, withoutInnerNulls } from './standardAttributes';
 import { profileKeyOf, type BrazeIdentifier } from './profileIdentity';
 
 export interface MappedProfile {
@@ -132,6 +133,14 @@ export function createRowMapper(destination: DestinationConfig, attributes: CdmA
         continue;
       }
       let value = converted.value;
+      if (isStandardAttribute(field.brazeName)) {
+        const normalized = normalizeStandardAttribute(field.brazeName, value, { phoneCountry: destination.phoneCountry });
+        if (!normalized.ok) {
+          fieldIssues.push(`${field.brazeName}: ${normalized.reason}, not sent`);
+          continue;
+        }
+        value = normalized.value;
+      } else if (value !== null && typeof value === 'object') value = withoutInnerNulls(value);
       if (field.brazeName === 'email' && typeof value === 'string') {
         const normalized = normalizeEmail(value);
         if (!normalized) {
