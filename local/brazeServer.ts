@@ -368,6 +368,8 @@ export class BrazeServer {
 function storedValue(name: string, value: Json): Json | undefined {
   if (name === 'country' && value !== null) return typeof value === 'string' && /^[A-Z]{2}$/.test(value) ? value : null;
   if (name === 'time_zone' && value !== null) {
+    // IANA names, and names like the documented "Eastern Time (US & Canada)".
+    if (/^[A-Z][A-Za-z.'&-]*( [A-Za-z.'&-]+)* \([A-Za-z .&'-]+\)$/.test(String(value))) return value;
     try {
       new Intl.DateTimeFormat('en', { timeZone: String(value) });
       return value;

@@ -53,8 +53,8 @@ export async function sendProfiles(braze: BrazeClient, profiles: BatchProfile[],
           sent.unattributedErrors.push(
             `Braze refused ${indexes.length} objects in one request (${outcome.message}): this workspace gets at most ${learnt} per request from now on (set BRAZE_OBJECTS_PER_REQUEST, or the workspace's objectsPerRequest, to start there)`,
           );
-        const size = Math.min(braze.objectsPerRequest, Math.ceil(indexes.length / 2));
-        await Promise.all(chunksOf(indexes, size).map(sendChunk));
+        // At the learnt size (50 + 25, not 38 + 37): a full request confirms the limit.
+        await Promise.all(chunksOf(indexes, braze.objectsPerRequest).map(sendChunk));
         return;
       }
       if (indexes.length > 1 && (outcome.status === 400 || outcome.status === 413 || outcome.status === 422)) {

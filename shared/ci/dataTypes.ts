@@ -7,8 +7,12 @@ export type Conversion = { ok: true; value: JsonValue } | { ok: false; reason: s
 const CANONICAL_UTC = /^\d{4}-(0[1-9]|1[0-2])-(0[1-9]|[12]\d|3[01])T([01]\d|2[0-3]):[0-5]\d:[0-5]\dZ$/;
 /** An ISO 8601 date-time without a zone: `2024-02-03T04:05:06`, `2024-02-03 04:05`, with optional fractions. */
 const ISO_WITHOUT_ZONE = /^(\d{4}-\d{2}-\d{2})[T ](\d{2}:\d{2}(?::\d{2}(?:\.\d+)?)?)$/;
-/** Names a zone or an offset: then the text says which instant it is. */
-const HAS_ZONE = /(Z|[+-]\d{2}:?\d{2}|\b(GMT|UTC)\b)\s*$/i;
+/**
+ * Names a zone or an offset: then the text says which instant it is. An offset counts only after a
+ * time (05-16-2019 has none), and a zone may be followed by its name (JavaScript's own
+ * `… GMT+0200 (Central European Summer Time)`).
+ */
+const HAS_ZONE = /(\dZ|\d:\d{2}(:\d{2}(\.\d+)?)?\s*[+-]\d{2}:?\d{2}|\b(GMT|UTC)([+-]\d{2}:?\d{2})?)\s*(\([^)]*\))?\s*$/i;
 /** Braze refuses nested objects over 50 KB; deeper nesting than this serves no segment filter and risks the stack. */
 export const JSON_MAX_CHARS = 50 * 1024;
 export const JSON_MAX_DEPTH = 32;
@@ -39,29 +43,34 @@ const MONTHS = ['jan', 'feb', 'mar', 'apr', 'may', 'jun', 'jul', 'aug', 'sep', '
  */
 function validCalendarDate(text: string): boolean {
   let year: number, month: number, day: number;
-  const iso = /^(\d{4})-(\d{2})-(\d{2})/.exec(text);
-  const us = /^(\d{1,2})\/(\d{1,2})\/(\d{4})\b/.exec(text);
+  // A two-digit year (1/2/45) is a guess the platform would make for us (2045?): not a date.
+  if (/^\d{1,2}[-/]\d{1,2}[-/]\d{2}(?!\d)/.test(text)) return false;
+  const iso = /^(\d{4})[-/](\d{2})[-/](\d{2})/.exec(text);
+  const us = /^(\d{1,2})[-/](\d{1,2})[-/](\d{4})\b/.exec(text);
   const named = /\b([a-z]{3})[a-z]*\.?\s+(\d{1,2}),?\s+(\d{4})\b/i.exec(text);
+  const dayFirst = /\b(\d{1,2})\s+([a-z]{3})[a-z]*\.?,?\s+(\d{4})\b/i.exec(text);
   if (iso) [year, month, day] = [Number(iso[1]), Number(iso[2]), Number(iso[3])];
   else if (us) [year, month, day] = [Number(us[3]), Number(us[1]), Number(us[2])];
   else if (named && MONTHS.includes(named[1].toLowerCase()))
     [year, month, day] = [Number(named[3]), MONTHS.indexOf(named[1].toLowerCase()) + 1, Number(named[2])];
+  else if (dayFirst && MONTHS.includes(dayFirst[2].toLowerCase()))
+    [year, month, day] = [Number(dayFirst[3]), MONTHS.indexOf(dayFirst[2].toLowerCase()) + 1, Number(dayFirst[1])];
   else return true;
   return month >= 1 && month <= 12 && day >= 1 && day <= new Date(Date.UTC(year, month, 0)).getUTCDate();
 }
 
 /**
  * The instant a date or date-time text names, as milliseconds; undefined when it names none (or a
- * day that does not exist). A text without a zone is UTC, as CI writes it, on any machine: the
- * platform reads zone-less forms other than ISO date-only as local time, so they are read back.
+ * day that does not exist). A text without a zone is UTC, as CI writes it, on any machine: other
+ * zone-less forms than ISO are read by saying so (` UTC`), since the platform would read them as
+ * local time, and correcting by the local offset afterwards is wrong in a daylight-saving gap.
  */
 function instantOf(text: string): number | undefined {
   if (!validCalendarDate(text)) return undefined;
   const iso = ISO_WITHOUT_ZONE.exec(text);
-  let ms = iso ? Date.parse(`${iso[1]}T${iso[2]}Z`) : Date.parse(text);
-  if (Number.isNaN(ms)) return undefined;
-  if (!iso && !HAS_ZONE.test(text) && !/^\d{4}-\d{2}-\d{2}$/.test(text)) ms -= new Date(ms).getTimezoneOffset() * 60_000;
-  return ms;
+  if (iso) return Date.parse(`${iso[1]}T${iso[2]}Z`);
+  const ms = HAS_ZONE.test(text) || /^\d{4}-\d{2}-\d{2}$/.test(text) ? Date.parse(text) : Date.parse(`${text} UTC`);
+  return Number.isNaN(ms) ? undefined : ms;
 }
 
 const TRUE_WORDS = new Set(['true', '1', 'yes', 'y']);

@@ -151,15 +151,17 @@ export function partitionAddress(location: string, container: ContainerAddress):
   const refuse = (why: string) => new InvalidInputError(`partition location ${JSON.stringify(location.replace(/\?.*$/, '?…').slice(0, 300))} ${why}`);
   const query = /\?([^#]*)/.exec(location)?.[1];
   let snapshot: string | undefined;
-  if (query !== undefined && /^[a-z][a-z0-9+.-]*:\/\//i.test(location)) {
-    const names = [...new URLSearchParams(query).keys()].map((name) => name.toLowerCase());
-    if (names.some((name) => SAS_PARAMETERS.has(name)))
+  if (query !== undefined) {
+    // The schema's location is a URI: a path with a query names no blob of the container.
+    if (!/^[a-z][a-z0-9+.-]*:\/\//i.test(location)) throw refuse('has a query but no scheme: only a full blob URI may name a snapshot');
+    const params = [...new URLSearchParams(query)].map(([name, value]) => [name.toLowerCase(), value] as const);
+    if (params.some(([name]) => SAS_PARAMETERS.has(name)))
       throw refuse('carries a shared access signature: a credential, which the connector never reads from a file (it reads the export with its own identity)');
-    const params = new URLSearchParams(query);
-    const others = names.filter((name) => name !== 'snapshot');
+    const others = params.filter(([name]) => name !== 'snapshot').map(([name]) => name);
     if (others.length)
       throw refuse(`has a query (${others.join(', ')}) the connector does not read: only ?snapshot=<time> is; export the partition without it`);
-    snapshot = params.get('snapshot') ?? undefined;
+    // Query names are matched as Azure matches them, whatever their case.
+    snapshot = params.find(([name]) => name === 'snapshot')?.[1];
     if (snapshot !== undefined && !SNAPSHOT_TIME.test(snapshot))
       throw refuse('names a snapshot whose time is not a blob snapshot time (2018-11-14T19:37:51.7526830Z)');
   }

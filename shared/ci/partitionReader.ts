@@ -150,9 +150,10 @@ export async function* readPartitionBatches(
   body.on('error', (error) => parser.destroy(error));
   const transcoding = TRANSCODED[format.encoding];
   if (transcoding) {
-    const decoder = body.pipe(iconv.decodeStream(transcoding)).pipe(iconv.encodeStream('utf8'));
-    decoder.on('error', (error: Error) => parser.destroy(error));
-    decoder.pipe(parser);
+    const decode = iconv.decodeStream(transcoding);
+    const encode = iconv.encodeStream('utf8');
+    for (const stage of [decode, encode]) stage.on('error', (error: Error) => parser.destroy(error));
+    body.pipe(decode).pipe(encode).pipe(parser);
   } else body.pipe(parser);
 
   let expected = attributes.length;

@@ -73,17 +73,28 @@ export function normalizeStandardAttribute(name: StandardAttribute, value: JsonV
       return letter ? { ok: true, value: letter } : { ok: false, reason: 'not a gender Braze knows (M, F, O, N, P)' };
     }
     case 'language': {
-      // ISO-639-1, as Braze requires; a locale (en-US, pt_BR) gives its language.
-      const code = text.toLowerCase().split(/[-_]/)[0];
-      return /^[a-z]{2}$/.test(code) && languageNames.of(code) !== undefined
+      // ISO-639-1 as Braze requires (and the 3-letter codes its list also has: fil, haw, …); a locale
+      // (en-US, pt_BR) gives its language; deprecated codes take their current form (iw → he), and
+      // Norwegian is nb, as Braze lists it.
+      let code: string;
+      try {
+        code = Intl.getCanonicalLocales(text.replace(/_/g, '-'))[0].split('-')[0].toLowerCase();
+      } catch {
+        return { ok: false, reason: 'not an ISO-639-1 language code' };
+      }
+      if (code === 'no') code = 'nb';
+      return /^[a-z]{2,3}$/.test(code) && languageNames.of(code) !== undefined
         ? { ok: true, value: code }
         : { ok: false, reason: 'not an ISO-639-1 language code' };
     }
     case 'time_zone': {
+      // "Only valid time zone values will be set": an IANA name the platform knows, sent as written
+      // (the platform's own name may be an older alias: Asia/Calcutta for Asia/Kolkata), or a name
+      // of the form Braze's example shows ("Eastern Time (US & Canada)"), which Braze judges itself.
+      if (/^[A-Z][A-Za-z.'&-]*( [A-Za-z.'&-]+)* \([A-Za-z .&'-]+\)$/.test(text)) return { ok: true, value: text };
       try {
-        // "Only valid time zone values will be set": an IANA name the platform knows.
-        const zone = new Intl.DateTimeFormat('en', { timeZone: text }).resolvedOptions().timeZone;
-        return { ok: true, value: zone };
+        new Intl.DateTimeFormat('en', { timeZone: text });
+        return { ok: true, value: text };
       } catch {
         return { ok: false, reason: 'not an IANA time zone (e.g. America/New_York)' };
       }

@@ -77,7 +77,11 @@ export function canonicalPartitionColumns(destination: DestinationConfig): Parti
  */
 export function mappingSeed(destination: DestinationConfig, segment: SegmentRefresh): string {
   const types = canonicalColumns(destination).map((c) => segment.attributes.find((a) => a.name === c)?.dataType ?? 'string');
-  return md5Hex(JSON.stringify([destination.matching, destination.fields, types])).slice(0, 16);
+  // How values are made valid for Braze is part of the mapping: a phoneCountry set later re-sends the
+  // phones it makes valid (left out while unset, so seeds written before it existed stay the same).
+  const parts: unknown[] = [destination.matching, destination.fields, types];
+  if (destination.phoneCountry) parts.push({ phoneCountry: destination.phoneCountry });
+  return md5Hex(JSON.stringify(parts)).slice(0, 16);
 }
 
 export function rawFingerprint(seed: string, valuesJson: string): string {

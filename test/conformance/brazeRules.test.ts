@@ -33,8 +33,14 @@ describe("Braze's profile fields, made valid before they are sent", () => {
     // language: ISO-639-1.
     expect(['en', 'pt-BR', 'DE'].map((v) => n('language', v))).toEqual(['en', 'pt', 'de'].map((value) => ({ ok: true, value })));
     expect(n('language', 'xx')).toMatchObject({ ok: false });
+    // Braze's list has 3-letter codes too, deprecated codes are current (iw → he), Norwegian is nb.
+    expect(['fil', 'iw', 'no'].map((v) => n('language', v))).toEqual(['fil', 'he', 'nb'].map((value) => ({ ok: true, value })));
     // time_zone: an IANA name ("Only valid time zone values will be set").
     expect(n('time_zone', 'America/New_York')).toEqual({ ok: true, value: 'America/New_York' });
+    // As written, never the platform's older alias (Asia/Calcutta), and the documented "Eastern Time (US & Canada)" form.
+    expect(['Asia/Kolkata', 'Europe/Kyiv', 'Eastern Time (US & Canada)'].map((v) => n('time_zone', v))).toEqual(
+      ['Asia/Kolkata', 'Europe/Kyiv', 'Eastern Time (US & Canada)'].map((value) => ({ ok: true, value })),
+    );
     expect(n('time_zone', 'Mars/Olympus')).toMatchObject({ ok: false });
     // email_subscribe / push_subscribe: "opted_in", "unsubscribed", "subscribed".
     expect(n('email_subscribe', 'Opted In')).toEqual({ ok: true, value: 'opted_in' });

@@ -212,7 +212,7 @@ describe('date and time values as CDM types them, on any machine', () => {
   });
 
   it('date is YYYY-MM-DD, time is the time as written, date-only forms are UTC midnight, impossible days are rejected', () => {
-    for (const zone of ['UTC', 'America/Los_Angeles', 'Asia/Kolkata', 'Pacific/Kiritimati']) {
+    for (const zone of ['UTC', 'America/Los_Angeles', 'Europe/Berlin', 'Asia/Kolkata', 'Pacific/Kiritimati']) {
       process.env.TZ = zone;
       expect(convertCell('2019-05-18', 'date')).toEqual({ ok: true, value: '2019-05-18' });
       expect(convertCell('05/18/2019', 'date')).toEqual({ ok: true, value: '2019-05-18' });
@@ -227,6 +227,17 @@ describe('date and time values as CDM types them, on any machine', () => {
       expect(convertCell('2024-04-31', 'date')).toEqual({ ok: false, reason: 'not a date' });
       expect(convertCell('Feb 30 2024', 'dateTime')).toEqual({ ok: false, reason: 'not a date/time' });
       expect(convertCell('2024-02-29', 'date')).toEqual({ ok: true, value: '2024-02-29' });
+      // In a daylight-saving gap of the machine's zone too (02:30 does not exist in Berlin on 2019-03-31).
+      expect(convertCell('3/31/2019 02:30', 'dateTime')).toEqual({ ok: true, value: '2019-03-31T02:30:00.000Z' });
+      // A dash is no offset without a time; JavaScript's own text with its zone's name is that instant.
+      expect(convertCell('05-16-2019', 'date')).toEqual({ ok: true, value: '2019-05-16' });
+      expect(convertCell('Thu May 16 2019 10:00:00 GMT+0200 (Central European Summer Time)', 'dateTime')).toEqual({
+        ok: true,
+        value: '2019-05-16T08:00:00.000Z',
+      });
+      // Impossible days in any form, and two-digit years (a guess), are rejected.
+      for (const text of ['2/30/19', '02-30-2019', '31 Feb 2019', '2019/02/30', '1/2/45'])
+        expect({ text, converted: convertCell(text, 'dateTime') }).toEqual({ text, converted: { ok: false, reason: 'not a date/time' } });
     }
   });
 });

@@ -109,7 +109,18 @@ describe("a batch's life", () => {
       children = (await deps.storage.batchQueue.receiveMessages({ numberOfMessages: 32 })).receivedMessageItems;
     }
     expect(children.length).toBe(1);
-    expect((await deliverBatch(deps, children[0].messageText)).kind).toBe('done');
+    // The child may itself be handed back part-way (a 500 ms budget on a loaded machine): as the
+    // queue would, its own hand-off is taken and delivered, until the batch is done.
+    let outcome = await deliverBatch(deps, children[0].messageText);
+    for (let i = 0; outcome.kind === 'deferred' && i < 50; i++) {
+      let next = (await deps.storage.batchQueue.receiveMessages({ numberOfMessages: 1 })).receivedMessageItems;
+      for (let j = 0; next.length === 0 && j < 100; j++) {
+        await new Promise((r) => setTimeout(r, 100));
+        next = (await deps.storage.batchQueue.receiveMessages({ numberOfMessages: 1 })).receivedMessageItems;
+      }
+      outcome = await deliverBatch(deps, next[0].messageText);
+    }
+    expect(outcome.kind).toBe('done');
     for (const message of others) expect((await deliverBatch(deps, message)).kind).toBe('done');
     const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 30_000 });
     expect(run.status).toBe('completed');

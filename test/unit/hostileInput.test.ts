@@ -3,7 +3,7 @@ import { RateLimitPacer } from '../../shared/braze/pacer';
 import { MAX_RESET_AHEAD_MS, readRateLimit } from '../../shared/braze/rateLimitHeaders';
 import { redactSecret } from '../../shared/braze/redact';
 import { convertCell, JSON_MAX_DEPTH } from '../../shared/ci/dataTypes';
-import { blobNameFromLocation } from '../../shared/ci/modelJson';
+import { blobNameFromLocation, partitionAddress } from '../../shared/ci/modelJson';
 import { csvFormatOf, MAX_RECORD_CHARS, readPartition, type PartitionRecord } from '../../shared/ci/partitionReader';
 import { parseBrazeEndpoint } from '../../shared/config/endpoint';
 import { parseSecretUri } from '../../shared/braze/apiKey';
@@ -14,6 +14,17 @@ const azure = { url: 'https://contoso.blob.core.windows.net/customer-insights', 
 const PART = 'CustomerInsights_1/BrazeExport/HighValue/2026/11/28/0600/HighValue_1.csv';
 
 describe('partition locations in model.json', () => {
+  it('name a blob snapshot with ?snapshot= in any case, only in a full URI, and never with a signature', () => {
+    const base = `https://contoso.blob.core.windows.net/customer-insights/${PART}`;
+    const at = '2018-11-14T19:37:51.7526830Z';
+    expect(partitionAddress(`${base}?snapshot=${at}`, azure)).toEqual({ blobName: PART, snapshot: at });
+    expect(partitionAddress(`${base}?Snapshot=${at}`, azure)).toEqual({ blobName: PART, snapshot: at });
+    expect(partitionAddress(base, azure)).toEqual({ blobName: PART });
+    expect(() => partitionAddress(`${PART}?snapshot=${at}`, azure)).toThrow(/has a query but no scheme/);
+    expect(() => partitionAddress(`${base}?snapshot=${at}&sig=abc`, azure)).toThrow(/shared access signature/);
+    expect(() => partitionAddress(`${base}?snapshot=yesterday`, azure)).toThrow(/not a blob snapshot time/);
+  });
+
   it('are read inside the export container of the configured account', () => {
     expect(blobNameFromLocation(`https://contoso.blob.core.windows.net/customer-insights/${PART}`, azure)).toBe(PART);
     expect(blobNameFromLocation(`https://contoso.dfs.core.windows.net/customer-insights/${PART}`, azure)).toBe(PART);

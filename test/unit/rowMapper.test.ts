@@ -2,6 +2,8 @@ import { parseSyncConfig } from '../../shared/config/syncConfig';
 import { createRowMapper } from '../../shared/mapping/rowMapper';
 import { dataPointsOf, identifierFromKey, profileKeyOf, type BrazeIdentifier } from '../../shared/mapping/profileIdentity';
 import type { CdmAttribute } from '../../shared/ci/modelJson';
+import { canonicalColumns, mappingSeed } from '../../shared/reader/mapLines';
+import { md5Hex } from '../../shared/state/profileIndex';
 
 const attributes: CdmAttribute[] = [
   { name: 'CustomerId', dataType: 'GUID' },
@@ -106,5 +108,25 @@ describe('profile identity', () => {
   it('counts a data point per attribute written, the identifier never', () => {
     expect(dataPointsOf({ first_name: 'A', email: 'a@b.co', ci_seg: null })).toBe(3);
     expect(dataPointsOf({})).toBe(0);
+  });
+});
+
+describe('the mapping seed of unchanged-row detection', () => {
+  const destination = (extra: Record<string, unknown> = {}) =>
+    parseSyncConfig(
+      JSON.stringify({
+        destinations: [
+          { name: 'D', segments: [{ table: 'S', brazeSegmentId: 'seg' }], matching: { customerIdColumn: 'CustomerId' }, fields: { Phone: 'phone' }, ...extra },
+        ],
+      }),
+      'test',
+    ).destinations[0];
+  const segment = { table: 'S', attribute: 'seg', brazeSegmentId: 'seg', partitions: [], attributes: [{ name: 'Phone', dataType: 'string' as const }] };
+
+  it('stays what it was for a destination without phoneCountry, and changes when one is set, so its phones are sent again', () => {
+    const plain = destination();
+    const types = canonicalColumns(plain).map((c) => segment.attributes.find((a) => a.name === c)?.dataType ?? 'string');
+    expect(mappingSeed(plain, segment)).toBe(md5Hex(JSON.stringify([plain.matching, plain.fields, types])).slice(0, 16));
+    expect(mappingSeed(destination({ phoneCountry: 'DE' }), segment)).not.toBe(mappingSeed(plain, segment));
   });
 });
