@@ -59,9 +59,29 @@ export class DestinationStore {
   ) {}
 
   async lock(modelJsonPath: string): Promise<DestinationLock> {
-    const row = await readEntity<{ runId?: string; generation?: number; uncertainRun?: string }>(this.table, LOCK_PARTITION, destinationRow(modelJsonPath));
+    return this.lockOfKey(destinationRow(modelJsonPath));
+  }
+
+  private async lockOfKey(destinationKey: string): Promise<DestinationLock> {
+    const row = await readEntity<{ runId?: string; generation?: number; uncertainRun?: string }>(this.table, LOCK_PARTITION, destinationKey);
     if (!row) return { generation: 0 };
     return { runId: row.runId || undefined, generation: Number(row.generation ?? 0), uncertainRun: row.uncertainRun || undefined, etag: row.etag };
+  }
+
+  /**
+   * Writes a destination's lock row as it now is: over the one read (`etag`), or as a new row.
+   * Answers the new ETag; a conflict or a missing row throws, for the caller to judge.
+   */
+  private async writeLock(destinationKey: string, lock: Omit<DestinationLock, 'etag'>, etag: string | undefined): Promise<string | undefined> {
+    const entity = {
+      partitionKey: LOCK_PARTITION,
+      rowKey: destinationKey,
+      runId: lock.runId ?? '',
+      generation: lock.generation,
+      uncertainRun: lock.uncertainRun ?? '',
+    };
+    const answer = etag ? await this.table.updateEntity(entity, 'Replace', { etag }) : await this.table.createEntity(entity);
+    return answer.etag;
   }
 
   /** Every destination's lock that a run holds, by the destination's key. */
@@ -74,17 +94,10 @@ export class DestinationStore {
 
   /** Frees a destination by its key if `runId` still holds it (a run that ended without freeing it). */
   async releaseByKey(destinationKey: string, runId: string): Promise<boolean> {
-    const row = await readEntity<{ runId?: string; generation?: number; uncertainRun?: string }>(this.table, LOCK_PARTITION, destinationKey);
-    if (!row || row.runId !== runId) return false;
-    const entity = {
-      partitionKey: LOCK_PARTITION,
-      rowKey: destinationKey,
-      runId: '',
-      generation: Number(row.generation ?? 0),
-      uncertainRun: row.uncertainRun ?? '',
-    };
+    const lock = await this.lockOfKey(destinationKey);
+    if (lock.runId !== runId || !lock.etag) return false;
     try {
-      await this.table.updateEntity(entity, 'Replace', { etag: row.etag });
+      await this.writeLock(destinationKey, { ...lock, runId: undefined }, lock.etag);
       return true;
     } catch (error) {
       if (isConflict(error) || isNotFound(error)) return false;
@@ -111,10 +124,8 @@ export class DestinationStore {
    */
   async claim(modelJsonPath: string, runId: string, seen: DestinationLock, uncertainRun = seen.uncertainRun): Promise<number | undefined> {
     const generation = seen.generation + 1;
-    const entity = { partitionKey: LOCK_PARTITION, rowKey: destinationRow(modelJsonPath), runId, generation, uncertainRun: uncertainRun ?? '' };
     try {
-      if (seen.etag) await this.table.updateEntity(entity, 'Replace', { etag: seen.etag });
-      else await this.table.createEntity(entity);
+      await this.writeLock(destinationRow(modelJsonPath), { runId, generation, uncertainRun }, seen.etag);
       return generation;
     } catch (error) {
       // A lock row deleted by an older version's release is gone: the next read sees it absent.
@@ -130,15 +141,8 @@ export class DestinationStore {
       async () => {
         const lock = await this.lock(modelJsonPath);
         if (lock.runId !== runId || !lock.etag) return;
-        const entity = {
-          partitionKey: LOCK_PARTITION,
-          rowKey: destinationRow(modelJsonPath),
-          runId: '',
-          generation: lock.generation,
-          uncertainRun: lock.uncertainRun ?? '',
-        };
         try {
-          await this.table.updateEntity(entity, 'Replace', { etag: lock.etag });
+          await this.writeLock(destinationRow(modelJsonPath), { ...lock, runId: undefined }, lock.etag);
         } catch (error) {
           if (!isNotFound(error)) throw error;
         }
@@ -153,10 +157,9 @@ export class DestinationStore {
    */
   async markUncertain(modelJsonPath: string, seen: DestinationLock, uncertainRun: string): Promise<DestinationLock | undefined> {
     if (!seen.etag) return undefined;
-    const entity = { partitionKey: LOCK_PARTITION, rowKey: destinationRow(modelJsonPath), runId: seen.runId ?? '', generation: seen.generation, uncertainRun };
     try {
-      const answer = await this.table.updateEntity(entity, 'Replace', { etag: seen.etag });
-      return { ...seen, uncertainRun, etag: answer.etag };
+      const etag = await this.writeLock(destinationRow(modelJsonPath), { ...seen, uncertainRun }, seen.etag);
+      return { ...seen, uncertainRun, etag };
     } catch (error) {
       if (isConflict(error) || isNotFound(error)) return undefined;
       throw error;
@@ -170,14 +173,7 @@ export class DestinationStore {
       async () => {
         const lock = await this.lock(modelJsonPath);
         if (lock.uncertainRun !== uncertainRun || !lock.etag) return false;
-        const entity = {
-          partitionKey: LOCK_PARTITION,
-          rowKey: destinationRow(modelJsonPath),
-          runId: lock.runId ?? '',
-          generation: lock.generation,
-          uncertainRun: '',
-        };
-        await this.table.updateEntity(entity, 'Replace', { etag: lock.etag });
+        await this.writeLock(destinationRow(modelJsonPath), { ...lock, uncertainRun: undefined }, lock.etag);
         return true;
       },
       this.clock.sleep,
