@@ -58,6 +58,8 @@ export interface BrazeServerStats {
   trackRequests: number;
   /** POST /users/export/segment requests. */
   exportRequests: number;
+  /** POST /users/identify requests. */
+  identifyRequests: number;
   byStatus: Record<number, number>;
   objectsApplied: number;
   rowErrors: number;
@@ -72,6 +74,7 @@ export interface BrazeServerStats {
 /** The documented /users/track identifier fields; an object must carry exactly one. */
 const IDENTIFIERS = ['external_id', 'user_alias', 'braze_id', 'email', 'phone'] as const;
 const MAX_OBJECTS = 75;
+const PRIORITIZATIONS = new Set(['identified', 'unidentified', 'most_recently_updated', 'least_recently_updated']);
 const MAX_STRING = 255;
 
 /**
@@ -83,11 +86,20 @@ const MAX_STRING = 255;
 const BURST_WINDOW_MS = 3_000;
 
 export class BrazeServer {
+  /**
+   * One store of profiles, each under its strongest identifier (`external_id:…`, else `alias:…`,
+   * else `email:…` or `phone:…` for an e-mail-only or phone-only profile). An object identified
+   * by e-mail or phone updates the profile that holds that address, as Braze matches it.
+   */
   readonly profiles = new Map<string, BrazeProfile>();
+  /** When each profile was last updated (a counter), for Braze's "most recently updated" rules. */
+  private readonly updatedAt = new Map<string, number>();
+  private updates = 0;
   readonly stats: BrazeServerStats = {
     requests: 0,
     trackRequests: 0,
     exportRequests: 0,
+    identifyRequests: 0,
     byStatus: {},
     objectsApplied: 0,
     rowErrors: 0,
@@ -162,17 +174,20 @@ export class BrazeServer {
     this.stats.requests += 1;
     if (request.url === '/users/track') this.stats.trackRequests += 1;
     if (request.url === '/users/export/segment') this.stats.exportRequests += 1;
+    if (request.url === '/users/identify') this.stats.identifyRequests += 1;
     this.stats.firstRequestAtMs ??= now;
     this.stats.lastRequestAtMs = now;
 
     // A download URL is pre-signed, as Braze's are: no key.
     if (request.method === 'GET' && request.url?.startsWith('/__exports/')) return this.serveExport(request.url, response);
-    if (request.method !== 'POST' || (request.url !== '/users/track' && request.url !== '/users/export/segment'))
+    if (request.method !== 'POST' || (request.url !== '/users/track' && request.url !== '/users/export/segment' && request.url !== '/users/identify'))
       return this.send(response, 404, { message: 'Not found' });
     const auth = request.headers.authorization ?? '';
     const key = auth.startsWith('Bearer ') ? auth.slice(7) : '';
     if (key !== this.apiKey) return this.send(response, 401, { message: `Invalid API key: ${key}` });
     if (request.url === '/users/export/segment') return this.startSegmentExport(Buffer.concat(chunks).toString('utf8'), response);
+    // Its own limit (20,000 a minute, shared with /users/delete, /users/merge and the alias endpoints), not /users/track's.
+    if (request.url === '/users/identify') return this.identify(Buffer.concat(chunks).toString('utf8'), response);
 
     const window = this.windowOf(now);
     if (!this.windowFate.has(window)) this.windowFate.set(window, this.windowDeck.draw({ exhausted: this.faults.exhaustedWindows }) === 'exhausted');
@@ -269,7 +284,7 @@ export class BrazeServer {
   }
 
   private apply(object: Record<string, Json>, dropNested = false): void {
-    const key = profileKey(object);
+    const key = this.profileFor(object);
     const profile = this.profiles.get(key) ?? {};
     for (const [name, given] of Object.entries(object)) {
       if (name === '_update_existing_only' || name === 'user_alias' || name === 'external_id') continue;
@@ -280,7 +295,123 @@ export class BrazeServer {
       else profile[name] = value;
     }
     this.profiles.set(key, profile);
+    this.touch(key);
     this.stats.objectsApplied += 1;
+  }
+
+  private touch(key: string): void {
+    this.updatedAt.set(key, ++this.updates);
+  }
+
+  /**
+   * The profile an attributes object updates. By external_id or alias: its own. By e-mail (or
+   * phone): "If the external_id exists, the most recently updated profile with an external ID will
+   * be prioritized for updates. If the external_id doesn't exist, the most recently updated profile
+   * will be prioritized" (post_user_track.md); with no profile holding the address, a new one.
+   */
+  private profileFor(object: Record<string, Json>): string {
+    const key = profileKey(object);
+    if (!key.startsWith('email:') && !key.startsWith('phone:')) return key;
+    const field = key.startsWith('email:') ? 'email' : 'phone';
+    const holders = this.holdersOf(field, String(object[field]));
+    const identified = holders.filter((k) => k.startsWith('external_id:'));
+    return this.mostRecent(identified.length ? identified : holders) ?? key;
+  }
+
+  /** The profiles holding an e-mail address or phone number. */
+  private holdersOf(field: 'email' | 'phone', value: string): string[] {
+    const holders: string[] = [];
+    const own = `${field}:${value}`;
+    for (const [key, profile] of this.profiles) if (key === own || profile[field] === value) holders.push(key);
+    return holders;
+  }
+
+  private mostRecent(keys: string[], least = false): string | undefined {
+    let best: string | undefined;
+    for (const key of keys) {
+      const at = this.updatedAt.get(key) ?? 0;
+      if (best === undefined || (least ? at < (this.updatedAt.get(best) ?? 0) : at > (this.updatedAt.get(best) ?? 0))) best = key;
+    }
+    return best;
+  }
+
+  /**
+   * POST /users/identify (post_user_identify.md): each entry of `emails_to_identify` or
+   * `phone_numbers_to_identify` names an external_id, an address and a `prioritization`; the
+   * profile the prioritization picks among those holding the address is combined with the profile
+   * of that external_id — the fields found only on it are merged in and it is removed — or, when no
+   * profile has that external_id yet, it is given it. A prioritization that matches more than one
+   * profile merges nothing. `aliases_to_identify` does the same for an alias-only profile.
+   */
+  private identify(text: string, response: http.ServerResponse): void {
+    let body: Record<string, Json>;
+    try {
+      const parsed = JSON.parse(text) as Json;
+      if (!isObject(parsed)) throw new Error('not an object');
+      body = parsed;
+    } catch {
+      return this.send(response, 400, { message: 'Invalid JSON' });
+    }
+    const lists = ['aliases_to_identify', 'emails_to_identify', 'phone_numbers_to_identify'] as const;
+    if (!lists.some((name) => Array.isArray(body[name]))) {
+      return this.send(response, 400, { message: 'One of aliases_to_identify, emails_to_identify or phone_numbers_to_identify is required' });
+    }
+    const entries = lists.flatMap((name) => (Array.isArray(body[name]) ? (body[name] as Json[]).map((entry) => ({ name, entry })) : []));
+    if (entries.length > 50) return this.send(response, 400, { message: 'Max Input Length Exceeded' });
+    const errors: { type: string; input_array: string; index: number }[] = [];
+    let processed = 0;
+    const indexIn = new Map<string, number>();
+    for (const { name, entry } of entries) {
+      const index = indexIn.get(name) ?? 0;
+      indexIn.set(name, index + 1);
+      const problem = this.identifyOne(name, entry);
+      if (problem) errors.push({ type: problem, input_array: name, index });
+      else processed += 1;
+    }
+    const answer: Record<string, Json> = { aliases_processed: processed, message: 'success' };
+    if (errors.length) answer.errors = errors;
+    return this.send(response, 201, answer);
+  }
+
+  private identifyOne(list: 'aliases_to_identify' | 'emails_to_identify' | 'phone_numbers_to_identify', entry: Json): string | undefined {
+    if (!isObject(entry) || typeof entry.external_id !== 'string' || !entry.external_id) return 'external_id is required';
+    let candidates: string[];
+    if (list === 'aliases_to_identify') {
+      const alias = entry.user_alias;
+      if (!isObject(alias) || typeof alias.alias_name !== 'string' || typeof alias.alias_label !== 'string') return 'Invalid user_alias';
+      const key = `alias:${alias.alias_label}:${alias.alias_name}`;
+      candidates = this.profiles.has(key) ? [key] : [];
+    } else {
+      const field = list === 'emails_to_identify' ? 'email' : 'phone';
+      const value = entry[field];
+      if (typeof value !== 'string' || !value) return `${field} is required`;
+      const order = entry.prioritization;
+      // "If an email address or phone number is specified as an identifier, you must also include prioritization."
+      if (!Array.isArray(order) || order.length === 0 || order.some((p) => !PRIORITIZATIONS.has(p as string))) return 'Invalid prioritization';
+      if (order.includes('identified') && order.includes('unidentified')) return 'Invalid prioritization';
+      candidates = this.holdersOf(field, value);
+      for (const rule of order) {
+        if (rule === 'identified') candidates = candidates.filter((k) => k.startsWith('external_id:'));
+        else if (rule === 'unidentified') candidates = candidates.filter((k) => !k.startsWith('external_id:'));
+        else if (candidates.length > 1) candidates = [this.mostRecent(candidates, rule === 'least_recently_updated')!];
+      }
+      // An ordered prioritization that still matches more than one user merges nothing.
+      if (candidates.length > 1) return 'More than one user matches the prioritization';
+    }
+    const from = candidates[0];
+    if (from === undefined) return 'No user matches';
+    const target = `external_id:${entry.external_id}`;
+    if (from === target) return undefined;
+    const anonymous = this.profiles.get(from)!;
+    const identified = this.profiles.get(target);
+    if (identified) {
+      // "merges the following list of fields found exclusively on the anonymous user to the identified user"
+      for (const [name, value] of Object.entries(anonymous)) if (!(name in identified)) identified[name] = value;
+    } else this.profiles.set(target, anonymous);
+    this.profiles.delete(from);
+    this.updatedAt.delete(from);
+    this.touch(target);
+    return undefined;
   }
 
   /**

@@ -89,6 +89,53 @@ describe('the local Braze server plays the documented rules', () => {
     await track([{ external_id: 'b', prefs: { colour: 'blue' } }]);
     expect(braze.profile('external_id:b')).toEqual({ prefs: { colour: 'blue' } });
   });
+
+  const identify = async (body: unknown) => {
+    const answer = await fetch(`${url}/users/identify`, {
+      method: 'POST',
+      headers: { Authorization: `Bearer ${TEST_API_KEY}`, 'Content-Type': 'application/json' },
+      body: JSON.stringify(body),
+    });
+    return { status: answer.status, body: (await answer.json()) as { aliases_processed?: number; errors?: unknown[] } };
+  };
+
+  it('updates by e-mail the profile that holds the address, the most recently updated identified one first', async () => {
+    // post_user_track.md, "What happens when multiple profiles with the same email address are found?"
+    await track([{ email: 'a@x.io', _update_existing_only: false, ci: true }]);
+    await track([{ external_id: 'a', email: 'a@x.io', ci: true }]);
+    await track([{ external_id: 'b', email: 'a@x.io', ci: true }]);
+    await track([{ external_id: 'a', first_name: 'A' }]);
+    await track([{ email: 'a@x.io', ci: null }]);
+    // The clear landed on external_id a (identified, most recently updated); b and the e-mail-only profile keep theirs.
+    expect(braze.profile('external_id:a')).toEqual({ email: 'a@x.io', first_name: 'A' });
+    expect(braze.profile('external_id:b')).toEqual({ email: 'a@x.io', ci: true });
+    expect(braze.profile('email:a@x.io')).toEqual({ email: 'a@x.io', ci: true });
+    // "If no profile with the email address currently exists": a new e-mail-only profile.
+    await track([{ email: 'new@x.io', _update_existing_only: false, ci: true }]);
+    expect(braze.profile('email:new@x.io')).toEqual({ email: 'new@x.io', ci: true });
+  });
+
+  it('identifies an e-mail-only profile: merged into the identified one, or given the external_id when there is none', async () => {
+    // post_user_identify.md: emails_to_identify with a prioritization; fields found only on the e-mail-only profile are merged.
+    await track([{ email: 'a@x.io', _update_existing_only: false, ci: true, old: 1 }]);
+    await track([{ external_id: 'a', email: 'a@x.io', ci: false, first_name: 'A' }]);
+    const merged = await identify({ emails_to_identify: [{ external_id: 'a', email: 'a@x.io', prioritization: ['unidentified', 'most_recently_updated'] }] });
+    expect(merged).toEqual({ status: 201, body: { aliases_processed: 1, message: 'success' } });
+    expect(braze.profile('email:a@x.io')).toBeUndefined();
+    expect(braze.profile('external_id:a')).toEqual({ email: 'a@x.io', ci: false, first_name: 'A', old: 1 });
+
+    await track([{ email: 'b@x.io', _update_existing_only: false, ci: true }]);
+    await identify({ emails_to_identify: [{ external_id: 'b', email: 'b@x.io', prioritization: ['unidentified', 'most_recently_updated'] }] });
+    expect(braze.profile('external_id:b')).toEqual({ email: 'b@x.io', ci: true });
+    expect(braze.profiles.size).toBe(2);
+
+    // Nothing unidentified holds the address: an error for that entry, nothing merged; a prioritization is required.
+    const none = await identify({ emails_to_identify: [{ external_id: 'b', email: 'b@x.io', prioritization: ['unidentified'] }] });
+    expect(none.body).toMatchObject({ aliases_processed: 0, errors: [{ input_array: 'emails_to_identify', index: 0 }] });
+    const unordered = await identify({ emails_to_identify: [{ external_id: 'b', email: 'b@x.io' }] });
+    expect(unordered.body.errors).toHaveLength(1);
+    expect(braze.profiles.size).toBe(2);
+  });
 });
 
 describe('a sync of profile fields, end to end', () => {
