@@ -12,6 +12,13 @@ export const BRAZE_TRACK_PATH = '/users/track';
 /** Braze's default workspace limit for /users/track; used until a response tells us the real one. */
 export const BRAZE_DEFAULT_RATE_LIMIT_REQUESTS = 3_000;
 export const BRAZE_DEFAULT_RATE_LIMIT_WINDOW_MS = 3_000;
+/**
+ * Merges an unidentified profile into an identified one (needs the key's users.identify
+ * permission). Its own rate limit (20,000 a minute, shared with /users/delete, /users/merge and the
+ * alias endpoints), not /users/track's; at most 50 entries per request (post_user_identify.md).
+ */
+export const BRAZE_IDENTIFY_PATH = '/users/identify';
+export const BRAZE_MAX_IDENTIFY_PER_REQUEST = 50;
 /** Asks Braze to export a segment's users (needs the key's users.export.segment permission). */
 export const BRAZE_EXPORT_SEGMENT_PATH = '/users/export/segment';
 

@@ -3,6 +3,7 @@ import { BrazeAuthError, BrazeRetryableError } from '../errors';
 import { toBrazeObject } from '../mapping/profileIdentity';
 import type { BatchProfile } from '../queue/messages';
 import type { JsonValue } from '../ci/dataTypes';
+import { BRAZE_MAX_IDENTIFY_PER_REQUEST } from '../brazeApi';
 
 /** What became of one profile of the batch. */
 export type ProfileResult = { kind: 'delivered' } | { kind: 'rejected'; reason: string } | { kind: 'unsent' };
@@ -71,7 +72,42 @@ export async function sendProfiles(braze: BrazeClient, profiles: BatchProfile[],
     }
   };
 
-  let pending = profiles.map((_, i) => i);
+  // E-mail-only profiles whose row got a customer ID are merged into that profile before anything
+  // is written to it: its clears must land after the merge, which brings the memberships along.
+  const identifying = profiles.flatMap((profile, i) => (profile.identify ? [i] : []));
+  for (const chunk of chunksOf(identifying, BRAZE_MAX_IDENTIFY_PER_REQUEST)) {
+    try {
+      sent.requests += 1;
+      const entries = chunk.map((i) => ({ externalId: externalIdOf(profiles[i]), email: profiles[i].identify!.email }));
+      const outcome = await braze.identifyEmails(entries, deadlineMs, sent);
+      if (outcome.kind === 'refused') {
+        for (const i of chunk) sent.results[i] = { kind: 'rejected', reason: `Braze refused /users/identify (${outcome.status}: ${outcome.message})` };
+        continue;
+      }
+      // No e-mail-only profile holds the address (an earlier attempt merged it, or it is gone): nothing
+      // is left to merge, and the clears by external_id still go.
+      if (outcome.rowErrors.length) {
+        const types = [...new Set(outcome.rowErrors.map((e) => e.type))].join('; ');
+        sent.unattributedErrors.push(
+          `Braze merged no e-mail-only profile for ${outcome.rowErrors.length} of ${chunk.length} profiles whose row got a customer ID (${types})`,
+        );
+      }
+      sent.unattributedErrors.push(...outcome.unattributedErrors);
+    } catch (error) {
+      if (error instanceof BrazeAuthError) sent.authError ??= error;
+      else if (error instanceof BrazeRetryableError) sent.retryError ??= error;
+      else throw error;
+    }
+    if (sent.authError || sent.retryError) return sent;
+  }
+
+  let pending: number[] = [];
+  for (let i = 0; i < profiles.length; i++) {
+    if (sent.results[i].kind !== 'unsent') continue;
+    // A merge with nothing to clear after it is done.
+    if (profiles[i].identify && Object.keys(profiles[i].attributes).length === 0) sent.results[i] = { kind: 'delivered' };
+    else pending.push(i);
+  }
   // Until the workspace has taken a full request, one goes alone first: a refusal for its size
   // then costs one request, not one per request in flight.
   if (!braze.objectLimitConfirmed && pending.length > braze.objectsPerRequest) {
@@ -81,6 +117,11 @@ export async function sendProfiles(braze: BrazeClient, profiles: BatchProfile[],
   }
   await Promise.all(chunksOf(pending, braze.objectsPerRequest).map(sendChunk));
   return sent;
+}
+
+function externalIdOf(profile: BatchProfile): string {
+  if (!('external_id' in profile.identifier)) throw new Error(`batch profile ${profile.hash}: an identify entry needs an external_id`);
+  return profile.identifier.external_id;
 }
 
 function chunksOf<T>(items: T[], size: number): T[][] {

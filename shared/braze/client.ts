@@ -7,7 +7,7 @@ import { BrazeAuthError, BrazeRetryableError, InvalidInputError } from '../error
 import type { BrazeAttributesObject } from '../mapping/profileIdentity';
 import type { ApiKeySource } from './apiKey';
 import type { Clock } from '../clock';
-import { BRAZE_EXPORT_SEGMENT_PATH, BRAZE_MAU_OBJECTS_PER_REQUEST, BRAZE_MAX_OBJECTS_PER_REQUEST, BRAZE_TRACK_PATH } from '../brazeApi';
+import { BRAZE_EXPORT_SEGMENT_PATH, BRAZE_IDENTIFY_PATH, BRAZE_MAU_OBJECTS_PER_REQUEST, BRAZE_MAX_OBJECTS_PER_REQUEST, BRAZE_TRACK_PATH } from '../brazeApi';
 import type { RateLimitPacer } from './pacer';
 import { readRateLimit } from './rateLimitHeaders';
 import { redactSecret } from './redact';
@@ -130,10 +130,35 @@ export class BrazeClient {
    * client read the key once more (rotated in Key Vault?) and, if it changed, send again with it.
    */
   async track(attributes: BrazeAttributesObject[], deadlineMs: number, seen: { http429: number } = { http429: 0 }): Promise<TrackOutcome> {
+    return this.post(BRAZE_TRACK_PATH, JSON.stringify({ attributes }), true, deadlineMs, seen);
+  }
+
+  /**
+   * POST /users/identify with `emails_to_identify`: each e-mail-only profile holding an address
+   * (the most recently updated one, should there be several) is merged into the profile of its
+   * external_id, or becomes it. At most 50 entries. Retried like track, but not paced with it: the
+   * endpoint has its own limit, and its headers say nothing of /users/track's budget.
+   */
+  async identifyEmails(
+    entries: { externalId: string; email: string }[],
+    deadlineMs: number,
+    seen: { http429: number } = { http429: 0 },
+  ): Promise<TrackOutcome> {
+    const body = JSON.stringify({
+      emails_to_identify: entries.map((entry) => ({
+        external_id: entry.externalId,
+        email: entry.email,
+        prioritization: ['unidentified', 'most_recently_updated'],
+      })),
+    });
+    return this.post(BRAZE_IDENTIFY_PATH, body, false, deadlineMs, seen);
+  }
+
+  private async post(path: string, body: string, paced: boolean, deadlineMs: number, seen: { http429: number }): Promise<TrackOutcome> {
     let key = await this.keys.get();
     for (let reread = false; ; reread = true) {
       const response = await retryLoop<AxiosResponse<string> | undefined>({
-        attempt: () => this.attempt(attributes, deadlineMs, key, seen),
+        attempt: () => this.attempt(path, body, paced, deadlineMs, key, seen),
         strategies: this.strategies,
         sleep: this.clock.sleep,
         now: this.clock.now,
@@ -149,7 +174,7 @@ export class BrazeClient {
           continue;
         }
       }
-      return this.interpret(response!);
+      return this.interpret(response!, path);
     }
   }
 
@@ -204,34 +229,39 @@ export class BrazeClient {
   }
 
   private async attempt(
-    attributes: BrazeAttributesObject[],
+    path: string,
+    body: string,
+    paced: boolean,
     deadlineMs: number,
     key: string,
     seen: { http429: number },
   ): Promise<{ result: AttemptResult; value: AxiosResponse<string> | undefined }> {
     await this.slot();
-    try {
-      await this.pacer.acquire(deadlineMs);
-    } catch (error) {
-      this.active -= 1;
-      this.waiting.shift()?.();
-      throw error;
+    if (paced) {
+      try {
+        await this.pacer.acquire(deadlineMs);
+      } catch (error) {
+        this.active -= 1;
+        this.waiting.shift()?.();
+        throw error;
+      }
     }
     this.stats.requests += 1;
     try {
-      const response = await this.http.post<string>(BRAZE_TRACK_PATH, JSON.stringify({ attributes }), { headers: { Authorization: `Bearer ${key}` } });
+      const response = await this.http.post<string>(path, body, { headers: { Authorization: `Bearer ${key}` } });
       const rateLimit = readRateLimit(response.headers as Record<string, unknown>, this.clock.now());
       if (response.status !== 429) {
-        this.pacer.release(rateLimit);
+        if (paced) this.pacer.release(rateLimit);
         return { result: { status: response.status, retryAtMs: rateLimit.resetAtMs }, value: response };
       }
       this.stats.http429 += 1;
       seen.http429 += 1;
+      if (!paced) return { result: { status: 429, retryAtMs: rateLimit.resetAtMs }, value: response };
       // A burst 429's Retry-After is not the window's reset: the pacer learns only the budget from it.
       this.pacer.release({ limit: rateLimit.limit, remaining: rateLimit.remaining });
       return { result: { status: 429, retryAtMs: this.pacer.throttled(rateLimit) }, value: response };
     } catch (error) {
-      this.pacer.release(undefined);
+      if (paced) this.pacer.release(undefined);
       const code = (error as { code?: string }).code ?? 'ERR_NETWORK';
       const message = this.redact((error as Error).message ?? String(error));
       return { result: { transportError: { code, message } }, value: undefined };
@@ -254,18 +284,20 @@ export class BrazeClient {
     });
   }
 
-  private interpret(response: AxiosResponse<string>): TrackOutcome {
+  private interpret(response: AxiosResponse<string>, path: string): TrackOutcome {
     const body = parseBody(response.data);
     const message = this.redact(body.message ?? (body.raw ? `non-JSON answer: ${body.raw}` : `HTTP ${response.status}`));
     if (response.status === 401 || response.status === 403) {
-      throw new BrazeAuthError(`Braze answered ${response.status}: ${message}`, response.status);
+      const permission = path === BRAZE_IDENTIFY_PATH ? ' to /users/identify (does the key have users.identify?)' : '';
+      throw new BrazeAuthError(`Braze answered ${response.status}${permission}: ${message}`, response.status);
     }
     if (response.status >= 200 && response.status < 300) {
       const rowErrors: RowError[] = [];
       const unattributedErrors: string[] = [];
       for (const error of body.errors ?? []) {
         const type = this.redact(error.type ?? 'unknown error');
-        if (error.index !== undefined && (error.input_array === undefined || error.input_array === 'attributes')) rowErrors.push({ index: error.index, type });
+        const ownArray = path === BRAZE_IDENTIFY_PATH ? 'emails_to_identify' : 'attributes';
+        if (error.index !== undefined && (error.input_array === undefined || error.input_array === ownArray)) rowErrors.push({ index: error.index, type });
         else unattributedErrors.push(type);
       }
       return { kind: 'accepted', status: response.status, rowErrors, unattributedErrors };

@@ -84,19 +84,29 @@ function columnIndex(columns: PartitionColumns, column: string | undefined): num
   return index;
 }
 
-/** Only the profile key of a row, or why it has none: what a map step needs to route the row to its shard. */
+/**
+ * Only the profile key of a row, or why it has none: what a map step needs to route the row to its
+ * shard. `emailKey` is the key the row's e-mail would have had as its identifier, for a row keyed
+ * by external_id when the destination keys rows by e-mail too: such a profile may have been keyed
+ * by that e-mail before it got its customer ID.
+ */
 export function createKeyMapper(
   destination: DestinationConfig,
   columns: PartitionColumns,
-): (values: string[]) => { ok: true; key: string } | { ok: false; reason: string } {
+): (values: string[]) => { ok: true; key: string; emailKey?: string } | { ok: false; reason: string } {
   const identify = identifierResolver(
     destination,
     columnIndex(columns, destination.matching.emailColumn),
     columnIndex(columns, destination.matching.customerIdColumn),
   );
+  const emailFallback = destination.matching.fallbackIdentifiers.includes('email');
   return (values) => {
     const identity = identify(values);
-    return identity.ok ? { ok: true, key: identity.key } : identity;
+    if (!identity.ok) return identity;
+    if (emailFallback && identity.email && 'external_id' in identity.identifier) {
+      return { ok: true, key: identity.key, emailKey: profileKeyOf({ email: identity.email }) };
+    }
+    return { ok: true, key: identity.key };
   };
 }
 

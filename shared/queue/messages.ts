@@ -34,6 +34,11 @@ export const batchProfileSchema = z.strictObject({
   /** Input rows this profile stands for (one per segment it is in); 0 for a leaver. */
   rows: z.number().int().min(0),
   source: profileSourceSchema,
+  /**
+   * The e-mail-only profile holding this address becomes this external_id's (POST /users/identify,
+   * emails_to_identify) before the attributes are written.
+   */
+  identify: z.strictObject({ email: z.string().min(3) }).optional(),
 });
 export type BatchProfile = z.output<typeof batchProfileSchema>;
 

@@ -25,7 +25,7 @@ import { BlobLineWriter } from '../storage/blobLineWriter';
 import { isNotFound } from '../storage/storageErrors';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { partitionList, readSources, runDestination } from '../runs/runSources';
-import { canonicalPartitionColumns, mapLineFingerprint, mapLineHash, parseMapLine, type MapLine } from './mapLines';
+import { canonicalPartitionColumns, IDENTITY_HINT_PREFIX, mapLineFingerprint, mapLineHash, parseIdentityHint, parseMapLine, type MapLine } from './mapLines';
 import { emptyTotals } from './mapPartition';
 import { mappedFieldNames } from '../mapping/fieldHashes';
 
@@ -38,6 +38,13 @@ export interface ShardProfile {
   claimed: number;
   rows: number;
   first: string;
+}
+
+/** A profile keyed by e-mail in the state whose row is now keyed by this customer ID, in these segments. */
+export interface IdentifiedEmail {
+  externalId: string;
+  bits: number;
+  ambiguous: boolean;
 }
 
 const DUPLICATE = 'duplicate: the segment has another row of this profile (its values were sent)';
@@ -78,7 +85,7 @@ export async function diffShard(
   const totals: UnitTotals = { ...emptyTotals() };
   const fallback = previous.format === 1;
 
-  const { profiles, rejectLines } = await gatherShard(deps, run, shard, mapOwners, segments, keyOf, totals, signal);
+  const { profiles, rejectLines, hints } = await gatherShard(deps, run, shard, mapOwners, segments, keyOf, totals, signal);
 
   const before = new Map<string, StateRecord>();
   for await (const record of readPreviousShard(state, previous, shard, run.shards)) before.set(record.h, record);
@@ -98,7 +105,7 @@ export async function diffShard(
   const writers = shardWriters(deps, run, shard, owner, totals);
   const { sentWriter, rejects, packer, keep } = writers;
   /** A dry run's account of one profile that would be sent. */
-  const tally = (identifier: BrazeIdentifier, joined: number, left: number, fieldsChanged: string[], attributes: Record<string, unknown>) => {
+  const tally = (identifier: BrazeIdentifier, joined: number, left: number, fieldsChanged: string[], attributes: Record<string, unknown>, merges = false) => {
     preview.profilesSent += 1;
     preview.dataPoints += dataPointsOf(attributes);
     for (const name of names(joined)) attributeChanged(name);
@@ -107,7 +114,7 @@ export async function diffShard(
     if (preview.sample.length < PREVIEW_SAMPLE_SIZE)
       preview.sample.push({
         identifier: describeIdentifier(identifier),
-        change: joined ? 'joins' : left && !fieldsChanged.length ? 'leaves' : 'changes',
+        change: merges ? 'merges' : joined ? 'joins' : left && !fieldsChanged.length ? 'leaves' : 'changes',
         attributes: [...names(joined), ...names(left), ...fieldsChanged],
       });
   };
@@ -181,9 +188,46 @@ export async function diffShard(
       totals.usersEnqueued += 1;
     }
     // Profiles Braze has as members that this refresh no longer lists have left.
+    let notCleared = 0;
     for (const [hash, prior] of before) {
       if (profiles.has(hash)) continue;
       const priorMask = bits.maskOf(prior.m);
+      const identified = prior.k.startsWith('e:') ? hints.get(hash) : undefined;
+      if (identified?.ambiguous) {
+        // Rows of several customer IDs carry this e-mail now: cleared by e-mail, the change would land
+        // on one of them (a member), and which one the e-mail-only profile became is not known.
+        await rejects.writeLine(
+          rejectCsvLine({
+            outcome: 'rejected',
+            source: 'leaver',
+            row: '',
+            identifier: describeIdentifier(identifierFromKey(prior.k)),
+            reason: `not cleared (${names(priorMask).join(', ')}): rows of several customer IDs carry this e-mail now, and Braze would apply a clear by e-mail to one of them; merge or clear the e-mail-only profile in Braze`,
+          }).slice(0, -1),
+        );
+        notCleared += 1;
+        continue;
+      }
+      if (identified) {
+        // The e-mail-keyed profile's row has a customer ID now. Cleared by e-mail, the change would land
+        // on the identified profile holding the address (Braze updates that one first); instead the
+        // e-mail-only profile is merged into it (/users/identify), and what the merge brings that this
+        // refresh does not list is cleared by external_id. Its record leaves the state: the profile
+        // is the external_id's now, whose record the refresh writes in its own shard.
+        const leave = (priorMask & ~identified.bits) >>> 0;
+        const identifier = { external_id: identified.externalId };
+        const attributes = changeAttributes({ unchanged: false, sendFields: false, join: 0, leave }, {}, names, destination.leaverValue);
+        if (dry) {
+          for (const name of names((leave & bits.syncedMask) >>> 0)) segmentPreview(name).leavers += 1;
+          tally(identifier, 0, leave, [], attributes, true);
+          preview.identified += 1;
+        }
+        await sentWriter?.writeSent({ h: hash, k: prior.k, p: { m: prior.m, f: prior.f, a: prior.a } });
+        await packer.add({ hash, identifier, attributes, rows: 0, source: 'leaver', identify: { email: prior.k.slice(2) } });
+        totals.usersEnqueued += 1;
+        totals.exitsEnqueued += 1;
+        continue;
+      }
       const leave = (priorMask & bits.syncedMask) >>> 0;
       const kept = { h: hash, k: prior.k, m: names((priorMask & ~bits.syncedMask) >>> 0), f: prior.f, a: prior.a };
       if (leave === 0) {
@@ -201,6 +245,7 @@ export async function diffShard(
       totals.usersEnqueued += 1;
       totals.exitsEnqueued += 1;
     }
+    if (notCleared) deps.log.warn(`run ${run.runId} shard ${shard}: ${notCleared} e-mail-keyed leavers not cleared (see the rejects report)`);
     await writers.close(signal);
   } catch (error) {
     await writers.abort(error);
@@ -231,7 +276,7 @@ export async function gatherShard(
   keyOf: ReturnType<typeof createKeyMapper>,
   totals: UnitTotals,
   signal: AbortSignal,
-): Promise<{ profiles: Map<string, ShardProfile>; rejectLines: RejectLine[] }> {
+): Promise<{ profiles: Map<string, ShardProfile>; rejectLines: RejectLine[]; hints: Map<string, IdentifiedEmail> }> {
   const partitions = partitionList(segments);
   const state = deps.storage.stateContainer;
   const bits = new MembershipBits(segments.map((s) => s.attribute));
@@ -239,6 +284,7 @@ export async function gatherShard(
   const bySize = segments.map((s, i) => ({ i, bytes: s.partitions.reduce((n, p) => n + p.sizeBytes, 0) })).sort((a, b) => b.bytes - a.bytes || a.i - b.i);
   const rejectLines: RejectLine[] = [];
   const profiles = new Map<string, ShardProfile>();
+  const hints = new Map<string, IdentifiedEmail>();
   for (const { i: segmentIndex } of bySize) {
     for (let p = 0; p < partitions.length; p++) {
       if (partitions[p].segmentIndex !== segmentIndex) continue;
@@ -254,6 +300,14 @@ export async function gatherShard(
       const bit = segmentBits[segmentIndex];
       for (const lineText of text.split('\n')) {
         if (!lineText) continue;
+        if (lineText.startsWith(IDENTITY_HINT_PREFIX)) {
+          const hint = parseIdentityHint(lineText, blobName);
+          const known = hints.get(hint.e);
+          // Two customer IDs for one e-mail: which one the e-mail-only profile became is not known.
+          if (known && known.externalId !== hint.i) known.ambiguous = true;
+          else hints.set(hint.e, { externalId: hint.i, bits: ((known?.bits ?? 0) | segmentBits[hint.g]) >>> 0, ambiguous: false });
+          continue;
+        }
         const hash = mapLineHash(lineText, blobName);
         const profile = profiles.get(hash);
         if (!profile) {
@@ -281,7 +335,7 @@ export async function gatherShard(
     }
   }
 
-  return { profiles, rejectLines };
+  return { profiles, rejectLines, hints };
 }
 
 /** What both kinds of shard step work with: the run's segments and destination, membership bits, row mappers. */

@@ -27,6 +27,34 @@ export function mapLineText(h: string, g: number, p: number, r: number, x: strin
   return `{"h":"${h}","g":${g},"p":${p},"r":${r},"x":"${x}","v":${valuesJson}}`;
 }
 
+/**
+ * A hint a map step leaves in the shard of a row's e-mail key when the row is keyed by external_id:
+ * if the state holds a profile keyed by that e-mail, it has since got this customer ID (and is in
+ * this segment). Its prefix tells it from a map line.
+ */
+export interface IdentityHint {
+  /** Hash of the e-mail key. */
+  e: string;
+  /** Segment index in the run's sources. */
+  g: number;
+  /** The external_id the row has now. */
+  i: string;
+}
+
+export const IDENTITY_HINT_PREFIX = '{"e":"';
+
+export function identityHintText(emailKeyHash: string, g: number, externalIdJson: string): string {
+  return `${IDENTITY_HINT_PREFIX}${emailKeyHash}","g":${g},"i":${externalIdJson}}`;
+}
+
+export function parseIdentityHint(text: string, where: string): IdentityHint {
+  const hint = JSON.parse(text) as IdentityHint;
+  if (typeof hint.e !== 'string' || hint.e.length !== 16 || typeof hint.g !== 'number' || typeof hint.i !== 'string') {
+    throw new Error(`${where}: not an identity hint`);
+  }
+  return hint;
+}
+
 export function parseMapLine(text: string, where: string): MapLine {
   const line = JSON.parse(text) as MapLine;
   if (

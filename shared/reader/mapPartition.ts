@@ -10,7 +10,7 @@ import { BlobLineWriter } from '../storage/blobLineWriter';
 import { StagedBlobWriter } from '../storage/stagedBlobWriter';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { partitionList, readSources, runDestination } from '../runs/runSources';
-import { canonicalColumns, mapLineText, mappingSeed, rawFingerprint } from './mapLines';
+import { canonicalColumns, identityHintText, mapLineText, mappingSeed, rawFingerprint } from './mapLines';
 import { openPartition } from './openPartition';
 
 /** Memory the shard writers of one reading step may buffer together before they stage a block. */
@@ -84,6 +84,10 @@ export async function mapPartition(deps: ConnectorDeps, run: RunRecord, partitio
         const values = picks.map((i) => (i >= 0 ? record.values[i] : ''));
         const valuesJson = JSON.stringify(values);
         outputs[shardOfHash(hash, shards)].write(mapLineText(hash, segmentIndex, partitionIndex, record.row, rawFingerprint(seed, valuesJson), valuesJson));
+        if (identity.emailKey) {
+          const emailHash = keyHash(identity.emailKey);
+          outputs[shardOfHash(emailHash, shards)].write(identityHintText(emailHash, segmentIndex, JSON.stringify(identity.key.slice(2))));
+        }
       }
       for (const output of outputs) if (output.full) pending.push(output.flushIfFull());
       await Promise.all(pending);

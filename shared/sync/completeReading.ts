@@ -106,7 +106,8 @@ async function writePreviewReport(
       rows: { read: totals.rowsRead, unchanged: totals.rowsSkippedUnchanged, wouldSend: totals.rowsEnqueued, rejected: totals.rowsRejectedInput },
       rejectedByReason: reasons,
       ...(rejectsReport ? { rejectsReport } : {}),
-      profiles: { wouldSend: totals.usersEnqueued, leaving: totals.exitsEnqueued },
+      // merging: e-mail-only profiles whose row got a customer ID, merged into that profile (/users/identify).
+      profiles: { wouldSend: totals.usersEnqueued, leaving: totals.exitsEnqueued, ...(preview.identified ? { merging: preview.identified } : {}) },
       brazeRequests: preview.requests,
       dataPoints: preview.dataPoints,
       dataPointsFullSend: totals.dataPointsFullSend,
