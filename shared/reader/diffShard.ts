@@ -48,6 +48,8 @@ export interface IdentifiedEmail {
 }
 
 const DUPLICATE = 'duplicate: the segment has another row of this profile (its values were sent)';
+const SHADOWED =
+  'no customer ID, and a row with a customer ID carries this e-mail: Braze would apply this row to that profile (it updates the identified profile holding an address first)';
 
 function popcount(mask: number): number {
   let n = mask - ((mask >>> 1) & 0x55555555);
@@ -86,6 +88,18 @@ export async function diffShard(
   const fallback = previous.format === 1;
 
   const { profiles, rejectLines, hints } = await gatherShard(deps, run, shard, mapOwners, segments, keyOf, totals, signal);
+  // A profile keyed by e-mail whose address a row with a customer ID also carries: sent by e-mail, it
+  // would overwrite that profile in Braze. Its rows are rejected, and a profile of it that Braze
+  // already has is merged into the customer ID's one as a leaver below.
+  const shadowed = new Set([...hints.keys()].filter((hash) => profiles.has(hash)));
+  if (shadowed.size) {
+    for (const line of await rowsOf(deps, run, shard, mapOwners, shadowed, signal)) {
+      totals.rowsRejectedInput += 1;
+      totals.rejectedByReason[SHADOWED] = (totals.rejectedByReason[SHADOWED] ?? 0) + 1;
+      rejectLines.push({ outcome: 'rejected', source: partitions[line.p].partition.blobName, row: line.r, identifier: 'email (redacted)', reason: SHADOWED });
+    }
+    for (const hash of shadowed) profiles.delete(hash);
+  }
 
   const before = new Map<string, StateRecord>();
   for await (const record of readPreviousShard(state, previous, shard, run.shards)) before.set(record.h, record);
@@ -336,6 +350,28 @@ export async function gatherShard(
   }
 
   return { profiles, rejectLines, hints };
+}
+
+/** Every map line of these profiles in the shard's map outputs (read again: rare, and only for them). */
+async function rowsOf(
+  deps: ConnectorDeps,
+  run: RunRecord,
+  shard: number,
+  mapOwners: Map<number, string>,
+  hashes: Set<string>,
+  signal: AbortSignal,
+): Promise<MapLine[]> {
+  const lines: MapLine[] = [];
+  for (const [p, owner] of mapOwners) {
+    const blobName = mapOutputBlobName(run.runId, p, owner, shard);
+    const text = (await deps.storage.stateContainer.getBlobClient(blobName).downloadToBuffer()).toString('utf8');
+    signal.throwIfAborted();
+    for (const lineText of text.split('\n')) {
+      if (!lineText || lineText.startsWith(IDENTITY_HINT_PREFIX) || !hashes.has(mapLineHash(lineText, blobName))) continue;
+      lines.push(parseMapLine(lineText, blobName));
+    }
+  }
+  return lines.sort((a, b) => a.p - b.p || a.r - b.r);
 }
 
 /** What both kinds of shard step work with: the run's segments and destination, membership bits, row mappers. */

@@ -66,6 +66,34 @@ describe('a row that gains a customer ID', () => {
     expect(stack.braze.stats.identifyRequests).toBe(1);
   }, 120_000);
 
+  it('rejects a row without a customer ID whose e-mail a row with one carries, and merges the profile it had', async () => {
+    stack = await startTestStack();
+    const profiles = makeProfiles(1, 20);
+    const seven = profiles.get(customerId(7))!;
+    const refresh = new Map(profiles);
+    refresh.set(seven.id, { ...seven, id: '', segments: new Set(['HighValue', 'Newsletter']) });
+    await sync(refresh, '2026/11/28/0600');
+
+    // Another CI profile, with a customer ID, now carries the same e-mail; the row without one stays.
+    const other = { ...makeProfiles(21, 21).get(customerId(21))!, email: seven.email, segments: new Set(['HighValue'] as const) };
+    refresh.set(other.id, other);
+    const run = await sync(refresh, '2026/11/28/0700');
+
+    // Sent by e-mail, the row would have overwritten the other profile's fields in Braze: rejected, both rows.
+    expect(run.rowsRejectedInput).toBe(2);
+    const report = (await stack.app.deps.storage.stateContainer.getBlobClient(rejectsReportName(run.runId)).downloadToBuffer()).toString('utf8');
+    expect(report.match(/rejected,[^,]+,\d+,email \(redacted\),"?no customer ID, and a row with a customer ID carries this e-mail/g)).toHaveLength(2);
+    // What Braze had of it was merged into the other profile, which keeps only its own membership and fields.
+    expect(stack.braze.stats.identifyRequests).toBe(1);
+    expect(stack.braze.profile(`email:${seven.email}`)).toBeUndefined();
+    expect(stack.braze.profile(`external_id:${other.id}`)).toEqual({
+      email: seven.email,
+      first_name: other.firstName,
+      loyalty_points: other.points,
+      ci_high_value: true,
+    });
+  }, 120_000);
+
   it('leaves the e-mail-only profile as it is, with a reason, when rows of two customer IDs carry its e-mail', async () => {
     stack = await startTestStack();
     const profiles = makeProfiles(1, 20);
