@@ -79,10 +79,10 @@ const CSV_ERRORS: Record<string, string> = {
   INVALID_OPENING_QUOTE: 'a quote opens in the middle of a value',
 };
 
-export function describeCsvError(error: { code?: string; lines?: number } | undefined): string {
+export function describeCsvError(error: { code?: string } | undefined): string {
   const code = error?.code ?? 'CSV_ERROR';
   const what = CSV_ERRORS[code] ?? 'unreadable record';
-  return `unreadable CSV: ${what} (${code}${error?.lines ? ` at line ${error.lines}` : ''})`;
+  return `unreadable CSV: ${what} (${code})`;
 }
 
 /** The parser options every partition is read with (the benchmark's parse floor uses them too). */
@@ -103,7 +103,22 @@ export function csvParserOptions(format: CsvFormat) {
   } satisfies Options;
 }
 
-export type PartitionRecord = { kind: 'row'; row: number; values: string[] } | { kind: 'invalid'; row: number; reason: string };
+/**
+ * `row`: 1-based data row (header excluded). `line`: the physical line of the file the record starts
+ * on, 0 when it is not known (after an unreadable record, whose extent the parser does not tell).
+ */
+export type PartitionRecord = { kind: 'row'; row: number; line: number; values: string[] } | { kind: 'invalid'; row: number; line: number; reason: string };
+
+/** " (line N)" for a reason, or nothing when the line is not known. */
+export function atLine(line: number): string {
+  return line > 0 ? ` (line ${line})` : '';
+}
+
+function newlinesIn(values: string[]): number {
+  let n = 0;
+  for (const value of values) for (let at = value.indexOf('\n'); at >= 0; at = value.indexOf('\n', at + 1)) n += 1;
+  return n;
+}
 
 export interface PartitionColumns {
   /** Column index of each attribute in this file, by attribute name. */
@@ -127,8 +142,20 @@ export async function* readPartitionBatches(
 ): AsyncGenerator<PartitionRecord[]> {
   // A record the parser skips is reported with how many records it had emitted before it, so it
   // can be put back in its place in the sequence (no per-record callback: they halve the speed).
-  const skipped: { after: number; line: number; reason: string }[] = [];
+  const skipped: { after: number; line: number; startLine: number; reason: string }[] = [];
   let fatal: InvalidInputError | undefined;
+  // Where each record starts, counted here as the parser hands records over (its own count is off
+  // by one per CRLF inside a quoted value): a record ends one line plus its inner newlines after it
+  // starts, and the empty lines the parser skips come between. How far an unreadable record went
+  // only the parser knows: the next record after one is placed by the parser's count, corrected by
+  // how far that count was off before.
+  const starts: number[] = [];
+  let startsHead = 0;
+  let nextLine = 1;
+  let emptySeen = 0;
+  let offset = 0;
+  let afterSkip = false;
+  const upcoming = () => nextLine + (Number(parser.info.empty_lines) - emptySeen);
   const parser = parse({
     ...csvParserOptions(format),
     on_skip: (error: CsvError | undefined) => {
@@ -136,17 +163,46 @@ export async function* readPartitionBatches(
       if (error?.code === 'CSV_MAX_RECORD_SIZE') {
         // The parser cannot find the next record after this one: the rest of the partition is unreadable.
         fatal ??= new InvalidInputError(
-          `${where}: the record at line ${line} is longer than ${MAX_RECORD_CHARS / 1024 / 1024} MiB (an unclosed quote, or an encoding other than the one declared); the partition cannot be read past it`,
+          `${where}: the record at line ${upcoming() || line} is longer than ${MAX_RECORD_CHARS / 1024 / 1024} MiB (an unclosed quote, or an encoding other than the one declared); the partition cannot be read past it`,
         );
         parser.destroy(fatal);
         return undefined;
       }
+      if (error?.code === 'CSV_INVALID_CLOSING_QUOTE') {
+        // csv-parse goes on as if the value's quote were still open, and swallows the rows after it
+        // into this one (up to the next quote, or the end of the partition): the value is closed
+        // here, so the unreadable record ends where its line ends.
+        const state = (parser as unknown as { api?: { state?: { quoting?: boolean } } }).api?.state;
+        if (state) state.quoting = false;
+      }
       // One broken line can raise several errors; it is one rejected row.
       if (skipped.length && skipped[skipped.length - 1].line === line && line > 0) return undefined;
-      skipped.push({ after: Number(error?.records ?? 0), line, reason: describeCsvError(error) });
+      skipped.push({ after: Number(error?.records ?? 0), line, startLine: afterSkip ? 0 : upcoming(), reason: describeCsvError(error) });
+      afterSkip = true;
       return undefined;
     },
   } as unknown as Options);
+  const push = parser.push.bind(parser);
+  parser.push = (record: unknown) => {
+    if (Array.isArray(record)) {
+      const inner = newlinesIn(record as string[]);
+      const start = afterSkip ? Number(parser.info.lines) + offset - inner : upcoming();
+      afterSkip = false;
+      emptySeen = Number(parser.info.empty_lines);
+      starts.push(start);
+      nextLine = start + 1 + inner;
+      offset = nextLine - 1 - Number(parser.info.lines);
+    }
+    return push(record);
+  };
+  const lineOfNext = () => {
+    const line = starts[startsHead++];
+    if (startsHead > 4096) {
+      starts.splice(0, startsHead);
+      startsHead = 0;
+    }
+    return line;
+  };
   body.on('error', (error) => parser.destroy(error));
   const transcoding = TRANSCODED[format.encoding];
   if (transcoding) {
@@ -166,8 +222,12 @@ export async function* readPartitionBatches(
     for await (const values of readableBatches<string[]>(parser)) {
       const batch: PartitionRecord[] = [];
       for (const record of values) {
-        while (skipped.length && skipped[0].after <= emitted) batch.push({ kind: 'invalid', row: ++row, reason: skipped.shift()!.reason });
+        while (skipped.length && skipped[0].after <= emitted) {
+          const skip = skipped.shift()!;
+          batch.push({ kind: 'invalid', row: ++row, line: skip.startLine, reason: skip.reason });
+        }
         emitted += 1;
+        const line = lineOfNext();
         if (headerPending) {
           headerPending = false;
           expected = record.length;
@@ -177,8 +237,8 @@ export async function* readPartitionBatches(
         row += 1;
         batch.push(
           record.length === expected
-            ? { kind: 'row', row, values: record }
-            : { kind: 'invalid', row, reason: `expected ${expected} columns, found ${record.length}` },
+            ? { kind: 'row', row, line, values: record }
+            : { kind: 'invalid', row, line, reason: `expected ${expected} columns, found ${record.length}` },
         );
       }
       if (batch.length) yield batch;
@@ -187,7 +247,7 @@ export async function* readPartitionBatches(
     throw fatal ?? error;
   }
   if (fatal) throw fatal;
-  if (skipped.length) yield skipped.map((skip) => ({ kind: 'invalid', row: ++row, reason: skip.reason }));
+  if (skipped.length) yield skipped.map((skip) => ({ kind: 'invalid', row: ++row, line: skip.startLine, reason: skip.reason }));
   if (headerPending) onColumns(columnsByPosition(attributes));
 }
 

@@ -6,6 +6,7 @@ import { emptyPreview, PREVIEW_SAMPLE_SIZE } from '../runs/previewTally';
 import { createKeyMapper, createRowMapper, type RowMapper } from '../mapping/rowMapper';
 import { BatchPacker } from '../queue/batchPacker';
 import { rejectCsvLine, type RejectLine } from '../runs/rejectsReport';
+import { atLine } from '../ci/partitionReader';
 import { mapOutputBlobName, sentBlobName, shardRejectsPartName, stagedBatchesName } from '../runs/runBlobs';
 import type { RunRecord } from '../runs/runRecord';
 import type { UnitTotals } from '../runs/unitLedger';
@@ -96,7 +97,13 @@ export async function diffShard(
     for (const line of await rowsOf(deps, run, shard, mapOwners, shadowed, signal)) {
       totals.rowsRejectedInput += 1;
       totals.rejectedByReason[SHADOWED] = (totals.rejectedByReason[SHADOWED] ?? 0) + 1;
-      rejectLines.push({ outcome: 'rejected', source: partitions[line.p].partition.blobName, row: line.r, identifier: 'email (redacted)', reason: SHADOWED });
+      rejectLines.push({
+        outcome: 'rejected',
+        source: partitions[line.p].partition.blobName,
+        row: line.r,
+        identifier: 'email (redacted)',
+        reason: SHADOWED + atLine(line.l ?? 0),
+      });
     }
     for (const hash of shadowed) profiles.delete(hash);
   }
@@ -183,7 +190,7 @@ export async function diffShard(
               source: partitions[first.p].partition.blobName,
               row: first.r,
               identifier: describeIdentifier(identifier),
-              reason: issue,
+              reason: issue + atLine(first.l ?? 0),
             }).slice(0, -1),
           );
         }
@@ -338,7 +345,7 @@ export async function gatherShard(
             source: partitions[line.p].partition.blobName,
             row: line.r,
             identifier: key.ok ? describeIdentifier(identifierFromKey(key.key)) : '',
-            reason: DUPLICATE,
+            reason: DUPLICATE + atLine(line.l ?? 0),
           });
           continue;
         }

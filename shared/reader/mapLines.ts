@@ -16,6 +16,8 @@ export interface MapLine {
   /** Partition index, and 1-based data row within it. */
   p: number;
   r: number;
+  /** Physical line of the file the row starts on; 0 when not known. */
+  l?: number;
   /** Fingerprint of the mapping and the raw values. */
   x: string;
   /** The canonical columns' raw values. */
@@ -23,8 +25,8 @@ export interface MapLine {
 }
 
 /** A map line, its values already serialized (the fingerprint was taken over the same text). */
-export function mapLineText(h: string, g: number, p: number, r: number, x: string, valuesJson: string): string {
-  return `{"h":"${h}","g":${g},"p":${p},"r":${r},"x":"${x}","v":${valuesJson}}`;
+export function mapLineText(h: string, g: number, p: number, r: number, l: number, x: string, valuesJson: string): string {
+  return `{"h":"${h}","g":${g},"p":${p},"r":${r},"l":${l},"x":"${x}","v":${valuesJson}}`;
 }
 
 /**
@@ -62,6 +64,7 @@ export function parseMapLine(text: string, where: string): MapLine {
     typeof line.g !== 'number' ||
     typeof line.p !== 'number' ||
     typeof line.r !== 'number' ||
+    (line.l !== undefined && typeof line.l !== 'number') ||
     typeof line.x !== 'string' ||
     !Array.isArray(line.v)
   ) {

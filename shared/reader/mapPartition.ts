@@ -1,4 +1,4 @@
-import { readPartitionBatches, type PartitionColumns } from '../ci/partitionReader';
+import { atLine, readPartitionBatches, type PartitionColumns } from '../ci/partitionReader';
 import { createKeyMapper } from '../mapping/rowMapper';
 import { rejectCsvLine } from '../runs/rejectsReport';
 import { mapOutputBlobName, mapRejectsPartName } from '../runs/runBlobs';
@@ -56,11 +56,11 @@ export async function mapPartition(deps: ConnectorDeps, run: RunRecord, partitio
     keyOf = createKeyMapper(destination, columns);
     picks = wanted.map((column) => columns.indexOf.get(column) ?? -1);
   };
-  const reject = (row: number, reason: string) => {
+  const reject = (row: number, line: number, reason: string) => {
     totals.rowsRejectedInput += 1;
     const key = reasonKey(reason);
     totals.rejectedByReason[key] = (totals.rejectedByReason[key] ?? 0) + 1;
-    return rejects.writeLine(rejectCsvLine({ outcome: 'rejected', source: partition.blobName, row, identifier: '', reason }).slice(0, -1));
+    return rejects.writeLine(rejectCsvLine({ outcome: 'rejected', source: partition.blobName, row, identifier: '', reason: reason + atLine(line) }).slice(0, -1));
   };
 
   try {
@@ -71,19 +71,19 @@ export async function mapPartition(deps: ConnectorDeps, run: RunRecord, partitio
       for (const record of batch) {
         totals.rowsRead += 1;
         if (record.kind === 'invalid') {
-          pending.push(reject(record.row, record.reason));
+          pending.push(reject(record.row, record.line, record.reason));
           continue;
         }
         const identity = keyOf!(record.values);
         if (!identity.ok) {
-          pending.push(reject(record.row, identity.reason));
+          pending.push(reject(record.row, record.line, identity.reason));
           continue;
         }
         const hash = keyHash(identity.key);
         if (identity.key.charCodeAt(0) !== 120 /* x */) totals.rowsKeyedByFallback = (totals.rowsKeyedByFallback ?? 0) + 1;
         const values = picks.map((i) => (i >= 0 ? record.values[i] : ''));
         const valuesJson = JSON.stringify(values);
-        outputs[shardOfHash(hash, shards)].write(mapLineText(hash, segmentIndex, partitionIndex, record.row, rawFingerprint(seed, valuesJson), valuesJson));
+        outputs[shardOfHash(hash, shards)].write(mapLineText(hash, segmentIndex, partitionIndex, record.row, record.line, rawFingerprint(seed, valuesJson), valuesJson));
         if (identity.emailKey) {
           const emailHash = keyHash(identity.emailKey);
           outputs[shardOfHash(emailHash, shards)].write(identityHintText(emailHash, segmentIndex, JSON.stringify(identity.key.slice(2))));

@@ -154,10 +154,10 @@ describe('CSV settings as CDM test data writes them (TestLoadingCsvPartitionTrai
   it('QuoteStyle.None: quote characters have no significance — four rows with quotes in them are four rows, as written', async () => {
     const records = await read('1;Dan "The Man";Reims\n2;"Ana";Lyon\n3;O"Brien;"Nice\n4;"unclosed;Paris\n');
     expect(records).toEqual([
-      { kind: 'row', row: 1, values: ['1', 'Dan "The Man"', 'Reims'] },
-      { kind: 'row', row: 2, values: ['2', '"Ana"', 'Lyon'] },
-      { kind: 'row', row: 3, values: ['3', 'O"Brien', '"Nice'] },
-      { kind: 'row', row: 4, values: ['4', '"unclosed', 'Paris'] },
+      { kind: 'row', row: 1, line: 1, values: ['1', 'Dan "The Man"', 'Reims'] },
+      { kind: 'row', row: 2, line: 2, values: ['2', '"Ana"', 'Lyon'] },
+      { kind: 'row', row: 3, line: 3, values: ['3', 'O"Brien', '"Nice'] },
+      { kind: 'row', row: 4, line: 4, values: ['4', '"unclosed', 'Paris'] },
     ]);
   });
 

@@ -23,8 +23,8 @@ describe('reading a partition CSV', () => {
   it('reads CDM default files: no header, quote-always, CRLF, a UTF-8 BOM, empty values', async () => {
     const { records, columns } = await read('\ufeff"1","a@x.com","Ana"\r\n"2","",""\r\n');
     expect(records).toEqual([
-      { kind: 'row', row: 1, values: ['1', 'a@x.com', 'Ana'] },
-      { kind: 'row', row: 2, values: ['2', '', ''] },
+      { kind: 'row', row: 1, line: 1, values: ['1', 'a@x.com', 'Ana'] },
+      { kind: 'row', row: 2, line: 2, values: ['2', '', ''] },
     ]);
     expect(columns.indexOf.get('CustomerId')).toBe(0);
   });
@@ -45,17 +45,44 @@ describe('reading a partition CSV', () => {
     ]);
   });
 
+  it('tells the physical line each row starts on: after a header, empty lines, values over several lines (CRLF too), unreadable records', async () => {
+    const text =
+      'CustomerId,EMail,Name\r\n1,a@x.com,Ana\r\n\r\n2,b@x.com,"two\r\nlines"\r\n3,c@x.com,"three\nmore\nlines"\r\n4,d@x.com\r\n5,e@x.com,"bad"x\r\n6,f@x.com,Fe\r\n';
+    const { records } = await read(text, { columnHeaders: true });
+    expect(records.map((r) => [r.kind, r.row, r.line])).toEqual([
+      ['row', 1, 2],
+      ['row', 2, 4],
+      ['row', 3, 6],
+      ['invalid', 4, 9],
+      ['invalid', 5, 10],
+      // The row after a broken quote is a row of its own (csv-parse read on as if the quote were open).
+      ['row', 6, 11],
+    ]);
+  });
+
+  it('reads the rows after a value whose closing quote is followed by more text as rows of their own', async () => {
+    // csv-parse read on as if the quote were still open: rows 2 and 3 became one unreadable row.
+    for (const eol of ['\n', '\r\n']) {
+      const { records } = await read(['1,e@x.com,"bad"x', '2,f@x.com,Fe', '3,g@x.com,"Gi"', ''].join(eol));
+      expect(records.map((r) => (r.kind === 'row' ? r.values.join('|') : `${r.line}: ${r.reason}`))).toEqual([
+        '1: unreadable CSV: a quote closes a value before its end (CSV_INVALID_CLOSING_QUOTE)',
+        '2|f@x.com|Fe',
+        '3|g@x.com|Gi',
+      ]);
+    }
+  });
+
   it('reports a row with broken quoting instead of stopping the partition', async () => {
     const { records } = await read('"1","a@x.com","Ana"\n"2","b@x.com","B"o"\n"3","c@x.com","Cy"\n');
     expect(records[0]).toMatchObject({ kind: 'row', row: 1 });
-    expect(records[1]).toMatchObject({ kind: 'invalid', row: 2, reason: expect.stringMatching(/unreadable CSV/) });
+    expect(records[1]).toMatchObject({ kind: 'invalid', row: 2, line: 2, reason: expect.stringMatching(/unreadable CSV/) });
     expect(records.at(-1)).toMatchObject({ kind: 'row', row: 3, values: ['3', 'c@x.com', 'Cy'] });
   });
 
   it('honours fileFormatSettings: a header row in any column order, another delimiter, another encoding', async () => {
     const latin1 = Buffer.from('Name;CustomerId;EMail\r\n"Zoë";"9";"z@x.com"\r\n', 'latin1');
     const { records, columns } = await read(latin1, { columnHeaders: true, delimiter: ';', encoding: 'ISO-8859-1' });
-    expect(records).toEqual([{ kind: 'row', row: 1, values: ['Zoë', '9', 'z@x.com'] }]);
+    expect(records).toEqual([{ kind: 'row', row: 1, line: 2, values: ['Zoë', '9', 'z@x.com'] }]);
     expect(columns.indexOf.get('CustomerId')).toBe(1);
     expect(columns.indexOf.get('Name')).toBe(0);
   });
@@ -65,7 +92,7 @@ describe('reading a partition CSV', () => {
     const cp1252 = Buffer.concat([Buffer.from('"1","a@x.com","'), Buffer.from([0x80, 0x92, 0xe9]), Buffer.from('"\r\n')]);
     for (const encoding of ['Windows-1252', 'ISO-8859-1']) {
       const { records } = await read(cp1252, { encoding });
-      expect(records).toEqual([{ kind: 'row', row: 1, values: ['1', 'a@x.com', '€’é'] }]);
+      expect(records).toEqual([{ kind: 'row', row: 1, line: 1, values: ['1', 'a@x.com', '€’é'] }]);
     }
     const text = '\ufeff"1","a@x.com","Zoë €"\r\n"2","b@x.com","Bo"\r\n';
     const utf16be = Buffer.from(Buffer.from(text, 'utf16le').swap16());
@@ -77,7 +104,7 @@ describe('reading a partition CSV', () => {
       expect(records.map((r) => (r.kind === 'row' ? r.values[2] : r.reason))).toEqual(['Zoë €', 'Bo']);
     }
     const { records } = await read(Buffer.from('"1","a@x.com","Zoë"\n', 'utf8'), { encoding: 'ASCII' });
-    expect(records).toEqual([{ kind: 'row', row: 1, values: ['1', 'a@x.com', 'Zoë'] }]);
+    expect(records).toEqual([{ kind: 'row', row: 1, line: 1, values: ['1', 'a@x.com', 'Zoë'] }]);
   });
 
   it('refuses an encoding it cannot read, naming it', () => {
