@@ -60,6 +60,8 @@ export interface BrazeServerStats {
   exportRequests: number;
   /** POST /users/identify requests. */
   identifyRequests: number;
+  /** POST /users/external_ids/rename requests. */
+  renameRequests: number;
   byStatus: Record<number, number>;
   objectsApplied: number;
   rowErrors: number;
@@ -74,6 +76,7 @@ export interface BrazeServerStats {
 /** The documented /users/track identifier fields; an object must carry exactly one. */
 const IDENTIFIERS = ['external_id', 'user_alias', 'braze_id', 'email', 'phone'] as const;
 const MAX_OBJECTS = 75;
+const POST_PATHS = new Set(['/users/track', '/users/export/segment', '/users/identify', '/users/external_ids/rename']);
 const PRIORITIZATIONS = new Set(['identified', 'unidentified', 'most_recently_updated', 'least_recently_updated']);
 const MAX_STRING = 255;
 
@@ -92,6 +95,8 @@ export class BrazeServer {
    * by e-mail or phone updates the profile that holds that address, as Braze matches it.
    */
   readonly profiles = new Map<string, BrazeProfile>();
+  /** Deprecated external IDs (renamed away from) → the primary one: they still find the user. */
+  readonly deprecatedIds = new Map<string, string>();
   /** When each profile was last updated (a counter), for Braze's "most recently updated" rules. */
   private readonly updatedAt = new Map<string, number>();
   private updates = 0;
@@ -100,6 +105,7 @@ export class BrazeServer {
     trackRequests: 0,
     exportRequests: 0,
     identifyRequests: 0,
+    renameRequests: 0,
     byStatus: {},
     objectsApplied: 0,
     rowErrors: 0,
@@ -175,19 +181,21 @@ export class BrazeServer {
     if (request.url === '/users/track') this.stats.trackRequests += 1;
     if (request.url === '/users/export/segment') this.stats.exportRequests += 1;
     if (request.url === '/users/identify') this.stats.identifyRequests += 1;
+    if (request.url === '/users/external_ids/rename') this.stats.renameRequests += 1;
     this.stats.firstRequestAtMs ??= now;
     this.stats.lastRequestAtMs = now;
 
     // A download URL is pre-signed, as Braze's are: no key.
     if (request.method === 'GET' && request.url?.startsWith('/__exports/')) return this.serveExport(request.url, response);
-    if (request.method !== 'POST' || (request.url !== '/users/track' && request.url !== '/users/export/segment' && request.url !== '/users/identify'))
-      return this.send(response, 404, { message: 'Not found' });
+    if (request.method !== 'POST' || !POST_PATHS.has(request.url ?? '')) return this.send(response, 404, { message: 'Not found' });
     const auth = request.headers.authorization ?? '';
     const key = auth.startsWith('Bearer ') ? auth.slice(7) : '';
     if (key !== this.apiKey) return this.send(response, 401, { message: `Invalid API key: ${key}` });
     if (request.url === '/users/export/segment') return this.startSegmentExport(Buffer.concat(chunks).toString('utf8'), response);
     // Its own limit (20,000 a minute, shared with /users/delete, /users/merge and the alias endpoints), not /users/track's.
     if (request.url === '/users/identify') return this.identify(Buffer.concat(chunks).toString('utf8'), response);
+    // 1,000 requests a minute, its own limit too.
+    if (request.url === '/users/external_ids/rename') return this.rename(Buffer.concat(chunks).toString('utf8'), response);
 
     const window = this.windowOf(now);
     if (!this.windowFate.has(window)) this.windowFate.set(window, this.windowDeck.draw({ exhausted: this.faults.exhaustedWindows }) === 'exhausted');
@@ -311,6 +319,9 @@ export class BrazeServer {
    */
   private profileFor(object: Record<string, Json>): string {
     const key = profileKey(object);
+    // "the user can be identified by either external_id until the deprecated one is removed"
+    const primary = typeof object.external_id === 'string' ? this.deprecatedIds.get(object.external_id) : undefined;
+    if (primary !== undefined) return `external_id:${primary}`;
     if (!key.startsWith('email:') && !key.startsWith('phone:')) return key;
     const field = key.startsWith('email:') ? 'email' : 'phone';
     const holders = this.holdersOf(field, String(object[field]));
@@ -371,6 +382,48 @@ export class BrazeServer {
     const answer: Record<string, Json> = { aliases_processed: processed, message: 'success' };
     if (errors.length) answer.errors = errors;
     return this.send(response, 201, answer);
+  }
+
+  /**
+   * POST /users/external_ids/rename (post_external_ids_rename.md): each user's primary external_id
+   * becomes `new_external_id`, the old one is kept as deprecated (it still finds the user). The
+   * current ID must be a primary one, the new one not in use as either, and the two different.
+   * Answers the renames made in `external_ids` and the others in `rename_errors`.
+   */
+  private rename(text: string, response: http.ServerResponse): void {
+    let renames: Json;
+    try {
+      const body = JSON.parse(text) as Json;
+      renames = isObject(body) ? body.external_id_renames : null;
+    } catch {
+      return this.send(response, 400, { message: 'Invalid JSON' });
+    }
+    if (!Array.isArray(renames) || renames.length === 0) return this.send(response, 400, { message: "'external_id_renames' must be a non-empty array" });
+    if (renames.length > 50) return this.send(response, 400, { message: 'Max Input Length Exceeded' });
+    const done: string[] = [];
+    const errors: Json[] = [];
+    renames.forEach((entry, index) => {
+      const from = isObject(entry) ? entry.current_external_id : undefined;
+      const to = isObject(entry) ? entry.new_external_id : undefined;
+      let problem: string | undefined;
+      if (typeof from !== 'string' || typeof to !== 'string' || !from || !to) problem = 'current_external_id and new_external_id are required';
+      else if (from === to) problem = 'current_external_id and new_external_id cannot be the same';
+      else if (!this.profiles.has(`external_id:${from}`)) problem = 'current_external_id is not a primary external ID';
+      else if (this.profiles.has(`external_id:${to}`) || this.deprecatedIds.has(to)) problem = 'new_external_id is already in use';
+      if (problem !== undefined) {
+        errors.push([index, problem]);
+        return;
+      }
+      const profile = this.profiles.get(`external_id:${from as string}`)!;
+      this.profiles.delete(`external_id:${from as string}`);
+      this.updatedAt.delete(`external_id:${from as string}`);
+      this.profiles.set(`external_id:${to as string}`, profile);
+      this.touch(`external_id:${to as string}`);
+      for (const [old, primary] of this.deprecatedIds) if (primary === from) this.deprecatedIds.set(old, to as string);
+      this.deprecatedIds.set(from as string, to as string);
+      done.push(to as string);
+    });
+    return this.send(response, 201, { message: 'success', external_ids: done, rename_errors: errors });
   }
 
   private identifyOne(list: 'aliases_to_identify' | 'emails_to_identify' | 'phone_numbers_to_identify', entry: Json): string | undefined {

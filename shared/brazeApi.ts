@@ -19,6 +19,12 @@ export const BRAZE_DEFAULT_RATE_LIMIT_WINDOW_MS = 3_000;
  */
 export const BRAZE_IDENTIFY_PATH = '/users/identify';
 export const BRAZE_MAX_IDENTIFY_PER_REQUEST = 50;
+/**
+ * Renames a profile's external_id, keeping the old one as a deprecated ID (needs the key's
+ * users.external_ids.rename permission). 1,000 requests a minute, at most 50 renames per request.
+ */
+export const BRAZE_RENAME_PATH = '/users/external_ids/rename';
+export const BRAZE_MAX_RENAMES_PER_REQUEST = 50;
 /** Asks Braze to export a segment's users (needs the key's users.export.segment permission). */
 export const BRAZE_EXPORT_SEGMENT_PATH = '/users/export/segment';
 

@@ -91,7 +91,13 @@ export function unsentPart(profiles: BatchProfile[], as: 'parked' | 'failed', re
  */
 export function endingAfterSend(message: BrazeBatchMessage, sent: SendResult, sources: string[], nowMs: number): Ending {
   const part = answeredPart(message.profiles, sent.results, sources, sent.requests);
-  const unsent = message.profiles.filter((_, i) => sent.results[i].kind === 'unsent');
+  // A rename or merge Braze already made is not asked for again (the old ID is no longer primary).
+  const unsent = message.profiles.flatMap((profile, i) => {
+    if (sent.results[i].kind !== 'unsent') return [];
+    if (!sent.prepared.has(i)) return [profile];
+    const { rename: _rename, identify: _identify, ...rest } = profile;
+    return [rest];
+  });
   if (unsent.length === 0) return { kind: 'settle', part };
   const child = (suffix: string, deferrals: number): BrazeBatchMessage => ({
     kind: 'brazeBatch',

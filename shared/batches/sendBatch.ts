@@ -3,7 +3,7 @@ import { BrazeAuthError, BrazeRetryableError } from '../errors';
 import { toBrazeObject } from '../mapping/profileIdentity';
 import type { BatchProfile } from '../queue/messages';
 import type { JsonValue } from '../ci/dataTypes';
-import { BRAZE_MAX_IDENTIFY_PER_REQUEST } from '../brazeApi';
+import { BRAZE_MAX_IDENTIFY_PER_REQUEST, BRAZE_MAX_RENAMES_PER_REQUEST } from '../brazeApi';
 
 /** What became of one profile of the batch. */
 export type ProfileResult = { kind: 'delivered' } | { kind: 'rejected'; reason: string } | { kind: 'unsent' };
@@ -20,6 +20,8 @@ export interface SendResult {
   retryError?: BrazeRetryableError;
   /** Errors Braze reported without naming a row, for the log. */
   unattributedErrors: string[];
+  /** Profiles whose rename or merge Braze made (a hand-back does not ask for it again). */
+  prepared: Set<number>;
 }
 
 /**
@@ -30,7 +32,7 @@ export interface SendResult {
  * good ones still land. Bookkeeping is the caller's.
  */
 export async function sendProfiles(braze: BrazeClient, profiles: BatchProfile[], deadlineMs: number): Promise<SendResult> {
-  const sent: SendResult = { results: profiles.map(() => ({ kind: 'unsent' })), requests: 0, http429: 0, unattributedErrors: [] };
+  const sent: SendResult = { results: profiles.map(() => ({ kind: 'unsent' })), requests: 0, http429: 0, unattributedErrors: [], prepared: new Set() };
 
   const sendChunk = async (indexes: number[]): Promise<void> => {
     if (sent.authError || sent.retryError) return;
@@ -72,9 +74,40 @@ export async function sendProfiles(braze: BrazeClient, profiles: BatchProfile[],
     }
   };
 
+  // Profiles Braze has under another spelling of their GUID are renamed before anything is written
+  // to the canonical one (which would otherwise be a new user).
+  const renaming = profiles.flatMap((profile, i) => (profile.rename ? [i] : []));
+  for (const chunk of chunksOf(renaming, BRAZE_MAX_RENAMES_PER_REQUEST)) {
+    try {
+      sent.requests += 1;
+      const outcome = await braze.renameExternalIds(
+        chunk.map((i) => ({ from: profiles[i].rename!.from, to: externalIdOf(profiles[i]) })),
+        deadlineMs,
+        sent,
+      );
+      if (outcome.kind === 'refused') {
+        for (const i of chunk)
+          sent.results[i] = { kind: 'rejected', reason: `Braze refused /users/external_ids/rename (${outcome.status}: ${outcome.message})` };
+        continue;
+      }
+      // Not renamed (the canonical ID is taken by another user, say): nothing is written to it; the
+      // state keeps the old spelling, so the next run tries again.
+      chunk.forEach((i, position) => {
+        const reason = outcome.failed.get(position);
+        if (reason === undefined) sent.prepared.add(i);
+        else sent.results[i] = { kind: 'rejected', reason };
+      });
+    } catch (error) {
+      if (error instanceof BrazeAuthError) sent.authError ??= error;
+      else if (error instanceof BrazeRetryableError) sent.retryError ??= error;
+      else throw error;
+    }
+    if (sent.authError || sent.retryError) return sent;
+  }
+
   // E-mail-only profiles whose row got a customer ID are merged into that profile before anything
   // is written to it: its clears must land after the merge, which brings the memberships along.
-  const identifying = profiles.flatMap((profile, i) => (profile.identify ? [i] : []));
+  const identifying = profiles.flatMap((profile, i) => (profile.identify && sent.results[i].kind === 'unsent' ? [i] : []));
   for (const chunk of chunksOf(identifying, BRAZE_MAX_IDENTIFY_PER_REQUEST)) {
     try {
       sent.requests += 1;
@@ -93,6 +126,7 @@ export async function sendProfiles(braze: BrazeClient, profiles: BatchProfile[],
         );
       }
       sent.unattributedErrors.push(...outcome.unattributedErrors);
+      for (const i of chunk) sent.prepared.add(i);
     } catch (error) {
       if (error instanceof BrazeAuthError) sent.authError ??= error;
       else if (error instanceof BrazeRetryableError) sent.retryError ??= error;
@@ -104,8 +138,8 @@ export async function sendProfiles(braze: BrazeClient, profiles: BatchProfile[],
   let pending: number[] = [];
   for (let i = 0; i < profiles.length; i++) {
     if (sent.results[i].kind !== 'unsent') continue;
-    // A merge with nothing to clear after it is done.
-    if (profiles[i].identify && Object.keys(profiles[i].attributes).length === 0) sent.results[i] = { kind: 'delivered' };
+    // A merge or rename with nothing to write after it is done.
+    if ((profiles[i].identify || profiles[i].rename) && Object.keys(profiles[i].attributes).length === 0) sent.results[i] = { kind: 'delivered' };
     else pending.push(i);
   }
   // Until the workspace has taken a full request, one goes alone first: a refusal for its size

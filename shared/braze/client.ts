@@ -7,7 +7,14 @@ import { BrazeAuthError, BrazeRetryableError, InvalidInputError } from '../error
 import type { BrazeAttributesObject } from '../mapping/profileIdentity';
 import type { ApiKeySource } from './apiKey';
 import type { Clock } from '../clock';
-import { BRAZE_EXPORT_SEGMENT_PATH, BRAZE_IDENTIFY_PATH, BRAZE_MAU_OBJECTS_PER_REQUEST, BRAZE_MAX_OBJECTS_PER_REQUEST, BRAZE_TRACK_PATH } from '../brazeApi';
+import {
+  BRAZE_EXPORT_SEGMENT_PATH,
+  BRAZE_IDENTIFY_PATH,
+  BRAZE_RENAME_PATH,
+  BRAZE_MAU_OBJECTS_PER_REQUEST,
+  BRAZE_MAX_OBJECTS_PER_REQUEST,
+  BRAZE_TRACK_PATH,
+} from '../brazeApi';
 import type { RateLimitPacer } from './pacer';
 import { readRateLimit } from './rateLimitHeaders';
 import { redactSecret } from './redact';
@@ -30,6 +37,8 @@ const trackResponseSchema = z.looseObject({
     )
     .optional(),
 });
+
+const renameResponseSchema = z.looseObject({ external_ids: z.array(z.string()).optional(), rename_errors: z.array(z.unknown()).optional() });
 
 const exportResponseSchema = z.looseObject({ message: z.string().optional(), object_prefix: z.string().min(1).optional(), url: z.string().optional() });
 
@@ -154,7 +163,43 @@ export class BrazeClient {
     return this.post(BRAZE_IDENTIFY_PATH, body, false, deadlineMs, seen);
   }
 
+  /**
+   * POST /users/external_ids/rename: each profile's primary external_id becomes `to`; the old one
+   * stays as a deprecated ID that still finds the user (post_external_ids_rename.md), so apps that
+   * still use it are not broken. At most 50 renames. Answers which renames Braze did not make, and why.
+   */
+  async renameExternalIds(
+    renames: { from: string; to: string }[],
+    deadlineMs: number,
+    seen: { http429: number } = { http429: 0 },
+  ): Promise<{ kind: 'accepted'; failed: Map<number, string> } | { kind: 'refused'; status: number; message: string }> {
+    const body = JSON.stringify({ external_id_renames: renames.map((r) => ({ current_external_id: r.from, new_external_id: r.to })) });
+    const response = await this.send(BRAZE_RENAME_PATH, body, false, deadlineMs, seen);
+    const parsed = parseBody(response.data);
+    const message = this.redact(parsed.message ?? (parsed.raw ? `non-JSON answer: ${parsed.raw}` : `HTTP ${response.status}`));
+    if (response.status === 401 || response.status === 403) {
+      throw new BrazeAuthError(
+        `Braze answered ${response.status} to /users/external_ids/rename (does the key have users.external_ids.rename?): ${message}`,
+        response.status,
+      );
+    }
+    if (response.status < 200 || response.status >= 300) return { kind: 'refused', status: response.status, message };
+    const answer = renameResponseSchema.safeParse(safeJson(response.data ?? ''));
+    const renamed = new Set(answer.success ? (answer.data.external_ids ?? []) : []);
+    const why = answer.success && answer.data.rename_errors?.length ? this.redact(JSON.stringify(answer.data.rename_errors)) : 'no reason given';
+    const failed = new Map<number, string>();
+    renames.forEach((rename, index) => {
+      if (!renamed.has(rename.to)) failed.set(index, `Braze did not rename it (${why})`);
+    });
+    return { kind: 'accepted', failed };
+  }
+
   private async post(path: string, body: string, paced: boolean, deadlineMs: number, seen: { http429: number }): Promise<TrackOutcome> {
+    return this.interpret(await this.send(path, body, paced, deadlineMs, seen), path);
+  }
+
+  /** One request, retried until the deadline; after a 401/403 once more with the key read again, if it changed. */
+  private async send(path: string, body: string, paced: boolean, deadlineMs: number, seen: { http429: number }): Promise<AxiosResponse<string>> {
     let key = await this.keys.get();
     for (let reread = false; ; reread = true) {
       const response = await retryLoop<AxiosResponse<string> | undefined>({
@@ -174,7 +219,7 @@ export class BrazeClient {
           continue;
         }
       }
-      return this.interpret(response!, path);
+      return response!;
     }
   }
 

@@ -35,6 +35,12 @@ const matchingSchema = z.strictObject({
   fallbackIdentifiers: z.array(z.enum(['email', 'user_alias'])).default(['email', 'user_alias']),
   /** The alias label used when a row is keyed by user_alias (alias_name = the customer-ID value). */
   aliasLabel: z.string().min(1).max(BRAZE_MAX_STRING_LENGTH).default('ci_customer_id'),
+  /**
+   * Whether a customer ID that is a GUID is sent in one spelling (lower case, hyphenated, no
+   * braces), so two spellings are one Braze user. Default: when the customer-ID column's dataType
+   * is GUID. A state written with other spellings is migrated (renamed in Braze) on the next run.
+   */
+  normalizeGuids: z.boolean().optional(),
 });
 
 /**

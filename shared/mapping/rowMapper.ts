@@ -7,6 +7,7 @@ import { InvalidInputError } from '../errors';
 import { normalizeEmail } from './email';
 import { isStandardAttribute, normalizeStandardAttribute, withoutInnerNulls } from './standardAttributes';
 import { profileKeyOf, type BrazeIdentifier } from './profileIdentity';
+import { canonicalGuid } from './customerId';
 
 export interface MappedProfile {
   /** Identity of the profile across segments and refreshes (see profileKeyOf). */
@@ -51,10 +52,22 @@ export function checkColumns(destination: DestinationConfig, table: string, attr
 type Identity = { ok: true; identifier: BrazeIdentifier; key: string; email?: string; rawEmail: string } | { ok: false; reason: string };
 
 /** Which Braze identifier a row gets; the one rule both the full mapping and the key-only pass use. */
-function identifierResolver(destination: DestinationConfig, emailIndex: number, customerIdIndex: number): (values: string[]) => Identity {
+/** How a run maps identifiers beyond the destination's config. */
+export interface IdentityOptions {
+  /** GUID customer IDs in their canonical spelling (see normalizesGuids). */
+  normalizeGuids: boolean;
+}
+
+function identifierResolver(
+  destination: DestinationConfig,
+  emailIndex: number,
+  customerIdIndex: number,
+  options: IdentityOptions,
+): (values: string[]) => Identity {
   const { customerIdIsExternalId, fallbackIdentifiers, aliasLabel } = destination.matching;
   return (values) => {
-    const customerId = customerIdIndex >= 0 ? values[customerIdIndex].trim() : '';
+    const written = customerIdIndex >= 0 ? values[customerIdIndex].trim() : '';
+    const customerId = options.normalizeGuids && written && customerIdIsExternalId ? (canonicalGuid(written) ?? written) : written;
     const rawEmail = emailIndex >= 0 ? values[emailIndex] : '';
     const email = rawEmail.trim() ? normalizeEmail(rawEmail) : undefined;
     if (customerIdIsExternalId && customerId) {
@@ -93,11 +106,13 @@ function columnIndex(columns: PartitionColumns, column: string | undefined): num
 export function createKeyMapper(
   destination: DestinationConfig,
   columns: PartitionColumns,
+  options: IdentityOptions,
 ): (values: string[]) => { ok: true; key: string; emailKey?: string } | { ok: false; reason: string } {
   const identify = identifierResolver(
     destination,
     columnIndex(columns, destination.matching.emailColumn),
     columnIndex(columns, destination.matching.customerIdColumn),
+    options,
   );
   const emailFallback = destination.matching.fallbackIdentifiers.includes('email');
   return (values) => {
@@ -111,7 +126,7 @@ export function createKeyMapper(
 }
 
 /** Builds the row → profile function for one partition's column layout. */
-export function createRowMapper(destination: DestinationConfig, attributes: CdmAttribute[], columns: PartitionColumns): RowMapper {
+export function createRowMapper(destination: DestinationConfig, attributes: CdmAttribute[], columns: PartitionColumns, options: IdentityOptions): RowMapper {
   const byName = new Map(attributes.map((a) => [a.name, a]));
   const indexOf = (column: string | undefined): number => columnIndex(columns, column);
   const emailIndex = indexOf(destination.matching.emailColumn);
@@ -123,7 +138,7 @@ export function createRowMapper(destination: DestinationConfig, attributes: CdmA
     index: indexOf(column),
   }));
   const emailIsField = Object.values(destination.fields).includes('email');
-  const identify = identifierResolver(destination, emailIndex, customerIdIndex);
+  const identify = identifierResolver(destination, emailIndex, customerIdIndex, options);
 
   return (values) => {
     const identity = identify(values);

@@ -39,6 +39,8 @@ export const batchProfileSchema = z.strictObject({
    * emails_to_identify) before the attributes are written.
    */
   identify: z.strictObject({ email: z.string().min(3) }).optional(),
+  /** Braze has this profile under another spelling of its GUID: renamed to this external_id first (POST /users/external_ids/rename). */
+  rename: z.strictObject({ from: z.string().min(1) }).optional(),
 });
 export type BatchProfile = z.output<typeof batchProfileSchema>;
 

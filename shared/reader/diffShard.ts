@@ -4,6 +4,7 @@ import { dataPointsOf, describeIdentifier, identifierFromKey, type BrazeIdentifi
 import { changedAttributes, fieldHashes } from '../mapping/fieldHashes';
 import { emptyPreview, PREVIEW_SAMPLE_SIZE } from '../runs/previewTally';
 import { createKeyMapper, createRowMapper, type RowMapper } from '../mapping/rowMapper';
+import { canonicalKey, normalizesGuids } from '../mapping/customerId';
 import { BatchPacker } from '../queue/batchPacker';
 import { rejectCsvLine, type RejectLine } from '../runs/rejectsReport';
 import { atLine } from '../ci/partitionReader';
@@ -14,6 +15,7 @@ import { changeAttributes, diffProfile } from '../state/diff';
 import {
   NdjsonWriter,
   readPreviousShard,
+  readPreviousShardRekeyed,
   readUncertainShard,
   shardStateBlobName,
   UNCERTAIN_FINGERPRINT,
@@ -22,6 +24,7 @@ import {
   type UncertainRun,
 } from '../state/deliveredState';
 import { MembershipBits } from '../state/membershipBits';
+import { keyHash } from '../state/profileIndex';
 import { BlobLineWriter } from '../storage/blobLineWriter';
 import { isNotFound } from '../storage/storageErrors';
 import type { ConnectorDeps } from '../runs/connectorDeps';
@@ -78,7 +81,7 @@ export async function diffShard(
   uncertain: UncertainRun | undefined,
   signal: AbortSignal,
 ): Promise<UnitTotals> {
-  const { segments, destination, partitions, state, bits, names, mapperOf, keyOf, fieldNames } = await shardContext(deps, run);
+  const { segments, destination, partitions, state, bits, names, mapperOf, keyOf, fieldNames, normalizeGuids } = await shardContext(deps, run);
   const fieldCount = fieldNames.length;
   // A dry run, and a guarded run (which may be held with its preview), account for what they would send.
   const dry = run.dryRun || run.staged;
@@ -109,7 +112,25 @@ export async function diffShard(
   }
 
   const before = new Map<string, StateRecord>();
-  for await (const record of readPreviousShard(state, previous, shard, run.shards)) before.set(record.h, record);
+  // A state written before GUID customer IDs had one spelling is read whole, each record placed by
+  // its canonical key (it keeps its key: the external_id Braze has, renamed below).
+  const migrating = normalizeGuids && previous.format !== 0 && !(previous.format === 2 && previous.manifest.guidKeys);
+  /** Other spellings of a GUID whose canonical key another record holds: two Braze users, cleared under their own external_id. */
+  const strays: StateRecord[] = [];
+  const records = migrating
+    ? readPreviousShardRekeyed(state, previous, shard, run.shards, canonicalKey)
+    : readPreviousShard(state, previous, shard, run.shards);
+  for await (const record of records) {
+    const held = before.get(record.h);
+    if (held) {
+      const [kept, stray] = canonicalKey(held.k) === undefined ? [held, record] : [record, held];
+      before.set(record.h, kept);
+      strays.push(stray);
+      continue;
+    }
+    before.set(record.h, record);
+  }
+  if (migrating) deps.log.info(`run ${run.runId} shard ${shard}: GUID customer IDs now have one spelling; the state is read whole once to rename the others`);
   // What a superseded run may have delivered is not known: those profiles are sent in full. If what
   // it left is gone, which profiles it touched is not known either: every profile of the shard is.
   let sendAll = run.force;
@@ -126,7 +147,14 @@ export async function diffShard(
   const writers = shardWriters(deps, run, shard, owner, totals);
   const { sentWriter, rejects, packer, keep } = writers;
   /** A dry run's account of one profile that would be sent. */
-  const tally = (identifier: BrazeIdentifier, joined: number, left: number, fieldsChanged: string[], attributes: Record<string, unknown>, merges = false) => {
+  const tally = (
+    identifier: BrazeIdentifier,
+    joined: number,
+    left: number,
+    fieldsChanged: string[],
+    attributes: Record<string, unknown>,
+    kind?: 'merges' | 'renames',
+  ) => {
     preview.profilesSent += 1;
     preview.dataPoints += dataPointsOf(attributes);
     for (const name of names(joined)) attributeChanged(name);
@@ -135,7 +163,7 @@ export async function diffShard(
     if (preview.sample.length < PREVIEW_SAMPLE_SIZE)
       preview.sample.push({
         identifier: describeIdentifier(identifier),
-        change: merges ? 'merges' : joined ? 'joins' : left && !fieldsChanged.length ? 'leaves' : 'changes',
+        change: kind ?? (joined ? 'joins' : left && !fieldsChanged.length ? 'leaves' : 'changes'),
         attributes: [...names(joined), ...names(left), ...fieldsChanged],
       });
   };
@@ -165,9 +193,27 @@ export async function diffShard(
         for (const name of names((priorMask & bits.syncedMask & ~synced) >>> 0)) segmentPreview(name).leavers += 1;
         for (const name of names(stayed)) segmentPreview(name)[change.unchanged || !change.sendFields ? 'unchanged' : 'changed'] += 1;
       }
-      if (change.unchanged) {
+      // Braze has the profile under another spelling of its GUID: renamed to the canonical one first.
+      const renamedKey = normalizeGuids && prior ? canonicalKey(prior.k) : undefined;
+      const rename = renamedKey ? { from: prior!.k.slice(2) } : undefined;
+      if (change.unchanged && !rename) {
         totals.rowsSkippedUnchanged += profile.rows;
         await keep({ h: hash, k: prior!.k, m: names(nextMask), f: prior!.f, a: prior!.a });
+        continue;
+      }
+      if (change.unchanged) {
+        // Nothing else changed: the rename alone goes (no data point).
+        totals.rowsSkippedUnchanged += profile.rows;
+        const identifier = identifierFromKey(renamedKey!);
+        const first = parseMapLine(profile.first, `shard ${shard}`);
+        if (dry) {
+          tally(identifier, 0, 0, [], {}, 'renames');
+          preview.renamed += 1;
+        }
+        await sentWriter?.writeSent({ h: hash, k: prior!.k, p: { m: prior!.m, f: prior!.f, a: prior!.a } });
+        await keep({ h: hash, k: renamedKey!, m: names(nextMask), f: prior!.f, a: prior!.a });
+        await packer.add({ hash, identifier, attributes: {}, rows: 0, source: { partition: first.p, row: first.r }, rename });
+        totals.usersEnqueued += 1;
         continue;
       }
       // A profile that is sent: its row is parsed now (unchanged ones never are).
@@ -195,16 +241,20 @@ export async function diffShard(
           );
         }
       } else {
-        key = prior!.k;
+        key = renamedKey ?? prior!.k;
         identifier = identifierFromKey(key);
         fingerprint = prior!.f;
         hashes = prior!.a;
       }
       const attributes = changeAttributes(change, fields, names, destination.leaverValue);
-      if (dry) tally(identifier, change.join, change.leave, change.sendFields ? changedAttributes(fieldNames, hashes!, prior?.a) : [], attributes);
-      await sentWriter?.writeSent({ h: hash, k: key, p: prior ? { m: prior.m, f: prior.f, a: prior.a } : null });
+      if (dry) {
+        tally(identifier, change.join, change.leave, change.sendFields ? changedAttributes(fieldNames, hashes!, prior?.a) : [], attributes);
+        if (rename) preview.renamed += 1;
+      }
+      // A rename Braze does not take leaves the old spelling in the state, to be renamed next time.
+      await sentWriter?.writeSent({ h: hash, k: rename ? prior!.k : key, p: prior ? { m: prior.m, f: prior.f, a: prior.a } : null });
       await keep({ h: hash, k: key, m: names(nextMask), f: fingerprint, a: hashes });
-      await packer.add({ hash, identifier, attributes, rows: profile.rows, source: { partition: first.p, row: first.r } });
+      await packer.add({ hash, identifier, attributes, rows: profile.rows, source: { partition: first.p, row: first.r }, ...(rename ? { rename } : {}) });
       totals.rowsEnqueued += profile.rows;
       totals.usersEnqueued += 1;
     }
@@ -240,7 +290,7 @@ export async function diffShard(
         const attributes = changeAttributes({ unchanged: false, sendFields: false, join: 0, leave }, {}, names, destination.leaverValue);
         if (dry) {
           for (const name of names((leave & bits.syncedMask) >>> 0)) segmentPreview(name).leavers += 1;
-          tally(identifier, 0, leave, [], attributes, true);
+          tally(identifier, 0, leave, [], attributes, 'merges');
           preview.identified += 1;
         }
         await sentWriter?.writeSent({ h: hash, k: prior.k, p: { m: prior.m, f: prior.f, a: prior.a } });
@@ -266,6 +316,25 @@ export async function diffShard(
       totals.usersEnqueued += 1;
       totals.exitsEnqueued += 1;
     }
+    for (const stray of strays) {
+      // Another spelling of a GUID whose canonical spelling is a profile of its own: in Braze, two
+      // users. This one is cleared of every membership under its own external_id and leaves the state.
+      const leave = bits.maskOf(stray.m);
+      if (leave === 0) continue;
+      const identifier = identifierFromKey(stray.k);
+      const attributes = changeAttributes({ unchanged: false, sendFields: false, join: 0, leave }, {}, names, destination.leaverValue);
+      if (dry) {
+        for (const name of names((leave & bits.syncedMask) >>> 0)) segmentPreview(name).leavers += 1;
+        tally(identifier, 0, leave, [], attributes);
+      }
+      await packer.add({ hash: keyHash(stray.k), identifier, attributes, rows: 0, source: 'leaver' });
+      totals.usersEnqueued += 1;
+      totals.exitsEnqueued += 1;
+    }
+    if (strays.length)
+      deps.log.warn(
+        `run ${run.runId} shard ${shard}: ${strays.length} profiles were in Braze under two spellings of one GUID; the other spelling's memberships are cleared`,
+      );
     if (notCleared) deps.log.warn(`run ${run.runId} shard ${shard}: ${notCleared} e-mail-keyed leavers not cleared (see the rejects report)`);
     await writers.close(signal);
   } catch (error) {
@@ -280,6 +349,7 @@ export async function diffShard(
   if (run.dryRun) return totals;
   totals.stateBlob = shardStateBlobName(run.modelJsonPath, run.runId, shard, owner);
   totals.stateFallback = fallback || undefined;
+  totals.guidKeys = normalizeGuids || undefined;
   return totals;
 }
 
@@ -387,10 +457,11 @@ export async function shardContext(deps: ConnectorDeps, run: RunRecord) {
   const destination = runDestination(deps, run);
   const bits = new MembershipBits(segments.map((s) => s.attribute));
   const columns = canonicalPartitionColumns(destination);
+  const identityOptions = { normalizeGuids: normalizesGuids(destination, segments) };
   const mappers = new Map<number, RowMapper>();
   const mapperOf = (g: number) => {
     let mapper = mappers.get(g);
-    if (!mapper) mappers.set(g, (mapper = createRowMapper(destination, segments[g].attributes, columns)));
+    if (!mapper) mappers.set(g, (mapper = createRowMapper(destination, segments[g].attributes, columns, identityOptions)));
     return mapper;
   };
   return {
@@ -401,7 +472,8 @@ export async function shardContext(deps: ConnectorDeps, run: RunRecord) {
     bits,
     names: (mask: number) => bits.namesOf(mask),
     mapperOf,
-    keyOf: createKeyMapper(destination, columns),
+    keyOf: createKeyMapper(destination, columns, identityOptions),
+    normalizeGuids: identityOptions.normalizeGuids,
     // The attributes a mapped row may carry, in a fixed order (for the per-field hashes in the state).
     fieldNames: mappedFieldNames(destination),
   };

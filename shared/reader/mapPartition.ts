@@ -1,5 +1,6 @@
 import { atLine, readPartitionBatches, type PartitionColumns } from '../ci/partitionReader';
 import { createKeyMapper } from '../mapping/rowMapper';
+import { normalizesGuids } from '../mapping/customerId';
 import { rejectCsvLine } from '../runs/rejectsReport';
 import { mapOutputBlobName, mapRejectsPartName } from '../runs/runBlobs';
 import type { RunRecord } from '../runs/runRecord';
@@ -49,18 +50,21 @@ export async function mapPartition(deps: ConnectorDeps, run: RunRecord, partitio
   const rejects = new BlobLineWriter(state, mapRejectsPartName(run.runId, partitionIndex, owner), 'text/csv; charset=utf-8');
   const totals: UnitTotals = { ...emptyTotals() };
   const seed = mappingSeed(destination, segment);
+  const identityOptions = { normalizeGuids: normalizesGuids(destination, segments) };
   const wanted = canonicalColumns(destination);
   let keyOf: ReturnType<typeof createKeyMapper> | undefined;
   let picks: number[] = [];
   const onColumns = (columns: PartitionColumns) => {
-    keyOf = createKeyMapper(destination, columns);
+    keyOf = createKeyMapper(destination, columns, identityOptions);
     picks = wanted.map((column) => columns.indexOf.get(column) ?? -1);
   };
   const reject = (row: number, line: number, reason: string) => {
     totals.rowsRejectedInput += 1;
     const key = reasonKey(reason);
     totals.rejectedByReason[key] = (totals.rejectedByReason[key] ?? 0) + 1;
-    return rejects.writeLine(rejectCsvLine({ outcome: 'rejected', source: partition.blobName, row, identifier: '', reason: reason + atLine(line) }).slice(0, -1));
+    return rejects.writeLine(
+      rejectCsvLine({ outcome: 'rejected', source: partition.blobName, row, identifier: '', reason: reason + atLine(line) }).slice(0, -1),
+    );
   };
 
   try {
@@ -83,7 +87,9 @@ export async function mapPartition(deps: ConnectorDeps, run: RunRecord, partitio
         if (identity.key.charCodeAt(0) !== 120 /* x */) totals.rowsKeyedByFallback = (totals.rowsKeyedByFallback ?? 0) + 1;
         const values = picks.map((i) => (i >= 0 ? record.values[i] : ''));
         const valuesJson = JSON.stringify(values);
-        outputs[shardOfHash(hash, shards)].write(mapLineText(hash, segmentIndex, partitionIndex, record.row, record.line, rawFingerprint(seed, valuesJson), valuesJson));
+        outputs[shardOfHash(hash, shards)].write(
+          mapLineText(hash, segmentIndex, partitionIndex, record.row, record.line, rawFingerprint(seed, valuesJson), valuesJson),
+        );
         if (identity.emailKey) {
           const emailHash = keyHash(identity.emailKey);
           outputs[shardOfHash(emailHash, shards)].write(identityHintText(emailHash, segmentIndex, JSON.stringify(identity.key.slice(2))));

@@ -8,8 +8,11 @@ export const segmentPreviewSchema = z.object({ joiners: count, leavers: count, c
 /** One change of the sample: the identifier redacted as the rejects report does, never an e-mail or name. */
 export const previewSampleSchema = z.object({
   identifier: z.string(),
-  /** `merges`: an e-mail-only profile merged into the profile of the customer ID its row has now. */
-  change: z.enum(['joins', 'leaves', 'changes', 'merges']),
+  /**
+   * `merges`: an e-mail-only profile merged into the profile of the customer ID its row has now.
+   * `renames`: a profile renamed to the canonical spelling of its GUID customer ID.
+   */
+  change: z.enum(['joins', 'leaves', 'changes', 'merges', 'renames']),
   attributes: z.array(z.string()),
 });
 
@@ -25,6 +28,8 @@ export const previewTallySchema = z.object({
   profilesSent: count,
   /** E-mail-only profiles that would be merged into the profile of the customer ID their row has now. */
   identified: count,
+  /** Profiles whose external_id would be renamed to its GUID's canonical spelling. */
+  renamed: count,
   requests: count,
   dataPoints: count,
   sample: z.array(previewSampleSchema).default([]),
@@ -36,7 +41,7 @@ export type PreviewSample = z.output<typeof previewSampleSchema>;
 export const PREVIEW_SAMPLE_SIZE = 20;
 
 export function emptyPreview(): PreviewTally {
-  return { segments: {}, attributes: {}, profilesSent: 0, identified: 0, requests: 0, dataPoints: 0, sample: [] };
+  return { segments: {}, attributes: {}, profilesSent: 0, identified: 0, renamed: 0, requests: 0, dataPoints: 0, sample: [] };
 }
 
 export function addPreviews(tallies: PreviewTally[]): PreviewTally {
@@ -52,6 +57,7 @@ export function addPreviews(tallies: PreviewTally[]): PreviewTally {
     for (const [name, n] of Object.entries(tally.attributes)) sum.attributes[name] = (sum.attributes[name] ?? 0) + n;
     sum.profilesSent += tally.profilesSent;
     sum.identified += tally.identified;
+    sum.renamed += tally.renamed;
     sum.requests += tally.requests;
     sum.dataPoints += tally.dataPoints;
     for (const sample of tally.sample) if (sum.sample.length < PREVIEW_SAMPLE_SIZE) sum.sample.push(sample);

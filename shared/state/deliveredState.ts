@@ -7,6 +7,7 @@ import { sentBlobName, splitPartName, undeliveredBlobName, undeliveredPrefix } f
 import { BlobLineWriter } from '../storage/blobLineWriter';
 import { deleteBlobsUnder } from '../storage/blobFolders';
 import { isNotFound } from '../storage/storageErrors';
+import { keyHash } from './profileIndex';
 
 /**
  * The delivered state of an export destination: per profile, what Braze last accepted — its
@@ -45,6 +46,11 @@ export const stateManifestSchema = z.strictObject({
   profiles: z.number().int().min(0),
   /** One blob per shard, by shard index. */
   blobs: z.array(z.string().min(1)),
+  /**
+   * GUID customer IDs are keyed in their canonical spelling. A record may still hold an older
+   * spelling (a rename Braze did not take), under its canonical key's hash.
+   */
+  guidKeys: z.literal(true).optional(),
 });
 export type StateManifest = z.output<typeof stateManifestSchema>;
 
@@ -175,6 +181,28 @@ export async function* readPreviousShard(container: ContainerClient, previous: P
   for (const blobName of blobs) {
     for await (const record of readNdjson(container, blobName, stateRecordSchema, isStateRecord, true)) {
       if (shards === 1 || shardOfHash(record.h, shards) === shard) yield record;
+    }
+  }
+}
+
+/**
+ * A shard's slice of a state written before GUID customer IDs were keyed in one spelling: every
+ * blob is read, and a record whose key is a GUID spelled otherwise is placed by its canonical key's
+ * hash, keeping its key as it is (the external_id Braze has), so the diff renames it in Braze.
+ */
+export async function* readPreviousShardRekeyed(
+  container: ContainerClient,
+  previous: PreviousState,
+  shard: number,
+  shards: number,
+  rekey: (key: string) => string | undefined,
+): AsyncGenerator<StateRecord & { rekeyed?: true }> {
+  const blobs = previous.format === 1 ? [previous.blobName] : previous.format === 2 ? previous.manifest.blobs : [];
+  for (const blobName of blobs) {
+    for await (const record of readNdjson(container, blobName, stateRecordSchema, isStateRecord, true)) {
+      const key = rekey(record.k);
+      const h = key === undefined ? record.h : keyHash(key);
+      if (shards === 1 || shardOfHash(h, shards) === shard) yield key === undefined ? record : { ...record, h, rekeyed: true };
     }
   }
 }

@@ -79,7 +79,8 @@ async function writeDeliveredState(
     blobs[unit.index] = restored;
   }
   signal.throwIfAborted();
-  const manifest: StateManifest = { format: STATE_FORMAT, runId: run.runId, shards: run.shards, profiles, blobs };
+  const guidKeys = shardUnits.length > 0 && shardUnits.every((unit) => unit.totals?.guidKeys === true);
+  const manifest: StateManifest = { format: STATE_FORMAT, runId: run.runId, shards: run.shards, profiles, blobs, ...(guidKeys ? { guidKeys } : {}) };
   const manifestName = manifestBlobName(run.modelJsonPath, run.runId);
   const text = JSON.stringify(manifest);
   await container.getBlockBlobClient(manifestName).upload(text, Buffer.byteLength(text), { blobHTTPHeaders: { blobContentType: 'application/json' } });

@@ -115,6 +115,35 @@ describe('the local Braze server plays the documented rules', () => {
     expect(braze.profile('email:new@x.io')).toEqual({ email: 'new@x.io', ci: true });
   });
 
+  it('renames an external_id and keeps the old one as a deprecated ID that still finds the user', async () => {
+    // post_external_ids_rename.md: current must be primary, new not in use, the two different; errors per index.
+    const rename = async (renames: unknown[]) => {
+      const answer = await fetch(`${url}/users/external_ids/rename`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${TEST_API_KEY}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify({ external_id_renames: renames }),
+      });
+      return (await answer.json()) as { external_ids: string[]; rename_errors: unknown[] };
+    };
+    await track([
+      { external_id: 'OLD', ci: true },
+      { external_id: 'taken', ci: true },
+    ]);
+    const answer = await rename([
+      { current_external_id: 'OLD', new_external_id: 'new' },
+      { current_external_id: 'taken', new_external_id: 'new' },
+      { current_external_id: 'missing', new_external_id: 'other' },
+    ]);
+    expect(answer.external_ids).toEqual(['new']);
+    expect(answer.rename_errors).toHaveLength(2);
+    expect(braze.profile('external_id:new')).toEqual({ ci: true });
+    expect(braze.profile('external_id:OLD')).toBeUndefined();
+    await track([{ external_id: 'OLD', first_name: 'Ana' }]);
+    expect(braze.profile('external_id:new')).toEqual({ ci: true, first_name: 'Ana' });
+    // A deprecated ID is no primary one: it cannot be renamed again.
+    expect((await rename([{ current_external_id: 'OLD', new_external_id: 'newer' }])).external_ids).toEqual([]);
+  });
+
   it('identifies an e-mail-only profile: merged into the identified one, or given the external_id when there is none', async () => {
     // post_user_identify.md: emails_to_identify with a prioritization; fields found only on the e-mail-only profile are merged.
     await track([{ email: 'a@x.io', _update_existing_only: false, ci: true, old: 1 }]);

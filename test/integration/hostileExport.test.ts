@@ -115,7 +115,9 @@ describe('hostile exports get a clear error, never a crash or a read outside the
     const container = s.app.deps.storage.stateContainer;
     const report = (await container.getBlobClient(rejectsReportName(run.runId)).downloadToBuffer()).toString('utf8');
     expect(report).toMatch(/field_dropped,[^,]*HighValue_1\.csv,1,external_id [^,]+,"?prefs: JSON value nested deeper than 32 levels/);
-    expect(report).toMatch(/rejected,[^,]*HighValue_1\.csv,3,,"?unreadable CSV: a quote closes a value before its end \(CSV_INVALID_CLOSING_QUOTE\) \(line 3\)/);
+    expect(report).toMatch(
+      /rejected,[^,]*HighValue_1\.csv,3,,"?unreadable CSV: a quote closes a value before its end \(CSV_INVALID_CLOSING_QUOTE\) \(line 3\)/,
+    );
     expect(report).not.toContain('@');
     for (const line of s.log.lines) expect(line).not.toMatch(/carol|@example\.com/i);
     // The run is over and nothing of it can be resumed: only the report stays.

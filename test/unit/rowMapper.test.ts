@@ -1,5 +1,6 @@
 import { parseSyncConfig } from '../../shared/config/syncConfig';
 import { createRowMapper } from '../../shared/mapping/rowMapper';
+import { canonicalGuid, canonicalKey, normalizesGuids } from '../../shared/mapping/customerId';
 import { dataPointsOf, identifierFromKey, profileKeyOf, type BrazeIdentifier } from '../../shared/mapping/profileIdentity';
 import type { CdmAttribute } from '../../shared/ci/modelJson';
 import { canonicalColumns, mappingSeed } from '../../shared/reader/mapLines';
@@ -30,7 +31,7 @@ function mapperFor(matching: Record<string, unknown> = {}) {
     }),
     'test',
   );
-  return createRowMapper(config.destinations[0], attributes, columns);
+  return createRowMapper(config.destinations[0], attributes, columns, { normalizeGuids: false });
 }
 
 const row = (overrides: Partial<Record<string, string>> = {}) => {
@@ -128,5 +129,63 @@ describe('the mapping seed of unchanged-row detection', () => {
     const types = canonicalColumns(plain).map((c) => segment.attributes.find((a) => a.name === c)?.dataType ?? 'string');
     expect(mappingSeed(plain, segment)).toBe(md5Hex(JSON.stringify([plain.matching, plain.fields, types])).slice(0, 16));
     expect(mappingSeed(destination({ phoneCountry: 'DE' }), segment)).not.toBe(mappingSeed(plain, segment));
+  });
+});
+
+describe('GUID customer IDs in one spelling', () => {
+  it("reads .NET's GUID text forms and leaves anything else as written", () => {
+    const canonical = '0b5e3dd6-1c2d-4e5f-8a9b-00000000002a';
+    for (const written of [
+      canonical,
+      canonical.toUpperCase(),
+      `{${canonical.toUpperCase()}}`,
+      `(${canonical})`,
+      canonical.replace(/-/g, ''),
+      `{${canonical.replace(/-/g, '')}}`,
+    ])
+      expect(canonicalGuid(written)).toBe(canonical);
+    for (const other of ['c-1', `{${canonical}`, `${canonical}}`, `{${canonical})`, `${canonical}0`, 'g'.repeat(32), ''])
+      expect(canonicalGuid(other)).toBeUndefined();
+  });
+
+  it('is on for a GUID customer-ID column unless the destination says otherwise, and maps the key and external_id', () => {
+    const guidColumn = [{ attributes: [{ name: 'CustomerId', dataType: 'GUID' as const }] }];
+    const stringColumn = [{ attributes: [{ name: 'CustomerId', dataType: 'string' as const }] }];
+    const destination = (normalizeGuids?: boolean) =>
+      parseSyncConfig(
+        JSON.stringify({
+          destinations: [
+            {
+              name: 'D',
+              segments: [{ table: 'S', brazeSegmentId: 'seg' }],
+              matching: { emailColumn: 'EMail', customerIdColumn: 'CustomerId', normalizeGuids },
+            },
+          ],
+        }),
+        'test',
+      ).destinations[0];
+    expect(normalizesGuids(destination(), guidColumn)).toBe(true);
+    expect(normalizesGuids(destination(), stringColumn)).toBe(false);
+    expect(normalizesGuids(destination(false), guidColumn)).toBe(false);
+    expect(normalizesGuids(destination(true), stringColumn)).toBe(true);
+    expect(canonicalKey('x:{0B5E3DD6-1C2D-4E5F-8A9B-00000000002A}')).toBe('x:0b5e3dd6-1c2d-4e5f-8a9b-00000000002a');
+    expect(canonicalKey('x:0b5e3dd6-1c2d-4e5f-8a9b-00000000002a')).toBeUndefined();
+    expect(canonicalKey('e:{0B5E3DD6-1C2D-4E5F-8A9B-00000000002A}')).toBeUndefined();
+
+    const columns = {
+      indexOf: new Map([
+        ['CustomerId', 0],
+        ['EMail', 1],
+      ]),
+      count: 2,
+    };
+    const mapped = createRowMapper(destination(), [{ name: 'CustomerId', dataType: 'GUID' }], columns, { normalizeGuids: true })([
+      '{0B5E3DD6-1C2D-4E5F-8A9B-00000000002A}',
+      'a@x.io',
+    ]);
+    expect(mapped).toMatchObject({
+      ok: true,
+      profile: { key: 'x:0b5e3dd6-1c2d-4e5f-8a9b-00000000002a', identifier: { external_id: '0b5e3dd6-1c2d-4e5f-8a9b-00000000002a' } },
+    });
   });
 });
