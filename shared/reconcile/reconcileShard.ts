@@ -1,5 +1,6 @@
 import type { JsonValue } from '../ci/dataTypes';
 import { dataPointsOf, describeIdentifier, identifierFromKey, type BrazeIdentifier } from '../mapping/profileIdentity';
+import { canonicalKey } from '../mapping/customerId';
 import { gatherShard, shardContext, shardWriters } from '../reader/diffShard';
 import { mapLineFingerprint, parseMapLine } from '../reader/mapLines';
 import { emptyTotals } from '../reader/mapPartition';
@@ -44,7 +45,7 @@ export async function reconcileShard(
   previous: PreviousState,
   signal: AbortSignal,
 ): Promise<UnitTotals> {
-  const { segments, destination, partitions, state, bits, names, mapperOf, keyOf, fieldNames } = await shardContext(deps, run);
+  const { segments, destination, partitions, state, bits, names, mapperOf, keyOf, fieldNames, normalizeGuids } = await shardContext(deps, run);
   const dry = run.dryRun;
   const totals: UnitTotals = { ...emptyTotals() };
   const drift = emptyDrift();
@@ -93,12 +94,13 @@ export async function reconcileShard(
     attributes: Record<string, JsonValue>,
     rows: number,
     source: 'leaver' | { partition: number; row: number },
+    rename?: { from: string },
   ) => {
     drift.profiles += 1;
     drift.dataPoints += dataPointsOf(attributes);
     const prior = before.get(hash);
     await sentWriter?.writeSent({ h: hash, k: key, p: prior ? { m: prior.m, f: prior.f, a: prior.a } : null });
-    await packer.add({ hash, identifier, attributes, rows, source });
+    await packer.add({ hash, identifier, attributes, rows, source, ...(rename ? { rename } : {}) });
     totals.usersEnqueued += 1;
   };
 
@@ -135,7 +137,9 @@ export async function reconcileShard(
             side.v,
           )
         : Object.keys(fields);
-      if (missing === 0 && stray === 0 && stale.length === 0) {
+      // Braze has the user under another spelling of its GUID: renamed to the canonical one.
+      const rename = normalizeGuids && side && side.k !== key && canonicalKey(side.k) === key ? { from: side.k.slice(2) } : undefined;
+      if (missing === 0 && stray === 0 && stale.length === 0 && !rename) {
         totals.rowsSkippedUnchanged += profile.rows;
         await keep(next);
         continue;
@@ -155,7 +159,7 @@ export async function reconcileShard(
         );
       }
       await keep(next);
-      await repair(hash, key, identifier, attributes, profile.rows, { partition: first.p, row: first.r });
+      await repair(hash, key, identifier, attributes, profile.rows, { partition: first.p, row: first.r }, rename);
       totals.rowsEnqueued += profile.rows;
     }
     // In Braze's segment, not a member in Customer Insights: cleared. A user is judged by its first
@@ -193,5 +197,6 @@ export async function reconcileShard(
   drift.requests = packer.requests;
   totals.drift = drift;
   if (!dry) totals.stateBlob = shardStateBlobName(run.modelJsonPath, run.runId, shard, owner);
+  totals.guidKeys = normalizeGuids || undefined;
   return totals;
 }

@@ -13,6 +13,7 @@ import { StagedBlobWriter } from '../storage/stagedBlobWriter';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { readSources, runDestination } from '../runs/runSources';
 import { emptyTotals, shardBlockBytes } from '../reader/mapPartition';
+import { canonicalKey, normalizesGuids } from '../mapping/customerId';
 import { comparableHashes, exportedUserKeys, exportedUserSchema, exportedValue, exportFieldsFor, viewLineText } from './brazeView';
 import { mappedFieldNames } from '../mapping/fieldHashes';
 import { ARCHIVE_LIMITS, archiveLines, downloadArchive, probeArchive, removeArchive, type ArchiveLimits } from './exportArchive';
@@ -122,8 +123,11 @@ export async function readSegmentExport(
   signal: AbortSignal,
   limits: ArchiveLimits = ARCHIVE_LIMITS,
 ): Promise<UnitTotals> {
-  const what = exportName((await readSources(deps, run))[g]);
+  const sources = await readSources(deps, run);
+  const what = exportName(sources[g]);
   const destination = runDestination(deps, run);
+  // A user Braze has under another spelling of its GUID is found by the canonical one's hash (and renamed).
+  const normalizeGuids = normalizesGuids(destination, sources);
   const fieldNames = mappedFieldNames(destination);
   const state = deps.storage.stateContainer;
   const shards = run.shards;
@@ -154,7 +158,7 @@ export async function readSegmentExport(
       // Every key the user could be known by in CI goes to its own shard: whichever one CI uses finds the user there.
       const v = comparableHashes(fieldNames, (name) => exportedValue(parsed.data, name));
       for (let i = 0; i < keys.length; i++) {
-        const h = keyHash(keys[i]);
+        const h = keyHash((normalizeGuids && canonicalKey(keys[i])) || keys[i]);
         const output = outputs[shardOfHash(h, shards)];
         output.write(viewLineText({ h, k: keys[i], g, v, alt: i === 0 ? 0 : 1, keys: keys.length }));
         if (output.full) await output.flushIfFull();

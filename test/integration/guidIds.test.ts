@@ -1,3 +1,5 @@
+import { HttpRequest, InvocationContext } from '@azure/functions';
+import { reconcileHttp } from '../../functions/reconcileHttp';
 import { requestSync } from '../../shared/sync/startSync';
 import { csv, writeExport } from '../helpers/exportBuilder';
 import { expectExactCounts } from '../helpers/expectations';
@@ -99,6 +101,30 @@ describe('GUID customer IDs', () => {
     );
     expect(quiet.usersEnqueued).toBe(0);
     expect(stack.braze.stats.renameRequests).toBe(renames);
+  }, 120_000);
+
+  it('a reconcile finds a user Braze has under another spelling by its canonical one, and renames it', async () => {
+    const config = testConfig();
+    config.destinations[0].matching.normalizeGuids = false;
+    stack = await startTestStack({ config, braze: { segments: { 'seg-high-value': 'ci_high_value', ci_newsletter: 'ci_newsletter' } } });
+    const rows = { HighValue: Array.from({ length: 6 }, (_, i) => row(shouted(i + 1), i + 1)), Newsletter: [row(shouted(2), 2)] };
+    await sync(rows, '2026/11/28/0600');
+
+    delete stack.app.deps.config.destinations[0].matching.normalizeGuids;
+    const answer = await reconcileHttp(
+      new HttpRequest({ url: 'http://localhost/api/reconcile', method: 'POST', body: { string: JSON.stringify({ destination: 'BrazeExport' }) } }),
+      new InvocationContext({ functionName: 'reconcile', invocationId: 'test', logHandler: () => undefined }),
+    );
+    expect(answer.status).toBe(202);
+    const [run] = await stack.app.waitForRuns([(answer.jsonBody as { runId: string }).runId], { timeoutMs: 60_000 });
+    expect(run.status).toBe('completed');
+    expect(run.usersFailed + run.usersRejected).toBe(0);
+    // One user per profile, each under its canonical ID, with nothing else written: no duplicate was created.
+    expect([...stack.braze.profiles.keys()].sort()).toEqual(Array.from({ length: 6 }, (_, i) => `external_id:${guid(i + 1)}`).sort());
+    expect(stack.braze.profile(`external_id:${guid(2)}`)).toMatchObject({ ci_high_value: true, ci_newsletter: true, loyalty_points: 2 });
+    // The state it wrote is keyed canonically: the next sync has nothing to do.
+    const quiet = await sync(rows, '2026/11/28/0700');
+    expect(quiet.usersEnqueued).toBe(0);
   }, 120_000);
 
   it('clears the memberships of another spelling that was a user of its own, and keeps the canonical one', async () => {
