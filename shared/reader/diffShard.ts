@@ -98,15 +98,7 @@ export async function diffShard(
   const shadowed = new Set([...hints.keys()].filter((hash) => profiles.has(hash)));
   if (shadowed.size) {
     for (const line of await rowsOf(deps, run, shard, mapOwners, shadowed, signal)) {
-      totals.rowsRejectedInput += 1;
-      totals.rejectedByReason[SHADOWED] = (totals.rejectedByReason[SHADOWED] ?? 0) + 1;
-      rejectLines.push({
-        outcome: 'rejected',
-        source: partitions[line.p].partition.blobName,
-        row: line.r,
-        identifier: 'email (redacted)',
-        reason: SHADOWED + atLine(line.l ?? 0),
-      });
+      rejectLines.push(rejectedRow(totals, partitions[line.p].partition.blobName, line, 'email (redacted)', SHADOWED));
     }
     for (const hash of shadowed) profiles.delete(hash);
   }
@@ -408,15 +400,8 @@ export async function gatherShard(
         if (profile.claimed & bit) {
           const line = parseMapLine(lineText, blobName);
           const key = keyOf(line.v);
-          totals.rowsRejectedInput += 1;
-          totals.rejectedByReason[DUPLICATE] = (totals.rejectedByReason[DUPLICATE] ?? 0) + 1;
-          rejectLines.push({
-            outcome: 'rejected',
-            source: partitions[line.p].partition.blobName,
-            row: line.r,
-            identifier: key.ok ? describeIdentifier(identifierFromKey(key.key)) : '',
-            reason: DUPLICATE + atLine(line.l ?? 0),
-          });
+          const identifier = key.ok ? describeIdentifier(identifierFromKey(key.key)) : '';
+          rejectLines.push(rejectedRow(totals, partitions[line.p].partition.blobName, line, identifier, DUPLICATE));
           continue;
         }
         profile.claimed |= bit;
@@ -427,6 +412,13 @@ export async function gatherShard(
   }
 
   return { profiles, rejectLines, hints };
+}
+
+/** An input row a shard step rejects: counted under its reason, reported with where it is in the file. */
+function rejectedRow(totals: UnitTotals, source: string, line: MapLine, identifier: string, reason: string): RejectLine {
+  totals.rowsRejectedInput += 1;
+  totals.rejectedByReason[reason] = (totals.rejectedByReason[reason] ?? 0) + 1;
+  return { outcome: 'rejected', source, row: line.r, identifier, reason: reason + atLine(line.l ?? 0) };
 }
 
 /** Every map line of these profiles in the shard's map outputs (read again: rare, and only for them). */
