@@ -10,11 +10,24 @@ const DIGITS = /^([0-9a-f]{8})-?([0-9a-f]{4})-?([0-9a-f]{4})-?([0-9a-f]{4})-?([0
  * Braze user. Anything that is not a GUID is left as written (undefined).
  */
 export function canonicalGuid(raw: string): string | undefined {
+  if (isCanonicalGuid(raw)) return raw;
   const inner = GUID.exec(raw);
   if (!inner) return undefined;
   const digits = DIGITS.exec(inner[1] ?? inner[2] ?? inner[3]);
   if (!digits) return undefined;
   return digits.slice(1).join('-').toLowerCase();
+}
+
+/** The spelling canonicalGuid writes, checked without a regular expression (every row of a refresh comes here). */
+function isCanonicalGuid(text: string): boolean {
+  if (text.length !== 36) return false;
+  for (let i = 0; i < 36; i++) {
+    const c = text.charCodeAt(i);
+    if (i === 8 || i === 13 || i === 18 || i === 23) {
+      if (c !== 45 /* - */) return false;
+    } else if (!((c >= 48 && c <= 57) || (c >= 97 && c <= 102))) return false;
+  }
+  return true;
 }
 
 /**
@@ -33,8 +46,9 @@ export function normalizesGuids(destination: DestinationConfig, segments: Pick<S
  * key of a GUID spelled otherwise; undefined when the key stays as it is.
  */
 export function canonicalKey(key: string): string | undefined {
-  if (!key.startsWith('x:')) return undefined;
+  if (key.charCodeAt(0) !== 120 /* x */ || key.charCodeAt(1) !== 58 /* : */) return undefined;
   const id = key.slice(2);
+  if (isCanonicalGuid(id)) return undefined;
   const canonical = canonicalGuid(id);
   return canonical !== undefined && canonical !== id ? `x:${canonical}` : undefined;
 }

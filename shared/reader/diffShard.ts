@@ -91,17 +91,7 @@ export async function diffShard(
   const totals: UnitTotals = { ...emptyTotals() };
   const fallback = previous.format === 1;
 
-  const { profiles, rejectLines, hints } = await gatherShard(deps, run, shard, mapOwners, segments, keyOf, totals, signal);
-  // A profile keyed by e-mail whose address a row with a customer ID also carries: sent by e-mail, it
-  // would overwrite that profile in Braze. Its rows are rejected, and a profile of it that Braze
-  // already has is merged into the customer ID's one as a leaver below.
-  const shadowed = new Set([...hints.keys()].filter((hash) => profiles.has(hash)));
-  if (shadowed.size) {
-    for (const line of await rowsOf(deps, run, shard, mapOwners, shadowed, signal)) {
-      rejectLines.push(rejectedRow(totals, partitions[line.p].partition.blobName, line, 'email (redacted)', SHADOWED));
-    }
-    for (const hash of shadowed) profiles.delete(hash);
-  }
+  const { profiles, rejectLines, hintLines } = await gatherShard(deps, run, shard, mapOwners, segments, keyOf, totals, signal);
 
   const before = new Map<string, StateRecord>();
   // A state written before GUID customer IDs had one spelling is read whole, each record placed by
@@ -133,6 +123,22 @@ export async function diffShard(
       sendAll = true;
       deps.log.warn(`run ${run.runId}: what run ${uncertain.runId} sent in shard ${shard} is gone; every profile of the shard is sent in full`);
     }
+  }
+  // Identity hints that matter here: for a profile of this refresh keyed by e-mail, or a state's one.
+  const hints = identityHints(
+    hintLines,
+    (hash) => profiles.has(hash) || before.get(hash)?.k.startsWith('e:') === true,
+    segments.map((segment) => bits.bit(segment.attribute)),
+  );
+  // A profile keyed by e-mail whose address a row with a customer ID also carries: sent by e-mail, it
+  // would overwrite that profile in Braze. Its rows are rejected, and a profile of it that Braze
+  // already has is merged into the customer ID's one as a leaver below.
+  const shadowed = new Set([...hints.keys()].filter((hash) => profiles.has(hash)));
+  if (shadowed.size) {
+    for (const line of await rowsOf(deps, run, shard, mapOwners, shadowed, signal)) {
+      rejectLines.push(rejectedRow(totals, partitions[line.p].partition.blobName, line, 'email (redacted)', SHADOWED));
+    }
+    for (const hash of shadowed) profiles.delete(hash);
   }
   signal.throwIfAborted();
 
@@ -359,7 +365,7 @@ export async function gatherShard(
   keyOf: ReturnType<typeof createKeyMapper>,
   totals: UnitTotals,
   signal: AbortSignal,
-): Promise<{ profiles: Map<string, ShardProfile>; rejectLines: RejectLine[]; hints: Map<string, IdentifiedEmail> }> {
+): Promise<{ profiles: Map<string, ShardProfile>; rejectLines: RejectLine[]; hintLines: string[] }> {
   const partitions = partitionList(segments);
   const state = deps.storage.stateContainer;
   const bits = new MembershipBits(segments.map((s) => s.attribute));
@@ -367,7 +373,7 @@ export async function gatherShard(
   const bySize = segments.map((s, i) => ({ i, bytes: s.partitions.reduce((n, p) => n + p.sizeBytes, 0) })).sort((a, b) => b.bytes - a.bytes || a.i - b.i);
   const rejectLines: RejectLine[] = [];
   const profiles = new Map<string, ShardProfile>();
-  const hints = new Map<string, IdentifiedEmail>();
+  const hintLines: string[] = [];
   for (const { i: segmentIndex } of bySize) {
     for (let p = 0; p < partitions.length; p++) {
       if (partitions[p].segmentIndex !== segmentIndex) continue;
@@ -384,11 +390,8 @@ export async function gatherShard(
       for (const lineText of text.split('\n')) {
         if (!lineText) continue;
         if (lineText.startsWith(IDENTITY_HINT_PREFIX)) {
-          const hint = parseIdentityHint(lineText, blobName);
-          const known = hints.get(hint.e);
-          // Two customer IDs for one e-mail: which one the e-mail-only profile became is not known.
-          if (known && known.externalId !== hint.i) known.ambiguous = true;
-          else hints.set(hint.e, { externalId: hint.i, bits: ((known?.bits ?? 0) | segmentBits[hint.g]) >>> 0, ambiguous: false });
+          // Read once the profiles are known, and only those that name one of them (or a leaver).
+          hintLines.push(lineText);
           continue;
         }
         const hash = mapLineHash(lineText, blobName);
@@ -411,7 +414,24 @@ export async function gatherShard(
     }
   }
 
-  return { profiles, rejectLines, hints };
+  return { profiles, rejectLines, hintLines };
+}
+
+/**
+ * The identity hints that name an e-mail key this shard has a use for: a profile of the refresh
+ * keyed by that e-mail, or one of the state's. Most hints name none, and are never parsed.
+ */
+export function identityHints(hintLines: string[], wanted: (emailKeyHash: string) => boolean, segmentBits: number[]): Map<string, IdentifiedEmail> {
+  const hints = new Map<string, IdentifiedEmail>();
+  for (const lineText of hintLines) {
+    if (!wanted(lineText.slice(6, 22))) continue;
+    const hint = parseIdentityHint(lineText, 'identity hint');
+    const known = hints.get(hint.e);
+    // Two customer IDs for one e-mail: which one the e-mail-only profile became is not known.
+    if (known && known.externalId !== hint.i) known.ambiguous = true;
+    else hints.set(hint.e, { externalId: hint.i, bits: ((known?.bits ?? 0) | segmentBits[hint.g]) >>> 0, ambiguous: known?.ambiguous ?? false });
+  }
+  return hints;
 }
 
 /** An input row a shard step rejects: counted under its reason, reported with where it is in the file. */
@@ -493,6 +513,7 @@ export function shardWriters(deps: ConnectorDeps, run: RunRecord, shard: number,
     keep: async (record: StateRecord) => {
       if (record.m.length === 0) return;
       totals.profiles += 1;
+      if (record.k.charCodeAt(0) === 101 /* e */) totals.emailKeys = (totals.emailKeys ?? 0) + 1;
       await stateWriter?.writeState(record);
     },
     /** The last batches sent, then the blobs committed. */

@@ -34,7 +34,15 @@ export function reasonKey(reason: string): string {
  * Per-row work is synchronous; the step awaits once per parser batch. Every blob it writes
  * carries its owner token, so the output of a step that lost its claim never counts.
  */
-export async function mapPartition(deps: ConnectorDeps, run: RunRecord, partitionIndex: number, owner: string, signal: AbortSignal): Promise<UnitTotals> {
+export async function mapPartition(
+  deps: ConnectorDeps,
+  run: RunRecord,
+  partitionIndex: number,
+  owner: string,
+  signal: AbortSignal,
+  /** identityHints: leave them for rows keyed by external_id that carry an e-mail (see wantsIdentityHints). */
+  options: { identityHints: boolean } = { identityHints: true },
+): Promise<UnitTotals> {
   const segments = await readSources(deps, run);
   const destination = runDestination(deps, run);
   const { segmentIndex, partition } = partitionList(segments)[partitionIndex];
@@ -90,7 +98,7 @@ export async function mapPartition(deps: ConnectorDeps, run: RunRecord, partitio
         outputs[shardOfHash(hash, shards)].write(
           mapLineText(hash, segmentIndex, partitionIndex, record.row, record.line, rawFingerprint(seed, valuesJson), valuesJson),
         );
-        if (identity.emailKey) {
+        if (options.identityHints && identity.emailKey) {
           const emailHash = keyHash(identity.emailKey);
           outputs[shardOfHash(emailHash, shards)].write(identityHintText(emailHash, segmentIndex, JSON.stringify(identity.key.slice(2))));
         }

@@ -31,6 +31,8 @@ export const unitTotalsSchema = z.object({
   stateBlob: z.string().optional(),
   /** The state this shard read was of an older format: everything was sent in full. */
   stateFallback: z.boolean().optional(),
+  /** Profiles of the shard's state keyed by e-mail (shard units). */
+  emailKeys: z.number().int().min(0).optional(),
   /** The shard wrote GUID customer IDs in their canonical spelling (its state's keys are). */
   guidKeys: z.boolean().optional(),
   /** A dry run's findings in this shard. */

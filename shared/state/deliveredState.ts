@@ -51,6 +51,8 @@ export const stateManifestSchema = z.strictObject({
    * spelling (a rename Braze did not take), under its canonical key's hash.
    */
   guidKeys: z.literal(true).optional(),
+  /** How many of its profiles are keyed by e-mail (absent in older manifests: not known). */
+  emailKeys: z.number().int().min(0).optional(),
 });
 export type StateManifest = z.output<typeof stateManifestSchema>;
 
@@ -330,8 +332,9 @@ export async function restoreUndelivered(
   undelivered: Set<string>,
   target: string,
   signal?: AbortSignal,
-): Promise<number> {
+): Promise<{ profiles: number; emailKeys: number }> {
   const restore = new Map<string, SentRecord>();
+  let emailKeys = 0;
   for await (const record of readNdjson(container, shard.sentBlob, sentRecordSchema, isSentRecord, true)) {
     if (undelivered.has(record.h)) restore.set(record.h, record);
   }
@@ -339,14 +342,30 @@ export async function restoreUndelivered(
   try {
     for await (const record of readNdjson(container, shard.stateBlob, stateRecordSchema, isStateRecord, true)) {
       signal?.throwIfAborted();
-      if (!restore.has(record.h)) await writer.writeState(record);
+      if (restore.has(record.h)) continue;
+      if (record.k.startsWith('e:')) emailKeys += 1;
+      await writer.writeState(record);
     }
-    for (const record of restore.values())
-      if (record.p && record.p.m.length > 0) await writer.writeState({ h: record.h, k: record.k, m: record.p.m, f: record.p.f, a: record.p.a });
+    for (const record of restore.values()) {
+      if (!record.p || record.p.m.length === 0) continue;
+      if (record.k.startsWith('e:')) emailKeys += 1;
+      await writer.writeState({ h: record.h, k: record.k, m: record.p.m, f: record.p.f, a: record.p.a });
+    }
   } catch (error) {
     await writer.abort(error);
     throw error;
   }
   await writer.close();
-  return writer.lines;
+  return { profiles: writer.lines, emailKeys };
+}
+
+/**
+ * Whether a run's map steps leave identity hints (see mapLines): when the state it diffs against
+ * may hold profiles keyed by e-mail (whose rows may have got a customer ID), and on a first run,
+ * where rows keyed by e-mail may carry the address of a row with a customer ID. A destination
+ * whose profiles all have customer IDs pays nothing for them after its first run.
+ */
+export function wantsIdentityHints(previous: PreviousState): boolean {
+  if (previous.format !== 2) return true;
+  return previous.manifest.emailKeys === undefined || previous.manifest.emailKeys > 0;
 }

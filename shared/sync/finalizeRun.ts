@@ -65,6 +65,7 @@ async function writeDeliveredState(
   }
   const blobs: string[] = [];
   let profiles = 0;
+  let emailKeys = 0;
   for (const unit of shardUnits) {
     const stateBlob = unit.totals?.stateBlob;
     if (!stateBlob) throw new Error(`run ${run.runId}: shard ${unit.index} recorded no state`);
@@ -72,15 +73,18 @@ async function writeDeliveredState(
     if (!missed) {
       blobs[unit.index] = stateBlob;
       profiles += unit.totals?.profiles ?? 0;
+      emailKeys += unit.totals?.emailKeys ?? 0;
       continue;
     }
     const restored = shardStateBlobName(run.modelJsonPath, run.runId, unit.index, newToken());
-    profiles += await restoreUndelivered(container, { stateBlob, sentBlob: sentBlobName(run.runId, unit.index, unit.owner) }, missed, restored, signal);
+    const kept = await restoreUndelivered(container, { stateBlob, sentBlob: sentBlobName(run.runId, unit.index, unit.owner) }, missed, restored, signal);
+    profiles += kept.profiles;
+    emailKeys += kept.emailKeys;
     blobs[unit.index] = restored;
   }
   signal.throwIfAborted();
   const guidKeys = shardUnits.length > 0 && shardUnits.every((unit) => unit.totals?.guidKeys === true);
-  const manifest: StateManifest = { format: STATE_FORMAT, runId: run.runId, shards: run.shards, profiles, blobs, ...(guidKeys ? { guidKeys } : {}) };
+  const manifest: StateManifest = { format: STATE_FORMAT, runId: run.runId, shards: run.shards, profiles, blobs, emailKeys, ...(guidKeys ? { guidKeys } : {}) };
   const manifestName = manifestBlobName(run.modelJsonPath, run.runId);
   const text = JSON.stringify(manifest);
   await container.getBlockBlobClient(manifestName).upload(text, Buffer.byteLength(text), { blobHTTPHeaders: { blobContentType: 'application/json' } });

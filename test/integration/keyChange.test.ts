@@ -60,6 +60,11 @@ describe('a row that gains a customer ID', () => {
     expect(stack.braze.stats.identifyRequests).toBe(1);
     expect(run.usersFailed).toBe(0);
 
+    // The state counts its e-mail-keyed profiles: none now, so the next refreshes leave no identity hints.
+    const pointer = await stack.app.deps.destinations.statePointer(run.modelJsonPath);
+    const manifest = JSON.parse((await stack.app.deps.storage.stateContainer.getBlobClient(pointer!.blobName).downloadToBuffer()).toString('utf8'));
+    expect(manifest.emailKeys).toBe(0);
+
     // The next refresh changes nothing: the merge is remembered.
     const quiet = await sync(after, '2026/11/28/0800');
     expect(quiet.usersDelivered).toBe(0);
