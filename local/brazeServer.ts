@@ -453,7 +453,7 @@ export class BrazeServer {
     }
     const from = candidates[0];
     if (from === undefined) return 'No user matches';
-    const target = `external_id:${entry.external_id}`;
+    const target = `external_id:${this.deprecatedIds.get(entry.external_id) ?? entry.external_id}`;
     if (from === target) return undefined;
     const anonymous = this.profiles.get(from)!;
     const identified = this.profiles.get(target);

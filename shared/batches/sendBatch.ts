@@ -90,13 +90,16 @@ export async function sendProfiles(braze: BrazeClient, profiles: BatchProfile[],
           sent.results[i] = { kind: 'rejected', reason: `Braze refused /users/external_ids/rename (${outcome.status}: ${outcome.message})` };
         continue;
       }
-      // Not renamed (the canonical ID is taken by another user, say): nothing is written to it; the
-      // state keeps the old spelling, so the next run tries again.
-      chunk.forEach((i, position) => {
-        const reason = outcome.failed.get(position);
-        if (reason === undefined) sent.prepared.add(i);
-        else sent.results[i] = { kind: 'rejected', reason };
-      });
+      // Braze refuses a rename whose old ID is no primary one — renamed already (by an earlier attempt
+      // whose answer was lost, or before a hand-off that failed), or gone — or whose new ID is taken,
+      // by a user of the same GUID. Either way the canonical ID is the one to write to: refusing the
+      // profile instead would keep asking for a rename Braze can never make.
+      if (outcome.failed.size) {
+        sent.unattributedErrors.push(
+          `Braze did not rename ${outcome.failed.size} of ${chunk.length} profiles to their GUID's canonical spelling (${[...new Set(outcome.failed.values())].join('; ')}); they are written under it from now on — a user of the old spelling that remains keeps what it had`,
+        );
+      }
+      for (const i of chunk) sent.prepared.add(i);
     } catch (error) {
       if (error instanceof BrazeAuthError) sent.authError ??= error;
       else if (error instanceof BrazeRetryableError) sent.retryError ??= error;

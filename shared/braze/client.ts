@@ -184,13 +184,16 @@ export class BrazeClient {
       );
     }
     if (response.status < 200 || response.status >= 300) return { kind: 'refused', status: response.status, message };
+    // Errors "reference the index of the object in the array of the original request"; the
+    // renames made are listed in external_ids. A rename neither lists is taken as made.
     const answer = renameResponseSchema.safeParse(safeJson(response.data ?? ''));
-    const renamed = new Set(answer.success ? (answer.data.external_ids ?? []) : []);
-    const why = answer.success && answer.data.rename_errors?.length ? this.redact(JSON.stringify(answer.data.rename_errors)) : 'no reason given';
     const failed = new Map<number, string>();
-    renames.forEach((rename, index) => {
-      if (!renamed.has(rename.to)) failed.set(index, `Braze did not rename it (${why})`);
-    });
+    for (const error of answer.success ? (answer.data.rename_errors ?? []) : []) {
+      const parts = Array.isArray(error) ? error : [error];
+      const index = parts.find((part): part is number => typeof part === 'number' && Number.isInteger(part));
+      const text = this.redact(parts.filter((part) => typeof part === 'string').join(' ') || JSON.stringify(error), 200);
+      if (index !== undefined && index >= 0 && index < renames.length) failed.set(index, text);
+    }
     return { kind: 'accepted', failed };
   }
 
@@ -269,8 +272,8 @@ export class BrazeClient {
     return this.refreshing;
   }
 
-  private redact(text: string): string {
-    return redactSecret(text, this.keys.known, 300);
+  private redact(text: string, max = 300): string {
+    return redactSecret(text, this.keys.known, max);
   }
 
   private async attempt(

@@ -147,15 +147,13 @@ export async function* readPartitionBatches(
   // Where each record starts, counted here as the parser hands records over (its own count is off
   // by one per CRLF inside a quoted value): a record ends one line plus its inner newlines after it
   // starts, and the empty lines the parser skips come between. How far an unreadable record went
-  // only the parser knows: the next record after one is placed by the parser's count, corrected by
-  // how far that count was off before.
+  // only the parser knows, by that same count: after one, the lines of the rows are not known (0).
   const starts: number[] = [];
   let startsHead = 0;
   let nextLine = 1;
   let emptySeen = 0;
-  let offset = 0;
-  let afterSkip = false;
-  const upcoming = () => nextLine + (Number(parser.info.empty_lines) - emptySeen);
+  let lost = false;
+  const upcoming = () => (lost ? 0 : nextLine + (Number(parser.info.empty_lines) - emptySeen));
   const parser = parse({
     ...csvParserOptions(format),
     on_skip: (error: CsvError | undefined) => {
@@ -177,21 +175,20 @@ export async function* readPartitionBatches(
       }
       // One broken line can raise several errors; it is one rejected row.
       if (skipped.length && skipped[skipped.length - 1].line === line && line > 0) return undefined;
-      skipped.push({ after: Number(error?.records ?? 0), line, startLine: afterSkip ? 0 : upcoming(), reason: describeCsvError(error) });
-      afterSkip = true;
+      skipped.push({ after: Number(error?.records ?? 0), line, startLine: upcoming(), reason: describeCsvError(error) });
+      lost = true;
       return undefined;
     },
   } as unknown as Options);
   const push = parser.push.bind(parser);
   parser.push = (record: unknown) => {
     if (Array.isArray(record)) {
-      const inner = newlinesIn(record as string[]);
-      const start = afterSkip ? Number(parser.info.lines) + offset - inner : upcoming();
-      afterSkip = false;
-      emptySeen = Number(parser.info.empty_lines);
+      const start = upcoming();
       starts.push(start);
-      nextLine = start + 1 + inner;
-      offset = nextLine - 1 - Number(parser.info.lines);
+      if (!lost) {
+        emptySeen = Number(parser.info.empty_lines);
+        nextLine = start + 1 + newlinesIn(record as string[]);
+      }
     }
     return push(record);
   };

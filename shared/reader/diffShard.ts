@@ -249,7 +249,7 @@ export async function diffShard(
         tally(identifier, change.join, change.leave, change.sendFields ? changedAttributes(fieldNames, hashes!, prior?.a) : [], attributes);
         if (rename) preview.renamed += 1;
       }
-      // A rename Braze does not take leaves the old spelling in the state, to be renamed next time.
+      // What Braze does not take puts the old spelling back in the state: the next run asks for the rename again.
       await sentWriter?.writeSent({ h: hash, k: rename ? prior!.k : key, p: prior ? { m: prior.m, f: prior.f, a: prior.a } : null });
       await keep({ h: hash, k: key, m: names(nextMask), f: fingerprint, a: hashes });
       await packer.add({ hash, identifier, attributes, rows: profile.rows, source: { partition: first.p, row: first.r }, ...(rename ? { rename } : {}) });
@@ -283,7 +283,8 @@ export async function diffShard(
         // e-mail-only profile is merged into it (/users/identify), and what the merge brings that this
         // refresh does not list is cleared by external_id. Its record leaves the state: the profile
         // is the external_id's now, whose record the refresh writes in its own shard.
-        const leave = (priorMask & ~identified.bits) >>> 0;
+        // Only this run's segments: a membership of another one may be the identified profile's own.
+        const leave = (priorMask & bits.syncedMask & ~identified.bits) >>> 0;
         const identifier = { external_id: identified.externalId };
         const attributes = changeAttributes({ unchanged: false, sendFields: false, join: 0, leave }, {}, names, destination.leaverValue);
         if (dry) {
@@ -451,13 +452,21 @@ async function rowsOf(
   signal: AbortSignal,
 ): Promise<MapLine[]> {
   const lines: MapLine[] = [];
-  for (const [p, owner] of mapOwners) {
+  const firstOfSegment = new Set<string>();
+  for (const [p, owner] of [...mapOwners].sort((a, b) => a[0] - b[0])) {
     const blobName = mapOutputBlobName(run.runId, p, owner, shard);
     const text = (await deps.storage.stateContainer.getBlobClient(blobName).downloadToBuffer()).toString('utf8');
     signal.throwIfAborted();
     for (const lineText of text.split('\n')) {
-      if (!lineText || lineText.startsWith(IDENTITY_HINT_PREFIX) || !hashes.has(mapLineHash(lineText, blobName))) continue;
-      lines.push(parseMapLine(lineText, blobName));
+      if (!lineText || lineText.startsWith(IDENTITY_HINT_PREFIX)) continue;
+      const hash = mapLineHash(lineText, blobName);
+      if (!hashes.has(hash)) continue;
+      const line = parseMapLine(lineText, blobName);
+      // A second row of the profile in one segment was rejected as a duplicate already.
+      const seen = `${hash}:${line.g}`;
+      if (firstOfSegment.has(seen)) continue;
+      firstOfSegment.add(seen);
+      lines.push(line);
     }
   }
   return lines.sort((a, b) => a.p - b.p || a.r - b.r);

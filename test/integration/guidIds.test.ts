@@ -103,6 +103,27 @@ describe('GUID customer IDs', () => {
     expect(stack.braze.stats.renameRequests).toBe(renames);
   }, 120_000);
 
+  it('writes under the canonical spelling when Braze refuses the rename (a user of that spelling exists), and says so', async () => {
+    const config = testConfig();
+    config.destinations[0].matching.normalizeGuids = false;
+    stack = await startTestStack({ config });
+    await sync({ HighValue: [row(shouted(1), 1), row(shouted(2), 2)], Newsletter: [] }, '2026/11/28/0600');
+    // An app created the canonical spelling's user meanwhile.
+    stack.braze.profiles.set(`external_id:${guid(1)}`, { app_user: true });
+
+    delete stack.app.deps.config.destinations[0].matching.normalizeGuids;
+    const run = await sync({ HighValue: [row(shouted(1), 1, 100), row(shouted(2), 2)], Newsletter: [] }, '2026/11/28/0700');
+    expect(run.usersFailed + run.usersRejected).toBe(0);
+    expect(stack.braze.profile(`external_id:${guid(1)}`)).toMatchObject({ app_user: true, loyalty_points: 100 });
+    expect(stack.braze.profile(`external_id:${guid(2)}`)).toMatchObject({ ci_high_value: true, loyalty_points: 2 });
+    expect(stack.log.lines.some((line) => line.includes('Braze did not rename 1 of'))).toBe(true);
+    // Converged: nothing is asked again.
+    const renames = stack.braze.stats.renameRequests;
+    const quiet = await sync({ HighValue: [row(shouted(1), 1, 100), row(shouted(2), 2)], Newsletter: [] }, '2026/11/28/0800');
+    expect(quiet.usersEnqueued).toBe(0);
+    expect(stack.braze.stats.renameRequests).toBe(renames);
+  }, 120_000);
+
   it('a reconcile finds a user Braze has under another spelling by its canonical one, and renames it', async () => {
     const config = testConfig();
     config.destinations[0].matching.normalizeGuids = false;

@@ -20,8 +20,8 @@ describe('a row that gains a customer ID', () => {
     stack = undefined;
   });
 
-  async function sync(refresh: Map<string, ModelProfile>, runFolder: string, dryRun = false) {
-    await writeRefresh(stack!.app.deps.storage.exportContainer, refresh.values(), runFolder, 1);
+  async function sync(refresh: Map<string, ModelProfile>, runFolder: string, dryRun = false, extraRows: ModelProfile[] = []) {
+    await writeRefresh(stack!.app.deps.storage.exportContainer, [...refresh.values(), ...extraRows], runFolder, 1);
     const outcome = await requestSync(stack!.app.deps, { trigger: 'http', dryRun });
     expect(outcome.problems).toEqual([]);
     const [run] = await stack!.app.waitForRuns([outcome.runs[0].runId], { timeoutMs: 60_000 });
@@ -82,12 +82,15 @@ describe('a row that gains a customer ID', () => {
     // Another CI profile, with a customer ID, now carries the same e-mail; the row without one stays.
     const other = { ...makeProfiles(21, 21).get(customerId(21))!, email: seven.email, segments: new Set(['HighValue'] as const) };
     refresh.set(other.id, other);
-    const run = await sync(refresh, '2026/11/28/0700');
+    // Its row comes twice in HighValue: the second is a duplicate, rejected once.
+    const run = await sync(refresh, '2026/11/28/0700', false, [{ ...seven, id: '', segments: new Set(['HighValue']) }]);
 
     // Sent by e-mail, the row would have overwritten the other profile's fields in Braze: rejected, both rows.
-    expect(run.rowsRejectedInput).toBe(2);
+    expect(run.rowsRejectedInput).toBe(3);
+    expect(run.rowsRead).toBe(run.rowsDelivered + run.rowsSkippedUnchanged + run.rowsRejectedInput + run.rowsRejectedBraze + run.rowsFailed);
     const report = (await stack.app.deps.storage.stateContainer.getBlobClient(rejectsReportName(run.runId)).downloadToBuffer()).toString('utf8');
     expect(report.match(/rejected,[^,]+,\d+,email \(redacted\),"?no customer ID, and a row with a customer ID carries this e-mail/g)).toHaveLength(2);
+    expect(report.match(/duplicate: the segment has another row of this profile/g)).toHaveLength(1);
     // What Braze had of it was merged into the other profile, which keeps only its own membership and fields.
     expect(stack.braze.stats.identifyRequests).toBe(1);
     expect(stack.braze.profile(`email:${seven.email}`)).toBeUndefined();
