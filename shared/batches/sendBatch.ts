@@ -68,75 +68,52 @@ export async function sendProfiles(braze: BrazeClient, profiles: BatchProfile[],
       }
       for (const profileIndex of indexes) sent.results[profileIndex] = { kind: 'rejected', reason: `Braze ${outcome.status}: ${outcome.message}` };
     } catch (error) {
-      if (error instanceof BrazeAuthError) sent.authError ??= error;
-      else if (error instanceof BrazeRetryableError) sent.retryError ??= error;
-      else throw error;
+      keepStop(sent, error);
     }
   };
 
   // Profiles Braze has under another spelling of their GUID are renamed before anything is written
   // to the canonical one (which would otherwise be a new user).
   const renaming = profiles.flatMap((profile, i) => (profile.rename ? [i] : []));
-  for (const chunk of chunksOf(renaming, BRAZE_MAX_RENAMES_PER_REQUEST)) {
-    try {
-      sent.requests += 1;
-      const outcome = await braze.renameExternalIds(
-        chunk.map((i) => ({ from: profiles[i].rename!.from, to: externalIdOf(profiles[i]) })),
-        deadlineMs,
-        sent,
+  const renamed = await prepareAhead(sent, renaming, BRAZE_MAX_RENAMES_PER_REQUEST, '/users/external_ids/rename', async (chunk) => {
+    const outcome = await braze.renameExternalIds(
+      chunk.map((i) => ({ from: profiles[i].rename!.from, to: externalIdOf(profiles[i]) })),
+      deadlineMs,
+      sent,
+    );
+    if (outcome.kind === 'refused') return outcome;
+    // Braze refuses a rename whose old ID is no primary one — renamed already (by an earlier attempt
+    // whose answer was lost, or before a hand-off that failed), or gone — or whose new ID is taken,
+    // by a user of the same GUID. Either way the canonical ID is the one to write to: refusing the
+    // profile instead would keep asking for a rename Braze can never make.
+    if (outcome.failed.size) {
+      sent.unattributedErrors.push(
+        `Braze did not rename ${outcome.failed.size} of ${chunk.length} profiles to their GUID's canonical spelling (${[...new Set(outcome.failed.values())].join('; ')}); they are written under it from now on — a user of the old spelling that remains keeps what it had`,
       );
-      if (outcome.kind === 'refused') {
-        for (const i of chunk)
-          sent.results[i] = { kind: 'rejected', reason: `Braze refused /users/external_ids/rename (${outcome.status}: ${outcome.message})` };
-        continue;
-      }
-      // Braze refuses a rename whose old ID is no primary one — renamed already (by an earlier attempt
-      // whose answer was lost, or before a hand-off that failed), or gone — or whose new ID is taken,
-      // by a user of the same GUID. Either way the canonical ID is the one to write to: refusing the
-      // profile instead would keep asking for a rename Braze can never make.
-      if (outcome.failed.size) {
-        sent.unattributedErrors.push(
-          `Braze did not rename ${outcome.failed.size} of ${chunk.length} profiles to their GUID's canonical spelling (${[...new Set(outcome.failed.values())].join('; ')}); they are written under it from now on — a user of the old spelling that remains keeps what it had`,
-        );
-      }
-      for (const i of chunk) sent.prepared.add(i);
-    } catch (error) {
-      if (error instanceof BrazeAuthError) sent.authError ??= error;
-      else if (error instanceof BrazeRetryableError) sent.retryError ??= error;
-      else throw error;
     }
-    if (sent.authError || sent.retryError) return sent;
-  }
+    return outcome;
+  });
+  if (!renamed) return sent;
 
   // E-mail-only profiles whose row got a customer ID are merged into that profile before anything
   // is written to it: its clears must land after the merge, which brings the memberships along.
   const identifying = profiles.flatMap((profile, i) => (profile.identify && sent.results[i].kind === 'unsent' ? [i] : []));
-  for (const chunk of chunksOf(identifying, BRAZE_MAX_IDENTIFY_PER_REQUEST)) {
-    try {
-      sent.requests += 1;
-      const entries = chunk.map((i) => ({ externalId: externalIdOf(profiles[i]), email: profiles[i].identify!.email }));
-      const outcome = await braze.identifyEmails(entries, deadlineMs, sent);
-      if (outcome.kind === 'refused') {
-        for (const i of chunk) sent.results[i] = { kind: 'rejected', reason: `Braze refused /users/identify (${outcome.status}: ${outcome.message})` };
-        continue;
-      }
-      // No e-mail-only profile holds the address (an earlier attempt merged it, or it is gone): nothing
-      // is left to merge, and the clears by external_id still go.
-      if (outcome.rowErrors.length) {
-        const types = [...new Set(outcome.rowErrors.map((e) => e.type))].join('; ');
-        sent.unattributedErrors.push(
-          `Braze merged no e-mail-only profile for ${outcome.rowErrors.length} of ${chunk.length} profiles whose row got a customer ID (${types})`,
-        );
-      }
-      sent.unattributedErrors.push(...outcome.unattributedErrors);
-      for (const i of chunk) sent.prepared.add(i);
-    } catch (error) {
-      if (error instanceof BrazeAuthError) sent.authError ??= error;
-      else if (error instanceof BrazeRetryableError) sent.retryError ??= error;
-      else throw error;
+  const merged = await prepareAhead(sent, identifying, BRAZE_MAX_IDENTIFY_PER_REQUEST, '/users/identify', async (chunk) => {
+    const entries = chunk.map((i) => ({ externalId: externalIdOf(profiles[i]), email: profiles[i].identify!.email }));
+    const outcome = await braze.identifyEmails(entries, deadlineMs, sent);
+    if (outcome.kind === 'refused') return outcome;
+    // No e-mail-only profile holds the address (an earlier attempt merged it, or it is gone): nothing
+    // is left to merge, and the clears by external_id still go.
+    if (outcome.rowErrors.length) {
+      const types = [...new Set(outcome.rowErrors.map((e) => e.type))].join('; ');
+      sent.unattributedErrors.push(
+        `Braze merged no e-mail-only profile for ${outcome.rowErrors.length} of ${chunk.length} profiles whose row got a customer ID (${types})`,
+      );
     }
-    if (sent.authError || sent.retryError) return sent;
-  }
+    sent.unattributedErrors.push(...outcome.unattributedErrors);
+    return outcome;
+  });
+  if (!merged) return sent;
 
   let pending: number[] = [];
   for (let i = 0; i < profiles.length; i++) {
@@ -154,6 +131,40 @@ export async function sendProfiles(braze: BrazeClient, profiles: BatchProfile[],
   }
   await Promise.all(chunksOf(pending, braze.objectsPerRequest).map(sendChunk));
   return sent;
+}
+
+/** A credentials or retryable error stops the batch (it is kept for the ending); any other is thrown. */
+function keepStop(sent: SendResult, error: unknown): void {
+  if (error instanceof BrazeAuthError) sent.authError ??= error;
+  else if (error instanceof BrazeRetryableError) sent.retryError ??= error;
+  else throw error;
+}
+
+/**
+ * Renames or merges that must land before the writes, in requests of `size`: a request Braze
+ * refuses rejects its profiles, the others are prepared (a hand-back does not ask again). Answers
+ * whether the batch goes on (no credentials or retryable error met).
+ */
+async function prepareAhead(
+  sent: SendResult,
+  indexes: number[],
+  size: number,
+  endpoint: string,
+  request: (chunk: number[]) => Promise<{ kind: 'accepted' } | { kind: 'refused'; status: number; message: string }>,
+): Promise<boolean> {
+  for (const chunk of chunksOf(indexes, size)) {
+    try {
+      sent.requests += 1;
+      const outcome = await request(chunk);
+      if (outcome.kind === 'refused') {
+        for (const i of chunk) sent.results[i] = { kind: 'rejected', reason: `Braze refused ${endpoint} (${outcome.status}: ${outcome.message})` };
+      } else for (const i of chunk) sent.prepared.add(i);
+    } catch (error) {
+      keepStop(sent, error);
+    }
+    if (sent.authError || sent.retryError) return false;
+  }
+  return true;
 }
 
 function externalIdOf(profile: BatchProfile): string {
