@@ -1,5 +1,6 @@
 import { describeIdentifier, dataPointsOf } from '../mapping/profileIdentity';
 import type { BatchProfile, BrazeBatchMessage } from '../queue/messages';
+import { atLine } from '../ci/partitionReader';
 import type { RejectLine } from '../runs/rejectsReport';
 import { emptyOutcome, type BatchOutcome } from '../runs/runTable';
 import type { Handoff } from '../runs/batchRecord';
@@ -37,7 +38,8 @@ export function emptyPart(): BatchPart {
 function rejectLine(sources: string[], profile: BatchProfile, outcome: RejectLine['outcome'], reason: string): RejectLine {
   const identifier = describeIdentifier(profile.identifier);
   if (profile.source === 'leaver') return { outcome, source: 'leaver (segment exit)', row: '', identifier, reason };
-  return { outcome, source: sources[profile.source.partition] ?? `partition ${profile.source.partition}`, row: profile.source.row, identifier, reason };
+  const source = sources[profile.source.partition] ?? `partition ${profile.source.partition}`;
+  return { outcome, source, row: profile.source.row, identifier, reason: reason + atLine(profile.source.line ?? 0) };
 }
 
 /** Reasons are counted with their numbers folded, so "Braze 400: …" of many requests is one line. */

@@ -21,7 +21,11 @@ export const identifierSchema = z.union([
 ]);
 
 /** Where a profile came from, for the rejects report: a partition (by its index in the run's list) and row, or a segment exit. */
-export const profileSourceSchema = z.union([z.strictObject({ partition: z.number().int().min(0), row: z.number().int().min(1) }), z.literal('leaver')]);
+export const profileSourceSchema = z.union([
+  /** `line`: the physical line of the file the row starts on, when known. */
+  z.strictObject({ partition: z.number().int().min(0), row: z.number().int().min(1), line: z.number().int().min(1).optional() }),
+  z.literal('leaver'),
+]);
 export type ProfileSource = z.output<typeof profileSourceSchema>;
 
 /** One profile to send: its identifier and attributes, plus what is needed to account for it. */

@@ -210,7 +210,7 @@ export async function diffShard(
         }
         await sentWriter?.writeSent({ h: hash, k: prior!.k, p: { m: prior!.m, f: prior!.f, a: prior!.a } });
         await keep({ h: hash, k: renamedKey!, m: names(nextMask), f: prior!.f, a: prior!.a });
-        await packer.add({ hash, identifier, attributes: {}, rows: 0, source: { partition: first.p, row: first.r }, rename });
+        await packer.add({ hash, identifier, attributes: {}, rows: 0, source: sourceOf(first), rename });
         totals.usersEnqueued += 1;
         continue;
       }
@@ -252,7 +252,7 @@ export async function diffShard(
       // What Braze does not take puts the old spelling back in the state: the next run asks for the rename again.
       await sentWriter?.writeSent({ h: hash, k: rename ? prior!.k : key, p: prior ? { m: prior.m, f: prior.f, a: prior.a } : null });
       await keep({ h: hash, k: key, m: names(nextMask), f: fingerprint, a: hashes });
-      await packer.add({ hash, identifier, attributes, rows: profile.rows, source: { partition: first.p, row: first.r }, ...(rename ? { rename } : {}) });
+      await packer.add({ hash, identifier, attributes, rows: profile.rows, source: sourceOf(first), ...(rename ? { rename } : {}) });
       totals.rowsEnqueued += profile.rows;
       totals.usersEnqueued += 1;
     }
@@ -433,6 +433,11 @@ export function identityHints(hintLines: string[], wanted: (emailKeyHash: string
     else hints.set(hint.e, { externalId: hint.i, bits: ((known?.bits ?? 0) | segmentBits[hint.g]) >>> 0, ambiguous: known?.ambiguous ?? false });
   }
   return hints;
+}
+
+/** Where a profile's deciding row is, for what Braze answers about it. */
+export function sourceOf(line: MapLine): { partition: number; row: number; line?: number } {
+  return line.l ? { partition: line.p, row: line.r, line: line.l } : { partition: line.p, row: line.r };
 }
 
 /** An input row a shard step rejects: counted under its reason, reported with where it is in the file. */

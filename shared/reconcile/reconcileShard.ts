@@ -1,7 +1,8 @@
 import type { JsonValue } from '../ci/dataTypes';
 import { dataPointsOf, describeIdentifier, identifierFromKey, type BrazeIdentifier } from '../mapping/profileIdentity';
 import { canonicalKey } from '../mapping/customerId';
-import { gatherShard, shardContext, shardWriters } from '../reader/diffShard';
+import { atLine } from '../ci/partitionReader';
+import { gatherShard, shardContext, shardWriters, sourceOf } from '../reader/diffShard';
 import { mapLineFingerprint, parseMapLine } from '../reader/mapLines';
 import { emptyTotals } from '../reader/mapPartition';
 import { fieldHashes } from '../mapping/fieldHashes';
@@ -155,11 +156,17 @@ export async function reconcileShard(
       for (const issue of mapped.profile.fieldIssues) {
         const source = partitions[first.p].partition.blobName;
         await rejects.writeLine(
-          rejectCsvLine({ outcome: 'field_dropped', source, row: first.r, identifier: describeIdentifier(identifier), reason: issue }).slice(0, -1),
+          rejectCsvLine({
+            outcome: 'field_dropped',
+            source,
+            row: first.r,
+            identifier: describeIdentifier(identifier),
+            reason: issue + atLine(first.l ?? 0),
+          }).slice(0, -1),
         );
       }
       await keep(next);
-      await repair(hash, key, identifier, attributes, profile.rows, { partition: first.p, row: first.r }, rename);
+      await repair(hash, key, identifier, attributes, profile.rows, sourceOf(first), rename);
       totals.rowsEnqueued += profile.rows;
     }
     // In Braze's segment, not a member in Customer Insights: cleared. A user is judged by its first

@@ -137,7 +137,7 @@ describe('a Customer Insights export synced end to end (Azurite + local Braze)',
     expect(report).toMatch(/rejected,[^,]*HighValue_2\.csv,4,,"?expected 4 columns, found 3/);
     expect(report).toMatch(/field_dropped,[^,]*HighValue_1\.csv,3,external_id 00000000-0000-4000-8000-000000000003,"?email: invalid e-mail address, not sent/);
     expect(report).toMatch(/field_dropped,[^,]*Newsletter_1\.csv,2,external_id [^,]+,"?loyalty_points: not an integer/);
-    expect(report).toMatch(/rejected,[^,]*HighValue_2\.csv,3,external_id reject-me,Braze: Invalid external_id/);
+    expect(report).toMatch(/rejected,[^,]*HighValue_2\.csv,3,external_id reject-me,Braze: Invalid external_id \(line 3\)/);
     expect(report).not.toMatch(/@/);
   });
 
