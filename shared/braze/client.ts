@@ -38,6 +38,12 @@ const trackResponseSchema = z.looseObject({
     .optional(),
 });
 
+/** The permission an endpoint beyond /users/track needs, named when Braze answers 401/403 to it. */
+const PERMISSION_OF: Record<string, string> = {
+  [BRAZE_IDENTIFY_PATH]: 'users.identify',
+  [BRAZE_RENAME_PATH]: 'users.external_ids.rename',
+};
+
 const renameResponseSchema = z.looseObject({ external_ids: z.array(z.string()).optional(), rename_errors: z.array(z.unknown()).optional() });
 
 const exportResponseSchema = z.looseObject({ message: z.string().optional(), object_prefix: z.string().min(1).optional(), url: z.string().optional() });
@@ -175,14 +181,7 @@ export class BrazeClient {
   ): Promise<{ kind: 'accepted'; failed: Map<number, string> } | { kind: 'refused'; status: number; message: string }> {
     const body = JSON.stringify({ external_id_renames: renames.map((r) => ({ current_external_id: r.from, new_external_id: r.to })) });
     const response = await this.send(BRAZE_RENAME_PATH, body, false, deadlineMs, seen);
-    const parsed = parseBody(response.data);
-    const message = this.redact(parsed.message ?? (parsed.raw ? `non-JSON answer: ${parsed.raw}` : `HTTP ${response.status}`));
-    if (response.status === 401 || response.status === 403) {
-      throw new BrazeAuthError(
-        `Braze answered ${response.status} to /users/external_ids/rename (does the key have users.external_ids.rename?): ${message}`,
-        response.status,
-      );
-    }
+    const { message } = this.readAnswer(response, BRAZE_RENAME_PATH);
     if (response.status < 200 || response.status >= 300) return { kind: 'refused', status: response.status, message };
     // Errors "reference the index of the object in the array of the original request"; the
     // renames made are listed in external_ids. A rename neither lists is taken as made.
@@ -332,19 +331,28 @@ export class BrazeClient {
     });
   }
 
-  private interpret(response: AxiosResponse<string>, path: string): TrackOutcome {
+  /**
+   * What an answer says, redacted; a 401/403 is thrown, naming the permission the endpoint needs
+   * (the key was read again before, so it is the key's rights that are wanting).
+   */
+  private readAnswer(response: AxiosResponse<string>, path: string): { body: ReturnType<typeof parseBody>; message: string } {
     const body = parseBody(response.data);
     const message = this.redact(body.message ?? (body.raw ? `non-JSON answer: ${body.raw}` : `HTTP ${response.status}`));
     if (response.status === 401 || response.status === 403) {
-      const permission = path === BRAZE_IDENTIFY_PATH ? ' to /users/identify (does the key have users.identify?)' : '';
+      const permission = PERMISSION_OF[path] ? ` to ${path} (does the key have ${PERMISSION_OF[path]}?)` : '';
       throw new BrazeAuthError(`Braze answered ${response.status}${permission}: ${message}`, response.status);
     }
+    return { body, message };
+  }
+
+  private interpret(response: AxiosResponse<string>, path: string): TrackOutcome {
+    const { body, message } = this.readAnswer(response, path);
     if (response.status >= 200 && response.status < 300) {
       const rowErrors: RowError[] = [];
       const unattributedErrors: string[] = [];
+      const ownArray = path === BRAZE_IDENTIFY_PATH ? 'emails_to_identify' : 'attributes';
       for (const error of body.errors ?? []) {
         const type = this.redact(error.type ?? 'unknown error');
-        const ownArray = path === BRAZE_IDENTIFY_PATH ? 'emails_to_identify' : 'attributes';
         if (error.index !== undefined && (error.input_array === undefined || error.input_array === ownArray)) rowErrors.push({ index: error.index, type });
         else unattributedErrors.push(type);
       }
