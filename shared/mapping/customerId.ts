@@ -48,7 +48,6 @@ export function normalizesGuids(destination: DestinationConfig, segments: Pick<S
 export function canonicalKey(key: string): string | undefined {
   if (key.charCodeAt(0) !== 120 /* x */ || key.charCodeAt(1) !== 58 /* : */) return undefined;
   const id = key.slice(2);
-  if (isCanonicalGuid(id)) return undefined;
   const canonical = canonicalGuid(id);
   return canonical !== undefined && canonical !== id ? `x:${canonical}` : undefined;
 }

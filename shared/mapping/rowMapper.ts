@@ -51,13 +51,13 @@ export function checkColumns(destination: DestinationConfig, table: string, attr
 
 type Identity = { ok: true; identifier: BrazeIdentifier; key: string; email?: string; rawEmail: string } | { ok: false; reason: string };
 
-/** Which Braze identifier a row gets; the one rule both the full mapping and the key-only pass use. */
 /** How a run maps identifiers beyond the destination's config. */
 export interface IdentityOptions {
   /** GUID customer IDs in their canonical spelling (see normalizesGuids). */
   normalizeGuids: boolean;
 }
 
+/** Which Braze identifier a row gets; the one rule both the full mapping and the key-only pass use. */
 function identifierResolver(
   destination: DestinationConfig,
   emailIndex: number,

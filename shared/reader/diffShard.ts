@@ -165,6 +165,17 @@ export async function diffShard(
         attributes: [...names(joined), ...names(left), ...fieldsChanged],
       });
   };
+  /** A profile sent only to leave: the memberships in `leave` cleared (after a merge, with `identify`). */
+  const enqueueExit = async (hash: string, identifier: BrazeIdentifier, leave: number, identify?: { email: string }) => {
+    const attributes = changeAttributes({ unchanged: false, sendFields: false, join: 0, leave }, {}, names, destination.leaverValue);
+    if (dry) {
+      for (const name of names((leave & bits.syncedMask) >>> 0)) segmentPreview(name).leavers += 1;
+      tally(identifier, 0, leave, [], attributes, identify ? 'merges' : undefined);
+    }
+    await packer.add({ hash, identifier, attributes, rows: 0, source: 'leaver', ...(identify ? { identify } : {}) });
+    totals.usersEnqueued += 1;
+    totals.exitsEnqueued += 1;
+  };
   try {
     for (const line of rejectLines) await rejects.writeLine(rejectCsvLine(line).slice(0, -1));
     let seen = 0;
@@ -285,17 +296,9 @@ export async function diffShard(
         // is the external_id's now, whose record the refresh writes in its own shard.
         // Only this run's segments: a membership of another one may be the identified profile's own.
         const leave = (priorMask & bits.syncedMask & ~identified.bits) >>> 0;
-        const identifier = { external_id: identified.externalId };
-        const attributes = changeAttributes({ unchanged: false, sendFields: false, join: 0, leave }, {}, names, destination.leaverValue);
-        if (dry) {
-          for (const name of names((leave & bits.syncedMask) >>> 0)) segmentPreview(name).leavers += 1;
-          tally(identifier, 0, leave, [], attributes, 'merges');
-          preview.identified += 1;
-        }
+        if (dry) preview.identified += 1;
         await sentWriter?.writeSent({ h: hash, k: prior.k, p: { m: prior.m, f: prior.f, a: prior.a } });
-        await packer.add({ hash, identifier, attributes, rows: 0, source: 'leaver', identify: { email: prior.k.slice(2) } });
-        totals.usersEnqueued += 1;
-        totals.exitsEnqueued += 1;
+        await enqueueExit(hash, { external_id: identified.externalId }, leave, { email: prior.k.slice(2) });
         continue;
       }
       const leave = (priorMask & bits.syncedMask) >>> 0;
@@ -304,31 +307,15 @@ export async function diffShard(
         await keep(kept);
         continue;
       }
-      const attributes = changeAttributes({ unchanged: false, sendFields: false, join: 0, leave }, {}, names, destination.leaverValue);
-      if (dry) {
-        for (const name of names(leave)) segmentPreview(name).leavers += 1;
-        tally(identifierFromKey(prior.k), 0, leave, [], attributes);
-      }
       await sentWriter?.writeSent({ h: hash, k: prior.k, p: { m: prior.m, f: prior.f, a: prior.a } });
       await keep(kept);
-      await packer.add({ hash, identifier: identifierFromKey(prior.k), attributes, rows: 0, source: 'leaver' });
-      totals.usersEnqueued += 1;
-      totals.exitsEnqueued += 1;
+      await enqueueExit(hash, identifierFromKey(prior.k), leave);
     }
     for (const stray of strays) {
       // Another spelling of a GUID whose canonical spelling is a profile of its own: in Braze, two
       // users. This one is cleared of every membership under its own external_id and leaves the state.
       const leave = bits.maskOf(stray.m);
-      if (leave === 0) continue;
-      const identifier = identifierFromKey(stray.k);
-      const attributes = changeAttributes({ unchanged: false, sendFields: false, join: 0, leave }, {}, names, destination.leaverValue);
-      if (dry) {
-        for (const name of names((leave & bits.syncedMask) >>> 0)) segmentPreview(name).leavers += 1;
-        tally(identifier, 0, leave, [], attributes);
-      }
-      await packer.add({ hash: keyHash(stray.k), identifier, attributes, rows: 0, source: 'leaver' });
-      totals.usersEnqueued += 1;
-      totals.exitsEnqueued += 1;
+      if (leave !== 0) await enqueueExit(keyHash(stray.k), identifierFromKey(stray.k), leave);
     }
     if (strays.length)
       deps.log.warn(

@@ -198,13 +198,13 @@ export async function* readPreviousShardRekeyed(
   shard: number,
   shards: number,
   rekey: (key: string) => string | undefined,
-): AsyncGenerator<StateRecord & { rekeyed?: true }> {
+): AsyncGenerator<StateRecord> {
   const blobs = previous.format === 1 ? [previous.blobName] : previous.format === 2 ? previous.manifest.blobs : [];
   for (const blobName of blobs) {
     for await (const record of readNdjson(container, blobName, stateRecordSchema, isStateRecord, true)) {
       const key = rekey(record.k);
       const h = key === undefined ? record.h : keyHash(key);
-      if (shards === 1 || shardOfHash(h, shards) === shard) yield key === undefined ? record : { ...record, h, rekeyed: true };
+      if (shards === 1 || shardOfHash(h, shards) === shard) yield key === undefined ? record : { ...record, h };
     }
   }
 }
