@@ -2,7 +2,7 @@ import { createHash } from 'node:crypto';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { decodeBatchMessage, encodeMessage, type BrazeBatchMessage } from '../queue/messages';
 import { writeRejectsPart } from '../runs/rejectsReport';
-import { batchRejectsPartName, handoffBlobName, newToken, parkedBlobName, unreadableBlobName } from '../runs/runBlobs';
+import { batchRejectsPartName, handoffBlobName, newToken, parkedBlobName, parkedPrefix, unreadableBlobName } from '../runs/runBlobs';
 import type { StoredBatch } from '../runs/batchLedger';
 import { isTerminal } from '../runs/runRecord';
 import { emptyOutcome } from '../runs/runTable';
@@ -82,6 +82,33 @@ async function writeParts(deps: ConnectorDeps, runId: string, batchId: string, t
 async function park(deps: ConnectorDeps, message: BrazeBatchMessage): Promise<void> {
   const text = encodeMessage({ ...message, deferrals: 0, resumed: undefined });
   await deps.storage.stateContainer.getBlockBlobClient(parkedBlobName(message.runId, message.batchId)).upload(text, Buffer.byteLength(text));
+}
+
+/**
+ * Sends a run's parked batches (and failed ones kept for a resume) back to the queue, each once
+ * re-queued removed. Two callers at once may both send one: the batch's claim makes it one batch.
+ */
+export async function requeueParked(deps: ConnectorDeps, runId: string): Promise<{ batches: number; profiles: number }> {
+  const container = deps.storage.stateContainer;
+  let batches = 0;
+  let profiles = 0;
+  for await (const item of container.listBlobsFlat({ prefix: parkedPrefix(runId) })) {
+    let text;
+    try {
+      text = (await container.getBlobClient(item.name).downloadToBuffer()).toString('utf8');
+    } catch (error) {
+      // Another caller re-queued it between the listing and now.
+      if (isNotFound(error)) continue;
+      throw error;
+    }
+    const message = decodeBatchMessage(text);
+    await sendToQueue(deps.storage.batchQueue, encodeMessage({ ...message, deferrals: 0, resumed: true }));
+    // Once re-queued, the parked copy (it holds identifiers) is not needed any more.
+    await container.getBlobClient(item.name).deleteIfExists();
+    batches += 1;
+    profiles += message.profiles.length;
+  }
+  return { batches, profiles };
 }
 
 /**

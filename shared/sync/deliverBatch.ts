@@ -1,5 +1,5 @@
 import { findDestination } from '../config/syncConfig';
-import { closeBatch, finishHandoff, receiveBatch, recordUnreadable, recoverLostChild } from '../batches/batchLife';
+import { closeBatch, finishHandoff, receiveBatch, recordUnreadable, recoverLostChild, requeueParked } from '../batches/batchLife';
 import { endingAfterSend, unsentPart, type Ending } from '../batches/batchEnding';
 import { sendProfiles } from '../batches/sendBatch';
 import { UnreadableMessageError } from '../errors';
@@ -57,6 +57,7 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown, delive
   const sources = await sourceNames(deps, run);
   if (receipt.kind === 'handingOff') {
     await finishHandoff(deps, message.runId, message.batchId, receipt.stored, sources);
+    if (receipt.stored.record.handoff?.kind === 'park') await requeueIfResumed(deps, message.runId);
     await requestFinalizeIfComplete(deps, message.runId);
     return { kind: 'handoffFinished' };
   }
@@ -83,6 +84,7 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown, delive
   }
   logEnding(deps, message.runId, message.batchId, ending);
   const kind = resultKind(ending);
+  if (kind === 'parked') await requeueIfResumed(deps, message.runId);
   const counts = ending.part.outcome;
   deps.log.record({
     connectorEvent: 'BatchEnded',
@@ -101,6 +103,18 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown, delive
   });
   await requestFinalizeIfComplete(deps, message.runId);
   return { kind, outcome: counts };
+}
+
+/**
+ * A batch parks on the run it read halted; a resume may have come between that read and the park,
+ * and listed the parked batches before this one was there. Looked at again once it is parked: a run
+ * sending again takes it back at once (a resume after this read finds it itself).
+ */
+async function requeueIfResumed(deps: ConnectorDeps, runId: string): Promise<void> {
+  const run = await deps.runs.get(runId);
+  if (run?.status !== 'sending' && run?.status !== 'enqueuing') return;
+  const { batches, profiles } = await requeueParked(deps, runId);
+  if (batches > 0) deps.log.info(`run ${runId} was resumed while a batch parked: ${batches} parked batches (${profiles} profiles) re-queued`);
 }
 
 function resultKind(ending: Ending): 'done' | 'parked' | 'deferred' | 'failed' {

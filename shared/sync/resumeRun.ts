@@ -1,5 +1,5 @@
-import { decodeBatchMessage, encodeMessage } from '../queue/messages';
-import { parkedPrefix } from '../runs/runBlobs';
+import { encodeMessage } from '../queue/messages';
+import { requeueParked } from '../batches/batchLife';
 import { isTerminal, statusAfter, type RunRecord } from '../runs/runRecord';
 import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from '../runs/connectorDeps';
@@ -61,17 +61,7 @@ export async function resumeRun(deps: ConnectorDeps, runId: string): Promise<Res
       ? { event: 'resume', error: undefined, finishedAt: undefined, generation, ...(current.status === 'stalled' ? { enqueueDone: false } : {}) }
       : undefined,
   );
-  let requeuedBatches = 0;
-  let requeuedProfiles = 0;
-  const container = deps.storage.stateContainer;
-  for await (const item of container.listBlobsFlat({ prefix: parkedPrefix(runId) })) {
-    const message = decodeBatchMessage((await container.getBlobClient(item.name).downloadToBuffer()).toString('utf8'));
-    await sendToQueue(deps.storage.batchQueue, encodeMessage({ ...message, deferrals: 0, resumed: true }));
-    // Once re-queued, the parked copy (it holds identifiers) is not needed any more.
-    await container.getBlobClient(item.name).deleteIfExists();
-    requeuedBatches += 1;
-    requeuedProfiles += message.profiles.length;
-  }
+  const { batches: requeuedBatches, profiles: requeuedProfiles } = await requeueParked(deps, runId);
   // A stalled run's shard steps run again: batches that ended are recognised by their ids, lost ones are sent.
   if (wasStalled) await deps.units.reset(runId, 'shard');
   const reenqueued = !resumed.enqueueDone;

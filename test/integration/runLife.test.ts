@@ -10,7 +10,7 @@ import { sweepRuns } from '../../shared/sync/sweepRuns';
 import type { ConnectorDeps } from '../../shared/runs/connectorDeps';
 import { startTestStack, type TestStack } from '../helpers/testStack';
 import { expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
-import { expectExactCounts, waitFor } from '../helpers/expectations';
+import { brazeMismatches, expectExactCounts, waitFor } from '../helpers/expectations';
 
 const context = () => new InvocationContext({ functionName: 'test', invocationId: 'test', logHandler: () => undefined });
 const resume = (runId: string) =>
@@ -72,6 +72,44 @@ describe("a run's life", () => {
     expect(run.status).toBe('completed');
     expect(run.usersDelivered).toBe(30_000);
     expectExactCounts(run);
+  }, 120_000);
+
+  it('sends a batch that parked just after a resume had re-queued the parked ones', async () => {
+    stack = await startTestStack();
+    const profiles = makeProfiles(1, 300);
+    await writeRefresh(stack.app.deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
+    await stack.app.hosts[1].stop();
+    const runId = await startRun(stack);
+    await waitFor(async () => (await stack!.app.deps.runs.get(runId))!.enqueueDone, 30_000);
+    await haltRun(stack.app.deps, runId, new BrazeAuthError('Braze answered 401: Invalid API key: [redacted]', 401));
+    const [first, ...rest] = await takeBatches(stack);
+    for (const message of rest) expect((await deliverBatch(stack.app.deps, message)).kind).toBe('parked');
+
+    // The last sender reads the run while it is halted; the person's resume lands before that
+    // sender parks its batch, so the resume's listing of parked batches cannot see it.
+    const deps = stack.app.deps;
+    const get = deps.runs.get.bind(deps.runs);
+    let resumed = false;
+    deps.runs.get = async (id: string) => {
+      const seen = await get(id);
+      if (!resumed && id === runId && seen?.status === 'halted') {
+        resumed = true;
+        expect((await resume(runId)).status).toBe(202);
+      }
+      return seen;
+    };
+    try {
+      expect((await deliverBatch(deps, first)).kind).toBe('parked');
+    } finally {
+      delete (deps.runs as Partial<typeof deps.runs>).get;
+    }
+    expect(resumed).toBe(true);
+    stack.app.hosts[1].start();
+    const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 60_000 });
+    expect(run.status).toBe('completed');
+    expect(run.usersDelivered).toBe(300);
+    expectExactCounts(run);
+    expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
   }, 120_000);
 
   it('marks a run stalled when its batches stop ending, shows it, and a resume sends the lost batch without re-sending the others', async () => {
