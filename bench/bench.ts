@@ -48,6 +48,7 @@ const config: SyncConfig = {
         aliasLabel: 'ci_customer_id',
       },
       fields: { FirstName: 'first_name', LastName: 'last_name', LoyaltyPoints: 'loyalty_points', LastPurchaseDate: 'last_purchase_at' },
+      subscriptions: [],
       guard: { ...DEFAULT_GUARD },
       leaverValue: null,
       dryRun: false,

@@ -49,6 +49,8 @@ export interface BrazeServerOptions {
    * Input Length Exceeded (errors.md).
    */
   maxObjectsPerRequest?: number;
+  /** Keep every applied /users/track object (`appliedObjects`), for tests that look at what was sent. */
+  keepObjects?: boolean;
 }
 
 export interface BrazeServerStats {
@@ -97,6 +99,9 @@ export class BrazeServer {
   readonly profiles = new Map<string, BrazeProfile>();
   /** Deprecated external IDs (renamed away from) → the primary one: they still find the user. */
   readonly deprecatedIds = new Map<string, string>();
+  /** With `keepObjects`: every /users/track object applied, as it came. */
+  readonly appliedObjects: BrazeProfile[] = [];
+  private readonly keepObjects: boolean;
   /** When each profile was last updated (a counter), for Braze's "most recently updated" rules. */
   private readonly updatedAt = new Map<string, number>();
   private updates = 0;
@@ -141,6 +146,7 @@ export class BrazeServer {
     this.segments = options.segments ?? {};
     this.exportDelayMs = options.exportDelayMs ?? 200;
     this.maxObjects = options.maxObjectsPerRequest ?? MAX_OBJECTS;
+    this.keepObjects = options.keepObjects ?? false;
     this.requestDeck = new FaultDeck(options.seed ?? 42);
     this.windowDeck = new FaultDeck((options.seed ?? 42) + 1);
     this.server = http.createServer((request, response) => void this.handle(request, response));
@@ -262,6 +268,7 @@ export class BrazeServer {
         return;
       }
       this.apply(object as Record<string, Json>, dropNested);
+      if (this.keepObjects) this.appliedObjects.push(object as BrazeProfile);
     });
     this.stats.rowErrors += errors.length;
     if (applyThenFail) return this.send(response, 500, { message: 'Internal server error' }, rateHeaders);
@@ -297,6 +304,11 @@ export class BrazeServer {
     for (const [name, given] of Object.entries(object)) {
       if (name === '_update_existing_only' || name === 'user_alias' || name === 'external_id') continue;
       if (dropNested && isNestedCustom(name, given)) continue;
+      if (name === 'subscription_groups') {
+        const merged = mergeSubscriptionGroups(profile.subscription_groups, given);
+        if (merged) profile.subscription_groups = merged;
+        continue;
+      }
       const value = storedValue(name, given);
       if (value === undefined) continue;
       if (value === null) delete profile[name];
@@ -547,9 +559,13 @@ export class BrazeServer {
 /**
  * What Braze keeps of a profile field's value (user_attributes_object.md): a country that is not an
  * ISO-3166-1 alpha-2 code is stored as NULL; a time zone that is not a valid one is not set
- * (undefined: the field is left as it was).
+ * (undefined: the field is left as it was), nor is a subscription state Braze does not list (the
+ * document names the values it takes and nothing else; left as it was is our reading).
  */
 function storedValue(name: string, value: Json): Json | undefined {
+  // "Available values are "opted_in", "unsubscribed", and "subscribed"": another is not a state.
+  if (name === 'email_subscribe' || name === 'push_subscribe')
+    return value === 'opted_in' || value === 'unsubscribed' || value === 'subscribed' ? value : undefined;
   if (name === 'country' && value !== null) return typeof value === 'string' && /^[A-Z]{2}$/.test(value) ? value : null;
   if (name === 'time_zone' && value !== null) {
     // IANA names, and names like the documented "Eastern Time (US & Canada)".
@@ -562,6 +578,23 @@ function storedValue(name: string, value: Json): Json | undefined {
     }
   }
   return value;
+}
+
+/**
+ * `subscription_groups` sets the state of each group it lists, and only those: "Available values
+ * for subscription_state are "subscribed" and "unsubscribed"" (user_attributes_object.md). An entry
+ * without an ID or with another state changes nothing. Kept as the documented array, by group.
+ */
+function mergeSubscriptionGroups(held: Json | undefined, given: Json): Json[] | undefined {
+  if (!Array.isArray(given)) return undefined;
+  const groups = new Map<string, Json>();
+  if (Array.isArray(held)) for (const entry of held) if (isObject(entry)) groups.set(String(entry.subscription_group_id), entry);
+  for (const entry of given) {
+    if (!isObject(entry) || typeof entry.subscription_group_id !== 'string') continue;
+    if (entry.subscription_state !== 'subscribed' && entry.subscription_state !== 'unsubscribed') continue;
+    groups.set(entry.subscription_group_id, { subscription_group_id: entry.subscription_group_id, subscription_state: entry.subscription_state });
+  }
+  return [...groups.values()];
 }
 
 const STANDARD_FIELDS = new Set(['current_location', 'facebook', 'twitter', 'push_tokens', 'user_alias', 'subscription_groups']);

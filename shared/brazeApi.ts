@@ -33,3 +33,15 @@ export const BRAZE_EXPORT_SEGMENT_PATH = '/users/export/segment';
  * identifier when nothing else identifies the object, an attribute beside an external_id or alias.
  */
 export const NOT_ATTRIBUTE_FIELDS: readonly string[] = ['external_id', 'user_alias', 'braze_id', '_update_existing_only'];
+
+/**
+ * Subscription state (user_attributes_object.md): `email_subscribe` and `push_subscribe` take
+ * "opted_in", "unsubscribed" or "subscribed" (neither opted in nor out); a `subscription_groups`
+ * entry's `subscription_state` is "subscribed" or "unsubscribed". Changing any of them logs no data
+ * point (data_points.md).
+ */
+export const BRAZE_CHANNEL_STATES = ['opted_in', 'unsubscribed', 'subscribed'] as const;
+export const BRAZE_GROUP_STATES = ['subscribed', 'unsubscribed'] as const;
+/** The profile fields that hold subscription state. */
+export const BRAZE_SUBSCRIPTION_FIELDS: ReadonlySet<string> = new Set(['email_subscribe', 'push_subscribe', 'subscription_groups']);
+export const brazeChannelField = (channel: 'email' | 'push') => (channel === 'email' ? 'email_subscribe' : 'push_subscribe');

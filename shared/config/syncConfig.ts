@@ -3,7 +3,7 @@ import { z } from 'zod';
 import { InvalidInputError } from '../errors';
 import { parseBrazeEndpoint } from './endpoint';
 import { formatIssues } from '../errors';
-import { BRAZE_MAX_STRING_LENGTH, NOT_ATTRIBUTE_FIELDS } from '../brazeApi';
+import { BRAZE_CHANNEL_STATES, BRAZE_GROUP_STATES, BRAZE_MAX_STRING_LENGTH, NOT_ATTRIBUTE_FIELDS, brazeChannelField } from '../brazeApi';
 
 /** Braze custom attribute names: non-empty, ≤255 characters, not starting with `$` (reserved). */
 const brazeAttributeName = z
@@ -69,6 +69,32 @@ const workspaceSchema = z
   })
   .refine((w) => (w.apiKeySetting === undefined) !== (w.apiKeySecretUri === undefined), 'needs exactly one of apiKeySetting and apiKeySecretUri');
 
+/**
+ * A CI column that holds a subscription state: the e-mail or push channel (`email_subscribe`,
+ * `push_subscribe`) or one Braze subscription group. `values` maps what the column holds to Braze's
+ * states; without it the usual words are read (yes/no, true/false, opted in/out, granted/denied).
+ */
+const subscriptionSchema = z
+  .strictObject({
+    column: z.string().min(1),
+    channel: z.enum(['email', 'push']).optional(),
+    /** The group's ID as Braze shows it (Audience > Subscriptions), a UUID. */
+    subscriptionGroupId: z
+      .string()
+      .regex(/^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}$/i, 'must be a subscription group ID as Braze shows it (a UUID)')
+      .optional(),
+    /** CI value → Braze state; compared trimmed, case-insensitively, spaces and hyphens as "_". */
+    values: z.record(z.string().min(1), z.enum(BRAZE_CHANNEL_STATES)).optional(),
+  })
+  .superRefine((s, ctx) => {
+    if ((s.channel === undefined) === (s.subscriptionGroupId === undefined))
+      ctx.addIssue({ code: 'custom', message: 'needs exactly one of channel ("email" or "push") and subscriptionGroupId' });
+    if (s.subscriptionGroupId !== undefined)
+      for (const [from, to] of Object.entries(s.values ?? {}))
+        if (!(BRAZE_GROUP_STATES as readonly string[]).includes(to))
+          ctx.addIssue({ code: 'custom', path: ['values', from], message: `a subscription group's state is "subscribed" or "unsubscribed", not "${to}"` });
+  });
+
 const share = z.number().min(0).max(1);
 
 /**
@@ -112,6 +138,8 @@ const destinationSchema = z
     dryRun: z.boolean().default(false),
     /** The Braze workspace this destination syncs to (a name under `workspaces`); the app's default one when absent. */
     workspace: z.string().min(1).optional(),
+    /** Columns holding subscription state (channels, subscription groups): sent when CI's value changes. */
+    subscriptions: z.array(subscriptionSchema).default([]),
     /** The guard against mass change: when a run waits for approval instead of sending. */
     guard: guardSchema.default(() => ({ ...DEFAULT_GUARD })),
   })
@@ -139,7 +167,23 @@ const destinationSchema = z
       if (NOT_ATTRIBUTE_FIELDS.includes(brazeName)) {
         ctx.addIssue({ code: 'custom', path: ['fields', column], message: `"${brazeName}" is an identifier, not an attribute; use matching` });
       }
+      if (brazeName === 'subscription_groups') {
+        ctx.addIssue({ code: 'custom', path: ['fields', column], message: 'subscription groups are mapped under subscriptions (one entry per group)' });
+      }
     }
+    const subscribed = new Map<string, number>();
+    for (const brazeName of Object.values(d.fields)) if (brazeName === 'email_subscribe' || brazeName === 'push_subscribe') subscribed.set(brazeName, -1);
+    d.subscriptions.forEach((entry, i) => {
+      const target = entry.channel ? brazeChannelField(entry.channel) : `subscription group ${entry.subscriptionGroupId?.toLowerCase()}`;
+      const other = subscribed.get(target);
+      if (other !== undefined)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['subscriptions', i],
+          message: `${target} is already mapped ${other < 0 ? 'under fields' : `by subscriptions[${other}]`}: one column per state`,
+        });
+      subscribed.set(target, i);
+    });
   });
 
 export const syncConfigSchema = z
@@ -165,6 +209,7 @@ export type SyncConfig = z.output<typeof syncConfigSchema>;
 export type DestinationConfig = SyncConfig['destinations'][number];
 export type SegmentConfig = DestinationConfig['segments'][number];
 export type GuardConfig = DestinationConfig['guard'];
+export type SubscriptionConfig = DestinationConfig['subscriptions'][number];
 
 /** Whether the guard can hold a run at all (either share is set). */
 export function guardEnabled(guard: GuardConfig): boolean {

@@ -1,8 +1,10 @@
+import { brazeChannelField } from '../brazeApi';
 import type { DestinationConfig } from '../config/syncConfig';
 
 /** The attributes a destination's mapped profiles carry besides memberships, in a fixed order. */
 export function mappedFieldNames(destination: DestinationConfig): string[] {
-  return [...new Set([...(destination.matching.emailColumn ? ['email'] : []), ...Object.values(destination.fields)])].sort();
+  const subscriptions = destination.subscriptions.map((entry) => (entry.channel ? brazeChannelField(entry.channel) : 'subscription_groups'));
+  return [...new Set([...(destination.matching.emailColumn ? ['email'] : []), ...Object.values(destination.fields), ...subscriptions])].sort();
 }
 
 /** A field the profile does not carry, in a field-hash string. */

@@ -1,4 +1,5 @@
 import type { JsonValue } from '../ci/dataTypes';
+import { BRAZE_SUBSCRIPTION_FIELDS } from '../brazeApi';
 
 /**
  * Who a profile is, in one place: the identifiers Braze knows, the profile key the connector keeps
@@ -47,12 +48,13 @@ export function describeIdentifier(identifier: BrazeIdentifier): string {
 }
 
 /**
- * Braze bills one data point per attribute written (a null included); the identifier is not one.
- * The attributes passed here never hold the identifier, so each key is a data point — the e-mail
- * too, when it travels beside an external_id or alias.
+ * Braze bills one data point per attribute written (a null included); the identifier is not one,
+ * nor a subscription state (data_points.md: "Subscription state changes globally and around
+ * subscription groups" log none). The attributes passed here never hold the identifier, so every
+ * other key is a data point — the e-mail too, when it travels beside an external_id or alias.
  */
 export function dataPointsOf(attributes: Record<string, unknown>): number {
   let n = 0;
-  for (const _ in attributes) n += 1;
+  for (const name in attributes) if (!BRAZE_SUBSCRIPTION_FIELDS.has(name)) n += 1;
   return n;
 }

@@ -8,6 +8,8 @@ import { normalizeEmail } from './email';
 import { isStandardAttribute, normalizeStandardAttribute, withoutInnerNulls } from './standardAttributes';
 import { profileKeyOf, type BrazeIdentifier } from './profileIdentity';
 import { canonicalGuid } from './customerId';
+import { subscriptionGroupsValue, subscriptionReader, type SubscriptionReading } from './subscriptions';
+import { BRAZE_SUBSCRIPTION_FIELDS, brazeChannelField } from '../brazeApi';
 
 export interface MappedProfile {
   /** Identity of the profile across segments and refreshes (see profileKeyOf). */
@@ -39,6 +41,7 @@ export function checkColumns(destination: DestinationConfig, table: string, attr
     ['matching.emailColumn', destination.matching.emailColumn],
     ['matching.customerIdColumn', destination.matching.customerIdColumn],
     ...Object.keys(destination.fields).map((column): [string, string] => [`fields.${column}`, column]),
+    ...destination.subscriptions.map((entry, i): [string, string] => [`subscriptions[${i}].column`, entry.column]),
   ];
   for (const [setting, column] of wanted) {
     if (column !== undefined && !names.has(column)) {
@@ -131,12 +134,15 @@ export function createRowMapper(destination: DestinationConfig, attributes: CdmA
   const indexOf = (column: string | undefined): number => columnIndex(columns, column);
   const emailIndex = indexOf(destination.matching.emailColumn);
   const customerIdIndex = indexOf(destination.matching.customerIdColumn);
-  const fieldColumns: (FieldColumn & { index: number })[] = Object.entries(destination.fields).map(([column, brazeName]) => ({
-    column,
-    brazeName,
-    attribute: byName.get(column) ?? { name: column, dataType: 'string' },
-    index: indexOf(column),
-  }));
+  const fieldColumns: (FieldColumn & { index: number })[] = Object.entries(destination.fields)
+    .filter(([, brazeName]) => !BRAZE_SUBSCRIPTION_FIELDS.has(brazeName))
+    .map(([column, brazeName]) => ({
+      column,
+      brazeName,
+      attribute: byName.get(column) ?? { name: column, dataType: 'string' },
+      index: indexOf(column),
+    }));
+  const subscriptionColumns = subscriptionColumnsOf(destination, byName, indexOf);
   const emailIsField = Object.values(destination.fields).includes('email');
   const identify = identifierResolver(destination, emailIndex, customerIdIndex, options);
 
@@ -181,8 +187,55 @@ export function createRowMapper(destination: DestinationConfig, attributes: CdmA
       }
       fields[field.brazeName] = value;
     }
+    if (subscriptionColumns.length) mapSubscriptions(subscriptionColumns, values, fields, fieldIssues);
     return { ok: true, profile: { key, identifier, fields, fieldIssues } };
   };
+}
+
+interface SubscriptionColumn {
+  index: number;
+  attribute: CdmAttribute;
+  /** `email_subscribe` / `push_subscribe`, or the subscription group's ID. */
+  target: { field: string } | { groupId: string };
+  read: (value: JsonValue) => SubscriptionReading;
+}
+
+/**
+ * The destination's subscription columns: its `subscriptions`, and a column `fields` maps straight
+ * to email_subscribe or push_subscribe (read strictly: only Braze's state names).
+ */
+function subscriptionColumnsOf(destination: DestinationConfig, byName: Map<string, CdmAttribute>, indexOf: (column: string) => number): SubscriptionColumn[] {
+  const attribute = (column: string): CdmAttribute => byName.get(column) ?? { name: column, dataType: 'string' };
+  const columns: SubscriptionColumn[] = [];
+  for (const [column, brazeName] of Object.entries(destination.fields))
+    if (BRAZE_SUBSCRIPTION_FIELDS.has(brazeName))
+      columns.push({ index: indexOf(column), attribute: attribute(column), target: { field: brazeName }, read: subscriptionReader('channel', {}) });
+  for (const entry of destination.subscriptions)
+    columns.push({
+      index: indexOf(entry.column),
+      attribute: attribute(entry.column),
+      target: entry.channel ? { field: brazeChannelField(entry.channel) } : { groupId: entry.subscriptionGroupId!.toLowerCase() },
+      read: subscriptionReader(entry.channel ? 'channel' : 'group', entry.values),
+    });
+  return columns;
+}
+
+/** A row's subscription states into its fields; an empty cell sends none, an unknown value is dropped with the reason. */
+function mapSubscriptions(columns: SubscriptionColumn[], values: string[], fields: Record<string, JsonValue>, fieldIssues: string[]): void {
+  const groups = new Map<string, string>();
+  for (const column of columns) {
+    const label = 'field' in column.target ? column.target.field : `subscription group ${column.target.groupId}`;
+    const converted = convertCell(values[column.index], column.attribute.dataType);
+    const reading = converted.ok ? column.read(converted.value) : { ok: false as const, reason: `${converted.reason} (${column.attribute.dataType})` };
+    if (!reading.ok) {
+      fieldIssues.push(`${label}: ${reading.reason}, not sent`);
+      continue;
+    }
+    if (reading.state === undefined) continue;
+    if ('field' in column.target) fields[column.target.field] = reading.state;
+    else groups.set(column.target.groupId, reading.state);
+  }
+  if (groups.size) fields.subscription_groups = subscriptionGroupsValue(groups);
 }
 
 function longestString(value: JsonValue): number {

@@ -11,11 +11,10 @@ countries.registerLocale(english);
  * where it can be — a country name or code to ISO-3166-1 alpha-2, a phone number to E.164 — and
  * otherwise dropped with the reason (a `field_dropped` line), never sent for Braze to null.
  */
-export type StandardAttribute = 'country' | 'phone' | 'dob' | 'gender' | 'language' | 'time_zone' | 'email_subscribe' | 'push_subscribe';
+export type StandardAttribute = 'country' | 'phone' | 'dob' | 'gender' | 'language' | 'time_zone';
 
 export type Normalized = { ok: true; value: JsonValue } | { ok: false; reason: string };
 
-const SUBSCRIBE_STATES = ['opted_in', 'unsubscribed', 'subscribed'];
 const GENDERS: Record<string, string> = {
   m: 'M',
   male: 'M',
@@ -31,7 +30,7 @@ const GENDERS: Record<string, string> = {
 const languageNames = new Intl.DisplayNames(['en'], { type: 'language', fallback: 'none' });
 
 export function isStandardAttribute(name: string): name is StandardAttribute {
-  return ['country', 'phone', 'dob', 'gender', 'language', 'time_zone', 'email_subscribe', 'push_subscribe'].includes(name);
+  return ['country', 'phone', 'dob', 'gender', 'language', 'time_zone'].includes(name);
 }
 
 /** What is needed beside the value: the region a phone number without a country code is read in. */
@@ -98,11 +97,6 @@ export function normalizeStandardAttribute(name: StandardAttribute, value: JsonV
       } catch {
         return { ok: false, reason: 'not an IANA time zone (e.g. America/New_York)' };
       }
-    }
-    case 'email_subscribe':
-    case 'push_subscribe': {
-      const state = text.toLowerCase().replace(/[\s-]+/g, '_');
-      return SUBSCRIBE_STATES.includes(state) ? { ok: true, value: state } : { ok: false, reason: `not one of ${SUBSCRIBE_STATES.join(', ')}` };
     }
   }
 }

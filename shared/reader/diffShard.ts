@@ -1,6 +1,7 @@
 import type { JsonValue } from '../ci/dataTypes';
 import type { SegmentRefresh } from '../ci/exportRefresh';
 import { dataPointsOf, describeIdentifier, identifierFromKey, type BrazeIdentifier } from '../mapping/profileIdentity';
+import { BRAZE_SUBSCRIPTION_FIELDS } from '../brazeApi';
 import { changedAttributes, fieldHashes } from '../mapping/fieldHashes';
 import { emptyPreview, PREVIEW_SAMPLE_SIZE } from '../runs/previewTally';
 import { createKeyMapper, createRowMapper, type RowMapper } from '../mapping/rowMapper';
@@ -82,7 +83,9 @@ export async function diffShard(
   signal: AbortSignal,
 ): Promise<UnitTotals> {
   const { segments, destination, partitions, state, bits, names, mapperOf, keyOf, fieldNames, normalizeGuids } = await shardContext(deps, run);
-  const fieldCount = fieldNames.length;
+  // What a full send costs in data points: subscription states log none.
+  const fieldCount = fieldNames.filter((name) => !BRAZE_SUBSCRIPTION_FIELDS.has(name)).length;
+  const subscriptionNames = fieldNames.filter((name) => BRAZE_SUBSCRIPTION_FIELDS.has(name));
   // A dry run, and a guarded run (which may be held with its preview), account for what they would send.
   const dry = run.dryRun || run.staged;
   const preview = emptyPreview();
@@ -238,6 +241,12 @@ export async function diffShard(
         ({ key, identifier, fields } = mapped.profile);
         fingerprint = fingerprintNow;
         hashes = fieldHashes(fieldNames, fields);
+        // A subscription state goes only when CI's value for it changed (or Braze never had it from
+        // us): re-sent because another field changed, it would undo an unsubscribe made in Braze.
+        if (subscriptionNames.length) {
+          const changed = new Set(changedAttributes(fieldNames, hashes, prior?.a));
+          for (const name of subscriptionNames) if (name in fields && !changed.has(name)) delete fields[name];
+        }
         for (const issue of mapped.profile.fieldIssues) {
           await rejects.writeLine(
             rejectCsvLine({

@@ -89,11 +89,14 @@ export function mapLineFingerprint(text: string, where: string): string {
   return text.slice(at + 5, at + 21);
 }
 
-/** The columns a destination's mapping reads, once each, in a fixed order: identifiers first, then fields. */
+/** The columns a destination's mapping reads, once each, in a fixed order: identifiers first, then fields, then subscription states. */
 export function canonicalColumns(destination: DestinationConfig): string[] {
-  const columns = [destination.matching.customerIdColumn, destination.matching.emailColumn, ...Object.keys(destination.fields)].filter(
-    (c): c is string => c !== undefined,
-  );
+  const columns = [
+    destination.matching.customerIdColumn,
+    destination.matching.emailColumn,
+    ...Object.keys(destination.fields),
+    ...destination.subscriptions.map((entry) => entry.column),
+  ].filter((c): c is string => c !== undefined);
   return [...new Set(columns)];
 }
 
@@ -112,6 +115,7 @@ export function mappingSeed(destination: DestinationConfig, segment: SegmentRefr
   // phones it makes valid (left out while unset, so seeds written before it existed stay the same).
   const parts: unknown[] = [destination.matching, destination.fields, types];
   if (destination.phoneCountry) parts.push({ phoneCountry: destination.phoneCountry });
+  if (destination.subscriptions.length) parts.push({ subscriptions: destination.subscriptions });
   return md5Hex(JSON.stringify(parts)).slice(0, 16);
 }
 

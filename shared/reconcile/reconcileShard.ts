@@ -14,6 +14,7 @@ import { readPreviousShard, shardStateBlobName, type PreviousState, type StateRe
 import { isNotFound } from '../storage/storageErrors';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { comparableHashes, parseViewLine, staleFields } from './brazeView';
+import { BRAZE_SUBSCRIPTION_FIELDS } from '../brazeApi';
 import { DRIFT_SAMPLE_SIZE, emptyDrift, type DriftTally } from '../runs/driftTally';
 
 /** A profile as Braze's segment exports show it under one key: the segments it is in, its fields' hashes, and whether the key is the user's first. */
@@ -47,6 +48,7 @@ export async function reconcileShard(
   signal: AbortSignal,
 ): Promise<UnitTotals> {
   const { segments, destination, partitions, state, bits, names, mapperOf, keyOf, fieldNames, normalizeGuids } = await shardContext(deps, run);
+  const paidFields = fieldNames.filter((name) => !BRAZE_SUBSCRIPTION_FIELDS.has(name)).length;
   const dry = run.dryRun;
   const totals: UnitTotals = { ...emptyTotals() };
   const drift = emptyDrift();
@@ -113,7 +115,7 @@ export async function reconcileShard(
       const synced = (profile.bits & bits.syncedMask) >>> 0;
       const prior = before.get(hash);
       const carried = prior ? (bits.maskOf(prior.m) & ~bits.syncedMask) >>> 0 : 0;
-      totals.dataPointsFullSend += fieldNames.length + bits.namesOf(synced).length;
+      totals.dataPointsFullSend += paidFields + bits.namesOf(synced).length;
       // Every profile is mapped: its values are compared with Braze's, not with a fingerprint.
       const first = parseMapLine(profile.first, `shard ${shard}`);
       const mapped = mapperOf(first.g)(first.v);
@@ -131,13 +133,17 @@ export async function reconcileShard(
       const missing = (synced & ~brazeMask) >>> 0;
       const stray = (brazeMask & ~synced) >>> 0;
       // In no exported segment, Braze's values are unknown: everything is sent, as to a new profile.
-      const stale = side
-        ? staleFields(
-            fieldNames,
-            comparableHashes(fieldNames, (name) => fields[name]),
-            side.v,
-          )
-        : Object.keys(fields);
+      // Subscription states are never repaired: users unsubscribe in Braze (a footer link, the SDK),
+      // and CI's value, sent again, would undo that; a sync sends them when CI's value changes.
+      const stale = (
+        side
+          ? staleFields(
+              fieldNames,
+              comparableHashes(fieldNames, (name) => fields[name]),
+              side.v,
+            )
+          : Object.keys(fields)
+      ).filter((name) => !BRAZE_SUBSCRIPTION_FIELDS.has(name));
       // Braze has the user under another spelling of its GUID: renamed to the canonical one.
       const rename = normalizeGuids && side && side.k !== key && canonicalKey(side.k) === key ? { from: side.k.slice(2) } : undefined;
       if (missing === 0 && stray === 0 && stale.length === 0 && !rename) {

@@ -1,5 +1,6 @@
 import { rejectsReportName } from '../../shared/runs/runBlobs';
 import { normalizeStandardAttribute, withoutInnerNulls } from '../../shared/mapping/standardAttributes';
+import { subscriptionReader } from '../../shared/mapping/subscriptions';
 import { requestSync } from '../../shared/sync/startSync';
 import { BrazeServer } from '../../local/brazeServer';
 import { csv, writeExport, type ExportColumn } from '../helpers/exportBuilder';
@@ -42,9 +43,18 @@ describe("Braze's profile fields, made valid before they are sent", () => {
       ['Asia/Kolkata', 'Europe/Kyiv', 'Eastern Time (US & Canada)'].map((value) => ({ ok: true, value })),
     );
     expect(n('time_zone', 'Mars/Olympus')).toMatchObject({ ok: false });
-    // email_subscribe / push_subscribe: "opted_in", "unsubscribed", "subscribed".
-    expect(n('email_subscribe', 'Opted In')).toEqual({ ok: true, value: 'opted_in' });
-    expect(n('push_subscribe', 'yes')).toMatchObject({ ok: false });
+    // email_subscribe / push_subscribe: "opted_in", "unsubscribed", "subscribed"; a subscription group's
+    // subscription_state: "subscribed", "unsubscribed". A column mapped under fields takes Braze's names only.
+    const strict = subscriptionReader('channel', {});
+    expect(strict('Opted In')).toEqual({ ok: true, state: 'opted_in' });
+    expect(strict('yes')).toMatchObject({ ok: false });
+    expect(strict('')).toEqual({ ok: true, state: undefined });
+    const group = subscriptionReader('group', undefined);
+    expect([true, 'Yes', 'opted-in', false, 'Opted Out', 'subscribed'].map((v) => group(v))).toEqual(
+      ['subscribed', 'subscribed', 'subscribed', 'unsubscribed', 'unsubscribed', 'subscribed'].map((state) => ({ ok: true, state })),
+    );
+    expect(subscriptionReader('channel', undefined)('Yes')).toEqual({ ok: true, state: 'opted_in' });
+    expect(subscriptionReader('channel', { J: 'opted_in', N: 'unsubscribed' })('yes')).toMatchObject({ ok: false, reason: expect.stringContaining('"J"') });
     // An empty cell clears the field.
     expect(n('country', null)).toEqual({ ok: true, value: null });
     // A nested attribute keeps everything but its nulls.

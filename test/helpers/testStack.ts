@@ -47,6 +47,7 @@ export function testConfig(overrides: Partial<SyncConfig['destinations'][number]
         fields: { FirstName: 'first_name', LoyaltyPoints: 'loyalty_points' },
         leaverValue: null,
         dryRun: false,
+        subscriptions: [],
         guard: { ...DEFAULT_GUARD },
         ...overrides,
       },
