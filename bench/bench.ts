@@ -49,6 +49,7 @@ const config: SyncConfig = {
       },
       fields: { FirstName: 'first_name', LastName: 'last_name', LoyaltyPoints: 'loyalty_points', LastPurchaseDate: 'last_purchase_at' },
       subscriptions: [],
+      membership: { mode: 'flags' },
       guard: { ...DEFAULT_GUARD },
       leaverValue: null,
       dryRun: false,

@@ -49,6 +49,8 @@ export interface BrazeServerOptions {
    * Input Length Exceeded (errors.md).
    */
   maxObjectsPerRequest?: number;
+  /** Elements an array custom attribute keeps (25 unless the workspace's limit was raised, up to 100). */
+  maxArrayLength?: number;
   /** Keep every applied /users/track object (`appliedObjects`), for tests that look at what was sent. */
   keepObjects?: boolean;
 }
@@ -102,6 +104,7 @@ export class BrazeServer {
   /** With `keepObjects`: every /users/track object applied, as it came. */
   readonly appliedObjects: BrazeProfile[] = [];
   private readonly keepObjects: boolean;
+  private readonly maxArrayLength: number;
   /** When each profile was last updated (a counter), for Braze's "most recently updated" rules. */
   private readonly updatedAt = new Map<string, number>();
   private updates = 0;
@@ -147,6 +150,7 @@ export class BrazeServer {
     this.exportDelayMs = options.exportDelayMs ?? 200;
     this.maxObjects = options.maxObjectsPerRequest ?? MAX_OBJECTS;
     this.keepObjects = options.keepObjects ?? false;
+    this.maxArrayLength = options.maxArrayLength ?? 25;
     this.requestDeck = new FaultDeck(options.seed ?? 42);
     this.windowDeck = new FaultDeck((options.seed ?? 42) + 1);
     this.server = http.createServer((request, response) => void this.handle(request, response));
@@ -309,7 +313,7 @@ export class BrazeServer {
         if (merged) profile.subscription_groups = merged;
         continue;
       }
-      const value = storedValue(name, given);
+      const value = isArrayUpdate(given) ? updatedArray(profile[name], given, this.maxArrayLength) : storedValue(name, given, this.maxArrayLength);
       if (value === undefined) continue;
       if (value === null) delete profile[name];
       else profile[name] = value;
@@ -503,7 +507,9 @@ export class BrazeServer {
     const attribute = this.segments[segmentId];
     const fields = new Set(body.fields_to_export as string[]);
     const lines: string[] = [];
-    for (const [key, profile] of this.profiles) if (profile[attribute] === true) lines.push(exportLine(key, profile, fields));
+    // A segment on a boolean attribute (is true), or on an array attribute (includes the segment's identifier).
+    const member = (value: Json | undefined) => value === true || (Array.isArray(value) && value.includes(segmentId));
+    for (const [key, profile] of this.profiles) if (member(profile[attribute])) lines.push(exportLine(key, profile, fields));
     const prefix = randomUUID();
     const entry: { segmentId: string; ready?: { body: Buffer; contentType: string } } = { segmentId };
     this.exports.set(prefix, entry);
@@ -562,7 +568,8 @@ export class BrazeServer {
  * (undefined: the field is left as it was), nor is a subscription state Braze does not list (the
  * document names the values it takes and nothing else; left as it was is our reading).
  */
-function storedValue(name: string, value: Json): Json | undefined {
+function storedValue(name: string, value: Json, maxArrayLength: number): Json | undefined {
+  if (Array.isArray(value) && !STANDARD_FIELDS.has(name) && !value.some((v) => isObject(v))) return arrayOf(value, maxArrayLength);
   // "Available values are "opted_in", "unsubscribed", and "subscribed"": another is not a state.
   if (name === 'email_subscribe' || name === 'push_subscribe')
     return value === 'opted_in' || value === 'unsubscribed' || value === 'subscribed' ? value : undefined;
@@ -595,6 +602,37 @@ function mergeSubscriptionGroups(held: Json | undefined, given: Json): Json[] | 
     groups.set(entry.subscription_group_id, { subscription_group_id: entry.subscription_group_id, subscription_state: entry.subscription_state });
   }
   return [...groups.values()];
+}
+
+/**
+ * An array custom attribute (user_attributes_object.md): "only unique values are supported" (a set
+ * given with repeats keeps each once), and "Arrays exceeding the maximum number of elements will be
+ * truncated" — 25 unless the workspace's limit was raised (up to 100).
+ */
+function arrayOf(values: Json[], max: number): Json[] {
+  const unique: Json[] = [];
+  for (const value of values) if (!unique.some((held) => JSON.stringify(held) === JSON.stringify(value))) unique.push(value);
+  return unique.slice(0, max);
+}
+
+/** `{add: […]}` / `{remove: […]}` (or `$add`/`$remove`) on an array attribute. */
+function isArrayUpdate(value: Json): value is Record<string, Json> {
+  if (!isObject(value)) return false;
+  const keys = Object.keys(value);
+  return keys.length > 0 && keys.every((k) => k === 'add' || k === 'remove' || k === '$add' || k === '$remove') && keys.every((k) => Array.isArray(value[k]));
+}
+
+/**
+ * Braze applies an array update's additions first, then its removals ("Adding an element … appends
+ * the element to the end of the array, unless it's already present, in which case it gets moved …
+ * to the end"); an addition beyond the maximum is cut.
+ */
+function updatedArray(held: Json | undefined, update: Record<string, Json>, max: number): Json[] {
+  const same = (a: Json, b: Json) => JSON.stringify(a) === JSON.stringify(b);
+  let values: Json[] = Array.isArray(held) ? [...held] : [];
+  for (const added of [...((update.add as Json[]) ?? []), ...((update.$add as Json[]) ?? [])]) values = [...values.filter((v) => !same(v, added)), added];
+  for (const removed of [...((update.remove as Json[]) ?? []), ...((update.$remove as Json[]) ?? [])]) values = values.filter((v) => !same(v, removed));
+  return values.slice(0, max);
 }
 
 const STANDARD_FIELDS = new Set(['current_location', 'facebook', 'twitter', 'push_tokens', 'user_alias', 'subscription_groups']);

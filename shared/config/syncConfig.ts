@@ -95,6 +95,22 @@ const subscriptionSchema = z
           ctx.addIssue({ code: 'custom', path: ['values', from], message: `a subscription group's state is "subscribed" or "unsubscribed", not "${to}"` });
   });
 
+/**
+ * How memberships appear in Braze: one boolean attribute per segment (`flags`), or one array
+ * attribute listing the segments' API identifiers (`list`), sent whole whenever it changes.
+ */
+const membershipSchema = z.discriminatedUnion('mode', [
+  z.strictObject({ mode: z.literal('flags') }),
+  z.strictObject({
+    mode: z.literal('list'),
+    attribute: brazeAttributeName.default('ci_segments'),
+    /** What a profile that left every segment gets: the attribute removed (null, default) or an empty list ([]). */
+    whenEmpty: z.union([z.null(), z.tuple([])]).default(null),
+    /** The most elements Braze keeps in one array attribute: 25 unless the workspace's limit was raised (up to 100). */
+    maxLength: z.number().int().min(1).max(100).default(25),
+  }),
+]);
+
 const share = z.number().min(0).max(1);
 
 /**
@@ -132,7 +148,9 @@ const destinationSchema = z
       .string()
       .regex(/^[A-Z]{2}$/, 'must be an ISO-3166-1 alpha-2 code such as DE or US')
       .optional(),
-    /** What a member who left a segment gets: the attribute removed (null, default) or false. */
+    /** One boolean attribute per segment (default), or one list of segment identifiers. Switching is migrated by the next run. */
+    membership: membershipSchema.default({ mode: 'flags' }),
+    /** What a member who left a segment gets: the attribute removed (null, default) or false (flags only). */
     leaverValue: z.union([z.null(), z.literal(false)]).default(null),
     /** Every run of this destination is a preview (a first rollout): nothing is sent until this is removed. */
     dryRun: z.boolean().default(false),
@@ -170,6 +188,18 @@ const destinationSchema = z
       if (brazeName === 'subscription_groups') {
         ctx.addIssue({ code: 'custom', path: ['fields', column], message: 'subscription groups are mapped under subscriptions (one entry per group)' });
       }
+    }
+    if (d.membership.mode === 'list') {
+      const list = d.membership.attribute;
+      if (Object.values(d.fields).includes(list)) ctx.addIssue({ code: 'custom', path: ['membership', 'attribute'], message: `"${list}" is also a field` });
+      if (attributes.has(list))
+        ctx.addIssue({ code: 'custom', path: ['membership', 'attribute'], message: `"${list}" is also the attribute of segment ${attributes.get(list)}` });
+      if (d.segments.length > d.membership.maxLength)
+        ctx.addIssue({
+          code: 'custom',
+          path: ['membership', 'maxLength'],
+          message: `a profile in all ${d.segments.length} segments would need a list of ${d.segments.length}, and Braze cuts arrays at ${d.membership.maxLength} elements: set maxLength to the workspace's array limit (25 unless raised, at most 100)`,
+        });
     }
     const subscribed = new Map<string, number>();
     for (const brazeName of Object.values(d.fields)) if (brazeName === 'email_subscribe' || brazeName === 'push_subscribe') subscribed.set(brazeName, -1);
@@ -210,6 +240,7 @@ export type DestinationConfig = SyncConfig['destinations'][number];
 export type SegmentConfig = DestinationConfig['segments'][number];
 export type GuardConfig = DestinationConfig['guard'];
 export type SubscriptionConfig = DestinationConfig['subscriptions'][number];
+export type MembershipConfig = DestinationConfig['membership'];
 
 /** Whether the guard can hold a run at all (either share is set). */
 export function guardEnabled(guard: GuardConfig): boolean {

@@ -12,7 +12,8 @@ import { atLine } from '../ci/partitionReader';
 import { mapOutputBlobName, sentBlobName, shardRejectsPartName, stagedBatchesName } from '../runs/runBlobs';
 import type { RunRecord } from '../runs/runRecord';
 import type { UnitTotals } from '../runs/unitLedger';
-import { changeAttributes, diffProfile } from '../state/diff';
+import { diffProfile } from '../state/diff';
+import { FLAGS, formFromKey, formKey, membershipEncoding, sameForm } from '../state/membershipEncoding';
 import {
   NdjsonWriter,
   readPreviousShard,
@@ -56,12 +57,6 @@ const DUPLICATE = 'duplicate: the segment has another row of this profile (its v
 const SHADOWED =
   'no customer ID, and a row with a customer ID carries this e-mail: Braze would apply this row to that profile (it updates the identified profile holding an address first)';
 
-function popcount(mask: number): number {
-  let n = mask - ((mask >>> 1) & 0x55555555);
-  n = (n & 0x33333333) + ((n >>> 2) & 0x33333333);
-  return (((n + (n >>> 4)) & 0x0f0f0f0f) * 0x01010101) >>> 24;
-}
-
 /**
  * A shard step: everything about the profiles whose key hashes to this shard. It gathers their
  * rows from every partition's map output (so a profile in several segments becomes one object,
@@ -82,7 +77,11 @@ export async function diffShard(
   uncertain: UncertainRun | undefined,
   signal: AbortSignal,
 ): Promise<UnitTotals> {
-  const { segments, destination, partitions, state, bits, names, mapperOf, keyOf, fieldNames, normalizeGuids } = await shardContext(deps, run);
+  const { segments, partitions, state, bits, names, mapperOf, keyOf, fieldNames, normalizeGuids, encoding } = await shardContext(deps, run);
+  // The state was written with memberships in another form (flags ↔ list, or another list
+  // attribute): every profile it holds is written in this one, and what the other form left cleared.
+  const previousForm = previous.format === 2 ? formFromKey(previous.manifest.membership) : FLAGS;
+  const switching = previous.format !== 0 && !sameForm(previousForm, encoding.form);
   // What a full send costs in data points: subscription states log none.
   const fieldCount = fieldNames.filter((name) => !BRAZE_SUBSCRIPTION_FIELDS.has(name)).length;
   const subscriptionNames = fieldNames.filter((name) => BRAZE_SUBSCRIPTION_FIELDS.has(name));
@@ -153,27 +152,32 @@ export async function diffShard(
     joined: number,
     left: number,
     fieldsChanged: string[],
+    membership: Record<string, unknown>,
     attributes: Record<string, unknown>,
-    kind?: 'merges' | 'renames',
+    kind?: 'merges' | 'renames' | 'rewrites',
   ) => {
     preview.profilesSent += 1;
     preview.dataPoints += dataPointsOf(attributes);
-    for (const name of names(joined)) attributeChanged(name);
-    for (const name of names(left)) attributeChanged(name);
+    const written = Object.keys(membership);
+    for (const name of written) attributeChanged(name);
     for (const name of fieldsChanged) attributeChanged(name);
+    if (kind === 'rewrites') preview.rewritten += 1;
     if (preview.sample.length < PREVIEW_SAMPLE_SIZE)
       preview.sample.push({
         identifier: describeIdentifier(identifier),
         change: kind ?? (joined ? 'joins' : left && !fieldsChanged.length ? 'leaves' : 'changes'),
-        attributes: [...names(joined), ...names(left), ...fieldsChanged],
+        attributes: [...written, ...fieldsChanged],
       });
   };
-  /** A profile sent only to leave: the memberships in `leave` cleared (after a merge, with `identify`). */
-  const enqueueExit = async (hash: string, identifier: BrazeIdentifier, leave: number, identify?: { email: string }) => {
-    const attributes = changeAttributes({ unchanged: false, sendFields: false, join: 0, leave }, {}, names, destination.leaverValue);
+  /**
+   * A profile sent only for its memberships: `leave` cleared, `after` what it stays a member of
+   * (after a merge, with `identify`); in a switch of form, written anew with the old form cleared.
+   */
+  const enqueueExit = async (hash: string, identifier: BrazeIdentifier, leave: number, after: number, prior: number, identify?: { email: string }) => {
+    const attributes = switching ? { ...encoding.clearing(previousForm, prior), ...encoding.full(after) } : encoding.change(0, leave, after);
     if (dry) {
       for (const name of names((leave & bits.syncedMask) >>> 0)) segmentPreview(name).leavers += 1;
-      tally(identifier, 0, leave, [], attributes, identify ? 'merges' : undefined);
+      tally(identifier, 0, leave, [], attributes, attributes, identify ? 'merges' : switching ? 'rewrites' : undefined);
     }
     await packer.add({ hash, identifier, attributes, rows: 0, source: 'leaver', ...(identify ? { identify } : {}) });
     totals.usersEnqueued += 1;
@@ -190,7 +194,7 @@ export async function diffShard(
       const carried = (priorMask & ~bits.syncedMask) >>> 0;
       const nextMask = (synced | carried) >>> 0;
       // What sending the profile in full would cost: every configured field, every membership.
-      totals.dataPointsFullSend += fieldCount + popcount(synced);
+      totals.dataPointsFullSend += fieldCount + encoding.fullSendPoints(synced);
       const fingerprintNow = mapLineFingerprint(profile.first, `shard ${shard}`);
       const fieldsChanged = fallback || !prior || prior.f !== fingerprintNow;
       const change = diffProfile(
@@ -208,18 +212,23 @@ export async function diffShard(
       // Braze has the profile under another spelling of its GUID: renamed to the canonical one first.
       const renamedKey = normalizeGuids && prior ? canonicalKey(prior.k) : undefined;
       const rename = renamedKey ? { from: prior!.k.slice(2) } : undefined;
-      if (change.unchanged && !rename) {
+      // A profile Braze holds in the other form is written in this one, whatever else changed.
+      const rewrite = switching && prior !== undefined;
+      const membership = rewrite
+        ? { ...encoding.clearing(previousForm, priorMask), ...encoding.full(nextMask) }
+        : encoding.change(change.join, change.leave, nextMask);
+      if (change.unchanged && !rename && !rewrite) {
         totals.rowsSkippedUnchanged += profile.rows;
         await keep({ h: hash, k: prior!.k, m: names(nextMask), f: prior!.f, a: prior!.a });
         continue;
       }
-      if (change.unchanged) {
+      if (change.unchanged && !rewrite) {
         // Nothing else changed: the rename alone goes (no data point).
         totals.rowsSkippedUnchanged += profile.rows;
         const identifier = identifierFromKey(renamedKey!);
         const first = parseMapLine(profile.first, `shard ${shard}`);
         if (dry) {
-          tally(identifier, 0, 0, [], {}, 'renames');
+          tally(identifier, 0, 0, [], {}, {}, 'renames');
           preview.renamed += 1;
         }
         await sentWriter?.writeSent({ h: hash, k: prior!.k, p: { m: prior!.m, f: prior!.f, a: prior!.a } });
@@ -264,9 +273,11 @@ export async function diffShard(
         fingerprint = prior!.f;
         hashes = prior!.a;
       }
-      const attributes = changeAttributes(change, fields, names, destination.leaverValue);
+      const attributes = { ...(change.sendFields ? fields : {}), ...membership };
       if (dry) {
-        tally(identifier, change.join, change.leave, change.sendFields ? changedAttributes(fieldNames, hashes!, prior?.a) : [], attributes);
+        const fieldsChangedNow = change.sendFields ? changedAttributes(fieldNames, hashes!, prior?.a) : [];
+        tally(identifier, change.join, change.leave, fieldsChangedNow, membership, attributes, rewrite && change.unchanged ? 'rewrites' : undefined);
+        if (rewrite && !change.unchanged) preview.rewritten += 1;
         if (rename) preview.renamed += 1;
       }
       // What Braze does not take puts the old spelling back in the state: the next run asks for the rename again.
@@ -307,24 +318,25 @@ export async function diffShard(
         const leave = (priorMask & bits.syncedMask & ~identified.bits) >>> 0;
         if (dry) preview.identified += 1;
         await sentWriter?.writeSent({ h: hash, k: prior.k, p: { m: prior.m, f: prior.f, a: prior.a } });
-        await enqueueExit(hash, { external_id: identified.externalId }, leave, { email: prior.k.slice(2) });
+        await enqueueExit(hash, { external_id: identified.externalId }, leave, identified.bits, priorMask, { email: prior.k.slice(2) });
         continue;
       }
       const leave = (priorMask & bits.syncedMask) >>> 0;
-      const kept = { h: hash, k: prior.k, m: names((priorMask & ~bits.syncedMask) >>> 0), f: prior.f, a: prior.a };
-      if (leave === 0) {
+      const carried = (priorMask & ~bits.syncedMask) >>> 0;
+      const kept = { h: hash, k: prior.k, m: names(carried), f: prior.f, a: prior.a };
+      if (leave === 0 && !(switching && priorMask !== 0)) {
         await keep(kept);
         continue;
       }
       await sentWriter?.writeSent({ h: hash, k: prior.k, p: { m: prior.m, f: prior.f, a: prior.a } });
       await keep(kept);
-      await enqueueExit(hash, identifierFromKey(prior.k), leave);
+      await enqueueExit(hash, identifierFromKey(prior.k), leave, carried, priorMask);
     }
     for (const stray of strays) {
       // Another spelling of a GUID whose canonical spelling is a profile of its own: in Braze, two
       // users. This one is cleared of every membership under its own external_id and leaves the state.
       const leave = bits.maskOf(stray.m);
-      if (leave !== 0) await enqueueExit(keyHash(stray.k), identifierFromKey(stray.k), leave);
+      if (leave !== 0) await enqueueExit(keyHash(stray.k), identifierFromKey(stray.k), leave, 0, leave);
     }
     if (strays.length)
       deps.log.warn(
@@ -345,6 +357,8 @@ export async function diffShard(
   totals.stateBlob = shardStateBlobName(run.modelJsonPath, run.runId, shard, owner);
   totals.stateFallback = fallback || undefined;
   totals.guidKeys = normalizeGuids || undefined;
+  totals.membershipForm = formKey(encoding.form);
+  if (switching) totals.membershipFrom = formKey(previousForm);
   return totals;
 }
 
@@ -498,6 +512,7 @@ export async function shardContext(deps: ConnectorDeps, run: RunRecord) {
     normalizeGuids: identityOptions.normalizeGuids,
     // The attributes a mapped row may carry, in a fixed order (for the per-field hashes in the state).
     fieldNames: mappedFieldNames(destination),
+    encoding: membershipEncoding(destination, bits),
   };
 }
 

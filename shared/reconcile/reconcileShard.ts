@@ -15,6 +15,8 @@ import { isNotFound } from '../storage/storageErrors';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { comparableHashes, parseViewLine, staleFields } from './brazeView';
 import { BRAZE_SUBSCRIPTION_FIELDS } from '../brazeApi';
+import { InvalidInputError } from '../errors';
+import { FLAGS, formFromKey, formKey, sameForm } from '../state/membershipEncoding';
 import { DRIFT_SAMPLE_SIZE, emptyDrift, type DriftTally } from '../runs/driftTally';
 
 /** A profile as Braze's segment exports show it under one key: the segments it is in, its fields' hashes, and whether the key is the user's first. */
@@ -47,7 +49,14 @@ export async function reconcileShard(
   previous: PreviousState,
   signal: AbortSignal,
 ): Promise<UnitTotals> {
-  const { segments, destination, partitions, state, bits, names, mapperOf, keyOf, fieldNames, normalizeGuids } = await shardContext(deps, run);
+  const { segments, partitions, state, bits, names, mapperOf, keyOf, fieldNames, normalizeGuids, encoding } = await shardContext(deps, run);
+  // Braze's segments are judged in the form the state says Braze holds; a form the config changed
+  // since is written anew by a sync (which clears the old one) before anything can be compared.
+  const stateForm = previous.format === 2 ? formFromKey(previous.manifest.membership) : FLAGS;
+  if (previous.format !== 0 && !sameForm(stateForm, encoding.form))
+    throw new InvalidInputError(
+      `destination ${run.destination}: Braze holds its memberships as ${formKey(stateForm)} and the config asks for ${formKey(encoding.form)}; a sync writes them anew first — reconcile after it`,
+    );
   const paidFields = fieldNames.filter((name) => !BRAZE_SUBSCRIPTION_FIELDS.has(name)).length;
   const dry = run.dryRun;
   const totals: UnitTotals = { ...emptyTotals() };
@@ -115,7 +124,7 @@ export async function reconcileShard(
       const synced = (profile.bits & bits.syncedMask) >>> 0;
       const prior = before.get(hash);
       const carried = prior ? (bits.maskOf(prior.m) & ~bits.syncedMask) >>> 0 : 0;
-      totals.dataPointsFullSend += paidFields + bits.namesOf(synced).length;
+      totals.dataPointsFullSend += paidFields + encoding.fullSendPoints(synced);
       // Every profile is mapped: its values are compared with Braze's, not with a fingerprint.
       const first = parseMapLine(profile.first, `shard ${shard}`);
       const mapped = mapperOf(first.g)(first.v);
@@ -153,8 +162,7 @@ export async function reconcileShard(
       }
       const attributes: Record<string, JsonValue> = {};
       for (const name of stale) attributes[name] = fields[name];
-      for (const name of names(missing)) attributes[name] = true;
-      for (const name of names(stray)) attributes[name] = destination.leaverValue;
+      Object.assign(attributes, encoding.change(missing, stray, (synced | carried) >>> 0));
       for (const name of names(missing)) segmentDrift(name).missing += 1;
       for (const name of names(stray)) segmentDrift(name).stray += 1;
       if (side) for (const name of stale) drift.staleValues[name] = (drift.staleValues[name] ?? 0) + 1;
@@ -186,11 +194,9 @@ export async function reconcileShard(
         for (const name of names(stray)) segmentDrift(name).unresolved += 1;
         continue;
       }
-      const attributes: Record<string, JsonValue> = {};
-      for (const name of names(stray)) {
-        attributes[name] = destination.leaverValue;
-        segmentDrift(name).stray += 1;
-      }
+      // What the user stays a member of is not ours to know beyond this run's segments: none of them.
+      const attributes = encoding.change(0, stray, 0);
+      for (const name of names(stray)) segmentDrift(name).stray += 1;
       const identifier = identifierFromKey(side.k);
       note(identifier, 'stray', names(stray));
       await repair(hash, side.k, identifier, attributes, 0, 'leaver');
@@ -211,5 +217,6 @@ export async function reconcileShard(
   totals.drift = drift;
   if (!dry) totals.stateBlob = shardStateBlobName(run.modelJsonPath, run.runId, shard, owner);
   totals.guidKeys = normalizeGuids || undefined;
+  totals.membershipForm = formKey(encoding.form);
   return totals;
 }

@@ -11,8 +11,9 @@ export const previewSampleSchema = z.object({
   /**
    * `merges`: an e-mail-only profile merged into the profile of the customer ID its row has now.
    * `renames`: a profile renamed to the canonical spelling of its GUID customer ID.
+   * `rewrites`: a profile whose memberships are written in the destination's new membership form.
    */
-  change: z.enum(['joins', 'leaves', 'changes', 'merges', 'renames']),
+  change: z.enum(['joins', 'leaves', 'changes', 'merges', 'renames', 'rewrites']),
   attributes: z.array(z.string()),
 });
 
@@ -30,6 +31,8 @@ export const previewTallySchema = z.object({
   identified: count,
   /** Profiles whose external_id would be renamed to its GUID's canonical spelling. */
   renamed: count,
+  /** Profiles whose memberships would be rewritten: the destination's membership form changed (flags ↔ list). */
+  rewritten: count,
   requests: count,
   dataPoints: count,
   sample: z.array(previewSampleSchema).default([]),
@@ -41,7 +44,7 @@ export type PreviewSample = z.output<typeof previewSampleSchema>;
 export const PREVIEW_SAMPLE_SIZE = 20;
 
 export function emptyPreview(): PreviewTally {
-  return { segments: {}, attributes: {}, profilesSent: 0, identified: 0, renamed: 0, requests: 0, dataPoints: 0, sample: [] };
+  return { segments: {}, attributes: {}, profilesSent: 0, identified: 0, renamed: 0, rewritten: 0, requests: 0, dataPoints: 0, sample: [] };
 }
 
 export function addPreviews(tallies: PreviewTally[]): PreviewTally {
@@ -58,6 +61,7 @@ export function addPreviews(tallies: PreviewTally[]): PreviewTally {
     sum.profilesSent += tally.profilesSent;
     sum.identified += tally.identified;
     sum.renamed += tally.renamed;
+    sum.rewritten += tally.rewritten;
     sum.requests += tally.requests;
     sum.dataPoints += tally.dataPoints;
     for (const sample of tally.sample) if (sum.sample.length < PREVIEW_SAMPLE_SIZE) sum.sample.push(sample);

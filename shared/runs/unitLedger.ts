@@ -35,6 +35,9 @@ export const unitTotalsSchema = z.object({
   emailKeys: z.number().int().min(0).optional(),
   /** The shard wrote GUID customer IDs in their canonical spelling (its state's keys are). */
   guidKeys: z.boolean().optional(),
+  /** The form the shard sent memberships in (`flags`, `list:<attribute>`), and the one it replaced when it switched. */
+  membershipForm: z.string().min(1).optional(),
+  membershipFrom: z.string().min(1).optional(),
   /** A dry run's findings in this shard. */
   preview: previewTallySchema.optional(),
   /** A reconcile's findings in this shard. */

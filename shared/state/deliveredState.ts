@@ -53,6 +53,8 @@ export const stateManifestSchema = z.strictObject({
   guidKeys: z.literal(true).optional(),
   /** How many of its profiles are keyed by e-mail (absent in older manifests: not known). */
   emailKeys: z.number().int().min(0).optional(),
+  /** The form Braze holds its memberships in: `list:<attribute>`; absent, one attribute per segment. */
+  membership: z.string().min(1).optional(),
 });
 export type StateManifest = z.output<typeof stateManifestSchema>;
 

@@ -1,5 +1,3 @@
-import type { JsonValue } from '../ci/dataTypes';
-
 export interface ProfileFacts {
   hasPrevious: boolean;
   previousMemberships: number;
@@ -30,17 +28,4 @@ export function diffProfile(facts: ProfileFacts, syncedMask: number, force: bool
   const join = (current & ~previous) >>> 0;
   const leave = (previous & ~current) >>> 0;
   return { unchanged: !sendFields && join === 0 && leave === 0, sendFields, join, leave };
-}
-
-/** The attributes to send for a change, without the identifier. */
-export function changeAttributes(
-  change: ProfileChange,
-  fields: Record<string, JsonValue>,
-  namesOf: (mask: number) => string[],
-  leaverValue: null | false,
-): Record<string, JsonValue> {
-  const attributes: Record<string, JsonValue> = change.sendFields ? { ...fields } : {};
-  for (const name of namesOf(change.join)) attributes[name] = true;
-  for (const name of namesOf(change.leave)) attributes[name] = leaverValue;
-  return attributes;
 }

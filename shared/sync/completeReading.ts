@@ -106,8 +106,14 @@ async function writePreviewReport(
       rows: { read: totals.rowsRead, unchanged: totals.rowsSkippedUnchanged, wouldSend: totals.rowsEnqueued, rejected: totals.rowsRejectedInput },
       rejectedByReason: reasons,
       ...(rejectsReport ? { rejectsReport } : {}),
-      // merging: e-mail-only profiles whose row got a customer ID, merged into that profile (/users/identify).
-      profiles: { wouldSend: totals.usersEnqueued, leaving: totals.exitsEnqueued, ...(preview.identified ? { merging: preview.identified } : {}) },
+      // merging: e-mail-only profiles whose row got a customer ID, merged into that profile (/users/identify);
+      // rewriting: profiles whose memberships go over to the destination's new membership form.
+      profiles: {
+        wouldSend: totals.usersEnqueued,
+        leaving: totals.exitsEnqueued,
+        ...(preview.identified ? { merging: preview.identified } : {}),
+        ...(preview.rewritten ? { rewriting: preview.rewritten } : {}),
+      },
       brazeRequests: preview.requests,
       dataPoints: preview.dataPoints,
       dataPointsFullSend: totals.dataPointsFullSend,

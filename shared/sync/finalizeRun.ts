@@ -84,7 +84,17 @@ async function writeDeliveredState(
   }
   signal.throwIfAborted();
   const guidKeys = shardUnits.length > 0 && shardUnits.every((unit) => unit.totals?.guidKeys === true);
-  const manifest: StateManifest = { format: STATE_FORMAT, runId: run.runId, shards: run.shards, profiles, blobs, emailKeys, ...(guidKeys ? { guidKeys } : {}) };
+  const membership = manifestMembership(shardUnits, byShard.size > 0);
+  const manifest: StateManifest = {
+    format: STATE_FORMAT,
+    runId: run.runId,
+    shards: run.shards,
+    profiles,
+    blobs,
+    emailKeys,
+    ...(guidKeys ? { guidKeys } : {}),
+    ...(membership !== 'flags' ? { membership } : {}),
+  };
   const manifestName = manifestBlobName(run.modelJsonPath, run.runId);
   const text = JSON.stringify(manifest);
   await container.getBlockBlobClient(manifestName).upload(text, Buffer.byteLength(text), { blobHTTPHeaders: { blobContentType: 'application/json' } });
@@ -113,6 +123,19 @@ async function writeDeliveredState(
   // The run that wrote the previous state can no longer be resumed: its working blobs go.
   await deleteWorkingBlobs(container, previous.runId);
   return true;
+}
+
+/**
+ * The form the state's memberships are in Braze. A run that switched form and did not deliver every
+ * profile leaves some in the old one: the state says the old form, so the next run writes every
+ * profile anew (the delivered ones again, harmlessly). Shards that disagree (the config changed
+ * under the run) are taken as flags, which the next run of a list rewrites likewise.
+ */
+function manifestMembership(shardUnits: { totals?: { membershipForm?: string; membershipFrom?: string } }[], undelivered: boolean): string {
+  const forms = new Set(shardUnits.map((unit) => unit.totals?.membershipForm ?? 'flags'));
+  const from = shardUnits.find((unit) => unit.totals?.membershipFrom)?.totals?.membershipFrom;
+  if (from && undelivered) return from;
+  return forms.size === 1 ? [...forms][0] : 'flags';
 }
 
 /**

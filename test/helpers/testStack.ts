@@ -48,6 +48,7 @@ export function testConfig(overrides: Partial<SyncConfig['destinations'][number]
         leaverValue: null,
         dryRun: false,
         subscriptions: [],
+        membership: { mode: 'flags' },
         guard: { ...DEFAULT_GUARD },
         ...overrides,
       },

@@ -1,4 +1,6 @@
-import { changeAttributes, diffProfile } from '../../shared/state/diff';
+import { diffProfile } from '../../shared/state/diff';
+import { membershipEncoding } from '../../shared/state/membershipEncoding';
+import { testConfig } from '../helpers/testStack';
 import { MembershipBits } from '../../shared/state/membershipBits';
 import { fieldsFingerprint, keyHash, ProfileIndex } from '../../shared/state/profileIndex';
 import { gzipSync } from 'node:zlib';
@@ -21,6 +23,16 @@ describe('diffing a profile against what Braze last accepted', () => {
   const B = bits.bit('b');
   const OTHER = bits.bit('other');
   const base = { hasPrevious: true, previousMemberships: A, currentMemberships: A, fieldsChanged: false };
+  const destination = (overrides: Parameters<typeof testConfig>[0]) =>
+    testConfig({
+      segments: [
+        { table: 'A', brazeSegmentId: 'seg-a', attribute: 'a' },
+        { table: 'B', brazeSegmentId: 'seg-b', attribute: 'b' },
+      ],
+      ...overrides,
+    }).destinations[0];
+  const flags = (leaverValue: null | false) => membershipEncoding(destination({ leaverValue }), bits);
+  const list = membershipEncoding(destination({ membership: { mode: 'list', attribute: 'ci_segments', whenEmpty: null, maxLength: 25 } }), bits);
 
   it('skips an unchanged profile', () => {
     expect(diffProfile(base, bits.syncedMask, false)).toEqual({ unchanged: true, sendFields: false, join: 0, leave: 0 });
@@ -28,11 +40,22 @@ describe('diffing a profile against what Braze last accepted', () => {
   it('sends only the membership when a profile joins another segment', () => {
     const change = diffProfile({ ...base, currentMemberships: A | B }, bits.syncedMask, false);
     expect(change).toEqual({ unchanged: false, sendFields: false, join: B, leave: 0 });
-    expect(changeAttributes(change, { first_name: 'X' }, (m) => bits.namesOf(m), null)).toEqual({ b: true });
+    expect(flags(null).change(change.join, change.leave, A | B)).toEqual({ b: true });
+    // As a list: the whole list, in the config's order.
+    expect(list.change(change.join, change.leave, A | B)).toEqual({ ci_segments: ['seg-a', 'seg-b'] });
   });
   it('clears a left segment with the leaver value and keeps the other', () => {
     const change = diffProfile({ ...base, previousMemberships: A | B }, bits.syncedMask, false);
-    expect(changeAttributes(change, {}, (m) => bits.namesOf(m), false)).toEqual({ b: false });
+    expect(flags(false).change(change.join, change.leave, A)).toEqual({ b: false });
+    expect(list.change(change.join, change.leave, A)).toEqual({ ci_segments: ['seg-a'] });
+    expect(list.change(0, A | B, 0)).toEqual({ ci_segments: null });
+    expect(list.change(0, 0, A)).toEqual({});
+  });
+  it('writes memberships anew when the form changes, clearing what the old form left', () => {
+    expect({ ...list.clearing({ mode: 'flags' }, A | B), ...list.full(B) }).toEqual({ a: null, b: null, ci_segments: ['seg-b'] });
+    expect({ ...flags(null).clearing({ mode: 'list', attribute: 'ci_segments' }, A), ...flags(null).full(A) }).toEqual({ ci_segments: null, a: true });
+    // A data point per membership as flags, one for a whole list.
+    expect([flags(null).fullSendPoints(A | B), list.fullSendPoints(A | B), list.fullSendPoints(0)]).toEqual([2, 1, 0]);
   });
   it('sends fields when they changed, everything when new or forced', () => {
     expect(diffProfile({ ...base, fieldsChanged: true }, bits.syncedMask, false)).toMatchObject({ sendFields: true, join: 0 });
