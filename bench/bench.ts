@@ -50,6 +50,7 @@ const config: SyncConfig = {
       fields: { FirstName: 'first_name', LastName: 'last_name', LoyaltyPoints: 'loyalty_points', LastPurchaseDate: 'last_purchase_at' },
       subscriptions: [],
       membership: { mode: 'flags' },
+      notify: [],
       guard: { ...DEFAULT_GUARD },
       leaverValue: null,
       dryRun: false,

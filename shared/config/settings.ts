@@ -79,6 +79,11 @@ export const appSettingsSchema = z.object({
   RECONCILE_EXPORT_TIMEOUT_MINUTES: positiveInt(180),
   /** Ended runs older than this are deleted by the timer: their records, batches and rejects report. */
   RUN_RETENTION_DAYS: positiveInt(30),
+  /** When a webhook that did not take a notification is tried again (seconds after each failure); then it is given up. */
+  NOTIFY_RETRY_SECONDS: z
+    .string()
+    .regex(/^\d+(\.\d+)?(,\d+(\.\d+)?)*$/, 'must be seconds separated by commas, e.g. 30,120,600,1800')
+    .default('30,120,600,1800'),
   /**
    * Azure Storage answers 503 ServerBusy and 500 under load and drops connections: each call is
    * tried this often, each try given this long, with exponential backoff between tries.
@@ -156,6 +161,8 @@ export interface AppSettings {
   runStallMs: number;
   runRetentionMs: number;
   reconcile: { pollMs: number; exportTimeoutMs: number };
+  /** Delays before each further try of a notification. */
+  notifyRetryDelaysMs: number[];
 }
 
 export function loadAppSettings(env: Record<string, string | undefined>): AppSettings {
@@ -207,5 +214,6 @@ export function loadAppSettings(env: Record<string, string | undefined>): AppSet
     runStallMs: s.RUN_STALL_MINUTES * 60_000,
     runRetentionMs: s.RUN_RETENTION_DAYS * 24 * 3600_000,
     reconcile: { pollMs: s.RECONCILE_POLL_SECONDS * 1000, exportTimeoutMs: s.RECONCILE_EXPORT_TIMEOUT_MINUTES * 60_000 },
+    notifyRetryDelaysMs: s.NOTIFY_RETRY_SECONDS.split(',').map((seconds) => Math.round(Number(seconds) * 1000)),
   };
 }

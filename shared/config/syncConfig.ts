@@ -111,6 +111,28 @@ const membershipSchema = z.discriminatedUnion('mode', [
   }),
 ]);
 
+/** What a run can tell the outside about: how it ended, or that it waits for a person. */
+export const NOTIFY_EVENTS = ['completed', 'failed', 'held', 'halted', 'stalled', 'drift'] as const;
+export type NotifyEvent = (typeof NOTIFY_EVENTS)[number];
+
+/**
+ * A webhook told about a destination's runs: a POST of the run's summary (ids, counts, reasons —
+ * no identifier, e-mail or name). Its URL is a secret (Slack's and Teams' carry their key), so the
+ * config names where it is — an app setting, or a Key Vault secret read with the app's identity.
+ */
+const notifySchema = z
+  .strictObject({
+    urlSetting: z
+      .string()
+      .regex(/^[A-Za-z_][A-Za-z0-9_]*$/, 'must be an app setting name')
+      .optional(),
+    urlSecretUri: z.url().optional(),
+    on: z.array(z.enum(NOTIFY_EVENTS)).min(1).default(['failed', 'held', 'halted', 'stalled']),
+    /** `json` (the summary as is), `slack` (an incoming webhook's text), `teams` (a Workflows webhook's Adaptive Card). */
+    format: z.enum(['json', 'slack', 'teams']).default('json'),
+  })
+  .refine((n) => (n.urlSetting === undefined) !== (n.urlSecretUri === undefined), 'needs exactly one of urlSetting and urlSecretUri');
+
 const share = z.number().min(0).max(1);
 
 /**
@@ -158,6 +180,8 @@ const destinationSchema = z
     workspace: z.string().min(1).optional(),
     /** Columns holding subscription state (channels, subscription groups): sent when CI's value changes. */
     subscriptions: z.array(subscriptionSchema).default([]),
+    /** Webhooks told when a run ends or waits for a person. */
+    notify: z.array(notifySchema).default([]),
     /** The guard against mass change: when a run waits for approval instead of sending. */
     guard: guardSchema.default(() => ({ ...DEFAULT_GUARD })),
   })
@@ -241,6 +265,7 @@ export type SegmentConfig = DestinationConfig['segments'][number];
 export type GuardConfig = DestinationConfig['guard'];
 export type SubscriptionConfig = DestinationConfig['subscriptions'][number];
 export type MembershipConfig = DestinationConfig['membership'];
+export type NotifyTarget = DestinationConfig['notify'][number];
 
 /** Whether the guard can hold a run at all (either share is set). */
 export function guardEnabled(guard: GuardConfig): boolean {

@@ -1,3 +1,4 @@
+import type { AxiosInstance } from 'axios';
 import type { AppSettings } from '../config/settings';
 import type { SyncConfig } from '../config/syncConfig';
 import type { BrazeClient } from '../braze/client';
@@ -28,6 +29,10 @@ export interface ConnectorDeps {
   braze: BrazeClient;
   /** The client of a destination's workspace (its `workspace` in the mapping config), or the default one. */
   brazeFor(workspace: string | undefined): BrazeClient;
+  /** A notify target's webhook URL, read from its app setting or Key Vault secret (a secret: never logged). */
+  webhookUrl(target: { urlSetting?: string; urlSecretUri?: string }): Promise<string>;
+  /** The HTTP client webhooks are posted with. */
+  webhooks: AxiosInstance;
   clock: Clock;
   log: Logger;
 }

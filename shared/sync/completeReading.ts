@@ -14,6 +14,7 @@ import { finalizeRun, requestFinalizeIfComplete } from './finalizeRun';
 import { releaseStaged } from './heldRuns';
 import { guardVerdict, type RunChange } from './massChangeGuard';
 import { stateBaseProfiles } from './stateBase';
+import { announce } from './notify';
 
 /** What the reading of a run came to: its totals (the sum of its steps'), input rejects by reason, its steps, a reconcile's drift. */
 interface ReadingSummary {
@@ -65,7 +66,7 @@ export async function completeReading(deps: ConnectorDeps, planned: RunRecord): 
         },
   );
   if (!changed) return;
-  if (drift) reportDrift(deps, run, drift);
+  if (drift) await reportDrift(deps, run, drift);
   deps.log.info(
     `run ${runId}: read ${totals.rowsRead} rows; ${totals.usersEnqueued} profiles to send (${totals.exitsEnqueued} leaving), ${totals.rowsSkippedUnchanged} rows unchanged, ${totals.rowsRejectedInput} rejected; ${totals.batchesEnqueued} batches from ${run.shards} shards${stateFallback ? '; the delivered state was of an older format: everything was sent in full' : ''}`,
   );
@@ -186,7 +187,7 @@ async function passGuard(deps: ConnectorDeps, planned: RunRecord, reading: Readi
 async function holdRun(deps: ConnectorDeps, run: RunRecord, reading: ReadingSummary, held: string[]): Promise<void> {
   const { totals, reasons, units, drift } = reading;
   const heldReason = held.join('; ');
-  const { changed } = await deps.runs.update(run.runId, (current) =>
+  const { changed, run: heldRun } = await deps.runs.update(run.runId, (current) =>
     statusAfter(current.status, 'hold')
       ? {
           ...totals,
@@ -203,7 +204,7 @@ async function holdRun(deps: ConnectorDeps, run: RunRecord, reading: ReadingSumm
   deps.log.warn(
     `run ${run.runId} held: ${heldReason}. Nothing was sent. See GET /api/runs/${run.runId}/preview, then POST /api/runs/${run.runId}/approve to send exactly that, or POST /api/runs/${run.runId}/cancel`,
   );
-  deps.log.record({
+  await announce(deps, heldRun, {
     connectorEvent: 'RunHeld',
     runId: run.runId,
     destination: run.destination,
@@ -245,7 +246,7 @@ async function completePreview(deps: ConnectorDeps, runId: string, reading: Read
   if (!changed) return;
   await deleteWorkingBlobs(deps.storage.stateContainer, runId);
   if (drift) {
-    reportDrift(deps, run, drift);
+    await reportDrift(deps, run, drift);
     return;
   }
   deps.log.info(
@@ -285,13 +286,13 @@ async function driftSummary(deps: ConnectorDeps, run: RunRecord, units: UnitReco
   return summary;
 }
 
-function reportDrift(deps: ConnectorDeps, run: RunRecord, drift: DriftSummary): void {
+async function reportDrift(deps: ConnectorDeps, run: RunRecord, drift: DriftSummary): Promise<void> {
   const sum = (key: 'missing' | 'stray' | 'unresolved') => Object.values(drift.segments).reduce((n, s) => n + s[key], 0);
   const stale = Object.values(drift.staleValues).reduce((n, v) => n + v, 0);
   deps.log.info(
     `run ${run.runId} reconciled with Braze: ${sum('missing')} memberships missing in Braze, ${sum('stray')} stray members (${sum('unresolved')} more left alone: CI may list them under another key), ${stale} stale values; ${drift.profiles} profiles ${run.dryRun ? 'would be repaired (dry run: nothing sent)' : 'to repair'} in ${drift.requests} requests${drift.usersUnmatched ? `; ${drift.usersUnmatched} exported users had no identifier the matching rules use (not checked)` : ''}`,
   );
-  deps.log.record({
+  await announce(deps, run, {
     connectorEvent: 'RunReconciled',
     runId: run.runId,
     destination: run.destination,

@@ -10,7 +10,8 @@ import { DestinationStore } from '../runs/destinationStore';
 import { RunStore } from '../runs/runStore';
 import { UnitLedger } from '../runs/unitLedger';
 import { azureCredential, createStorageClients, ensureStorage } from '../storage/clients';
-import { KeyVaultApiKey, SettingApiKey } from '../braze/apiKey';
+import axios from 'axios';
+import { KeyVaultApiKey, SettingApiKey, type ApiKeySource } from '../braze/apiKey';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { parseBrazeEndpoint } from '../config/endpoint';
 import { InvalidInputError } from '../errors';
@@ -51,6 +52,22 @@ export function createConnector(options: ConnectorOptions): ConnectorDeps {
     const objectsPerRequest = workspace.objectsPerRequest ?? settings.braze.objectsPerRequest;
     workspaces.set(name, new BrazeClient({ ...settings.braze, endpoint, objectsPerRequest }, workspaceKeys, pacer(), clock));
   }
+  // Webhook URLs, each read once (a Key Vault secret on first use); an app setting that is not set fails now.
+  const webhookSources = new Map<string, ApiKeySource>();
+  const webhookSource = (target: { urlSetting?: string; urlSecretUri?: string }): ApiKeySource => {
+    const id = target.urlSetting !== undefined ? `setting:${target.urlSetting}` : `secret:${target.urlSecretUri}`;
+    let source = webhookSources.get(id);
+    if (!source) {
+      if (target.urlSetting !== undefined) {
+        const url = options.env[target.urlSetting];
+        if (!url) throw new InvalidInputError(`Mapping config: a notify target takes its URL from app setting ${target.urlSetting}, which is not set`);
+        source = new SettingApiKey(url);
+      } else source = new KeyVaultApiKey(target.urlSecretUri!, azureCredential(settings.storage.clientId), 'notify urlSecretUri');
+      webhookSources.set(id, source);
+    }
+    return source;
+  };
+  for (const destination of config.destinations) for (const target of destination.notify) webhookSource(target);
   const deps: ConnectorDeps = {
     settings,
     config,
@@ -62,6 +79,9 @@ export function createConnector(options: ConnectorOptions): ConnectorDeps {
     readerSlots: new ReaderSlots(settings.readerStepsPerInstance, clock),
     braze,
     brazeFor: (workspace) => (workspace === undefined ? deps.braze : (workspaces.get(workspace) ?? deps.braze)),
+    webhookUrl: (target) => webhookSource(target).get(),
+    // No redirects (a webhook that moved is a config to fix, and its new URL would be logged nowhere); every status is judged by the caller.
+    webhooks: axios.create({ timeout: 10_000, maxRedirects: 0, validateStatus: () => true }),
     clock,
     log: options.log ?? consoleLogger,
   };

@@ -4,6 +4,7 @@ import { deleteWorkingBlobs } from '../runs/runBlobs';
 import { statusAfter, type RunRecord } from '../runs/runRecord';
 import { deleteStateFolder } from '../state/deliveredState';
 import { wakeWaiting } from './claimDestination';
+import { announce } from './notify';
 
 /** Bad input: nothing more can be done with this refresh. The run ends `failed` with the reason, and frees its destination. */
 export async function failRun(deps: ConnectorDeps, run: RunRecord, error: InvalidInputError | ExportNotReadyError): Promise<void> {
@@ -12,7 +13,7 @@ export async function failRun(deps: ConnectorDeps, run: RunRecord, error: Invali
     statusAfter(current.status, 'fail') ? { event: 'fail', error: error.message, finishedAt: new Date(deps.clock.now()).toISOString() } : undefined,
   );
   if (!failed.changed) return;
-  deps.log.record({ connectorEvent: 'RunFailed', runId: run.runId, destination: run.destination, reason: error.message });
+  await announce(deps, failed.run, { connectorEvent: 'RunFailed', runId: run.runId, destination: run.destination, reason: error.message });
   await deps.destinations.release(run.modelJsonPath, run.runId);
   await deleteWorkingBlobs(deps.storage.stateContainer, run.runId);
   await deleteStateFolder(deps.storage.stateContainer, run.modelJsonPath, run.runId);

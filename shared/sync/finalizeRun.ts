@@ -18,6 +18,7 @@ import type { ConnectorDeps } from '../runs/connectorDeps';
 import { holdingLease, leaseEnd, leaseHeld } from './lease';
 import { stateStillRead } from './stateBase';
 import { deleteRunBlobs, wakeWaiting } from './claimDestination';
+import { announce } from './notify';
 
 /** Profiles with an ending: delivered, rejected or failed (parked ones wait for a resume). */
 function endedUsers(run: RunRecord): number {
@@ -187,7 +188,7 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
     await wakeWaiting(deps, run.modelJsonPath);
     // Failed profiles can be retried by a resume, which needs the parked batches and what each shard sent.
     if (finished.usersFailed === 0) await deleteWorkingBlobs(deps.storage.stateContainer, runId);
-    deps.log.record({
+    await announce(deps, finished, {
       connectorEvent: 'RunCompleted',
       runId,
       destination: finished.destination,

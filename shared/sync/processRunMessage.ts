@@ -6,6 +6,7 @@ import { startRun, type RunStepResult } from './startRun';
 import { runStep } from './stepRunner';
 import { finalizeRun } from './finalizeRun';
 import { leaseHeld } from './lease';
+import { deliverNotification } from './notify';
 
 /** The run queue: start (read, diff, enqueue) and finalize runs. A deferral comes back later as a new message. */
 export async function processRunMessage(deps: ConnectorDeps, payload: unknown): Promise<RunStepResult> {
@@ -16,6 +17,10 @@ export async function processRunMessage(deps: ConnectorDeps, payload: unknown): 
     if (!(error instanceof UnreadableMessageError)) throw error;
     // Five more tries cannot make it readable; a run that lost its start is restarted by the timer's sweep.
     deps.log.error(`an unreadable run message was dropped: ${error.message}`);
+    return { kind: 'done' };
+  }
+  if (message.kind === 'notify') {
+    await deliverNotification(deps, message);
     return { kind: 'done' };
   }
   if (message.kind === 'finalizeRun') {

@@ -1,6 +1,7 @@
 import type { BrazeAuthError } from '../errors';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { wakeWaiting } from './claimDestination';
+import { announce } from './notify';
 
 /** Bad credentials: the run stops sending; its remaining batches park until a resume. */
 export async function haltRun(deps: ConnectorDeps, runId: string, error: BrazeAuthError, workspace?: string): Promise<void> {
@@ -18,7 +19,7 @@ export async function haltRun(deps: ConnectorDeps, runId: string, error: BrazeAu
   );
   if (changed && run.status === 'halted') {
     deps.log.error(`run ${runId} halted: ${error.message}`);
-    deps.log.record({ connectorEvent: 'RunHalted', runId, destination: run.destination, brazeStatus: error.status, reason: error.message });
+    await announce(deps, run, { connectorEvent: 'RunHalted', runId, destination: run.destination, brazeStatus: error.status, reason: error.message });
     // A newer refresh waiting for the destination may take over from a halted run now.
     await wakeWaiting(deps, run.modelJsonPath);
   }

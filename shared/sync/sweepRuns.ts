@@ -10,6 +10,7 @@ import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { isRunComplete } from './finalizeRun';
 import { leaseHeld } from './lease';
+import { announce } from './notify';
 
 /** A run whose enqueue has not finished, with no lease and no change for this long, lost its message (a crash between insert and send). */
 const STALE_MS = 5 * 60_000;
@@ -71,7 +72,7 @@ export async function sweepRuns(deps: ConnectorDeps): Promise<SweepOutcome> {
     const quietMs = now - Date.parse(run.lastProgressAt ?? run.updatedAt);
     if (run.status === 'sending' && quietMs > deps.settings.runStallMs) {
       const minutes = Math.floor(quietMs / 60_000);
-      const { changed } = await deps.runs.update(run.runId, (current) =>
+      const { changed, run: stalled } = await deps.runs.update(run.runId, (current) =>
         statusAfter(current.status, 'stall')
           ? {
               event: 'stall',
@@ -83,7 +84,7 @@ export async function sweepRuns(deps: ConnectorDeps): Promise<SweepOutcome> {
         const pending = run.usersEnqueued - run.usersDelivered - run.usersRejected - run.usersFailed;
         outcome.stalled.push({ runId: run.runId, quietMinutes: minutes });
         deps.log.error(`run ${run.runId} stalled: no batch ended for ${minutes} minutes`);
-        deps.log.record({
+        await announce(deps, stalled, {
           connectorEvent: 'RunStalled',
           runId: run.runId,
           destination: run.destination,

@@ -49,6 +49,7 @@ export function testConfig(overrides: Partial<SyncConfig['destinations'][number]
         dryRun: false,
         subscriptions: [],
         membership: { mode: 'flags' },
+        notify: [],
         guard: { ...DEFAULT_GUARD },
         ...overrides,
       },

@@ -1,0 +1,156 @@
+import http from 'node:http';
+import type { AddressInfo } from 'node:net';
+import { parseSyncConfig } from '../../shared/config/syncConfig';
+import { requestSync } from '../../shared/sync/startSync';
+import { BrazeAuthError } from '../../shared/errors';
+import { haltRun } from '../../shared/sync/runEvents';
+import { createConnector } from '../../shared/sync/connector';
+import { makeProfiles, writeRefresh } from '../helpers/profileModel';
+import { waitFor } from '../helpers/expectations';
+import { stacksOnSharedAzurite, testConfig, type TestStack } from '../helpers/testStack';
+
+/** A webhook receiver of ours: records each POST; answers with the statuses it is given, then 200. */
+class Receiver {
+  readonly posts: { path: string; body: unknown }[] = [];
+  answers: number[] = [];
+  private readonly server = http.createServer((request, response) => {
+    const chunks: Buffer[] = [];
+    request.on('data', (chunk: Buffer) => chunks.push(chunk));
+    request.on('end', () => {
+      this.posts.push({ path: request.url ?? '', body: JSON.parse(Buffer.concat(chunks).toString('utf8')) });
+      response.writeHead(this.answers.shift() ?? 200, { 'Content-Type': 'text/plain' });
+      response.end('ok');
+    });
+  });
+  async start(): Promise<string> {
+    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    return `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
+  }
+  stop(): Promise<void> {
+    return new Promise((resolve) => this.server.close(() => resolve()));
+  }
+  on(path: string) {
+    return this.posts.filter((p) => p.path === path).map((p) => p.body as Record<string, unknown>);
+  }
+}
+
+describe('notifications of how runs end', () => {
+  const stacks = stacksOnSharedAzurite();
+  const receiver = new Receiver();
+  let base = '';
+  beforeAll(async () => {
+    base = await receiver.start();
+  });
+  afterAll(() => receiver.stop());
+  beforeEach(() => {
+    receiver.posts.length = 0;
+    receiver.answers = [];
+  });
+
+  const start = (notify: ReturnType<typeof testConfig>['destinations'][number]['notify'], env: Record<string, string> = {}) =>
+    stacks.start({
+      config: testConfig({ notify }),
+      env: {
+        // The URLs carry a secret part, as Slack's and Teams' do.
+        HOOK_JSON: `${base}/json/s3cr3t-json`,
+        HOOK_SLACK: `${base}/slack/s3cr3t-slack`,
+        HOOK_TEAMS: `${base}/teams/s3cr3t-teams`,
+        NOTIFY_RETRY_SECONDS: '0.2,0.2,0.2',
+        ...env,
+      },
+    });
+  const sync = async (stack: TestStack, folder: string) => {
+    const outcome = await requestSync(stack.app.deps, { trigger: 'http' });
+    expect(outcome.problems).toEqual([]);
+    const [run] = await stack.app.waitForRuns([outcome.runs[0].runId], { timeoutMs: 60_000 });
+    return { run, folder };
+  };
+
+  it('posts the run summary to each webhook that asked for its event, in its format, without PII or the URL in any log', async () => {
+    const stack = await start([
+      { urlSetting: 'HOOK_JSON', on: ['completed', 'failed'], format: 'json' },
+      { urlSetting: 'HOOK_SLACK', on: ['completed'], format: 'slack' },
+      { urlSetting: 'HOOK_TEAMS', on: ['completed'], format: 'teams' },
+      { urlSetting: 'HOOK_JSON', on: ['held'], format: 'json' },
+    ]);
+    await writeRefresh(stack.app.deps.storage.exportContainer, makeProfiles(1, 50).values(), '2026/11/28/0600', 1);
+    const { run } = await sync(stack, '2026/11/28/0600');
+    expect(run.status).toBe('completed');
+    await waitFor(() => receiver.posts.length >= 3, 15_000);
+    const [json] = receiver.on('/json/s3cr3t-json');
+    expect(json).toMatchObject({
+      event: 'completed',
+      connectorEvent: 'RunCompleted',
+      runId: run.runId,
+      destination: 'BrazeExport',
+      status: 'completed',
+      refresh: run.refreshLabel,
+      profilesDelivered: 50,
+      statusPath: `/api/runs/${run.runId}`,
+    });
+    const [slack] = receiver.on('/slack/s3cr3t-slack');
+    expect(slack).toEqual({ text: expect.stringMatching(new RegExp(`^\\*Sync completed: BrazeExport \\(run ${run.runId}\\)\\*\\n• `)) });
+    expect(slack.text).toContain('• profilesDelivered: 50');
+    const [teams] = receiver.on('/teams/s3cr3t-teams') as {
+      attachments: { contentType: string; content: { type: string; body: { type: string; text?: string; facts?: { title: string; value: string }[] }[] } }[];
+    }[];
+    expect(teams.attachments[0].contentType).toBe('application/vnd.microsoft.card.adaptive');
+    expect(teams.attachments[0].content.type).toBe('AdaptiveCard');
+    expect(teams.attachments[0].content.body[1].facts).toContainEqual({ title: 'profilesDelivered', value: '50' });
+    // Only what was asked for: nobody asked for "held", and it did not happen.
+    expect(receiver.posts).toHaveLength(3);
+    const everything = JSON.stringify(receiver.posts) + stack.log.lines.join('\n');
+    expect(everything).not.toMatch(/@example\.com|First\d/);
+    expect(stack.log.lines.join('\n')).not.toContain('s3cr3t');
+  }, 90_000);
+
+  it('tries a webhook that fails again later, gives up on one that refuses, and never fails a run for it', async () => {
+    const stack = await start([
+      { urlSetting: 'HOOK_JSON', on: ['halted'], format: 'json' },
+      { urlSetting: 'HOOK_SLACK', on: ['halted'], format: 'slack' },
+    ]);
+    await writeRefresh(stack.app.deps.storage.exportContainer, makeProfiles(1, 10).values(), '2026/11/28/0600', 1);
+    await stack.app.hosts[1].stop();
+    const outcome = await requestSync(stack.app.deps, { trigger: 'http' });
+    const runId = outcome.runs[0].runId;
+    await waitFor(async () => (await stack.app.deps.runs.get(runId))!.enqueueDone, 30_000);
+    // The JSON hook is down twice (503, then 429) and then takes it; the Slack hook refuses (404): given up at once.
+    receiver.answers = [503, 404, 429];
+    await haltRun(stack.app.deps, runId, new BrazeAuthError('Braze answered 401: Invalid API key: [redacted]', 401));
+    await waitFor(() => receiver.on('/json/s3cr3t-json').length === 3, 20_000);
+    expect(receiver.on('/slack/s3cr3t-slack')).toHaveLength(1);
+    await new Promise((resolve) => setTimeout(resolve, 1_000));
+    expect(receiver.posts).toHaveLength(4);
+    expect(receiver.on('/json/s3cr3t-json')[2]).toMatchObject({ event: 'halted', runId, brazeStatus: 401, status: 'halted' });
+    const log = stack.log.lines.join('\n');
+    expect(log).toMatch(/the halted notification \(json, HOOK_JSON\) failed \(the webhook answered 503\); tried again/);
+    expect(log).toMatch(/the halted notification \(slack, HOOK_SLACK\) was given up after 1 tries: the webhook answered 404/);
+    expect(log).not.toContain('s3cr3t');
+    expect((await stack.app.deps.runs.get(runId))!.status).toBe('halted');
+  }, 90_000);
+
+  it('refuses a notify target without exactly one place for its URL, and an app setting that is not set', () => {
+    const parse = (notify: unknown[]) =>
+      parseSyncConfig(
+        JSON.stringify({ destinations: [{ name: 'D', segments: [{ table: 'T', brazeSegmentId: 's' }], matching: { customerIdColumn: 'Id' }, notify }] }),
+        'test',
+      );
+    expect(() => parse([{ on: ['failed'] }])).toThrow(/notify\.0.*exactly one of urlSetting and urlSecretUri/s);
+    expect(() => parse([{ urlSetting: 'A', on: ['exploded'] }])).toThrow(/notify\.0\.on\.0/);
+    expect(() => parse([{ urlSetting: 'A', format: 'discord' }])).toThrow(/format/);
+    expect(parse([{ urlSetting: 'A' }]).destinations[0].notify).toEqual([{ urlSetting: 'A', on: ['failed', 'held', 'halted', 'stalled'], format: 'json' }]);
+    const config = testConfig({ notify: [{ urlSetting: 'HOOK_MISSING', on: ['failed'], format: 'json' }] });
+    expect(() =>
+      createConnector({
+        env: {
+          AzureWebJobsStorage: 'UseDevelopmentStorage=true',
+          BRAZE_API_KEY: 'k',
+          SYNC_CONFIG: '{}',
+          EXPORT_CONTAINER: 'exports',
+          BRAZE_REST_ENDPOINT: 'rest.iad-03.braze.com',
+        },
+        config,
+      }),
+    ).toThrow(/notify target takes its URL from app setting HOOK_MISSING, which is not set/);
+  });
+});
