@@ -58,18 +58,7 @@ export async function announce(deps: ConnectorDeps, run: RunRecord, record: Conn
  */
 export async function deliverNotification(deps: ConnectorDeps, message: NotifyMessage): Promise<void> {
   const what = `run ${message.runId}: the ${message.event} notification (${message.target.format}${message.target.urlSetting ? `, ${message.target.urlSetting}` : ''})`;
-  let outcome: { ok: true } | { ok: false; retry: boolean; reason: string };
-  try {
-    const url = await deps.webhookUrl(message.target);
-    const answer = await deps.webhooks.post(url, notificationBody(message.target.format, message.summary), { headers: { 'Content-Type': 'application/json' } });
-    if (answer.status >= 200 && answer.status < 300) outcome = { ok: true };
-    else
-      outcome = { ok: false, retry: answer.status >= 500 || answer.status === 408 || answer.status === 429, reason: `the webhook answered ${answer.status}` };
-  } catch (error) {
-    // The URL is a secret: the reason names the failure, not where it went.
-    const code = (error as { code?: string }).code;
-    outcome = { ok: false, retry: true, reason: code ? `no answer (${code})` : 'the URL could not be read or reached' };
-  }
+  const outcome = await post(deps, message);
   if (outcome.ok) {
     deps.log.info(`${what} was delivered`);
     return;
@@ -82,6 +71,25 @@ export async function deliverNotification(deps: ConnectorDeps, message: NotifyMe
   }
   deps.log.warn(`${what} failed (${outcome.reason}); tried again in ${Math.round(delay / 1000)} s`);
   await sendToQueue(deps.storage.runQueue, encodeMessage({ ...message, attempt: message.attempt + 1 }), delay);
+}
+
+async function post(deps: ConnectorDeps, message: NotifyMessage): Promise<{ ok: true } | { ok: false; retry: boolean; reason: string }> {
+  let url: string;
+  try {
+    url = await deps.webhookUrl(message.target);
+  } catch (error) {
+    // A Key Vault read that failed says why (no access, no such secret); it never holds the value.
+    return { ok: false, retry: true, reason: `its URL could not be read: ${describeError(error)}` };
+  }
+  try {
+    const answer = await deps.webhooks.post(url, notificationBody(message.target.format, message.summary), { headers: { 'Content-Type': 'application/json' } });
+    if (answer.status >= 200 && answer.status < 300) return { ok: true };
+    return { ok: false, retry: answer.status >= 500 || answer.status === 408 || answer.status === 429, reason: `the webhook answered ${answer.status}` };
+  } catch (error) {
+    // The URL is a secret, and axios's error carries it: the reason names the failure, not where it went.
+    const code = (error as { code?: string }).code;
+    return { ok: false, retry: true, reason: code ? `no answer (${code})` : 'no answer' };
+  }
 }
 
 /** The request body for a webhook of this format. */
