@@ -49,7 +49,7 @@ export interface BrazeServerOptions {
    * Input Length Exceeded (errors.md).
    */
   maxObjectsPerRequest?: number;
-  /** Elements an array custom attribute keeps (25 unless the workspace's limit was raised, up to 100). */
+  /** Elements an array custom attribute keeps (500 by default). */
   maxArrayLength?: number;
   /** Keep every applied /users/track object (`appliedObjects`), for tests that look at what was sent. */
   keepObjects?: boolean;
@@ -150,7 +150,7 @@ export class BrazeServer {
     this.exportDelayMs = options.exportDelayMs ?? 200;
     this.maxObjects = options.maxObjectsPerRequest ?? MAX_OBJECTS;
     this.keepObjects = options.keepObjects ?? false;
-    this.maxArrayLength = options.maxArrayLength ?? 25;
+    this.maxArrayLength = options.maxArrayLength ?? 500;
     this.requestDeck = new FaultDeck(options.seed ?? 42);
     this.windowDeck = new FaultDeck((options.seed ?? 42) + 1);
     this.server = http.createServer((request, response) => void this.handle(request, response));
@@ -606,13 +606,14 @@ function mergeSubscriptionGroups(held: Json | undefined, given: Json): Json[] | 
 
 /**
  * An array custom attribute (user_attributes_object.md): "only unique values are supported" (a set
- * given with repeats keeps each once), and "Arrays exceeding the maximum number of elements will be
- * truncated" — 25 unless the workspace's limit was raised (up to 100).
+ * given with repeats keeps each once); beyond its maximum length — "By default, the length of an
+ * array for an attribute is up to 500 items" — "the first … will be removed from the array, and the
+ * most recent … will be added" (custom_attributes.md, Arrays).
  */
 function arrayOf(values: Json[], max: number): Json[] {
   const unique: Json[] = [];
   for (const value of values) if (!unique.some((held) => JSON.stringify(held) === JSON.stringify(value))) unique.push(value);
-  return unique.slice(0, max);
+  return unique.slice(-max);
 }
 
 /** `{add: […]}` / `{remove: […]}` (or `$add`/`$remove`) on an array attribute. */
@@ -625,14 +626,14 @@ function isArrayUpdate(value: Json): value is Record<string, Json> {
 /**
  * Braze applies an array update's additions first, then its removals ("Adding an element … appends
  * the element to the end of the array, unless it's already present, in which case it gets moved …
- * to the end"); an addition beyond the maximum is cut.
+ * to the end"); beyond the maximum, the first elements go.
  */
 function updatedArray(held: Json | undefined, update: Record<string, Json>, max: number): Json[] {
   const same = (a: Json, b: Json) => JSON.stringify(a) === JSON.stringify(b);
   let values: Json[] = Array.isArray(held) ? [...held] : [];
   for (const added of [...((update.add as Json[]) ?? []), ...((update.$add as Json[]) ?? [])]) values = [...values.filter((v) => !same(v, added)), added];
   for (const removed of [...((update.remove as Json[]) ?? []), ...((update.$remove as Json[]) ?? [])]) values = values.filter((v) => !same(v, removed));
-  return values.slice(0, max);
+  return values.slice(-max);
 }
 
 const STANDARD_FIELDS = new Set(['current_location', 'facebook', 'twitter', 'push_tokens', 'user_alias', 'subscription_groups']);

@@ -106,8 +106,8 @@ const membershipSchema = z.discriminatedUnion('mode', [
     attribute: brazeAttributeName.default('ci_segments'),
     /** What a profile that left every segment gets: the attribute removed (null, default) or an empty list ([]). */
     whenEmpty: z.union([z.null(), z.tuple([])]).default(null),
-    /** The most elements Braze keeps in one array attribute: 25 unless the workspace's limit was raised (up to 100). */
-    maxLength: z.number().int().min(1).max(100).default(25),
+    /** The most elements Braze keeps in this array attribute: 500 by default (custom_attributes.md, Arrays); lower if your workspace sets it lower. */
+    maxLength: z.number().int().min(1).max(500).default(500),
   }),
 ]);
 
@@ -222,7 +222,7 @@ const destinationSchema = z
         ctx.addIssue({
           code: 'custom',
           path: ['membership', 'maxLength'],
-          message: `a profile in all ${d.segments.length} segments would need a list of ${d.segments.length}, and Braze cuts arrays at ${d.membership.maxLength} elements: set maxLength to the workspace's array limit (25 unless raised, at most 100)`,
+          message: `a profile in all ${d.segments.length} segments would need a list of ${d.segments.length}, and Braze cuts this array at ${d.membership.maxLength} elements (dropping the first): raise the attribute's maximum length in Braze and maxLength with it`,
         });
     }
     const subscribed = new Map<string, number>();

@@ -50,3 +50,52 @@ export function subscriptionReader(kind: 'channel' | 'group', values: Record<str
 export function subscriptionGroupsValue(states: Map<string, string>): JsonValue {
   return [...states].sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)).map(([id, state]) => ({ subscription_group_id: id, subscription_state: state }));
 }
+
+/**
+ * A mapped row's subscription states as items: `email_subscribe`, `push_subscribe`, and
+ * `g:<group id>` for each group — the unit in which a state is compared with what Braze last
+ * accepted, so one group's change does not send the others.
+ */
+export function consentItems(fields: Record<string, JsonValue>): Record<string, string> {
+  const items: Record<string, string> = {};
+  for (const field of ['email_subscribe', 'push_subscribe'] as const) if (typeof fields[field] === 'string') items[field] = fields[field];
+  const groups = fields.subscription_groups;
+  if (Array.isArray(groups))
+    for (const group of groups) {
+      const entry = group as { subscription_group_id?: unknown; subscription_state?: unknown };
+      if (typeof entry.subscription_group_id === 'string' && typeof entry.subscription_state === 'string')
+        items[`g:${entry.subscription_group_id}`] = entry.subscription_state;
+    }
+  return items;
+}
+
+/**
+ * What of a row's subscription states goes to Braze, given the ones Braze last accepted from the
+ * connector (`delivered`; none known: all of them): the row's fields with only the changed states
+ * left in — a channel whose state changed, the groups whose state changed — and the states Braze
+ * will hold from the connector once they are accepted. An empty cell sends nothing and forgets
+ * nothing: Braze keeps what it has.
+ */
+export function consentToSend(
+  fields: Record<string, JsonValue>,
+  delivered: Record<string, string> | undefined,
+): { fields: Record<string, JsonValue>; sent: string[]; next: Record<string, string> | undefined } {
+  const now = consentItems(fields);
+  const changed = Object.keys(now).filter((item) => delivered?.[item] !== now[item]);
+  const next = Object.keys(now).length || delivered ? { ...delivered, ...now } : undefined;
+  const out: Record<string, JsonValue> = {};
+  for (const [name, value] of Object.entries(fields)) {
+    if (name === 'email_subscribe' || name === 'push_subscribe') {
+      if (changed.includes(name)) out[name] = value;
+    } else if (name === 'subscription_groups') {
+      const groups = (value as { subscription_group_id: string }[]).filter((group) => changed.includes(`g:${group.subscription_group_id}`));
+      if (groups.length) out[name] = groups as JsonValue;
+    } else out[name] = value;
+  }
+  const sent = [...new Set(changed.map((item) => (item.startsWith('g:') ? 'subscription_groups' : item)))];
+  return { fields: out, sent, next: next && Object.keys(next).length ? sortedItems(next) : undefined };
+}
+
+function sortedItems(items: Record<string, string>): Record<string, string> {
+  return Object.fromEntries(Object.entries(items).sort(([a], [b]) => (a < b ? -1 : a > b ? 1 : 0)));
+}

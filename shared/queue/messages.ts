@@ -75,16 +75,15 @@ export const runMessageSchema = z.discriminatedUnion('kind', [
   /** A reconcile: ask Braze to export one segment, wait for it, and route its users to the shards. */
   z.strictObject({ kind: z.literal('exportSegment'), runId: z.string().min(1), segment: z.number().int().min(0) }),
   z.strictObject({ kind: z.literal('finalizeRun'), runId: z.string().min(1) }),
-  /** Tell one webhook about a run: where its URL is (never the URL), the format, and the run's summary. */
+  /** Tell one webhook of a destination about a run, with the run's summary. */
   z.strictObject({
     kind: z.literal('notify'),
     runId: z.string().min(1),
     event: z.string().min(1),
-    target: z.strictObject({
-      urlSetting: z.string().min(1).optional(),
-      urlSecretUri: z.string().min(1).optional(),
-      format: z.enum(['json', 'slack', 'teams']),
-    }),
+    destination: z.string().min(1),
+    instance: z.string().min(1).optional(),
+    /** The webhook's place in the destination's `notify`: its URL is looked up in the config, never carried here. */
+    target: z.number().int().min(0),
     summary: z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()])),
     /** Attempts made so far; each failure comes back later, until the last. */
     attempt: z.number().int().min(0).default(0),

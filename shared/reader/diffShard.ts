@@ -2,6 +2,7 @@ import type { JsonValue } from '../ci/dataTypes';
 import type { SegmentRefresh } from '../ci/exportRefresh';
 import { dataPointsOf, describeIdentifier, identifierFromKey, type BrazeIdentifier } from '../mapping/profileIdentity';
 import { BRAZE_SUBSCRIPTION_FIELDS } from '../brazeApi';
+import { consentToSend } from '../mapping/subscriptions';
 import { changedAttributes, fieldHashes } from '../mapping/fieldHashes';
 import { emptyPreview, PREVIEW_SAMPLE_SIZE } from '../runs/previewTally';
 import { createKeyMapper, createRowMapper, type RowMapper } from '../mapping/rowMapper';
@@ -16,6 +17,7 @@ import { diffProfile } from '../state/diff';
 import { FLAGS, formFromKey, formKey, membershipEncoding, sameForm } from '../state/membershipEncoding';
 import {
   NdjsonWriter,
+  profileStateOf,
   readPreviousShard,
   readPreviousShardRekeyed,
   readUncertainShard,
@@ -174,7 +176,16 @@ export async function diffShard(
    * (after a merge, with `identify`); in a switch of form, written anew with the old form cleared.
    */
   const enqueueExit = async (hash: string, identifier: BrazeIdentifier, leave: number, after: number, prior: number, identify?: { email: string }) => {
-    const attributes = switching ? { ...encoding.clearing(previousForm, prior), ...encoding.full(after) } : encoding.change(0, leave, after);
+    // Merged into an identified profile (identify), a list needs no clearing: the merge brings only
+    // fields that profile lacks, and the list its own record sends is whole; what another form left does.
+    const attributes =
+      identify && encoding.form.mode === 'list'
+        ? switching
+          ? encoding.clearing(previousForm, prior)
+          : {}
+        : switching
+          ? { ...encoding.clearing(previousForm, prior), ...encoding.full(after) }
+          : encoding.change(0, leave, after);
     if (dry) {
       for (const name of names((leave & bits.syncedMask) >>> 0)) segmentPreview(name).leavers += 1;
       tally(identifier, 0, leave, [], attributes, attributes, identify ? 'merges' : switching ? 'rewrites' : undefined);
@@ -219,7 +230,7 @@ export async function diffShard(
         : encoding.change(change.join, change.leave, nextMask);
       if (change.unchanged && !rename && !rewrite) {
         totals.rowsSkippedUnchanged += profile.rows;
-        await keep({ h: hash, k: prior!.k, m: names(nextMask), f: prior!.f, a: prior!.a });
+        await keep({ h: hash, k: prior!.k, m: names(nextMask), f: prior!.f, a: prior!.a, c: prior!.c });
         continue;
       }
       if (change.unchanged && !rewrite) {
@@ -231,8 +242,8 @@ export async function diffShard(
           tally(identifier, 0, 0, [], {}, {}, 'renames');
           preview.renamed += 1;
         }
-        await sentWriter?.writeSent({ h: hash, k: prior!.k, p: { m: prior!.m, f: prior!.f, a: prior!.a } });
-        await keep({ h: hash, k: renamedKey!, m: names(nextMask), f: prior!.f, a: prior!.a });
+        await sentWriter?.writeSent({ h: hash, k: prior!.k, p: profileStateOf(prior!) });
+        await keep({ h: hash, k: renamedKey!, m: names(nextMask), f: prior!.f, a: prior!.a, c: prior!.c });
         await packer.add({ hash, identifier, attributes: {}, rows: 0, source: sourceOf(first), rename });
         totals.usersEnqueued += 1;
         continue;
@@ -244,18 +255,17 @@ export async function diffShard(
       let fields: Record<string, JsonValue> = {};
       let fingerprint: string;
       let hashes: string | undefined;
+      let consent = prior?.c;
+      let consentSent: string[] = [];
       if (change.sendFields) {
         const mapped = mapperOf(first.g)(first.v);
         if (!mapped.ok) throw new Error(`run ${run.runId}: a row that had an identifier when mapped lost it (${mapped.reason})`);
         ({ key, identifier, fields } = mapped.profile);
         fingerprint = fingerprintNow;
         hashes = fieldHashes(fieldNames, fields);
-        // A subscription state goes only when CI's value for it changed (or Braze never had it from
-        // us): re-sent because another field changed, it would undo an unsubscribe made in Braze.
-        if (subscriptionNames.length) {
-          const changed = new Set(changedAttributes(fieldNames, hashes, prior?.a));
-          for (const name of subscriptionNames) if (name in fields && !changed.has(name)) delete fields[name];
-        }
+        // A subscription state goes only when CI's value for it changed since Braze last took one from
+        // us (or never did): re-sent because another field changed, it would undo an unsubscribe made in Braze.
+        if (subscriptionNames.length) ({ fields, sent: consentSent, next: consent } = consentToSend(fields, prior?.c));
         for (const issue of mapped.profile.fieldIssues) {
           await rejects.writeLine(
             rejectCsvLine({
@@ -275,14 +285,16 @@ export async function diffShard(
       }
       const attributes = { ...(change.sendFields ? fields : {}), ...membership };
       if (dry) {
-        const fieldsChangedNow = change.sendFields ? changedAttributes(fieldNames, hashes!, prior?.a) : [];
+        const fieldsChangedNow = change.sendFields
+          ? [...changedAttributes(fieldNames, hashes!, prior?.a).filter((name) => !BRAZE_SUBSCRIPTION_FIELDS.has(name)), ...consentSent]
+          : [];
         tally(identifier, change.join, change.leave, fieldsChangedNow, membership, attributes, rewrite && change.unchanged ? 'rewrites' : undefined);
         if (rewrite && !change.unchanged) preview.rewritten += 1;
         if (rename) preview.renamed += 1;
       }
       // What Braze does not take puts the old spelling back in the state: the next run asks for the rename again.
-      await sentWriter?.writeSent({ h: hash, k: rename ? prior!.k : key, p: prior ? { m: prior.m, f: prior.f, a: prior.a } : null });
-      await keep({ h: hash, k: key, m: names(nextMask), f: fingerprint, a: hashes });
+      await sentWriter?.writeSent({ h: hash, k: rename ? prior!.k : key, p: prior ? profileStateOf(prior) : null });
+      await keep({ h: hash, k: key, m: names(nextMask), f: fingerprint, a: hashes, c: consent });
       await packer.add({ hash, identifier, attributes, rows: profile.rows, source: sourceOf(first), ...(rename ? { rename } : {}) });
       totals.rowsEnqueued += profile.rows;
       totals.usersEnqueued += 1;
@@ -317,18 +329,18 @@ export async function diffShard(
         // Only this run's segments: a membership of another one may be the identified profile's own.
         const leave = (priorMask & bits.syncedMask & ~identified.bits) >>> 0;
         if (dry) preview.identified += 1;
-        await sentWriter?.writeSent({ h: hash, k: prior.k, p: { m: prior.m, f: prior.f, a: prior.a } });
+        await sentWriter?.writeSent({ h: hash, k: prior.k, p: profileStateOf(prior) });
         await enqueueExit(hash, { external_id: identified.externalId }, leave, identified.bits, priorMask, { email: prior.k.slice(2) });
         continue;
       }
       const leave = (priorMask & bits.syncedMask) >>> 0;
       const carried = (priorMask & ~bits.syncedMask) >>> 0;
-      const kept = { h: hash, k: prior.k, m: names(carried), f: prior.f, a: prior.a };
+      const kept = { h: hash, k: prior.k, m: names(carried), f: prior.f, a: prior.a, c: prior.c };
       if (leave === 0 && !(switching && priorMask !== 0)) {
         await keep(kept);
         continue;
       }
-      await sentWriter?.writeSent({ h: hash, k: prior.k, p: { m: prior.m, f: prior.f, a: prior.a } });
+      await sentWriter?.writeSent({ h: hash, k: prior.k, p: profileStateOf(prior) });
       await keep(kept);
       await enqueueExit(hash, identifierFromKey(prior.k), leave, carried, priorMask);
     }

@@ -10,11 +10,12 @@ import { rejectCsvLine } from '../runs/rejectsReport';
 import { viewBlobName } from '../runs/runBlobs';
 import type { RunRecord } from '../runs/runRecord';
 import type { UnitTotals } from '../runs/unitLedger';
-import { readPreviousShard, shardStateBlobName, type PreviousState, type StateRecord } from '../state/deliveredState';
+import { profileStateOf, readPreviousShard, shardStateBlobName, type PreviousState, type StateRecord } from '../state/deliveredState';
 import { isNotFound } from '../storage/storageErrors';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { comparableHashes, parseViewLine, staleFields } from './brazeView';
 import { BRAZE_SUBSCRIPTION_FIELDS } from '../brazeApi';
+import { consentToSend } from '../mapping/subscriptions';
 import { InvalidInputError } from '../errors';
 import { FLAGS, formFromKey, formKey, sameForm } from '../state/membershipEncoding';
 import { DRIFT_SAMPLE_SIZE, emptyDrift, type DriftTally } from '../runs/driftTally';
@@ -111,7 +112,7 @@ export async function reconcileShard(
     drift.profiles += 1;
     drift.dataPoints += dataPointsOf(attributes);
     const prior = before.get(hash);
-    await sentWriter?.writeSent({ h: hash, k: key, p: prior ? { m: prior.m, f: prior.f, a: prior.a } : null });
+    await sentWriter?.writeSent({ h: hash, k: key, p: prior ? profileStateOf(prior) : null });
     await packer.add({ hash, identifier, attributes, rows, source, ...(rename ? { rename } : {}) });
     totals.usersEnqueued += 1;
   };
@@ -130,12 +131,15 @@ export async function reconcileShard(
       const mapped = mapperOf(first.g)(first.v);
       if (!mapped.ok) throw new Error(`run ${run.runId}: a row that had an identifier when mapped lost it (${mapped.reason})`);
       const { key, identifier, fields } = mapped.profile;
+      // Subscription states go as a sync sends them: the ones CI changed since Braze last took one from us.
+      const consent = consentToSend(fields, prior?.c);
       const next: StateRecord = {
         h: hash,
         k: key,
         m: names((synced | carried) >>> 0),
         f: mapLineFingerprint(profile.first, `shard ${shard}`),
         a: fieldHashes(fieldNames, fields),
+        c: consent.next,
       };
       const side = braze.get(hash);
       const brazeMask = side ? (side.mask & bits.syncedMask) >>> 0 : 0;
@@ -155,13 +159,14 @@ export async function reconcileShard(
       ).filter((name) => !BRAZE_SUBSCRIPTION_FIELDS.has(name));
       // Braze has the user under another spelling of its GUID: renamed to the canonical one.
       const rename = normalizeGuids && side && side.k !== key && canonicalKey(side.k) === key ? { from: side.k.slice(2) } : undefined;
-      if (missing === 0 && stray === 0 && stale.length === 0 && !rename) {
+      if (missing === 0 && stray === 0 && stale.length === 0 && !rename && consent.sent.length === 0) {
         totals.rowsSkippedUnchanged += profile.rows;
         await keep(next);
         continue;
       }
       const attributes: Record<string, JsonValue> = {};
       for (const name of stale) attributes[name] = fields[name];
+      for (const name of consent.sent) attributes[name] = consent.fields[name];
       Object.assign(attributes, encoding.change(missing, stray, (synced | carried) >>> 0));
       for (const name of names(missing)) segmentDrift(name).missing += 1;
       for (const name of names(stray)) segmentDrift(name).stray += 1;
@@ -194,8 +199,9 @@ export async function reconcileShard(
         for (const name of names(stray)) segmentDrift(name).unresolved += 1;
         continue;
       }
-      // What the user stays a member of is not ours to know beyond this run's segments: none of them.
-      const attributes = encoding.change(0, stray, 0);
+      // What the user stays a member of: none of this run's segments, and of the others what the state holds.
+      const prior = before.get(hash);
+      const attributes = encoding.change(0, stray, prior ? (bits.maskOf(prior.m) & ~bits.syncedMask) >>> 0 : 0);
       for (const name of names(stray)) segmentDrift(name).stray += 1;
       const identifier = identifierFromKey(side.k);
       note(identifier, 'stray', names(stray));
@@ -205,7 +211,7 @@ export async function reconcileShard(
     // Not in the refresh: only memberships of segments this run does not cover are kept.
     for (const [hash, prior] of before) {
       if (profiles.has(hash)) continue;
-      await keep({ h: hash, k: prior.k, m: names((bits.maskOf(prior.m) & ~bits.syncedMask) >>> 0), f: prior.f, a: prior.a });
+      await keep({ h: hash, k: prior.k, m: names((bits.maskOf(prior.m) & ~bits.syncedMask) >>> 0), f: prior.f, a: prior.a, c: prior.c });
     }
     await writers.close(signal);
   } catch (error) {

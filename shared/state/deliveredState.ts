@@ -28,8 +28,18 @@ export const profileStateSchema = z.object({
     .string()
     .regex(/^[0-9a-f-]*$/)
     .optional(),
+  /**
+   * The subscription states Braze last accepted from the connector, by item (`email_subscribe`,
+   * `push_subscribe`, `g:<group id>`): a state is sent again only when CI's value for it changes.
+   */
+  c: z.record(z.string(), z.string()).optional(),
 });
 export type ProfileState = z.output<typeof profileStateSchema>;
+
+/** A record's state alone (what a sent line keeps to restore). */
+export function profileStateOf(record: ProfileState): ProfileState {
+  return record.c === undefined ? { m: record.m, f: record.f, a: record.a } : { m: record.m, f: record.f, a: record.a, c: record.c };
+}
 
 /** One line of the delivered state: hash, profile key (the identifier, to clear leavers), state. */
 export const stateRecordSchema = profileStateSchema.extend({ h: z.string().length(16), k: z.string().min(3) });
@@ -118,7 +128,11 @@ const isProfileState = (v: unknown): v is ProfileState =>
   Array.isArray((v as ProfileState).m) &&
   (v as ProfileState).m.every((m) => typeof m === 'string') &&
   typeof (v as ProfileState).f === 'string' &&
-  ((v as ProfileState).a === undefined || (typeof (v as ProfileState).a === 'string' && /^[0-9a-f-]*$/.test((v as ProfileState).a!)));
+  ((v as ProfileState).a === undefined || (typeof (v as ProfileState).a === 'string' && /^[0-9a-f-]*$/.test((v as ProfileState).a!))) &&
+  ((v as ProfileState).c === undefined || isStringRecord((v as ProfileState).c));
+
+const isStringRecord = (v: unknown): boolean =>
+  typeof v === 'object' && v !== null && !Array.isArray(v) && Object.values(v).every((state) => typeof state === 'string');
 
 /** The hot-path shape checks; a line that fails one goes through the zod schema for a precise message. */
 export const isStateRecord = (v: unknown): v is StateRecord =>
@@ -275,7 +289,8 @@ function stateJson(state: ProfileState | null | undefined): string {
     m = JSON.stringify(state.m);
     if (membershipJson.size < 4096) membershipJson.set(key, m);
   }
-  return state.a === undefined ? `{"m":${m},"f":"${state.f}"}` : `{"m":${m},"f":"${state.f}","a":"${state.a}"}`;
+  const base = state.a === undefined ? `{"m":${m},"f":"${state.f}"` : `{"m":${m},"f":"${state.f}","a":"${state.a}"`;
+  return state.c === undefined ? `${base}}` : `${base},"c":${JSON.stringify(state.c)}}`;
 }
 
 export function stateLine(record: StateRecord): string {
@@ -351,7 +366,7 @@ export async function restoreUndelivered(
     for (const record of restore.values()) {
       if (!record.p || record.p.m.length === 0) continue;
       if (record.k.startsWith('e:')) emailKeys += 1;
-      await writer.writeState({ h: record.h, k: record.k, m: record.p.m, f: record.p.f, a: record.p.a });
+      await writer.writeState({ h: record.h, k: record.k, ...profileStateOf(record.p) });
     }
   } catch (error) {
     await writer.abort(error);

@@ -52,7 +52,9 @@ export function createConnector(options: ConnectorOptions): ConnectorDeps {
     const objectsPerRequest = workspace.objectsPerRequest ?? settings.braze.objectsPerRequest;
     workspaces.set(name, new BrazeClient({ ...settings.braze, endpoint, objectsPerRequest }, workspaceKeys, pacer(), clock));
   }
-  // Webhook URLs, each read once (a Key Vault secret on first use); an app setting that is not set fails now.
+  // Webhook URLs, each read once (a Key Vault secret on first use). One whose app setting is not set
+  // is no reason to stop the app: its runs go on, and each notification says why it was not sent.
+  const log = options.log ?? consoleLogger;
   const webhookSources = new Map<string, ApiKeySource>();
   const webhookSource = (target: { urlSetting?: string; urlSecretUri?: string }): ApiKeySource => {
     const id = target.urlSetting !== undefined ? `setting:${target.urlSetting}` : `secret:${target.urlSecretUri}`;
@@ -60,14 +62,19 @@ export function createConnector(options: ConnectorOptions): ConnectorDeps {
     if (!source) {
       if (target.urlSetting !== undefined) {
         const url = options.env[target.urlSetting];
-        if (!url) throw new InvalidInputError(`Mapping config: a notify target takes its URL from app setting ${target.urlSetting}, which is not set`);
+        if (!url) throw new InvalidInputError(`its app setting ${target.urlSetting} is not set`);
         source = new SettingApiKey(url);
       } else source = new KeyVaultApiKey(target.urlSecretUri!, azureCredential(settings.storage.clientId), 'notify urlSecretUri');
       webhookSources.set(id, source);
     }
     return source;
   };
-  for (const destination of config.destinations) for (const target of destination.notify) webhookSource(target);
+  for (const destination of config.destinations)
+    for (const target of destination.notify)
+      if (target.urlSetting !== undefined && !options.env[target.urlSetting])
+        log.warn(
+          `Mapping config: destination ${destination.name} notifies a webhook whose URL is in app setting ${target.urlSetting}, which is not set: nothing is sent to it`,
+        );
   const deps: ConnectorDeps = {
     settings,
     config,
@@ -79,11 +86,11 @@ export function createConnector(options: ConnectorOptions): ConnectorDeps {
     readerSlots: new ReaderSlots(settings.readerStepsPerInstance, clock),
     braze,
     brazeFor: (workspace) => (workspace === undefined ? deps.braze : (workspaces.get(workspace) ?? deps.braze)),
-    webhookUrl: (target) => webhookSource(target).get(),
+    webhookUrl: async (target) => webhookSource(target).get(),
     // No redirects (a webhook that moved is a config to fix, and its new URL would be logged nowhere); every status is judged by the caller.
     webhooks: axios.create({ timeout: 10_000, maxRedirects: 0, validateStatus: () => true }),
     clock,
-    log: options.log ?? consoleLogger,
+    log,
   };
   return deps;
 }

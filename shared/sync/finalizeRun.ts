@@ -156,6 +156,7 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
   if (!claim.changed) {
     // A finalizer that died between completing the run and freeing the destination: its finalize comes again.
     if (claim.run.status === 'completed' && (await deps.destinations.activeRun(run.modelJsonPath)) === runId) {
+      await announceCompleted(deps, claim.run);
       await deps.destinations.release(run.modelJsonPath, runId);
       await wakeWaiting(deps, run.modelJsonPath);
     }
@@ -179,34 +180,40 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
     for (const [batchId, token] of batchTokens) owners.set(`batch-${batchId}`, token);
     const report = await composeRejectsReport(deps.storage.stateContainer, runId, owners);
     signal.throwIfAborted();
-    const { run: finished } = await deps.runs.update(runId, (current) =>
+    const { run: finished, changed } = await deps.runs.update(runId, (current) =>
       current.leaseOwner === owner
         ? { event: 'complete', finishedAt: new Date(deps.clock.now()).toISOString(), leaseOwner: undefined, leaseUntil: undefined }
         : undefined,
     );
+    // Told before the destination is freed: a finalizer that dies in between is found holding it, and
+    // tells again. One whose lease ran out (another finalizer completed the run) leaves it to that one.
+    if (changed) await announceCompleted(deps, finished);
     await deps.destinations.release(run.modelJsonPath, runId);
     await wakeWaiting(deps, run.modelJsonPath);
     // Failed profiles can be retried by a resume, which needs the parked batches and what each shard sent.
     if (finished.usersFailed === 0) await deleteWorkingBlobs(deps.storage.stateContainer, runId);
-    await announce(deps, finished, {
-      connectorEvent: 'RunCompleted',
-      runId,
-      destination: finished.destination,
-      rowsRead: finished.rowsRead,
-      rowsDelivered: finished.rowsDelivered,
-      rowsUnchanged: finished.rowsSkippedUnchanged,
-      rowsRejected: finished.rowsRejectedInput + finished.rowsRejectedBraze,
-      rowsFailed: finished.rowsFailed,
-      profilesDelivered: finished.usersDelivered,
-      exits: finished.exitsEnqueued,
-      brazeRequests: finished.brazeRequests,
-      dataPointsSent: finished.dataPointsSent,
-      dataPointsFullSend: finished.dataPointsFullSend,
-      durationMs: Date.parse(finished.finishedAt ?? finished.updatedAt) - Date.parse(finished.createdAt),
-    });
     deps.log.info(
       `run ${runId} completed: ${finished.rowsDelivered} rows delivered, ${finished.rowsSkippedUnchanged} unchanged, ${finished.rowsRejectedInput + finished.rowsRejectedBraze} rejected, ${finished.rowsFailed} failed; ${finished.usersDelivered} profiles (${finished.exitsEnqueued} exits) in ${finished.brazeRequests} requests; rejects report ${report.blobName} (${report.lines} lines)`,
     );
     return finished;
+  });
+}
+
+async function announceCompleted(deps: ConnectorDeps, finished: RunRecord): Promise<void> {
+  await announce(deps, finished, {
+    connectorEvent: 'RunCompleted',
+    runId: finished.runId,
+    destination: finished.destination,
+    rowsRead: finished.rowsRead,
+    rowsDelivered: finished.rowsDelivered,
+    rowsUnchanged: finished.rowsSkippedUnchanged,
+    rowsRejected: finished.rowsRejectedInput + finished.rowsRejectedBraze,
+    rowsFailed: finished.rowsFailed,
+    profilesDelivered: finished.usersDelivered,
+    exits: finished.exitsEnqueued,
+    brazeRequests: finished.brazeRequests,
+    dataPointsSent: finished.dataPointsSent,
+    dataPointsFullSend: finished.dataPointsFullSend,
+    durationMs: Date.parse(finished.finishedAt ?? finished.updatedAt) - Date.parse(finished.createdAt),
   });
 }

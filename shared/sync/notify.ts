@@ -1,5 +1,5 @@
-import { findDestination, type NotifyEvent } from '../config/syncConfig';
-import { describeError } from '../errors';
+import { findDestination, type NotifyEvent, type NotifyTarget } from '../config/syncConfig';
+import { describeError, InvalidInputError } from '../errors';
 import { encodeMessage, type RunMessage } from '../queue/messages';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import type { RunRecord } from '../runs/runRecord';
@@ -31,7 +31,9 @@ export async function announce(deps: ConnectorDeps, run: RunRecord, record: Conn
   // A reconcile is worth telling about when it found something to repair.
   if (record.connectorEvent === 'RunReconciled' && record.profilesToRepair === 0) event = undefined;
   if (!event) return;
-  const targets = findDestination(deps.config, run.destination, run.instance)?.notify.filter((target) => target.on.includes(event)) ?? [];
+  const targets = (findDestination(deps.config, run.destination, run.instance)?.notify ?? []).flatMap((target, index) =>
+    target.on.includes(event!) ? [index] : [],
+  );
   if (targets.length === 0) return;
   const summary: Summary = { event, ...record, instance: run.instance, refresh: run.refreshLabel, status: run.status, statusPath: `/api/runs/${run.runId}` };
   for (const target of targets) {
@@ -39,7 +41,9 @@ export async function announce(deps: ConnectorDeps, run: RunRecord, record: Conn
       kind: 'notify',
       runId: run.runId,
       event,
-      target: { urlSetting: target.urlSetting, urlSecretUri: target.urlSecretUri, format: target.format },
+      destination: run.destination,
+      ...(run.instance ? { instance: run.instance } : {}),
+      target,
       summary,
       attempt: 0,
     };
@@ -57,8 +61,16 @@ export async function announce(deps: ConnectorDeps, run: RunRecord, record: Conn
  * for the webhook's sake: the run is not the webhook's.
  */
 export async function deliverNotification(deps: ConnectorDeps, message: NotifyMessage): Promise<void> {
-  const what = `run ${message.runId}: the ${message.event} notification (${message.target.format}${message.target.urlSetting ? `, ${message.target.urlSetting}` : ''})`;
-  const outcome = await post(deps, message);
+  // The webhook as the config says now: a message names none by URL, so it can reach only a configured one.
+  const target = findDestination(deps.config, message.destination, message.instance)?.notify[message.target];
+  if (!target || !(target.on as readonly string[]).includes(message.event)) {
+    deps.log.warn(
+      `run ${message.runId}: the ${message.event} notification's webhook (notify[${message.target}] of ${message.destination}) is no longer configured for it; dropped`,
+    );
+    return;
+  }
+  const what = `run ${message.runId}: the ${message.event} notification (${target.format}${target.urlSetting ? `, ${target.urlSetting}` : ''})`;
+  const outcome = await post(deps, target, message.summary);
   if (outcome.ok) {
     deps.log.info(`${what} was delivered`);
     return;
@@ -69,20 +81,22 @@ export async function deliverNotification(deps: ConnectorDeps, message: NotifyMe
     deps.log.error(`${what} was given up after ${message.attempt + 1} tries: ${outcome.reason}`);
     return;
   }
-  deps.log.warn(`${what} failed (${outcome.reason}); tried again in ${Math.round(delay / 1000)} s`);
+  deps.log.warn(`${what} failed (${outcome.reason}); tried again in ${delay / 1000} s`);
   await sendToQueue(deps.storage.runQueue, encodeMessage({ ...message, attempt: message.attempt + 1 }), delay);
 }
 
-async function post(deps: ConnectorDeps, message: NotifyMessage): Promise<{ ok: true } | { ok: false; retry: boolean; reason: string }> {
+async function post(deps: ConnectorDeps, target: NotifyTarget, summary: Summary): Promise<{ ok: true } | { ok: false; retry: boolean; reason: string }> {
   let url: string;
   try {
-    url = await deps.webhookUrl(message.target);
+    url = await deps.webhookUrl(target);
   } catch (error) {
     // A Key Vault read that failed says why (no access, no such secret); it never holds the value.
-    return { ok: false, retry: true, reason: `its URL could not be read: ${describeError(error)}` };
+    // An app setting that is not set stays so until the app restarts.
+    const unset = error instanceof InvalidInputError;
+    return { ok: false, retry: !unset, reason: `its URL could not be read: ${unset ? error.message : describeError(error)}` };
   }
   try {
-    const answer = await deps.webhooks.post(url, notificationBody(message.target.format, message.summary), { headers: { 'Content-Type': 'application/json' } });
+    const answer = await deps.webhooks.post(url, notificationBody(target.format, summary), { headers: { 'Content-Type': 'application/json' } });
     if (answer.status >= 200 && answer.status < 300) return { ok: true };
     return { ok: false, retry: answer.status >= 500 || answer.status === 408 || answer.status === 429, reason: `the webhook answered ${answer.status}` };
   } catch (error) {

@@ -10,11 +10,12 @@ import { stacksOnSharedAzurite, type TestStack } from '../helpers/testStack';
 
 /**
  * Memberships as one array attribute. Braze's rules for arrays (braze-docs
- * _docs/_api/objects_filters/user_attributes_object.md: a whole array set at once, unique values,
- * truncated beyond the maximum of 25 unless raised, up to 100) and their cost (_docs/_user_guide/
- * data/data_points.md: "If you set the whole array at once, it will count as a single data point").
+ * _docs/_api/objects_filters/user_attributes_object.md: a whole array set at once, unique values;
+ * _docs/_user_guide/data/custom_data/custom_attributes.md, Arrays: up to 500 items by default, the
+ * first dropped beyond) and their cost (_docs/_user_guide/data/data_points.md: "If you set the whole
+ * array at once, it will count as a single data point").
  */
-const LIST: MembershipConfig = { mode: 'list', attribute: 'ci_segments', whenEmpty: null, maxLength: 25 };
+const LIST: MembershipConfig = { mode: 'list', attribute: 'ci_segments', whenEmpty: null, maxLength: 500 };
 const IDS = { HighValue: 'seg-high-value', Newsletter: 'ci_newsletter' } as const;
 const context = () => new InvocationContext({ functionName: 'test', invocationId: 'test', logHandler: () => undefined });
 
@@ -168,8 +169,8 @@ describe('memberships as one list', () => {
         'test',
       );
     expect(parse({ mode: 'list' }).destinations[0].membership).toEqual(LIST);
-    expect(() => parse({ mode: 'list' }, 26)).toThrow(/membership\.maxLength.*26 segments.*cuts arrays at 25/s);
-    expect(parse({ mode: 'list', maxLength: 100 }, 26).destinations[0].membership).toMatchObject({ maxLength: 100 });
+    expect(() => parse({ mode: 'list', maxLength: 25 }, 26)).toThrow(/membership\.maxLength.*26 segments.*cuts this array at 25/s);
+    expect(parse({ mode: 'list' }, 32).destinations[0].membership).toMatchObject({ maxLength: 500 });
     expect(() => parse({ mode: 'list', attribute: 'tier' }, 2, { Tier: 'tier' })).toThrow(/membership\.attribute.*"tier" is also a field/s);
     expect(() => parse({ mode: 'list', attribute: 's1' })).toThrow(/"s1" is also the attribute of segment T1/);
     expect(() => parse({ mode: 'list', whenEmpty: false })).toThrow(/whenEmpty/);

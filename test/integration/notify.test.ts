@@ -9,16 +9,16 @@ import { makeProfiles, writeRefresh } from '../helpers/profileModel';
 import { waitFor } from '../helpers/expectations';
 import { stacksOnSharedAzurite, testConfig, type TestStack } from '../helpers/testStack';
 
-/** A webhook receiver of ours: records each POST; answers with the statuses it is given, then 200. */
+/** A webhook receiver of ours: records each POST; answers each path with the statuses it is given for it, then 200. */
 class Receiver {
   readonly posts: { path: string; body: unknown }[] = [];
-  answers: number[] = [];
+  answers: Record<string, number[]> = {};
   private readonly server = http.createServer((request, response) => {
     const chunks: Buffer[] = [];
     request.on('data', (chunk: Buffer) => chunks.push(chunk));
     request.on('end', () => {
       this.posts.push({ path: request.url ?? '', body: JSON.parse(Buffer.concat(chunks).toString('utf8')) });
-      response.writeHead(this.answers.shift() ?? 200, { 'Content-Type': 'text/plain' });
+      response.writeHead(this.answers[request.url ?? '']?.shift() ?? 200, { 'Content-Type': 'text/plain' });
       response.end('ok');
     });
   });
@@ -44,7 +44,7 @@ describe('notifications of how runs end', () => {
   afterAll(() => receiver.stop());
   beforeEach(() => {
     receiver.posts.length = 0;
-    receiver.answers = [];
+    receiver.answers = {};
   });
 
   const start = (notify: ReturnType<typeof testConfig>['destinations'][number]['notify'], env: Record<string, string> = {}) =>
@@ -105,26 +105,37 @@ describe('notifications of how runs end', () => {
   }, 90_000);
 
   it('tries a webhook that fails again later, gives up on one that refuses, and never fails a run for it', async () => {
-    const stack = await start([
-      { urlSetting: 'HOOK_JSON', on: ['halted'], format: 'json' },
-      { urlSetting: 'HOOK_SLACK', on: ['halted'], format: 'slack' },
-    ]);
+    const stack = await start(
+      [
+        { urlSetting: 'HOOK_JSON', on: ['halted'], format: 'json' },
+        { urlSetting: 'HOOK_SLACK', on: ['halted'], format: 'slack' },
+        // Nothing listens there: no answer, tried again, then given up.
+        { urlSetting: 'HOOK_DOWN', on: ['halted'], format: 'json' },
+        { urlSetting: 'HOOK_UNSET', on: ['halted'], format: 'json' },
+      ],
+      { HOOK_DOWN: 'http://127.0.0.1:9/s3cr3t-down' },
+    );
     await writeRefresh(stack.app.deps.storage.exportContainer, makeProfiles(1, 10).values(), '2026/11/28/0600', 1);
     await stack.app.hosts[1].stop();
     const outcome = await requestSync(stack.app.deps, { trigger: 'http' });
     const runId = outcome.runs[0].runId;
     await waitFor(async () => (await stack.app.deps.runs.get(runId))!.enqueueDone, 30_000);
     // The JSON hook is down twice (503, then 429) and then takes it; the Slack hook refuses (404): given up at once.
-    receiver.answers = [503, 404, 429];
+    receiver.answers = { '/json/s3cr3t-json': [503, 429], '/slack/s3cr3t-slack': [404] };
     await haltRun(stack.app.deps, runId, new BrazeAuthError('Braze answered 401: Invalid API key: [redacted]', 401));
     await waitFor(() => receiver.on('/json/s3cr3t-json').length === 3, 20_000);
     expect(receiver.on('/slack/s3cr3t-slack')).toHaveLength(1);
     await new Promise((resolve) => setTimeout(resolve, 1_000));
     expect(receiver.posts).toHaveLength(4);
     expect(receiver.on('/json/s3cr3t-json')[2]).toMatchObject({ event: 'halted', runId, brazeStatus: 401, status: 'halted' });
-    const log = stack.log.lines.join('\n');
+    let log = stack.log.lines.join('\n');
     expect(log).toMatch(/the halted notification \(json, HOOK_JSON\) failed \(the webhook answered 503\); tried again/);
     expect(log).toMatch(/the halted notification \(slack, HOOK_SLACK\) was given up after 1 tries: the webhook answered 404/);
+    await waitFor(() => /\(json, HOOK_DOWN\) was given up after 4 tries: no answer \(ECONNREFUSED\)/.test(stack.log.lines.join('\n')), 20_000);
+    expect(stack.log.lines.join('\n')).toMatch(
+      /\(json, HOOK_UNSET\) was given up after 1 tries: its URL could not be read: its app setting HOOK_UNSET is not set/,
+    );
+    log = stack.log.lines.join('\n');
     expect(log).not.toContain('s3cr3t');
     expect((await stack.app.deps.runs.get(runId))!.status).toBe('halted');
   }, 90_000);
@@ -139,18 +150,20 @@ describe('notifications of how runs end', () => {
     expect(() => parse([{ urlSetting: 'A', on: ['exploded'] }])).toThrow(/notify\.0\.on\.0/);
     expect(() => parse([{ urlSetting: 'A', format: 'discord' }])).toThrow(/format/);
     expect(parse([{ urlSetting: 'A' }]).destinations[0].notify).toEqual([{ urlSetting: 'A', on: ['failed', 'held', 'halted', 'stalled'], format: 'json' }]);
+    // An app setting a target names that is not set stops nothing: the app says so, and each notification why it was not sent.
+    const log: string[] = [];
     const config = testConfig({ notify: [{ urlSetting: 'HOOK_MISSING', on: ['failed'], format: 'json' }] });
-    expect(() =>
-      createConnector({
-        env: {
-          AzureWebJobsStorage: 'UseDevelopmentStorage=true',
-          BRAZE_API_KEY: 'k',
-          SYNC_CONFIG: '{}',
-          EXPORT_CONTAINER: 'exports',
-          BRAZE_REST_ENDPOINT: 'rest.iad-03.braze.com',
-        },
-        config,
-      }),
-    ).toThrow(/notify target takes its URL from app setting HOOK_MISSING, which is not set/);
+    createConnector({
+      env: {
+        AzureWebJobsStorage: 'UseDevelopmentStorage=true',
+        BRAZE_API_KEY: 'k',
+        SYNC_CONFIG: '{}',
+        EXPORT_CONTAINER: 'exports',
+        BRAZE_REST_ENDPOINT: 'rest.iad-03.braze.com',
+      },
+      config,
+      log: { info: () => undefined, warn: (m) => log.push(m), error: (m) => log.push(m), record: () => undefined },
+    });
+    expect(log).toEqual([expect.stringMatching(/destination BrazeExport notifies a webhook whose URL is in app setting HOOK_MISSING, which is not set/)]);
   });
 });

@@ -165,6 +165,106 @@ describe('subscription state from consent columns', () => {
     });
   }, 120_000);
 
+  it('sends only the group whose state changed, never re-sends states when the mapping gains a field, and a reconcile passes a consent change on', async () => {
+    const OTHER = '0f4b2a1c-3d5e-4f60-8a9b-7c6d5e4f3a2b';
+    const twoGroups = testConfig({
+      segments: [{ table: 'HighValue', brazeSegmentId: 'seg-high-value', attribute: 'ci_high_value' }],
+      subscriptions: [
+        { column: 'Newsletter', subscriptionGroupId: GROUP },
+        { column: 'PushOptIn', subscriptionGroupId: OTHER },
+      ],
+    });
+    const stack = await stacks.start({
+      config: twoGroups,
+      braze: { keepObjects: true, segments: { 'seg-high-value': 'ci_high_value' }, exportDelayMs: 200 },
+      env: { RECONCILE_POLL_SECONDS: '1' },
+    });
+    const braze = stack.braze;
+    const states = (n: number) => braze.profile(`external_id:${ID(n)}`)!.subscription_groups;
+    await refresh(
+      stack,
+      [
+        [1, '', 'true', 'Yes'],
+        [2, '', 'true', 'Yes'],
+      ],
+      '2026/11/28/0600',
+    );
+    expect(states(1)).toEqual([
+      { subscription_group_id: OTHER, subscription_state: 'subscribed' },
+      { subscription_group_id: GROUP, subscription_state: 'subscribed' },
+    ]);
+    // Profile 1 leaves the other group in Braze; in CI, it leaves the newsletter.
+    braze.profile(`external_id:${ID(1)}`)!.subscription_groups = [
+      { subscription_group_id: OTHER, subscription_state: 'unsubscribed' },
+      { subscription_group_id: GROUP, subscription_state: 'subscribed' },
+    ];
+    braze.appliedObjects.length = 0;
+    await refresh(
+      stack,
+      [
+        [1, '', 'true', 'No'],
+        [2, '', 'true', 'Yes'],
+      ],
+      '2026/11/29/0600',
+    );
+    expect(braze.appliedObjects.map((o) => o.subscription_groups)).toEqual([[{ subscription_group_id: GROUP, subscription_state: 'unsubscribed' }]]);
+    expect(states(1)).toEqual([
+      { subscription_group_id: OTHER, subscription_state: 'unsubscribed' },
+      { subscription_group_id: GROUP, subscription_state: 'unsubscribed' },
+    ]);
+
+    // The mapping gains a field: every profile goes once in full, its states not (CI did not change them).
+    stack.app.deps.config.destinations[0].fields = { ...stack.app.deps.config.destinations[0].fields, EmailConsent: 'consent_text' };
+    braze.appliedObjects.length = 0;
+    const wider = await refresh(
+      stack,
+      [
+        [1, '', 'true', 'No'],
+        [2, '', 'true', 'Yes'],
+      ],
+      '2026/11/30/0600',
+    );
+    expect(wider.usersEnqueued).toBe(2);
+    expect(braze.appliedObjects.filter((o) => 'subscription_groups' in o)).toEqual([]);
+    expect(states(1)).toContainEqual({ subscription_group_id: OTHER, subscription_state: 'unsubscribed' });
+
+    // CI changes profile 2's newsletter consent, and a reconcile reads that refresh first: it passes the
+    // change on (as a sync would), and the sync after it has nothing left to send.
+    await writeExport(stack.app.deps.storage.exportContainer, {
+      destination: 'BrazeExport',
+      columns: COLUMNS,
+      segments: [
+        {
+          table: 'HighValue',
+          partitions: [
+            rowsOf([
+              [1, '', 'true', 'No'],
+              [2, '', 'true', 'No'],
+            ]),
+          ],
+          runFolder: '2026/12/01/0600',
+        },
+      ],
+    });
+    braze.appliedObjects.length = 0;
+    const answer = await reconcileHttp(
+      new HttpRequest({ url: 'http://localhost/api/reconcile', method: 'POST', body: { string: JSON.stringify({ destination: 'BrazeExport' }) } }),
+      context(),
+    );
+    const [reconciled] = await stack.app.waitForRuns([(answer.jsonBody as { runId: string }).runId], { timeoutMs: 60_000 });
+    expect(reconciled.status).toBe('completed');
+    expect(braze.appliedObjects).toEqual([{ external_id: ID(2), subscription_groups: [{ subscription_group_id: GROUP, subscription_state: 'unsubscribed' }] }]);
+    const after = await refresh(
+      stack,
+      [
+        [1, '', 'true', 'No'],
+        [2, '', 'true', 'No'],
+      ],
+      '2026/12/01/0600',
+    );
+    expect(after.usersEnqueued).toBe(0);
+  }, 180_000);
+
   it('refuses a subscription mapping that cannot be right, naming what is wrong', () => {
     const parse = (subscriptions: unknown[], fields: Record<string, string> = {}) =>
       parseSyncConfig(

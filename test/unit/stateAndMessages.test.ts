@@ -32,7 +32,7 @@ describe('diffing a profile against what Braze last accepted', () => {
       ...overrides,
     }).destinations[0];
   const flags = (leaverValue: null | false) => membershipEncoding(destination({ leaverValue }), bits);
-  const list = membershipEncoding(destination({ membership: { mode: 'list', attribute: 'ci_segments', whenEmpty: null, maxLength: 25 } }), bits);
+  const list = membershipEncoding(destination({ membership: { mode: 'list', attribute: 'ci_segments', whenEmpty: null, maxLength: 500 } }), bits);
 
   it('skips an unchanged profile', () => {
     expect(diffProfile(base, bits.syncedMask, false)).toEqual({ unchanged: true, sendFields: false, join: 0, leave: 0 });
