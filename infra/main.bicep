@@ -52,7 +52,7 @@ param location string
 param brazeRestEndpoint string
 
 @secure()
-@description('Braze REST API key with users.track, users.identify and users.external_ids.rename, written to Key Vault when given (the first provision); empty leaves the vault\'s secret as it is, so a rotation there holds.')
+@description('Braze REST API key with users.track, users.identify and users.external_ids.rename (users.delete with an erasure table), written to Key Vault when given (the first provision); empty leaves the vault\'s secret as it is, so a rotation there holds.')
 param brazeApiKey string = ''
 
 @description('The mapping config; by default infra/sync-config.json, which you edit before deploying. An object, so azd takes SYNC_CONFIG as JSON (a string parameter would break on its quotes).')

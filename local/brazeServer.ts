@@ -66,6 +66,9 @@ export interface BrazeServerStats {
   identifyRequests: number;
   /** POST /users/external_ids/rename requests. */
   renameRequests: number;
+  /** POST /users/delete requests, and the users they deleted. */
+  deleteRequests: number;
+  usersDeleted: number;
   byStatus: Record<number, number>;
   objectsApplied: number;
   rowErrors: number;
@@ -80,7 +83,7 @@ export interface BrazeServerStats {
 /** The documented /users/track identifier fields; an object must carry exactly one. */
 const IDENTIFIERS = ['external_id', 'user_alias', 'braze_id', 'email', 'phone'] as const;
 const MAX_OBJECTS = 75;
-const POST_PATHS = new Set(['/users/track', '/users/export/segment', '/users/identify', '/users/external_ids/rename']);
+const POST_PATHS = new Set(['/users/track', '/users/export/segment', '/users/identify', '/users/external_ids/rename', '/users/delete']);
 const PRIORITIZATIONS = new Set(['identified', 'unidentified', 'most_recently_updated', 'least_recently_updated']);
 const MAX_STRING = 255;
 
@@ -114,6 +117,8 @@ export class BrazeServer {
     exportRequests: 0,
     identifyRequests: 0,
     renameRequests: 0,
+    deleteRequests: 0,
+    usersDeleted: 0,
     byStatus: {},
     objectsApplied: 0,
     rowErrors: 0,
@@ -192,6 +197,7 @@ export class BrazeServer {
     if (request.url === '/users/export/segment') this.stats.exportRequests += 1;
     if (request.url === '/users/identify') this.stats.identifyRequests += 1;
     if (request.url === '/users/external_ids/rename') this.stats.renameRequests += 1;
+    if (request.url === '/users/delete') this.stats.deleteRequests += 1;
     this.stats.firstRequestAtMs ??= now;
     this.stats.lastRequestAtMs = now;
 
@@ -206,6 +212,8 @@ export class BrazeServer {
     if (request.url === '/users/identify') return this.identify(Buffer.concat(chunks).toString('utf8'), response);
     // 1,000 requests a minute, its own limit too.
     if (request.url === '/users/external_ids/rename') return this.rename(Buffer.concat(chunks).toString('utf8'), response);
+    // Its own limit too (20,000 a minute, shared with /users/identify).
+    if (request.url === '/users/delete') return this.deleteUsers(Buffer.concat(chunks).toString('utf8'), response);
 
     const window = this.windowOf(now);
     if (!this.windowFate.has(window)) this.windowFate.set(window, this.windowDeck.draw({ exhausted: this.faults.exhaustedWindows }) === 'exhausted');
@@ -363,6 +371,24 @@ export class BrazeServer {
   }
 
   /**
+   * The profile a `prioritization` picks among those holding an address (post_user_identify.md,
+   * post_user_delete.md): `identified`/`unidentified` filter, the recency rules pick one; "If an
+   * email address or phone number is specified as an identifier, you must also include
+   * prioritization", and only one of identified and unidentified may be in it.
+   */
+  private prioritized(holders: string[], order: Json | undefined): string | undefined | 'invalid' | 'several' {
+    if (!Array.isArray(order) || order.length === 0 || order.some((p) => !PRIORITIZATIONS.has(p as string))) return 'invalid';
+    if (order.includes('identified') && order.includes('unidentified')) return 'invalid';
+    let candidates = holders;
+    for (const rule of order) {
+      if (rule === 'identified') candidates = candidates.filter((k) => k.startsWith('external_id:'));
+      else if (rule === 'unidentified') candidates = candidates.filter((k) => !k.startsWith('external_id:'));
+      else if (candidates.length > 1) candidates = [this.mostRecent(candidates, rule === 'least_recently_updated')!];
+    }
+    return candidates.length > 1 ? 'several' : candidates[0];
+  }
+
+  /**
    * POST /users/identify (post_user_identify.md): each entry of `emails_to_identify` or
    * `phone_numbers_to_identify` names an external_id, an address and a `prioritization`; the
    * profile the prioritization picks among those holding the address is combined with the profile
@@ -398,6 +424,59 @@ export class BrazeServer {
     const answer: Record<string, Json> = { aliases_processed: processed, message: 'success' };
     if (errors.length) answer.errors = errors;
     return this.send(response, 201, answer);
+  }
+
+  /**
+   * POST /users/delete (post_user_delete.md): "Up to 50 external_ids, user_aliases, braze_ids,
+   * email_addresses, or phone_numbers"; an e-mail or phone number needs a `prioritization`, and
+   * "deleting users will not occur if more than one user matches a prioritization". Answers
+   * `deleted`, the users queued for deletion — an identifier no user has is no error. An external
+   * ID that was renamed away from still finds its user.
+   */
+  private deleteUsers(text: string, response: http.ServerResponse): void {
+    let body: Record<string, Json>;
+    try {
+      const parsed = JSON.parse(text) as Json;
+      if (!isObject(parsed)) throw new Error('not an object');
+      body = parsed;
+    } catch {
+      return this.send(response, 400, { message: 'Invalid JSON' });
+    }
+    const lists = ['external_ids', 'user_aliases', 'braze_ids', 'email_addresses', 'phone_numbers'] as const;
+    const given = lists.filter((name) => body[name] !== undefined);
+    if (given.length === 0)
+      return this.send(response, 400, { message: 'One of external_ids, user_aliases, braze_ids, email_addresses or phone_numbers is required' });
+    if (given.some((name) => !Array.isArray(body[name]))) return this.send(response, 400, { message: 'Identifiers must be arrays' });
+    if (given.reduce((n, name) => n + (body[name] as Json[]).length, 0) > 50) return this.send(response, 400, { message: 'Max Input Length Exceeded' });
+    const keys = new Set<string>();
+    for (const id of (body.external_ids as Json[] | undefined) ?? []) {
+      const primary = typeof id === 'string' ? (this.deprecatedIds.get(id) ?? id) : undefined;
+      if (primary !== undefined && this.profiles.has(`external_id:${primary}`)) keys.add(`external_id:${primary}`);
+    }
+    for (const alias of (body.user_aliases as Json[] | undefined) ?? []) {
+      if (!isObject(alias) || typeof alias.alias_name !== 'string' || typeof alias.alias_label !== 'string')
+        return this.send(response, 400, { message: 'Invalid user alias' });
+      const key = profileKey({ user_alias: alias });
+      if (this.profiles.has(key)) keys.add(key);
+    }
+    for (const [name, field] of [
+      ['email_addresses', 'email'],
+      ['phone_numbers', 'phone'],
+    ] as const) {
+      for (const entry of (body[name] as Json[] | undefined) ?? []) {
+        if (!isObject(entry) || typeof entry[field] !== 'string') return this.send(response, 400, { message: `Each of ${name} needs ${field}` });
+        const chosen = this.prioritized(this.holdersOf(field, entry[field] as string), entry.prioritization);
+        if (chosen === 'invalid') return this.send(response, 400, { message: `Each of ${name} needs a valid prioritization` });
+        // "deleting users will not occur if more than one user matches a prioritization"
+        if (chosen !== undefined && chosen !== 'several') keys.add(chosen);
+      }
+    }
+    for (const key of keys) {
+      this.profiles.delete(key);
+      this.updatedAt.delete(key);
+    }
+    this.stats.usersDeleted += keys.size;
+    return this.send(response, 202, { deleted: keys.size, message: 'success' });
   }
 
   /**
@@ -454,18 +533,11 @@ export class BrazeServer {
       const field = list === 'emails_to_identify' ? 'email' : 'phone';
       const value = entry[field];
       if (typeof value !== 'string' || !value) return `${field} is required`;
-      const order = entry.prioritization;
-      // "If an email address or phone number is specified as an identifier, you must also include prioritization."
-      if (!Array.isArray(order) || order.length === 0 || order.some((p) => !PRIORITIZATIONS.has(p as string))) return 'Invalid prioritization';
-      if (order.includes('identified') && order.includes('unidentified')) return 'Invalid prioritization';
-      candidates = this.holdersOf(field, value);
-      for (const rule of order) {
-        if (rule === 'identified') candidates = candidates.filter((k) => k.startsWith('external_id:'));
-        else if (rule === 'unidentified') candidates = candidates.filter((k) => !k.startsWith('external_id:'));
-        else if (candidates.length > 1) candidates = [this.mostRecent(candidates, rule === 'least_recently_updated')!];
-      }
+      const chosen = this.prioritized(this.holdersOf(field, value), entry.prioritization);
+      if (chosen === 'invalid') return 'Invalid prioritization';
       // An ordered prioritization that still matches more than one user merges nothing.
-      if (candidates.length > 1) return 'More than one user matches the prioritization';
+      if (chosen === 'several') return 'More than one user matches the prioritization';
+      candidates = chosen === undefined ? [] : [chosen];
     }
     const from = candidates[0];
     if (from === undefined) return 'No user matches';

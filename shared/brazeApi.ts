@@ -25,6 +25,12 @@ export const BRAZE_MAX_IDENTIFY_PER_REQUEST = 50;
  */
 export const BRAZE_RENAME_PATH = '/users/external_ids/rename';
 export const BRAZE_MAX_RENAMES_PER_REQUEST = 50;
+/**
+ * Deletes users (needs the key's users.delete permission); cannot be undone. At most 50 identifiers
+ * of one kind per request; its own rate limit, not /users/track's (post_user_delete.md).
+ */
+export const BRAZE_DELETE_PATH = '/users/delete';
+export const BRAZE_MAX_DELETES_PER_REQUEST = 50;
 /** Asks Braze to export a segment's users (needs the key's users.export.segment permission). */
 export const BRAZE_EXPORT_SEGMENT_PATH = '/users/export/segment';
 

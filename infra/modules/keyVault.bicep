@@ -45,7 +45,7 @@ resource secret 'Microsoft.KeyVault/vaults/secrets@2023-07-01' = if (!empty(braz
   name: secretName
   properties: {
     value: brazeApiKey
-    contentType: 'Braze REST API key (users.track, users.identify, users.external_ids.rename)'
+    contentType: 'Braze REST API key (users.track, users.identify, users.external_ids.rename; users.delete with an erasure table)'
   }
 }
 

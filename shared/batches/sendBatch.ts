@@ -3,7 +3,7 @@ import { BrazeAuthError, BrazeRetryableError } from '../errors';
 import { toBrazeObject } from '../mapping/profileIdentity';
 import type { BatchProfile } from '../queue/messages';
 import type { JsonValue } from '../ci/dataTypes';
-import { BRAZE_MAX_IDENTIFY_PER_REQUEST, BRAZE_MAX_RENAMES_PER_REQUEST } from '../brazeApi';
+import { BRAZE_MAX_DELETES_PER_REQUEST, BRAZE_MAX_IDENTIFY_PER_REQUEST, BRAZE_MAX_RENAMES_PER_REQUEST } from '../brazeApi';
 
 /** What became of one profile of the batch. */
 export type ProfileResult = { kind: 'delivered' } | { kind: 'rejected'; reason: string } | { kind: 'unsent' };
@@ -71,6 +71,17 @@ export async function sendProfiles(braze: BrazeClient, profiles: BatchProfile[],
       keepStop(sent, error);
     }
   };
+
+  // Users to erase are deleted, by identifier kind, 50 to a request; nothing else is sent for them.
+  const erasing = profiles.flatMap((profile, i) => (profile.erase ? [i] : []));
+  for (const kind of ['external_id', 'user_alias', 'email'] as const) {
+    const ofKind = erasing.filter((i) => kind in profiles[i].identifier);
+    const erased = await prepareAhead(sent, ofKind, BRAZE_MAX_DELETES_PER_REQUEST, '/users/delete', (chunk) =>
+      braze.deleteUsers(chunk.map((i) => profiles[i].identifier) as Parameters<BrazeClient['deleteUsers']>[0], deadlineMs, sent),
+    );
+    if (!erased) return sent;
+  }
+  for (const i of erasing) if (sent.results[i].kind === 'unsent') sent.results[i] = { kind: 'delivered' };
 
   // Profiles Braze has under another spelling of their GUID are renamed before anything is written
   // to the canonical one (which would otherwise be a new user).
@@ -150,7 +161,7 @@ async function prepareAhead(
   indexes: number[],
   size: number,
   endpoint: string,
-  request: (chunk: number[]) => Promise<{ kind: 'accepted' } | { kind: 'refused'; status: number; message: string }>,
+  request: (chunk: number[]) => Promise<{ kind: 'accepted' } | { kind: 'accepted'; deleted: number } | { kind: 'refused'; status: number; message: string }>,
 ): Promise<boolean> {
   for (const chunk of chunksOf(indexes, size)) {
     try {

@@ -9,6 +9,7 @@ import type { ApiKeySource } from './apiKey';
 import type { Clock } from '../clock';
 import {
   BRAZE_EXPORT_SEGMENT_PATH,
+  BRAZE_DELETE_PATH,
   BRAZE_IDENTIFY_PATH,
   BRAZE_RENAME_PATH,
   BRAZE_MAU_OBJECTS_PER_REQUEST,
@@ -41,6 +42,7 @@ const trackResponseSchema = z.looseObject({
 /** The permission an endpoint beyond /users/track needs, named when Braze answers 401/403 to it. */
 const PERMISSION_OF: Record<string, string> = {
   [BRAZE_IDENTIFY_PATH]: 'users.identify',
+  [BRAZE_DELETE_PATH]: 'users.delete',
   [BRAZE_RENAME_PATH]: 'users.external_ids.rename',
 };
 
@@ -194,6 +196,31 @@ export class BrazeClient {
       if (index !== undefined && index >= 0 && index < renames.length) failed.set(index, text);
     }
     return { kind: 'accepted', failed };
+  }
+
+  /**
+   * POST /users/delete: the users with these identifiers, all of one kind, are deleted — for good.
+   * An e-mail names the profile the connector keyed by it, the unidentified one holding the address
+   * (the most recently updated, should there be several). Braze answers how many it queued for
+   * deletion, not which: an identifier it does not know is no error. At most 50 per request.
+   */
+  async deleteUsers(
+    users: { external_id: string }[] | { user_alias: { alias_name: string; alias_label: string } }[] | { email: string }[],
+    deadlineMs: number,
+    seen: { http429: number } = { http429: 0 },
+  ): Promise<{ kind: 'accepted'; deleted: number } | { kind: 'refused'; status: number; message: string }> {
+    const first = users[0];
+    const body =
+      'external_id' in first
+        ? { external_ids: (users as { external_id: string }[]).map((u) => u.external_id) }
+        : 'user_alias' in first
+          ? { user_aliases: (users as { user_alias: { alias_name: string; alias_label: string } }[]).map((u) => u.user_alias) }
+          : { email_addresses: (users as { email: string }[]).map((u) => ({ email: u.email, prioritization: ['unidentified', 'most_recently_updated'] })) };
+    const response = await this.send(BRAZE_DELETE_PATH, JSON.stringify(body), false, deadlineMs, seen);
+    const { message } = this.readAnswer(response, BRAZE_DELETE_PATH);
+    if (response.status < 200 || response.status >= 300) return { kind: 'refused', status: response.status, message };
+    const deleted = (safeJson(response.data ?? '') as { deleted?: unknown } | undefined)?.deleted;
+    return { kind: 'accepted', deleted: typeof deleted === 'number' ? deleted : 0 };
   }
 
   private async post(path: string, body: string, paced: boolean, deadlineMs: number, seen: { http429: number }): Promise<TrackOutcome> {

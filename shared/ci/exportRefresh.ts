@@ -34,8 +34,13 @@ export const segmentRefreshSchema = z.strictObject({
   brazeSegmentId: z.string().min(1),
   attributes: z.array(z.strictObject({ name: z.string().min(1), dataType: z.enum(cdmDataTypes) })),
   partitions: z.array(partitionRefSchema),
+  /** The destination's erasure table: its rows are users to delete, no segment's members. */
+  erasure: z.literal(true).optional(),
 });
 export type SegmentRefresh = z.output<typeof segmentRefreshSchema>;
+
+/** The membership name an erasure table's rows carry while a run reads them: not a Braze attribute name (those never start with `$`). */
+export const ERASURE_ATTRIBUTE = '$erase';
 
 /** One refresh of one export destination: the partitions of every configured segment. */
 export interface ExportRefresh extends ExportLocation {
@@ -102,7 +107,13 @@ export async function resolveRefresh(container: ContainerClient, location: Expor
   const model = parseModelJson(text, path);
   const segments: SegmentRefresh[] = [];
   const notes: string[] = [];
-  for (const segment of destination.segments) {
+  const tables = [
+    ...destination.segments.map((segment) => ({ table: segment.table, attribute: segmentAttribute(segment), brazeSegmentId: segment.brazeSegmentId })),
+    ...(destination.erasure
+      ? [{ table: destination.erasure.table, attribute: ERASURE_ATTRIBUTE, brazeSegmentId: destination.erasure.table, erasure: true as const }]
+      : []),
+  ];
+  for (const segment of tables) {
     const entity = findEntity(model, segment.table);
     if (!entity) {
       throw new InvalidInputError(`${path} has no entity "${segment.table}" (it has: ${model.entities.map((e) => e.name).join(', ') || 'none'})`);
@@ -125,10 +136,11 @@ export async function resolveRefresh(container: ContainerClient, location: Expor
     }
     segments.push({
       table: segment.table,
-      attribute: segmentAttribute(segment),
+      attribute: segment.attribute,
       brazeSegmentId: segment.brazeSegmentId,
       attributes: entity.attributes.map((a) => ({ name: a.name, dataType: a.dataType })),
       partitions,
+      ...('erasure' in segment ? { erasure: segment.erasure } : {}),
     });
   }
   const identity = segments.flatMap((s) => s.partitions.map((p) => `${s.table}|${p.blobName}${p.snapshot ? `?snapshot=${p.snapshot}` : ''}|${p.etag}`)).sort();

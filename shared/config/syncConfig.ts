@@ -148,9 +148,20 @@ const guardSchema = z.strictObject({
   maxChangedShare: share.nullable().default(null),
   /** Fewer profiles than this cleared (per segment) or changed never hold a run: small segments move by whole shares. */
   minProfiles: z.number().int().min(0).default(10),
+  /** Hold when a run would delete more users than this from Braze (erasure; null: never). A deletion cannot be undone. */
+  maxErasures: z.number().int().min(0).nullable().default(100),
 });
 
-export const DEFAULT_GUARD = { maxClearedShare: 0.2, maxChangedShare: null, minProfiles: 10 } as const satisfies z.input<typeof guardSchema>;
+export const DEFAULT_GUARD = { maxClearedShare: 0.2, maxChangedShare: null, minProfiles: 10, maxErasures: 100 } as const satisfies z.input<typeof guardSchema>;
+
+/**
+ * Erasure: a CI table exported to the destination like a segment, whose rows are users to delete
+ * from Braze (POST /users/delete), keyed by the destination's matching rules. Off unless named.
+ */
+const erasureSchema = z.strictObject({
+  /** The entity in model.json (and its folder) listing the users to delete. */
+  table: z.string().min(1),
+});
 
 const destinationSchema = z
   .strictObject({
@@ -180,6 +191,8 @@ const destinationSchema = z
     workspace: z.string().min(1).optional(),
     /** Columns holding subscription state (channels, subscription groups): sent when CI's value changes. */
     subscriptions: z.array(subscriptionSchema).default([]),
+    /** Users to delete from Braze: off unless set. */
+    erasure: erasureSchema.optional(),
     /** Webhooks told when a run ends or waits for a person. */
     notify: z.array(notifySchema).default([]),
     /** The guard against mass change: when a run waits for approval instead of sending. */
@@ -198,6 +211,11 @@ const destinationSchema = z
       }
       attributes.set(attribute, segment.table);
     });
+    if (d.erasure) {
+      if (d.segments.some((s) => s.table === d.erasure!.table))
+        ctx.addIssue({ code: 'custom', path: ['erasure', 'table'], message: `"${d.erasure.table}" is also a segment: its members would be deleted` });
+      if (d.segments.length > 31) ctx.addIssue({ code: 'custom', path: ['segments'], message: 'at most 31 segments with an erasure table' });
+    }
     const tables = d.segments.map((s) => s.table);
     tables.forEach((table, i) => {
       if (tables.indexOf(table) !== i) ctx.addIssue({ code: 'custom', path: ['segments', i, 'table'], message: `"${table}" is listed twice` });
@@ -270,6 +288,15 @@ export type NotifyTarget = DestinationConfig['notify'][number];
 /** Whether the guard can hold a run at all (either share is set). */
 export function guardEnabled(guard: GuardConfig): boolean {
   return guard.maxClearedShare !== null || guard.maxChangedShare !== null;
+}
+
+/**
+ * Whether a run of the destination stages its batches until it is within the guard: when the guard
+ * can hold it and something was delivered before (a first sync is never held), and always when it
+ * deletes users with a limit to keep (a first sync may delete too).
+ */
+export function runsStaged(destination: DestinationConfig, hasState: boolean): boolean {
+  return (guardEnabled(destination.guard) && hasState) || (destination.erasure !== undefined && destination.guard.maxErasures !== null);
 }
 
 export function segmentAttribute(segment: SegmentConfig): string {

@@ -45,6 +45,8 @@ export const batchProfileSchema = z.strictObject({
   identify: z.strictObject({ email: z.string().min(3) }).optional(),
   /** Braze has this profile under another spelling of its GUID: renamed to this external_id first (POST /users/external_ids/rename). */
   rename: z.strictObject({ from: z.string().min(1) }).optional(),
+  /** The user is deleted from Braze (POST /users/delete), nothing written: the destination's erasure table lists it. */
+  erase: z.literal(true).optional(),
 });
 export type BatchProfile = z.output<typeof batchProfileSchema>;
 

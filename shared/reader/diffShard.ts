@@ -1,5 +1,5 @@
 import type { JsonValue } from '../ci/dataTypes';
-import type { SegmentRefresh } from '../ci/exportRefresh';
+import { ERASURE_ATTRIBUTE, type SegmentRefresh } from '../ci/exportRefresh';
 import { dataPointsOf, describeIdentifier, identifierFromKey, type BrazeIdentifier } from '../mapping/profileIdentity';
 import { BRAZE_SUBSCRIPTION_FIELDS } from '../brazeApi';
 import { consentToSend } from '../mapping/subscriptions';
@@ -27,7 +27,7 @@ import {
   type StateRecord,
   type UncertainRun,
 } from '../state/deliveredState';
-import { MembershipBits } from '../state/membershipBits';
+import { runMembershipBits } from '../state/membershipBits';
 import { keyHash } from '../state/profileIndex';
 import { BlobLineWriter } from '../storage/blobLineWriter';
 import { isNotFound } from '../storage/storageErrors';
@@ -56,6 +56,7 @@ export interface IdentifiedEmail {
 }
 
 const DUPLICATE = 'duplicate: the segment has another row of this profile (its values were sent)';
+const ERASED = "the destination's erasure table lists this user: deleted from Braze, not sent";
 const SHADOWED =
   'no customer ID, and a row with a customer ID carries this e-mail: Braze would apply this row to that profile (it updates the identified profile holding an address first)';
 
@@ -144,6 +145,23 @@ export async function diffShard(
     }
     for (const hash of shadowed) profiles.delete(hash);
   }
+  // Users the erasure table lists are deleted from Braze and written nowhere: their segment rows are
+  // rejected, saying so, and the erasure row is what the deletion accounts for.
+  const eraseBit = segments.some((segment) => segment.erasure) ? bits.bit(ERASURE_ATTRIBUTE) : 0;
+  const erasures = new Map<string, MapLine>();
+  if (eraseBit) {
+    const listed = new Set([...profiles].filter(([, profile]) => profile.bits & eraseBit).map(([hash]) => hash));
+    if (listed.size)
+      for (const line of await rowsOf(deps, run, shard, mapOwners, listed, signal)) {
+        if (segments[line.g].erasure) erasures.set(line.h, line);
+        else {
+          const key = keyOf(line.v);
+          rejectLines.push(
+            rejectedRow(totals, partitions[line.p].partition.blobName, line, key.ok ? describeIdentifier(identifierFromKey(key.key)) : '', ERASED),
+          );
+        }
+      }
+  }
   signal.throwIfAborted();
 
   const writers = shardWriters(deps, run, shard, owner, totals);
@@ -156,7 +174,7 @@ export async function diffShard(
     fieldsChanged: string[],
     membership: Record<string, unknown>,
     attributes: Record<string, unknown>,
-    kind?: 'merges' | 'renames' | 'rewrites',
+    kind?: 'merges' | 'renames' | 'rewrites' | 'erases',
   ) => {
     preview.profilesSent += 1;
     preview.dataPoints += dataPointsOf(attributes);
@@ -194,12 +212,37 @@ export async function diffShard(
     totals.usersEnqueued += 1;
     totals.exitsEnqueued += 1;
   };
+  /**
+   * A user of the erasure table: deleted from Braze, and left out of the next state. One this
+   * destination deleted before and has not written since is not deleted again (the audit ledger
+   * says when it was).
+   */
+  const enqueueErasure = async (hash: string, line: MapLine, prior: StateRecord | undefined) => {
+    const key = keyOf(line.v);
+    if (!key.ok) throw new Error(`run ${run.runId}: a row that had an identifier when mapped lost it (${key.reason})`);
+    const identifier = identifierFromKey(key.key);
+    if (!prior && (await deps.erasures.get(run.modelJsonPath, hash))) {
+      totals.rowsSkippedUnchanged += 1;
+      return;
+    }
+    if (dry) tally(identifier, 0, 0, [], {}, {}, 'erases');
+    await sentWriter?.writeSent({ h: hash, k: key.key, p: prior ? profileStateOf(prior) : null });
+    await packer.add({ hash, identifier, attributes: {}, rows: 1, source: sourceOf(line), erase: true });
+    totals.rowsEnqueued += 1;
+    totals.usersEnqueued += 1;
+    totals.erasuresEnqueued += 1;
+  };
   try {
     for (const line of rejectLines) await rejects.writeLine(rejectCsvLine(line).slice(0, -1));
     let seen = 0;
     for (const [hash, profile] of profiles) {
       if (++seen % 1024 === 0) signal.throwIfAborted();
       const prior = before.get(hash);
+      const erasure = erasures.get(hash);
+      if (erasure) {
+        await enqueueErasure(hash, erasure, prior);
+        continue;
+      }
       const priorMask = prior ? bits.maskOf(prior.m) : 0;
       const synced = (profile.bits & bits.syncedMask) >>> 0;
       const carried = (priorMask & ~bits.syncedMask) >>> 0;
@@ -391,7 +434,7 @@ export async function gatherShard(
 ): Promise<{ profiles: Map<string, ShardProfile>; rejectLines: RejectLine[]; hintLines: string[] }> {
   const partitions = partitionList(segments);
   const state = deps.storage.stateContainer;
-  const bits = new MembershipBits(segments.map((s) => s.attribute));
+  const bits = runMembershipBits(segments);
   const segmentBits = segments.map((s) => bits.bit(s.attribute));
   const bySize = segments.map((s, i) => ({ i, bytes: s.partitions.reduce((n, p) => n + p.sizeBytes, 0) })).sort((a, b) => b.bytes - a.bytes || a.i - b.i);
   const rejectLines: RejectLine[] = [];
@@ -503,7 +546,7 @@ async function rowsOf(
 export async function shardContext(deps: ConnectorDeps, run: RunRecord) {
   const segments = await readSources(deps, run);
   const destination = runDestination(deps, run);
-  const bits = new MembershipBits(segments.map((s) => s.attribute));
+  const bits = runMembershipBits(segments);
   const columns = canonicalPartitionColumns(destination);
   const identityOptions = { normalizeGuids: normalizesGuids(destination, segments) };
   const mappers = new Map<number, RowMapper>();

@@ -124,6 +124,7 @@ export function emptyTotals(): UnitTotals {
     rowsEnqueued: 0,
     usersEnqueued: 0,
     exitsEnqueued: 0,
+    erasuresEnqueued: 0,
     batchesEnqueued: 0,
     dataPointsFullSend: 0,
     rejectedByReason: {},

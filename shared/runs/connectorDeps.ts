@@ -6,6 +6,7 @@ import type { Clock } from '../clock';
 import type { Logger } from '../log';
 import type { BatchLedger } from './batchLedger';
 import type { DestinationStore } from './destinationStore';
+import type { ErasureLedger } from './erasureLedger';
 import type { RunStore } from './runStore';
 import type { UnitLedger } from './unitLedger';
 import type { StorageClients } from '../storage/clients';
@@ -23,6 +24,8 @@ export interface ConnectorDeps {
   units: UnitLedger;
   /** Which run owns a destination, and where its delivered state is. */
   destinations: DestinationStore;
+  /** The users each destination deleted from Braze, for audit. */
+  erasures: ErasureLedger;
   /** The reading steps this process may work on at once. */
   readerSlots: { take(): Promise<(() => void) | undefined> };
   /** The default workspace's client. */

@@ -12,8 +12,9 @@ export const previewSampleSchema = z.object({
    * `merges`: an e-mail-only profile merged into the profile of the customer ID its row has now.
    * `renames`: a profile renamed to the canonical spelling of its GUID customer ID.
    * `rewrites`: a profile whose memberships are written in the destination's new membership form.
+   * `erases`: a user the destination's erasure table lists, deleted from Braze.
    */
-  change: z.enum(['joins', 'leaves', 'changes', 'merges', 'renames', 'rewrites']),
+  change: z.enum(['joins', 'leaves', 'changes', 'merges', 'renames', 'rewrites', 'erases']),
   attributes: z.array(z.string()),
 });
 

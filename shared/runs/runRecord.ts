@@ -78,6 +78,8 @@ export const runCountsSchema = z.object({
   rowsParked: count,
   usersEnqueued: count,
   exitsEnqueued: count,
+  /** Users the run deletes from Braze (the erasure table); among usersEnqueued, delivered once Braze took the deletion. */
+  erasuresEnqueued: count,
   usersDelivered: count,
   usersRejected: count,
   usersFailed: count,
@@ -269,6 +271,7 @@ export function runSummary(run: RunRecord, nowMs = Date.now()) {
       failed: run.usersFailed,
       parked: run.usersParked,
       exitsEnqueued: run.exitsEnqueued,
+      erasuresEnqueued: run.erasuresEnqueued,
     },
     braze: {
       batches: run.batchesEnqueued,

@@ -21,6 +21,8 @@ export const unitTotalsSchema = z.object({
   rowsEnqueued: z.number().int().min(0).default(0),
   usersEnqueued: z.number().int().min(0).default(0),
   exitsEnqueued: z.number().int().min(0).default(0),
+  /** Users to be deleted from Braze (the erasure table; counted in usersEnqueued too). */
+  erasuresEnqueued: z.number().int().min(0).default(0),
   batchesEnqueued: z.number().int().min(0).default(0),
   dataPointsFullSend: z.number().int().min(0).default(0),
   /** Input rejects by reason. */

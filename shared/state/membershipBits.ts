@@ -40,3 +40,13 @@ export class MembershipBits {
     return out;
   }
 }
+
+/**
+ * The bits of a run's segments: the synced ones first, then the erasure table's (never synced, never
+ * in a state), so every step of the run numbers them alike.
+ */
+export function runMembershipBits(segments: { attribute: string; erasure?: true }[]): MembershipBits {
+  const bits = new MembershipBits(segments.filter((segment) => !segment.erasure).map((segment) => segment.attribute));
+  for (const segment of segments) if (segment.erasure) bits.bit(segment.attribute);
+  return bits;
+}

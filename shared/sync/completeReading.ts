@@ -26,7 +26,15 @@ interface ReadingSummary {
 
 /** The counts a run's totals sum over its units. */
 type SummedCount =
-  'rowsRead' | 'rowsRejectedInput' | 'rowsSkippedUnchanged' | 'rowsEnqueued' | 'usersEnqueued' | 'exitsEnqueued' | 'batchesEnqueued' | 'dataPointsFullSend';
+  | 'rowsRead'
+  | 'rowsRejectedInput'
+  | 'rowsSkippedUnchanged'
+  | 'rowsEnqueued'
+  | 'usersEnqueued'
+  | 'exitsEnqueued'
+  | 'erasuresEnqueued'
+  | 'batchesEnqueued'
+  | 'dataPointsFullSend';
 
 /** Every shard is done: the run's totals are the sum of its units, and it sends. */
 export async function completeReading(deps: ConnectorDeps, planned: RunRecord): Promise<void> {
@@ -44,6 +52,7 @@ export async function completeReading(deps: ConnectorDeps, planned: RunRecord): 
     rowsEnqueued: sum('rowsEnqueued'),
     usersEnqueued: sum('usersEnqueued'),
     exitsEnqueued: sum('exitsEnqueued'),
+    erasuresEnqueued: sum('erasuresEnqueued'),
     batchesEnqueued: sum('batchesEnqueued'),
     dataPointsFullSend: sum('dataPointsFullSend'),
   };
@@ -114,6 +123,8 @@ async function writePreviewReport(
         leaving: totals.exitsEnqueued,
         ...(preview.identified ? { merging: preview.identified } : {}),
         ...(preview.rewritten ? { rewriting: preview.rewritten } : {}),
+        // erasing: users deleted from Braze (the erasure table).
+        ...(totals.erasuresEnqueued ? { erasing: totals.erasuresEnqueued } : {}),
       },
       brazeRequests: preview.requests,
       dataPoints: preview.dataPoints,
@@ -159,6 +170,7 @@ async function passGuard(deps: ConnectorDeps, planned: RunRecord, reading: Readi
           profilesSent: totals.usersEnqueued,
           profilesBefore: stateBaseProfiles(run),
           force: run.force,
+          erasing: totals.erasuresEnqueued,
         };
     const held = guardVerdict(runDestination(deps, run).guard, change);
     if (held.length > 0) {

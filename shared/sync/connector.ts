@@ -7,6 +7,7 @@ import { RateLimitPacer } from '../braze/pacer';
 import { consoleLogger, type Logger } from '../log';
 import { BatchLedger } from '../runs/batchLedger';
 import { DestinationStore } from '../runs/destinationStore';
+import { ErasureLedger } from '../runs/erasureLedger';
 import { RunStore } from '../runs/runStore';
 import { UnitLedger } from '../runs/unitLedger';
 import { azureCredential, createStorageClients, ensureStorage } from '../storage/clients';
@@ -83,6 +84,7 @@ export function createConnector(options: ConnectorOptions): ConnectorDeps {
     batches: new BatchLedger(storage.runsTable, clock),
     units: new UnitLedger(storage.runsTable, clock),
     destinations: new DestinationStore(storage.runsTable, clock),
+    erasures: new ErasureLedger(storage.runsTable, clock),
     readerSlots: new ReaderSlots(settings.readerStepsPerInstance, clock),
     braze,
     brazeFor: (workspace) => (workspace === undefined ? deps.braze : (workspaces.get(workspace) ?? deps.braze)),

@@ -73,6 +73,9 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown, delive
     const workspace = findDestination(deps.config, run.destination, run.instance)?.workspace;
     const sent = await sendProfiles(deps.brazeFor(workspace), message.profiles, deps.clock.now() + deps.settings.senderBudgetMs);
     if (sent.unattributedErrors.length) deps.log.warn(`batch ${message.batchId}: Braze reported errors without a row: ${sent.unattributedErrors.join('; ')}`);
+    // Each deletion Braze took is recorded for audit (key hash, run, time) before the batch is.
+    for (const [i, profile] of message.profiles.entries())
+      if (profile.erase && sent.results[i].kind === 'delivered') await deps.erasures.record(run.modelJsonPath, profile.hash, run.runId);
     if (sent.authError) await haltRun(deps, message.runId, sent.authError, workspace);
     http429 = sent.http429;
     ending = endingAfterSend(message, sent, sources, deps.clock.now());

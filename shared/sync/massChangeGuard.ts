@@ -14,6 +14,8 @@ export interface RunChange {
   profilesBefore: number;
   /** A forced run sends everyone in full on purpose: its share of changed profiles is no alarm. */
   force: boolean;
+  /** Users the run would delete from Braze (the destination's erasure table). */
+  erasing?: number;
 }
 
 /**
@@ -41,5 +43,7 @@ export function guardVerdict(guard: GuardConfig, change: RunChange): string[] {
         `${change.profilesSent} profiles would change, ${percent(share)} of the ${change.profilesBefore} Braze holds for this destination (the guard allows ${percent(guard.maxChangedShare)})`,
       );
   }
+  if (guard.maxErasures !== null && (change.erasing ?? 0) > guard.maxErasures)
+    reasons.push(`${change.erasing} users would be deleted from Braze, which cannot be undone (the guard allows ${guard.maxErasures} a run)`);
   return reasons;
 }

@@ -1,4 +1,4 @@
-import { guardEnabled } from '../config/syncConfig';
+import { guardEnabled, runsStaged } from '../config/syncConfig';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { isTerminal } from '../runs/runRecord';
 import { partitionList, readSources, runDestination } from '../runs/runSources';
@@ -52,8 +52,10 @@ export async function startRun(deps: ConnectorDeps, runId: string, lookAt?: numb
       previous.format === 2 ? previous.manifest.profiles : previous.format === 1 ? previous.profiles : Math.ceil(bytes / BYTES_PER_PROFILE_ESTIMATE);
     const shards = shardCountFor(estimate, previous, deps.settings.profilesPerShard);
     // Its batches wait until the run is within the guard: only then can it be held with nothing sent.
-    // A first sync (nothing delivered yet) is never held; a reconcile guards the members Braze holds.
-    const staged = !run.dryRun && guardEnabled(runDestination(deps, run).guard) && (previous.format !== 0 || run.reconcile);
+    // A first sync (nothing delivered yet) is held only for the users it would delete; a reconcile
+    // guards the members Braze holds.
+    const destination = runDestination(deps, run);
+    const staged = !run.dryRun && (run.reconcile ? guardEnabled(destination.guard) : runsStaged(destination, previous.format !== 0));
     ({ run } = await deps.runs.update(runId, (current) =>
       current.shards === 0 && current.status === 'queued' ? { shards, stateBase: stateBaseText(pointer), staged, event: 'startEnqueue' } : undefined,
     ));

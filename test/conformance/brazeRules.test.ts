@@ -100,6 +100,31 @@ describe('the local Braze server plays the documented rules', () => {
     expect(braze.profile('external_id:b')).toEqual({ prefs: { colour: 'blue' } });
   });
 
+  it('deletes users as post_user_delete.md says: 50 a request, e-mails with a prioritization, renamed IDs found, unknown ones no error', async () => {
+    const remove = async (body: unknown) => {
+      const answer = await fetch(`${url}/users/delete`, {
+        method: 'POST',
+        headers: { Authorization: `Bearer ${TEST_API_KEY}`, 'Content-Type': 'application/json' },
+        body: JSON.stringify(body),
+      });
+      return { status: answer.status, body: (await answer.json()) as { deleted?: number; message?: string } };
+    };
+    await track([
+      { external_id: 'a', first_name: 'A' },
+      { user_alias: { alias_name: 'n', alias_label: 'l' }, _update_existing_only: false, first_name: 'N' },
+      { email: 'e@x.io', _update_existing_only: false, first_name: 'E' },
+      { external_id: 'b', email: 'e@x.io' },
+    ]);
+    expect(await remove({ external_ids: ['a', 'nobody'] })).toEqual({ status: 202, body: { deleted: 1, message: 'success' } });
+    expect((await remove({ user_aliases: [{ alias_name: 'n', alias_label: 'l' }] })).body.deleted).toBe(1);
+    // An e-mail needs a prioritization; "unidentified" picks the profile without an external_id.
+    expect((await remove({ email_addresses: [{ email: 'e@x.io' }] })).status).toBe(400);
+    expect((await remove({ email_addresses: [{ email: 'e@x.io', prioritization: ['unidentified', 'most_recently_updated'] }] })).body.deleted).toBe(1);
+    expect(braze.profile('external_id:b')).toEqual({ email: 'e@x.io' });
+    expect([...braze.profiles.keys()]).toEqual(['external_id:b']);
+    expect((await remove({ external_ids: Array.from({ length: 51 }, (_, i) => `x${i}`) })).status).toBe(400);
+  });
+
   const identify = async (body: unknown) => {
     const answer = await fetch(`${url}/users/identify`, {
       method: 'POST',

@@ -144,7 +144,7 @@ describe('the guard against mass change', () => {
   }, 150_000);
 
   it('sends a refresh within the guard without waiting, and holds one that changes more profiles than a configured share', async () => {
-    const config = testConfig({ guard: { maxClearedShare: 0.2, maxChangedShare: 0.5, minProfiles: 10 } });
+    const config = testConfig({ guard: { maxClearedShare: 0.2, maxChangedShare: 0.5, minProfiles: 10, maxErasures: 100 } });
     stack = await stacks.start({ config });
     const deps = stack.app.deps;
     await writeRefresh(deps.storage.exportContainer, refresh1.values(), '2026/11/28/0600');

@@ -36,14 +36,23 @@ describe('the guard against mass change', () => {
     // A forced run still may not clear a segment.
     expect(guardVerdict(guard, change({ a: { members: 100, cleared: 90 } }, 1000, 1000, true))).toHaveLength(1);
   });
+  it('holds a run that would delete more users than the guard allows, however few profiles change', () => {
+    expect(guardVerdict(DEFAULT_GUARD, { ...change({}), erasing: 101 })).toEqual([
+      '101 users would be deleted from Braze, which cannot be undone (the guard allows 100 a run)',
+    ]);
+    expect(guardVerdict(DEFAULT_GUARD, { ...change({}), erasing: 100 })).toEqual([]);
+    expect(guardVerdict({ ...DEFAULT_GUARD, maxErasures: null }, { ...change({}), erasing: 10_000 })).toEqual([]);
+  });
   it('is off where a share is null', () => {
-    expect(guardVerdict({ maxClearedShare: null, maxChangedShare: null, minProfiles: 0 }, change({ a: { members: 10, cleared: 10 } }, 10, 10))).toEqual([]);
+    expect(
+      guardVerdict({ maxClearedShare: null, maxChangedShare: null, minProfiles: 0, maxErasures: null }, change({ a: { members: 10, cleared: 10 } }, 10, 10)),
+    ).toEqual([]);
   });
   it('is set per destination in the mapping config, with defaults, and a bad share is named', () => {
     const base = { name: 'D', segments: [{ table: 'T', brazeSegmentId: 's' }], matching: { emailColumn: 'EMail' } };
     expect(parseSyncConfig(JSON.stringify({ destinations: [base] }), 'test').destinations[0].guard).toEqual(DEFAULT_GUARD);
     const set = parseSyncConfig(JSON.stringify({ destinations: [{ ...base, guard: { maxClearedShare: null, maxChangedShare: 0.3 } }] }), 'test');
-    expect(set.destinations[0].guard).toEqual({ maxClearedShare: null, maxChangedShare: 0.3, minProfiles: 10 });
+    expect(set.destinations[0].guard).toEqual({ maxClearedShare: null, maxChangedShare: 0.3, minProfiles: 10, maxErasures: 100 });
     expect(() => parseSyncConfig(JSON.stringify({ destinations: [{ ...base, guard: { maxClearedShare: 20 } }] }), 'test')).toThrow(
       /destinations\.0\.guard\.maxClearedShare/,
     );
