@@ -4,6 +4,7 @@ import { HttpRequest, InvocationContext, type HttpHandler } from '@azure/functio
 import { syncHttp } from '../functions/syncHttp';
 import { reconcileHttp } from '../functions/reconcileHttp';
 import { runStatus } from '../functions/runStatus';
+import { userLookup } from '../functions/userLookup';
 import { runResume } from '../functions/runResume';
 import { runList } from '../functions/runList';
 import { runRejects } from '../functions/runRejects';
@@ -29,6 +30,7 @@ const routes: Route[] = [
   { method: 'POST', pattern: /^\/api\/runs\/(?<id>[^/]+)\/resume$/, name: 'runResume', handler: runResume },
   { method: 'POST', pattern: /^\/api\/runs\/(?<id>[^/]+)\/approve$/, name: 'runApprove', handler: runApprove },
   { method: 'POST', pattern: /^\/api\/runs\/(?<id>[^/]+)\/cancel$/, name: 'runCancel', handler: runCancel },
+  { method: 'GET', pattern: /^\/api\/users\/(?<id>[^/]+)$/, name: 'userLookup', handler: userLookup },
 ];
 
 /**
@@ -69,7 +71,8 @@ export class LocalHttpHost {
           method: route.method,
           url: url.toString(),
           headers,
-          params: { ...(route.pattern.exec(url.pathname)?.groups ?? {}) },
+          // The host hands route parameters over decoded (an e-mail's @ arrives as %40).
+          params: Object.fromEntries(Object.entries(route.pattern.exec(url.pathname)?.groups ?? {}).map(([name, value]) => [name, decodeURIComponent(value)])),
           body: { string: Buffer.concat(chunks).toString('utf8') },
         }),
         new InvocationContext({ functionName: route.name, invocationId: `local-${Date.now()}`, logHandler: () => undefined }),

@@ -20,6 +20,8 @@ import { blobCreatedEvent } from './blobEvents';
 import { startAzurite, type AzuriteInstance } from './azurite';
 import { BrazeServer } from './brazeServer';
 import { LocalFunctionApp, PROJECT_ROOT, readConfigFile, uploadExportDir } from './stack';
+import { lookUpUser, userQuerySchema } from '../shared/sync/userLookup';
+import { createConnector } from '../shared/sync/connector';
 
 const USAGE = `Usage: npm start -- [options]
 
@@ -45,6 +47,10 @@ Options:
   --approve RUN        a run the destination's guard held (status held) sends exactly what it
                        previewed; with AzureWebJobsStorage, where the held run is kept
   --cancel RUN         a held run ends with nothing sent and the delivered state unchanged
+  --user ID            where a user stands with a destination (--destination NAME, --by
+                       external_id|email|alias): the segments and subscription states Braze holds
+                       from the connector, the run that wrote them, an erasure; with
+                       AzureWebJobsStorage and the config of that deployment; starts nothing
   --help               this text
 
 Environment:
@@ -76,6 +82,8 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
       runs: { type: 'boolean', default: false },
       approve: { type: 'string' },
       cancel: { type: 'string' },
+      user: { type: 'string' },
+      by: { type: 'string' },
       destination: { type: 'string' },
       status: { type: 'string' },
       limit: { type: 'string', default: '20' },
@@ -88,6 +96,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
     return { exitCode: 0, runs: [] };
   }
   if (values.runs) return listRuns(env, { destination: values.destination, status: values.status, limit: values.limit }, values.json ?? false);
+  if (values.user !== undefined) return findUser(env, values.user, { destination: values.destination, by: values.by, config: values.config });
   const decision = values.approve !== undefined ? ('approve' as const) : values.cancel !== undefined ? ('cancel' as const) : undefined;
   if (values.approve !== undefined && values.cancel !== undefined) throw new InvalidInputError('--approve and --cancel exclude each other');
   if (decision && !env.AzureWebJobsStorage)
@@ -366,6 +375,30 @@ async function listRuns(env: NodeJS.ProcessEnv, filter: { destination?: string; 
     );
   }
   if (history.next) console.log(`(more: --limit ${query.data.limit * 2})`);
+  return { exitCode: 0, runs: [] };
+}
+
+/** --user: GET /api/users/{id}'s answer, read from the storage AzureWebJobsStorage names. */
+async function findUser(env: NodeJS.ProcessEnv, id: string, options: { destination?: string; by?: string; config?: string }): Promise<RunnerResult> {
+  if (!env.AzureWebJobsStorage)
+    throw new InvalidInputError('--user reads the delivered state of the storage AzureWebJobsStorage names; set it to a connection string');
+  const config = readConfigFile(path.resolve(options.config ?? path.join(PROJECT_ROOT, 'sample', 'config.json')));
+  const query = userQuerySchema.safeParse({ destination: options.destination ?? config.destinations[0].name, by: options.by });
+  if (!query.success) throw new InvalidInputError(formatIssues('--user options', query.error));
+  // Only storage is read: the Braze settings the connector insists on are stand-ins.
+  const deps = createConnector({
+    env: {
+      ...env,
+      EXPORT_CONTAINER: env.EXPORT_CONTAINER || 'customer-insights',
+      BRAZE_REST_ENDPOINT: env.BRAZE_REST_ENDPOINT || 'rest.iad-01.braze.com',
+      BRAZE_API_KEY: env.BRAZE_API_KEY || (env.BRAZE_API_KEY_SECRET_URI ? undefined : 'not-used'),
+      SYNC_CONFIG: env.SYNC_CONFIG || '{}',
+    },
+    config,
+  });
+  const found = await lookUpUser(deps, { ...query.data, id });
+  if (found.kind === 'refused') throw new InvalidInputError(found.reason);
+  console.log(JSON.stringify(found.body, null, 2));
   return { exitCode: 0, runs: [] };
 }
 

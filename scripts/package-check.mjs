@@ -191,6 +191,7 @@ function checkRegistrations(pkgDir) {
     runApprove: http('runs/{id}/approve', ['POST']),
     runCancel: http('runs/{id}/cancel', ['POST']),
     reconcileHttp: http('reconcile', ['POST']),
+    userLookup: http('users/{id}', ['GET']),
     reconcileTimer: { type: 'timerTrigger', schedule: '%RECONCILE_SCHEDULE%' },
   };
   for (const [label, env, present] of [

@@ -30,6 +30,18 @@ describe('npm start: the local runner', () => {
       const bad = spawnSync(process.execPath, [runner, '--runs', '--status', 'asleep'], { env: withStorage, encoding: 'utf8', timeout: 60_000 });
       expect(bad.status).toBe(2);
       expect(bad.stderr).toMatch(/status/);
+      // Where a user of the sample stands (--user): GET /api/users/{id}'s answer.
+      const user = spawnSync(process.execPath, [runner, '--user', '1c9a4e52-0b1f-4d7e-9a11-3f1e2d4c5b01'], {
+        env: withStorage,
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      expect({ status: user.status, stderr: user.stderr }).toEqual({ status: 0, stderr: '' });
+      const found = JSON.parse(user.stdout) as { user: unknown; delivered: { segments: string[]; stateRun: string } };
+      expect(found.user).toEqual({ by: 'external_id', id: '1c9a4e52-0b1f-4d7e-9a11-3f1e2d4c5b01' });
+      expect(found.delivered.segments.length).toBeGreaterThan(0);
+      expect(found.delivered.stateRun).toBe(history.runs[0].runId);
+      expect(user.stdout).not.toContain('@');
     } finally {
       await azurite.stop();
     }
