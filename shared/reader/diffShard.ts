@@ -10,7 +10,7 @@ import { canonicalKey, normalizesGuids } from '../mapping/customerId';
 import { BatchPacker } from '../queue/batchPacker';
 import { rejectCsvLine, type RejectLine } from '../runs/rejectsReport';
 import { atLine } from '../ci/partitionReader';
-import { mapOutputBlobName, sentBlobName, shardRejectsPartName, stagedBatchesName } from '../runs/runBlobs';
+import { mapOutputBlobName, sentBlobName, shardRejectsPartName, stagedBatchesName, touchedShardBlobName } from '../runs/runBlobs';
 import type { RunRecord } from '../runs/runRecord';
 import type { UnitTotals } from '../runs/unitLedger';
 import { diffProfile } from '../state/diff';
@@ -165,7 +165,7 @@ export async function diffShard(
   signal.throwIfAborted();
 
   const writers = shardWriters(deps, run, shard, owner, totals);
-  const { sentWriter, rejects, packer, keep } = writers;
+  const { sentWriter, rejects, packer, keep, touch } = writers;
   /** A dry run's account of one profile that would be sent. */
   const tally = (
     identifier: BrazeIdentifier,
@@ -209,6 +209,7 @@ export async function diffShard(
       tally(identifier, 0, leave, [], attributes, attributes, identify ? 'merges' : switching ? 'rewrites' : undefined);
     }
     await packer.add({ hash, identifier, attributes, rows: 0, source: 'leaver', ...(identify ? { identify } : {}) });
+    await touch(hash, identify ? 'merges' : switching ? 'rewrites' : 'leaves', Object.keys(attributes));
     totals.usersEnqueued += 1;
     totals.exitsEnqueued += 1;
   };
@@ -228,6 +229,7 @@ export async function diffShard(
     if (dry) tally(identifier, 0, 0, [], {}, {}, 'erases');
     await sentWriter?.writeSent({ h: hash, k: key.key, p: prior ? profileStateOf(prior) : null });
     await packer.add({ hash, identifier, attributes: {}, rows: 1, source: sourceOf(line), erase: true });
+    await touch(hash, 'erases');
     totals.rowsEnqueued += 1;
     totals.usersEnqueued += 1;
     totals.erasuresEnqueued += 1;
@@ -288,6 +290,7 @@ export async function diffShard(
         await sentWriter?.writeSent({ h: hash, k: prior!.k, p: profileStateOf(prior!) });
         await keep({ h: hash, k: renamedKey!, m: names(nextMask), f: prior!.f, a: prior!.a, c: prior!.c });
         await packer.add({ hash, identifier, attributes: {}, rows: 0, source: sourceOf(first), rename });
+        await touch(hash, 'renames');
         totals.usersEnqueued += 1;
         continue;
       }
@@ -339,6 +342,7 @@ export async function diffShard(
       await sentWriter?.writeSent({ h: hash, k: rename ? prior!.k : key, p: prior ? profileStateOf(prior) : null });
       await keep({ h: hash, k: key, m: names(nextMask), f: fingerprint, a: hashes, c: consent });
       await packer.add({ hash, identifier, attributes, rows: profile.rows, source: sourceOf(first), ...(rename ? { rename } : {}) });
+      await touch(hash, !prior ? 'joins' : change.sendFields ? 'changes' : rewrite ? 'rewrites' : change.join ? 'joins' : 'leaves', Object.keys(attributes));
       totals.rowsEnqueued += profile.rows;
       totals.usersEnqueued += 1;
     }
@@ -585,11 +589,16 @@ export function shardWriters(deps: ConnectorDeps, run: RunRecord, shard: number,
   const staged = run.staged && !run.dryRun ? new BlobLineWriter(state, stagedBatchesName(run.runId, shard, owner), 'text/plain') : undefined;
   const sink = run.dryRun ? undefined : staged ? (text: string) => staged.writeLine(text) : deps.storage.batchQueue;
   const packer = new BatchPacker(sink, run.runId, `s${String(shard).padStart(4, '0')}-`, deps.brazeFor(runDestination(deps, run).workspace).objectsPerRequest);
+  const touched = run.dryRun ? undefined : new BlobLineWriter(state, touchedShardBlobName(run.runId, shard, owner), 'application/x-ndjson');
   return {
     stateWriter,
     sentWriter,
     rejects,
     packer,
+    /** What the run did to a profile, for GET /api/users/{id}: the change and the attribute names, or the reason a row was not sent. */
+    touch: async (hash: string, change: string, attributes: string[] = [], reason?: string) => {
+      await touched?.writeLine(JSON.stringify({ h: hash, c: change, ...(attributes.length ? { a: attributes } : {}), ...(reason ? { r: reason } : {}) }));
+    },
     keep: async (record: StateRecord) => {
       if (record.m.length === 0) return;
       totals.profiles += 1;
@@ -600,9 +609,10 @@ export function shardWriters(deps: ConnectorDeps, run: RunRecord, shard: number,
     close: async (signal: AbortSignal) => {
       await packer.close();
       signal.throwIfAborted();
-      await Promise.all([stateWriter?.close(), sentWriter?.close(), rejects.close(), staged?.close()]);
+      await Promise.all([stateWriter?.close(), sentWriter?.close(), rejects.close(), staged?.close(), touched?.close()]);
     },
     /** Nothing of a shard step that did not finish is committed. */
-    abort: (error: unknown) => Promise.all([stateWriter?.abort(error), sentWriter?.abort(error), rejects.abort(error), staged?.abort(error)]),
+    abort: (error: unknown) =>
+      Promise.all([stateWriter?.abort(error), sentWriter?.abort(error), rejects.abort(error), staged?.abort(error), touched?.abort(error)]),
   };
 }

@@ -96,7 +96,7 @@ export async function reconcileShard(
   signal.throwIfAborted();
 
   const writers = shardWriters(deps, run, shard, owner, totals);
-  const { sentWriter, rejects, packer, keep } = writers;
+  const { sentWriter, rejects, packer, keep, touch } = writers;
   const note = (identifier: BrazeIdentifier, kind: DriftTally['sample'][number]['drift'], attributes: string[]) => {
     if (drift.sample.length < DRIFT_SAMPLE_SIZE) drift.sample.push({ identifier: describeIdentifier(identifier), drift: kind, attributes });
   };
@@ -114,6 +114,7 @@ export async function reconcileShard(
     const prior = before.get(hash);
     await sentWriter?.writeSent({ h: hash, k: key, p: prior ? profileStateOf(prior) : null });
     await packer.add({ hash, identifier, attributes, rows, source, ...(rename ? { rename } : {}) });
+    await touch(hash, 'repairs', Object.keys(attributes));
     totals.usersEnqueued += 1;
   };
 

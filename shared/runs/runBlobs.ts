@@ -68,6 +68,23 @@ export function sentBlobName(runId: string, shard: number, owner: string): strin
 }
 
 /** A guarded run's batch messages (one per line), held back until its guard is passed or a person approves it. */
+/**
+ * What a run did to each profile it touched, by shard (a diff step's) or batch (Braze's refusals),
+ * kept with the rejects report until the run expires: what GET /api/users/{id} reads. Key hashes,
+ * changes and attribute names — no identifier, no value.
+ */
+export function touchedShardBlobName(runId: string, shard: number, owner: string): string {
+  return `${runFolder(runId)}/${TOUCHED}/s${pad(shard)}.${owner}.ndjson`;
+}
+export function touchedBatchBlobName(runId: string, batchId: string, token: string): string {
+  return `${runFolder(runId)}/${TOUCHED}/b-${batchId}.${token}.ndjson`;
+}
+/** The batch parts of a shard's batches (their ids start with the shard's prefix). */
+export function touchedBatchPrefix(runId: string, shard: number): string {
+  return `${runFolder(runId)}/${TOUCHED}/b-s${pad(shard)}-`;
+}
+const TOUCHED = 'touched';
+
 export function stagedBatchesName(runId: string, shard: number, owner: string): string {
   return `${runFolder(runId)}/staged/s${pad(shard)}.${owner}.txt`;
 }
@@ -118,7 +135,8 @@ export function splitPartName(fileName: string): { id: string; token: string } |
  * people); the storage lifecycle rule in the README removes it after the retention the user sets.
  */
 export async function deleteWorkingBlobs(container: ContainerClient, runId: string): Promise<number> {
-  return deleteBlobsUnder(container, `${runFolder(runId)}/`, new Set([rejectsReportName(runId), previewReportName(runId), driftReportName(runId)]));
+  const kept = new Set([rejectsReportName(runId), previewReportName(runId), driftReportName(runId)]);
+  return deleteBlobsUnder(container, `${runFolder(runId)}/`, kept, `${runFolder(runId)}/${TOUCHED}/`);
 }
 
 /** Every blob of a run, the rejects report included: the run has outlived its retention. */

@@ -10,6 +10,7 @@ import type { ConnectorDeps } from '../runs/connectorDeps';
 import { requestFinalizeIfComplete } from './finalizeRun';
 import { haltRun } from './runEvents';
 import { sourceNames } from '../runs/runSources';
+import { touchedBatchBlobName } from '../runs/runBlobs';
 
 export type DeliveryResult =
   | { kind: 'done' | 'parked' | 'deferred' | 'failed'; outcome: BatchOutcome }
@@ -79,6 +80,17 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown, delive
     if (sent.authError) await haltRun(deps, message.runId, sent.authError, workspace);
     http429 = sent.http429;
     ending = endingAfterSend(message, sent, sources, deps.clock.now());
+    // Braze's refusals, by key hash, for GET /api/users/{id} (named by this claim's token: a copy that took over writes its own).
+    const refused = message.profiles.flatMap((profile, i) => {
+      const result = sent.results[i];
+      return result.kind === 'rejected' ? [JSON.stringify({ h: profile.hash, c: 'rejected', r: result.reason })] : [];
+    });
+    if (refused.length) {
+      const text = refused.join('\n');
+      await deps.storage.stateContainer
+        .getBlockBlobClient(touchedBatchBlobName(message.runId, message.batchId, receipt.batch.stored.record.owner))
+        .upload(text, Buffer.byteLength(text));
+    }
   }
 
   if ((await closeBatch(deps, receipt.batch, ending, sources)) === 'lost') {

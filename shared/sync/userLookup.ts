@@ -7,6 +7,8 @@ import { profileKeyOf } from '../mapping/profileIdentity';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { isStateRecord, readNdjson, readPreviousState, shardOfHash, stateRecordSchema, type StateRecord } from '../state/deliveredState';
 import { keyHash } from '../state/profileIndex';
+import { splitPartName, touchedBatchPrefix, touchedShardBlobName } from '../runs/runBlobs';
+import { isNotFound } from '../storage/storageErrors';
 
 /** The query of GET /api/users/{id}: which destination, and what kind of identifier the id is. */
 export const userQuerySchema = z.strictObject({
@@ -39,6 +41,21 @@ export interface UserAnswer {
   } | null;
   /** When the destination deleted the user from Braze (its erasure table), if it did. */
   erased: { runId: string; erasedAt: string } | null;
+  /** The runs within retention that touched the user, newest first: what each sent, or why Braze refused it. */
+  runs: TouchingRun[];
+}
+
+export interface TouchingRun {
+  runId: string;
+  createdAt: string;
+  refresh: string;
+  status: string;
+  /** joins, changes, leaves, merges, renames, rewrites, erases, or repairs (a reconcile). */
+  change: string;
+  /** The attributes it sent (names, not values). */
+  attributes: string[];
+  /** Braze refused the user, and why. */
+  rejected?: string;
 }
 
 /**
@@ -89,6 +106,13 @@ export async function lookUpUser(deps: ConnectorDeps, query: UserQuery): Promise
     }
   }
   const erasure = (await deps.erasures.get(path, hash)) ?? null;
+  const hashes = new Set(keys.map(keyHash));
+  const runs: TouchingRun[] = [];
+  const ofDestination = (await deps.runs.listRuns()).filter((run) => run.modelJsonPath === path && !run.dryRun && run.shards > 0);
+  for (const run of ofDestination.sort((a, b) => b.createdAt.localeCompare(a.createdAt))) {
+    const touched = await touchesOf(deps, run.runId, run.shards, hashes);
+    if (touched) runs.push({ runId: run.runId, createdAt: run.createdAt, refresh: run.refreshLabel, status: run.status, ...touched });
+  }
   return {
     kind: 'answer',
     body: {
@@ -106,8 +130,54 @@ export async function lookUpUser(deps: ConnectorDeps, query: UserQuery): Promise
             }
           : null,
       erased: erasure ? { runId: erasure.runId, erasedAt: erasure.erasedAt } : null,
+      runs,
     },
   };
+}
+
+/**
+ * What one run did to the user: its line in the touched log of the user's shard (the one the shard
+ * step that counted wrote), and Braze's refusal in a batch of that shard, if any. One shard's
+ * blobs, not the run's.
+ */
+async function touchesOf(
+  deps: ConnectorDeps,
+  runId: string,
+  shards: number,
+  hashes: Set<string>,
+): Promise<Omit<TouchingRun, 'runId' | 'createdAt' | 'refresh' | 'status'> | undefined> {
+  const container = deps.storage.stateContainer;
+  const find = async (blobName: string) => {
+    let text: string;
+    try {
+      text = (await container.getBlobClient(blobName).downloadToBuffer()).toString('utf8');
+    } catch (error) {
+      if (isNotFound(error)) return undefined;
+      throw error;
+    }
+    for (const line of text.split('\n')) {
+      if (!line) continue;
+      const entry = JSON.parse(line) as { h: string; c: string; a?: string[]; r?: string };
+      if (hashes.has(entry.h)) return entry;
+    }
+    return undefined;
+  };
+  const units = await deps.units.list(runId, 'shard');
+  let found: Omit<TouchingRun, 'runId' | 'createdAt' | 'refresh' | 'status'> | undefined;
+  for (const shard of new Set([...hashes].map((h) => shardOfHash(h, shards)))) {
+    const unit = units.find((u) => u.index === shard && u.state === 'done');
+    const entry = unit ? await find(touchedShardBlobName(runId, shard, unit.owner)) : undefined;
+    if (!entry) continue;
+    found = { change: entry.c, attributes: entry.a ?? [] };
+    const tokens = await deps.batches.partsTokens(runId);
+    for await (const item of container.listBlobsFlat({ prefix: touchedBatchPrefix(runId, shard) })) {
+      const part = splitPartName(item.name.slice(item.name.lastIndexOf('/b-') + 3));
+      if (!part || tokens.get(part.id) !== part.token) continue;
+      const refusal = await find(item.name);
+      if (refusal) found.rejected = refusal.r;
+    }
+  }
+  return found;
 }
 
 /** The profile keys the user may be held under: an external_id as given and in its GUID's canonical spelling. */

@@ -27,14 +27,16 @@ export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs
 }
 
 /**
- * The blobs a completed run leaves under `runs/<id>/` once its finalizer has cleaned up. The
+ * The blobs a completed run leaves under `runs/<id>/` once its finalizer has cleaned up (besides
+ * its touched/ log). The
  * status turns `completed` before the working blobs go (a finalizer that crashed in between must
  * still find them), so this waits up to `timeoutMs` for only the kept ones to remain.
  */
 export async function runFolderAfterCleanup(container: ContainerClient, runId: string, kept: string[], timeoutMs = 15_000): Promise<string[]> {
+  // What the run did to each profile (touched/) stays with the report, for GET /api/users/{id}: key hashes only.
   const list = async () => {
     const names: string[] = [];
-    for await (const item of container.listBlobsFlat({ prefix: `runs/${runId}/` })) names.push(item.name);
+    for await (const item of container.listBlobsFlat({ prefix: `runs/${runId}/` })) if (!item.name.startsWith(`runs/${runId}/touched/`)) names.push(item.name);
     return names.sort();
   };
   await waitFor(async () => (await list()).every((name) => kept.includes(name)), timeoutMs).catch(() => undefined);

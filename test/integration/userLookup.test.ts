@@ -25,7 +25,8 @@ describe('where is this user? (GET /api/users/{id})', () => {
       await writeExport(stack!.app.deps.storage.exportContainer, {
         destination: 'BrazeExport',
         segments: [
-          { table: 'HighValue', runFolder: folder, partitions: [csv(members.map(row))] },
+          // One user Braze refuses (the local server refuses external_ids starting "reject-").
+          { table: 'HighValue', runFolder: folder, partitions: [csv([...members.map(row), ['reject-1', 'r@example.com', 'R', '1']])] },
           { table: 'Newsletter', runFolder: folder, partitions: [csv(members.filter((n) => n % 2 === 0).map(row))] },
           { table: 'Erasures', runFolder: folder, partitions: [erase.length ? csv(erase.map(row)) : ''] },
         ],
@@ -35,7 +36,7 @@ describe('where is this user? (GET /api/users/{id})', () => {
       expect(run.status).toBe('completed');
       return run;
     };
-    await sync('2026/11/28/0600', []);
+    const first = await sync('2026/11/28/0600', []);
     const second = await sync('2026/11/29/0600', [7]);
     expect(second.shards).toBeGreaterThan(1);
 
@@ -48,6 +49,17 @@ describe('where is this user? (GET /api/users/{id})', () => {
       user: { by: 'external_id', id: customerId(2) },
       delivered: { segments: ['ci_high_value', 'ci_newsletter'], stateRun: second.runId, refresh: '2026/11/29/0600', stateRunCreatedAt: second.createdAt },
       erased: null,
+      // Only the run that changed the user: the second found nothing to send.
+      runs: [
+        {
+          runId: first.runId,
+          createdAt: first.createdAt,
+          refresh: '2026/11/28/0600',
+          status: 'completed',
+          change: 'joins',
+          attributes: ['email', 'first_name', 'loyalty_points', 'ci_high_value', 'ci_newsletter'],
+        },
+      ],
     });
     expect(JSON.stringify(body)).not.toContain('@');
     // Another spelling of the GUID finds the same user.
@@ -59,6 +71,18 @@ describe('where is this user? (GET /api/users/{id})', () => {
     expect(await (await get(`/api/users/${customerId(7)}?destination=BrazeExport`)).json()).toMatchObject({
       delivered: null,
       erased: { runId: second.runId, erasedAt: expect.any(String) },
+      runs: [
+        { runId: second.runId, change: 'erases', attributes: [] },
+        { runId: first.runId, change: 'joins' },
+      ],
+    });
+    // One Braze refused: sent, refused, and why; nothing delivered.
+    expect(await (await get(`/api/users/reject-1?destination=BrazeExport`)).json()).toMatchObject({
+      delivered: null,
+      runs: [
+        { runId: second.runId, change: 'joins', rejected: 'Braze: Invalid external_id' },
+        { runId: first.runId, change: 'joins', rejected: 'Braze: Invalid external_id' },
+      ],
     });
     // By e-mail: the users this destination keys by e-mail (none here, they all have customer IDs).
     expect(await (await get(`/api/users/${encodeURIComponent('User2@Example.com')}?destination=BrazeExport&by=email`)).json()).toMatchObject({
