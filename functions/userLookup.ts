@@ -7,6 +7,15 @@ import { connector } from './connector';
 export async function userLookup(request: HttpRequest, _context: InvocationContext): Promise<HttpResponseInit> {
   const parsed = userQuerySchema.safeParse(Object.fromEntries(request.query.entries()));
   if (!parsed.success) return { status: 400, jsonBody: { error: formatIssues('query', parsed.error) } };
+  // The host writes request URLs to its logs: an e-mail there would be PII in them.
+  if (parsed.data.by === 'email')
+    return {
+      status: 400,
+      jsonBody: {
+        error:
+          'an e-mail in a URL ends up in request logs: look the user up by external_id or alias, or run npm start -- --user ADDRESS --by email against the storage',
+      },
+    };
   const id = request.params.id ?? '';
   if (!id.trim()) return { status: 400, jsonBody: { error: 'the user id is missing' } };
   const found = await lookUpUser(connector(), { ...parsed.data, id });

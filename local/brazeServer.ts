@@ -397,14 +397,8 @@ export class BrazeServer {
    * profile merges nothing. `aliases_to_identify` does the same for an alias-only profile.
    */
   private identify(text: string, response: http.ServerResponse): void {
-    let body: Record<string, Json>;
-    try {
-      const parsed = JSON.parse(text) as Json;
-      if (!isObject(parsed)) throw new Error('not an object');
-      body = parsed;
-    } catch {
-      return this.send(response, 400, { message: 'Invalid JSON' });
-    }
+    const body = jsonObject(text);
+    if (!body) return this.send(response, 400, { message: 'Invalid JSON' });
     const lists = ['aliases_to_identify', 'emails_to_identify', 'phone_numbers_to_identify'] as const;
     if (!lists.some((name) => Array.isArray(body[name]))) {
       return this.send(response, 400, { message: 'One of aliases_to_identify, emails_to_identify or phone_numbers_to_identify is required' });
@@ -434,14 +428,8 @@ export class BrazeServer {
    * ID that was renamed away from still finds its user.
    */
   private deleteUsers(text: string, response: http.ServerResponse): void {
-    let body: Record<string, Json>;
-    try {
-      const parsed = JSON.parse(text) as Json;
-      if (!isObject(parsed)) throw new Error('not an object');
-      body = parsed;
-    } catch {
-      return this.send(response, 400, { message: 'Invalid JSON' });
-    }
+    const body = jsonObject(text);
+    if (!body) return this.send(response, 400, { message: 'Invalid JSON' });
     const lists = ['external_ids', 'user_aliases', 'braze_ids', 'email_addresses', 'phone_numbers'] as const;
     const given = lists.filter((name) => body[name] !== undefined);
     if (given.length === 0)
@@ -486,13 +474,9 @@ export class BrazeServer {
    * Answers the renames made in `external_ids` and the others in `rename_errors`.
    */
   private rename(text: string, response: http.ServerResponse): void {
-    let renames: Json;
-    try {
-      const body = JSON.parse(text) as Json;
-      renames = isObject(body) ? body.external_id_renames : null;
-    } catch {
-      return this.send(response, 400, { message: 'Invalid JSON' });
-    }
+    const body = jsonObject(text);
+    if (!body) return this.send(response, 400, { message: 'Invalid JSON' });
+    const renames = body.external_id_renames;
     if (!Array.isArray(renames) || renames.length === 0) return this.send(response, 400, { message: "'external_id_renames' must be a non-empty array" });
     if (renames.length > 50) return this.send(response, 400, { message: 'Max Input Length Exceeded' });
     const done: string[] = [];
@@ -732,6 +716,16 @@ export function profileKey(object: Record<string, Json>): string {
   if (typeof object.email === 'string') return `email:${object.email}`;
   if (typeof object.braze_id === 'string') return `braze_id:${object.braze_id}`;
   return `phone:${String(object.phone)}`;
+}
+
+/** A request body that is a JSON object, or undefined. */
+function jsonObject(text: string): Record<string, Json> | undefined {
+  try {
+    const parsed = JSON.parse(text) as Json;
+    return isObject(parsed) ? parsed : undefined;
+  } catch {
+    return undefined;
+  }
 }
 
 function isObject(value: unknown): value is Record<string, Json> {

@@ -73,15 +73,23 @@ export async function sendProfiles(braze: BrazeClient, profiles: BatchProfile[],
   };
 
   // Users to erase are deleted, by identifier kind, 50 to a request; nothing else is sent for them.
+  // A request Braze took is delivered at once, whatever stops the batch after it.
   const erasing = profiles.flatMap((profile, i) => (profile.erase ? [i] : []));
   for (const kind of ['external_id', 'user_alias', 'email'] as const) {
     const ofKind = erasing.filter((i) => kind in profiles[i].identifier);
-    const erased = await prepareAhead(sent, ofKind, BRAZE_MAX_DELETES_PER_REQUEST, '/users/delete', (chunk) =>
-      braze.deleteUsers(chunk.map((i) => profiles[i].identifier) as Parameters<BrazeClient['deleteUsers']>[0], deadlineMs, sent),
-    );
+    const erased = await prepareAhead(sent, ofKind, BRAZE_MAX_DELETES_PER_REQUEST, '/users/delete', async (chunk) => {
+      const outcome = await braze.deleteUsers(chunk.map((i) => profiles[i].identifier) as Parameters<BrazeClient['deleteUsers']>[0], deadlineMs, sent);
+      if (outcome.kind === 'refused') return outcome;
+      for (const i of chunk) sent.results[i] = { kind: 'delivered' };
+      // Braze says how many it found, not which: the others were gone already, or are held under another identifier.
+      if (outcome.deleted < chunk.length)
+        sent.unattributedErrors.push(
+          `Braze deleted ${outcome.deleted} of ${chunk.length} users asked by ${kind}: the others it did not find (deleted already, or held under another identifier)`,
+        );
+      return outcome;
+    });
     if (!erased) return sent;
   }
-  for (const i of erasing) if (sent.results[i].kind === 'unsent') sent.results[i] = { kind: 'delivered' };
 
   // Profiles Braze has under another spelling of their GUID are renamed before anything is written
   // to the canonical one (which would otherwise be a new user).

@@ -129,22 +129,6 @@ export async function diffShard(
       deps.log.warn(`run ${run.runId}: what run ${uncertain.runId} sent in shard ${shard} is gone; every profile of the shard is sent in full`);
     }
   }
-  // Identity hints that matter here: for a profile of this refresh keyed by e-mail, or a state's one.
-  const hints = identityHints(
-    hintLines,
-    (hash) => profiles.has(hash) || before.get(hash)?.k.startsWith('e:') === true,
-    segments.map((segment) => bits.bit(segment.attribute)),
-  );
-  // A profile keyed by e-mail whose address a row with a customer ID also carries: sent by e-mail, it
-  // would overwrite that profile in Braze. Its rows are rejected, and a profile of it that Braze
-  // already has is merged into the customer ID's one as a leaver below.
-  const shadowed = new Set([...hints.keys()].filter((hash) => profiles.has(hash)));
-  if (shadowed.size) {
-    for (const line of await rowsOf(deps, run, shard, mapOwners, shadowed, signal)) {
-      rejectLines.push(rejectedRow(totals, partitions[line.p].partition.blobName, line, 'email (redacted)', SHADOWED));
-    }
-    for (const hash of shadowed) profiles.delete(hash);
-  }
   // Users the erasure table lists are deleted from Braze and written nowhere: their segment rows are
   // rejected, saying so, and the erasure row is what the deletion accounts for.
   const eraseBit = segments.some((segment) => segment.erasure) ? bits.bit(ERASURE_ATTRIBUTE) : 0;
@@ -154,13 +138,26 @@ export async function diffShard(
     if (listed.size)
       for (const line of await rowsOf(deps, run, shard, mapOwners, listed, signal)) {
         if (segments[line.g].erasure) erasures.set(line.h, line);
-        else {
-          const key = keyOf(line.v);
-          rejectLines.push(
-            rejectedRow(totals, partitions[line.p].partition.blobName, line, key.ok ? describeIdentifier(identifierFromKey(key.key)) : '', ERASED),
-          );
-        }
+        // Not named in the report either: the row's place says which it was.
+        else rejectLines.push(rejectedRow(totals, partitions[line.p].partition.blobName, line, '(erased)', ERASED));
       }
+  }
+  // Identity hints that matter here: for a profile of this refresh keyed by e-mail, or a state's one.
+  const hints = identityHints(
+    hintLines,
+    (hash) => profiles.has(hash) || before.get(hash)?.k.startsWith('e:') === true,
+    segments.map((segment) => (segment.erasure ? 0 : bits.bit(segment.attribute))),
+  );
+  // A profile keyed by e-mail whose address a row with a customer ID also carries: sent by e-mail, it
+  // would overwrite that profile in Braze. Its rows are rejected, and a profile of it that Braze
+  // already has is merged into the customer ID's one as a leaver below. One to be erased is deleted
+  // instead, whatever carries its address.
+  const shadowed = new Set([...hints.keys()].filter((hash) => profiles.has(hash) && !erasures.has(hash)));
+  if (shadowed.size) {
+    for (const line of await rowsOf(deps, run, shard, mapOwners, shadowed, signal)) {
+      rejectLines.push(rejectedRow(totals, partitions[line.p].partition.blobName, line, 'email (redacted)', SHADOWED));
+    }
+    for (const hash of shadowed) profiles.delete(hash);
   }
   signal.throwIfAborted();
 
@@ -221,13 +218,14 @@ export async function diffShard(
   const enqueueErasure = async (hash: string, line: MapLine, prior: StateRecord | undefined) => {
     const key = keyOf(line.v);
     if (!key.ok) throw new Error(`run ${run.runId}: a row that had an identifier when mapped lost it (${key.reason})`);
-    const identifier = identifierFromKey(key.key);
+    // Braze holds the user under the key the state has (another spelling of its GUID, before a rename).
+    const identifier = identifierFromKey(prior?.k ?? key.key);
     if (!prior && (await deps.erasures.get(run.modelJsonPath, hash))) {
       totals.rowsSkippedUnchanged += 1;
       return;
     }
     if (dry) tally(identifier, 0, 0, [], {}, {}, 'erases');
-    await sentWriter?.writeSent({ h: hash, k: key.key, p: prior ? profileStateOf(prior) : null });
+    await sentWriter?.writeSent({ h: hash, k: prior?.k ?? key.key, p: prior ? profileStateOf(prior) : null });
     await packer.add({ hash, identifier, attributes: {}, rows: 1, source: sourceOf(line), erase: true });
     await touch(hash, 'erases');
     totals.rowsEnqueued += 1;
@@ -510,14 +508,14 @@ export function sourceOf(line: MapLine): { partition: number; row: number; line?
 }
 
 /** An input row a shard step rejects: counted under its reason, reported with where it is in the file. */
-function rejectedRow(totals: UnitTotals, source: string, line: MapLine, identifier: string, reason: string): RejectLine {
+export function rejectedRow(totals: UnitTotals, source: string, line: MapLine, identifier: string, reason: string): RejectLine {
   totals.rowsRejectedInput += 1;
   totals.rejectedByReason[reason] = (totals.rejectedByReason[reason] ?? 0) + 1;
   return { outcome: 'rejected', source, row: line.r, identifier, reason: reason + atLine(line.l ?? 0) };
 }
 
 /** Every map line of these profiles in the shard's map outputs (read again: rare, and only for them). */
-async function rowsOf(
+export async function rowsOf(
   deps: ConnectorDeps,
   run: RunRecord,
   shard: number,

@@ -98,7 +98,8 @@ export async function mapPartition(
         outputs[shardOfHash(hash, shards)].write(
           mapLineText(hash, segmentIndex, partitionIndex, record.row, record.line, rawFingerprint(seed, valuesJson), valuesJson),
         );
-        if (options.identityHints && identity.emailKey) {
+        // An erasure row merges nothing: its user is deleted, and a merge into it could bring it back.
+        if (options.identityHints && identity.emailKey && !segment.erasure) {
           const emailHash = keyHash(identity.emailKey);
           outputs[shardOfHash(emailHash, shards)].write(identityHintText(emailHash, segmentIndex, JSON.stringify(identity.key.slice(2))));
         }

@@ -2,7 +2,8 @@ import type { JsonValue } from '../ci/dataTypes';
 import { dataPointsOf, describeIdentifier, identifierFromKey, type BrazeIdentifier } from '../mapping/profileIdentity';
 import { canonicalKey } from '../mapping/customerId';
 import { atLine } from '../ci/partitionReader';
-import { gatherShard, shardContext, shardWriters, sourceOf } from '../reader/diffShard';
+import { gatherShard, rejectedRow, rowsOf, shardContext, shardWriters, sourceOf } from '../reader/diffShard';
+import { ERASURE_ATTRIBUTE } from '../ci/exportRefresh';
 import { mapLineFingerprint, parseMapLine } from '../reader/mapLines';
 import { emptyTotals } from '../reader/mapPartition';
 import { fieldHashes } from '../mapping/fieldHashes';
@@ -28,6 +29,8 @@ interface BrazeSide {
   alt: boolean;
   keys: number;
 }
+
+const LEFT_TO_ERASURE = "the destination's erasure table lists this user: a reconcile leaves it to the next sync, which deletes it";
 
 /**
  * A reconcile's diff step for one shard: the refresh's profiles (as a sync gathers them) against
@@ -65,6 +68,15 @@ export async function reconcileShard(
   const segmentDrift = (name: string) => (drift.segments[name] ??= { missing: 0, stray: 0, unresolved: 0 });
 
   const { profiles, rejectLines } = await gatherShard(deps, run, shard, mapOwners, segments, keyOf, totals, signal);
+  // Users the erasure table lists are the next sync's to delete: a reconcile neither repairs nor
+  // clears them (it would bring a deleted one back), leaves them out of the state, and says so.
+  const eraseBit = segments.some((segment) => segment.erasure) ? bits.bit(ERASURE_ATTRIBUTE) : 0;
+  const erased = new Set([...profiles].filter(([, profile]) => profile.bits & eraseBit).map(([hash]) => hash));
+  if (erased.size) {
+    for (const line of await rowsOf(deps, run, shard, mapOwners, erased, signal))
+      rejectLines.push(rejectedRow(totals, partitions[line.p].partition.blobName, line, '(erased)', LEFT_TO_ERASURE));
+    for (const hash of erased) profiles.delete(hash);
+  }
 
   // Braze's side of the shard: every segment's export, merged per profile.
   const braze = new Map<string, BrazeSide>();
@@ -193,7 +205,7 @@ export async function reconcileShard(
     // key; if CI keys some rows by e-mail or alias, a user with other keys may be a CI member under
     // one of them (in another shard): it is reported, never cleared on a guess.
     for (const [hash, side] of braze) {
-      if (profiles.has(hash) || side.alt) continue;
+      if (profiles.has(hash) || side.alt || erased.has(hash)) continue;
       const stray = (side.mask & bits.syncedMask) >>> 0;
       if (stray === 0) continue;
       if (fallbackKeyed && side.keys > 1) {
@@ -211,7 +223,7 @@ export async function reconcileShard(
     }
     // Not in the refresh: only memberships of segments this run does not cover are kept.
     for (const [hash, prior] of before) {
-      if (profiles.has(hash)) continue;
+      if (profiles.has(hash) || erased.has(hash)) continue;
       await keep({ h: hash, k: prior.k, m: names((bits.maskOf(prior.m) & ~bits.syncedMask) >>> 0), f: prior.f, a: prior.a, c: prior.c });
     }
     await writers.close(signal);

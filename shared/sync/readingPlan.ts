@@ -43,6 +43,11 @@ export const readingPhases: readonly ReadingPhase[] = [
   },
 ];
 
+/** The segments a reconcile asks Braze to export: all but the erasure table (last in the list), which is no Braze segment. */
+function exportedSegments(segments: { erasure?: true }[]): number {
+  return segments.filter((segment) => !segment.erasure).length;
+}
+
 export function stepMessage(runId: string, step: StepRef): RunMessage {
   if (step.kind === 'map') return { kind: 'mapPartition', runId, partition: step.index };
   if (step.kind === 'export') return { kind: 'exportSegment', runId, segment: step.index };
@@ -52,7 +57,7 @@ export function stepMessage(runId: string, step: StepRef): RunMessage {
 /** The steps of a phase that are not done yet. */
 async function missingSteps(deps: ConnectorDeps, run: RunRecord, phase: ReadingPhase): Promise<StepRef[]> {
   const segments = await readSources(deps, run);
-  const steps = phase.steps(run, partitionList(segments).length, segments.length);
+  const steps = phase.steps(run, partitionList(segments).length, exportedSegments(segments));
   const done = new Map<UnitKind, Set<number>>();
   for (const kind of new Set(steps.map((s) => s.kind))) {
     const units = await deps.units.list(run.runId, kind);
@@ -64,7 +69,7 @@ async function missingSteps(deps: ConnectorDeps, run: RunRecord, phase: ReadingP
 /** Every step of the phase that `kind` belongs to is done. */
 export async function phaseDone(deps: ConnectorDeps, run: RunRecord, kind: UnitKind): Promise<boolean> {
   const segments = await readSources(deps, run);
-  const phase = readingPhases.find((p) => p.steps(run, partitionList(segments).length, segments.length).some((s) => s.kind === kind));
+  const phase = readingPhases.find((p) => p.steps(run, partitionList(segments).length, exportedSegments(segments)).some((s) => s.kind === kind));
   return phase === undefined || (await missingSteps(deps, run, phase)).length === 0;
 }
 

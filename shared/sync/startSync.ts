@@ -151,8 +151,7 @@ async function createRun(
   const reconcile = request.reconcile ?? false;
   const runId = runIdFor(refresh.modelJsonPath, refresh.refreshKey, force, randomBytes(4).toString('hex'), dryRun, reconcile);
   const now = new Date(deps.clock.now()).toISOString();
-  // A reconcile compares memberships with Braze's segments: it deletes nobody.
-  const sourcesBlob = await writeSources(deps, runId, reconcile ? refresh.segments.filter((segment) => !segment.erasure) : refresh.segments);
+  const sourcesBlob = await writeSources(deps, runId, refresh.segments);
   const created = await deps.runs.create({
     runId,
     status: 'queued',

@@ -83,11 +83,11 @@ export async function lookUpUser(deps: ConnectorDeps, query: UserQuery): Promise
     if (paths.length === 0) return { kind: 'refused', status: 404, reason: `destination "${destination.name}" has no run on record: nothing was delivered` };
     path = paths[0];
   }
-  const keys = keysOf(query, destination.matching.aliasLabel);
-  if (keys.length === 0) return { kind: 'refused', status: 400, reason: `"${query.by}" is not an identifier of that form` };
-
   const pointer = await deps.destinations.statePointer(path);
   const previous = await readPreviousState(deps.storage.stateContainer, pointer);
+  // A state that keys GUIDs in one spelling holds the user under it; another keeps each spelling apart (two Braze users).
+  const keys = keysOf(query, destination.matching.aliasLabel, previous.format === 2 && previous.manifest.guidKeys === true);
+  if (keys.length === 0) return { kind: 'refused', status: 400, reason: `"${query.id}" is not an identifier of that form` };
   let record: StateRecord | undefined;
   let hash = keyHash(keys[0]);
   for (const key of keys) {
@@ -105,7 +105,8 @@ export async function lookUpUser(deps: ConnectorDeps, query: UserQuery): Promise
       break;
     }
   }
-  const erasure = (await deps.erasures.get(path, hash)) ?? null;
+  let erasure = record ? await deps.erasures.get(path, hash) : undefined;
+  for (const key of record ? [] : keys) erasure ??= await deps.erasures.get(path, keyHash(key));
   const hashes = new Set(keys.map(keyHash));
   const runs: TouchingRun[] = [];
   const ofDestination = (await deps.runs.listRuns()).filter((run) => run.modelJsonPath === path && !run.dryRun && run.shards > 0);
@@ -180,8 +181,8 @@ async function touchesOf(
   return found;
 }
 
-/** The profile keys the user may be held under: an external_id as given and in its GUID's canonical spelling. */
-function keysOf(query: UserQuery, aliasLabel: string): string[] {
+/** The profile key the user is held under: an external_id in its GUID's canonical spelling where the state keys GUIDs so. */
+function keysOf(query: UserQuery, aliasLabel: string, canonicalGuids: boolean): string[] {
   const id = query.id.trim();
   if (!id) return [];
   if (query.by === 'email') {
@@ -189,6 +190,5 @@ function keysOf(query: UserQuery, aliasLabel: string): string[] {
     return email ? [profileKeyOf({ email })] : [];
   }
   if (query.by === 'alias') return [profileKeyOf({ user_alias: { alias_name: id, alias_label: aliasLabel } })];
-  const canonical = canonicalGuid(id);
-  return [...new Set([profileKeyOf({ external_id: id }), ...(canonical ? [profileKeyOf({ external_id: canonical })] : [])])];
+  return [profileKeyOf({ external_id: (canonicalGuids ? canonicalGuid(id) : undefined) ?? id })];
 }

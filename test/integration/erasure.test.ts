@@ -1,4 +1,5 @@
 import { HttpRequest, InvocationContext } from '@azure/functions';
+import { reconcileHttp } from '../../functions/reconcileHttp';
 import { runApprove } from '../../functions/runApprove';
 import { runPreview } from '../../functions/runPreview';
 import { parseSyncConfig } from '../../shared/config/syncConfig';
@@ -42,7 +43,11 @@ describe('erasure: users deleted from Braze', () => {
     testConfig({ erasure: { table: 'Erasures' }, guard: { maxClearedShare: 0.2, maxChangedShare: null, minProfiles: 10, maxErasures } });
 
   it('deletes the users the erasure table lists, once, out of the state, with their segment rows rejected and each deletion on record', async () => {
-    const stack = await stacks.start({ config: config() });
+    const stack = await stacks.start({
+      config: config(),
+      braze: { segments: { 'seg-high-value': 'ci_high_value', ci_newsletter: 'ci_newsletter' }, exportDelayMs: 200 },
+      env: { RECONCILE_POLL_SECONDS: '1' },
+    });
     const braze = stack.braze;
     const first = await refresh(stack, range(1, 30), [], '2026/11/28/0600');
     expect(first.status).toBe('completed');
@@ -67,15 +72,14 @@ describe('erasure: users deleted from Braze', () => {
     expect(run.rowsRejectedInput).toBe(1);
     const report = (await stack.app.deps.storage.stateContainer.getBlobClient(rejectsReportName(run.runId)).downloadToBuffer()).toString('utf8');
     expect(report).toMatch(
-      new RegExp(
-        `rejected,[^,]*HighValue_1\\.csv,3,external_id ${customerId(4)},"?the destination's erasure table lists this user: deleted from Braze, not sent`,
-      ),
+      new RegExp(`rejected,[^,]*HighValue_1\\.csv,3,\\(erased\\),"?the destination's erasure table lists this user: deleted from Braze, not sent`),
     );
     // Each deletion is on record for audit: the key's hash, the run, when — no identifier.
     const audit = await stack.app.deps.erasures.list(run.modelJsonPath);
     expect(audit.map((e) => e.keyHash).sort()).toEqual([3, 4, 99].map((n) => keyHash(`x:${customerId(n)}`)).sort());
     expect(audit.every((e) => e.runId === run.runId && !Number.isNaN(Date.parse(e.erasedAt)))).toBe(true);
     expect(JSON.stringify(audit)).not.toContain(customerId(3));
+    expect(report).not.toContain(customerId(4));
 
     // The next refresh still lists them: nobody is deleted again, nobody comes back.
     const again = await refresh(
@@ -90,6 +94,23 @@ describe('erasure: users deleted from Braze', () => {
     expect(braze.stats.deleteRequests).toBe(1);
     expect(braze.profile(`external_id:${customerId(4)}`)).toBeUndefined();
     expect(again.usersEnqueued).toBe(0);
+
+    // A reconcile finds profile 4 a CI member Braze lacks: it neither brings it back nor deletes, and says so.
+    const answer = await reconcileHttp(
+      new HttpRequest({ url: 'http://localhost/api/reconcile', method: 'POST', body: { string: JSON.stringify({ destination: 'BrazeExport' }) } }),
+      context(),
+    );
+    const [reconciled] = await stack.app.waitForRuns([(answer.jsonBody as { runId: string }).runId], { timeoutMs: 60_000 });
+    expect(reconciled.status).toBe('completed');
+    expect(reconciled.usersEnqueued).toBe(0);
+    expect(braze.profile(`external_id:${customerId(4)}`)).toBeUndefined();
+    expect(braze.stats.deleteRequests).toBe(1);
+    const reconcileReport = (await stack.app.deps.storage.stateContainer.getBlobClient(rejectsReportName(reconciled.runId)).downloadToBuffer()).toString(
+      'utf8',
+    );
+    // The three erasure rows, and profile 4's segment row.
+    expect(reconcileReport.match(/a reconcile leaves it to the next sync, which deletes it/g)).toHaveLength(4);
+    expectExactCounts(reconciled);
   }, 120_000);
 
   it('previews deletions, holds a run that would delete more than the guard allows, and deletes once approved', async () => {
