@@ -268,9 +268,6 @@ export async function diffShard(
       const rename = renamedKey ? { from: prior!.k.slice(2) } : undefined;
       // A profile Braze holds in the other form is written in this one, whatever else changed.
       const rewrite = switching && prior !== undefined;
-      const membership = rewrite
-        ? { ...encoding.clearing(previousForm, priorMask), ...encoding.full(nextMask) }
-        : encoding.change(change.join, change.leave, nextMask);
       if (change.unchanged && !rename && !rewrite) {
         totals.rowsSkippedUnchanged += profile.rows;
         await keep({ h: hash, k: prior!.k, m: names(nextMask), f: prior!.f, a: prior!.a, c: prior!.c });
@@ -292,6 +289,9 @@ export async function diffShard(
         totals.usersEnqueued += 1;
         continue;
       }
+      const membership = rewrite
+        ? { ...encoding.clearing(previousForm, priorMask), ...encoding.full(nextMask) }
+        : encoding.change(change.join, change.leave, nextMask);
       // A profile that is sent: its row is parsed now (unchanged ones never are).
       const first: MapLine = parseMapLine(profile.first, `shard ${shard}`);
       let key: string;
@@ -588,14 +588,25 @@ export function shardWriters(deps: ConnectorDeps, run: RunRecord, shard: number,
   const sink = run.dryRun ? undefined : staged ? (text: string) => staged.writeLine(text) : deps.storage.batchQueue;
   const packer = new BatchPacker(sink, run.runId, `s${String(shard).padStart(4, '0')}-`, deps.brazeFor(runDestination(deps, run).workspace).objectsPerRequest);
   const touched = run.dryRun ? undefined : new BlobLineWriter(state, touchedShardBlobName(run.runId, shard, owner), 'application/x-ndjson');
+  const touchedNames = new Map<string, number>();
   return {
     stateWriter,
     sentWriter,
     rejects,
     packer,
     /** What the run did to a profile, for GET /api/users/{id}: the change and the attribute names, or the reason a row was not sent. */
-    touch: async (hash: string, change: string, attributes: string[] = [], reason?: string) => {
-      await touched?.writeLine(JSON.stringify({ h: hash, c: change, ...(attributes.length ? { a: attributes } : {}), ...(reason ? { r: reason } : {}) }));
+    touch: async (hash: string, change: string, attributes: string[] = []) => {
+      if (!touched) return;
+      // One short line per profile sent, written by hand; each attribute list (a handful per shard)
+      // once, as a numbered line the profile lines refer to.
+      const key = attributes.join('\u0000');
+      let list = touchedNames.get(key);
+      if (list === undefined) {
+        list = touchedNames.size;
+        touchedNames.set(key, list);
+        await touched.writeLine(`{"n":${list},"a":${JSON.stringify(attributes)}}`);
+      }
+      await touched.writeLine(`{"h":"${hash}","c":"${change}","n":${list}}`);
     },
     keep: async (record: StateRecord) => {
       if (record.m.length === 0) return;

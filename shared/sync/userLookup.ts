@@ -156,10 +156,16 @@ async function touchesOf(
       if (isNotFound(error)) return undefined;
       throw error;
     }
+    // Attribute lists come as numbered lines before the profile lines that refer to them.
+    const lists = new Map<number, string[]>();
     for (const line of text.split('\n')) {
       if (!line) continue;
-      const entry = JSON.parse(line) as { h: string; c: string; a?: string[]; r?: string };
-      if (hashes.has(entry.h)) return entry;
+      const entry = JSON.parse(line) as { h?: string; c?: string; n?: number; a?: string[]; r?: string };
+      if (entry.h === undefined) {
+        if (entry.n !== undefined && entry.a) lists.set(entry.n, entry.a);
+        continue;
+      }
+      if (hashes.has(entry.h)) return { c: entry.c ?? '', a: entry.a ?? (entry.n !== undefined ? lists.get(entry.n) : undefined), r: entry.r };
     }
     return undefined;
   };
