@@ -134,9 +134,10 @@ export function splitPartName(fileName: string): { id: string; token: string } |
  * and unreadable batches, rejects parts) and the partition list. The rejects report stays (it names rows, not
  * people); the storage lifecycle rule in the README removes it after the retention the user sets.
  */
-export async function deleteWorkingBlobs(container: ContainerClient, runId: string): Promise<number> {
+export async function deleteWorkingBlobs(container: ContainerClient, runId: string, completed = false): Promise<number> {
   const kept = new Set([rejectsReportName(runId), previewReportName(runId), driftReportName(runId)]);
-  return deleteBlobsUnder(container, `${runFolder(runId)}/`, kept, `${runFolder(runId)}/${TOUCHED}/`);
+  // What a completed run did to each profile stays for GET /api/users/{id}; a run that ended otherwise did not do it.
+  return deleteBlobsUnder(container, `${runFolder(runId)}/`, kept, completed ? `${runFolder(runId)}/${TOUCHED}/` : undefined);
 }
 
 /** Every blob of a run, the rejects report included: the run has outlived its retention. */

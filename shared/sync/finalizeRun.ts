@@ -122,7 +122,7 @@ async function writeDeliveredState(
   else if (previous.format === STATE_FORMAT) await deleteStateFolder(container, run.modelJsonPath, previous.runId);
   else await container.getBlobClient(previous.blobName).deleteIfExists();
   // The run that wrote the previous state can no longer be resumed: its working blobs go.
-  await deleteWorkingBlobs(container, previous.runId);
+  await deleteWorkingBlobs(container, previous.runId, true);
   return true;
 }
 
@@ -191,7 +191,7 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
     await deps.destinations.release(run.modelJsonPath, runId);
     await wakeWaiting(deps, run.modelJsonPath);
     // Failed profiles can be retried by a resume, which needs the parked batches and what each shard sent.
-    if (finished.usersFailed === 0) await deleteWorkingBlobs(deps.storage.stateContainer, runId);
+    if (finished.usersFailed === 0) await deleteWorkingBlobs(deps.storage.stateContainer, runId, true);
     deps.log.info(
       `run ${runId} completed: ${finished.rowsDelivered} rows delivered, ${finished.rowsSkippedUnchanged} unchanged, ${finished.rowsRejectedInput + finished.rowsRejectedBraze} rejected, ${finished.rowsFailed} failed; ${finished.usersDelivered} profiles (${finished.exitsEnqueued} exits) in ${finished.brazeRequests} requests; rejects report ${report.blobName} (${report.lines} lines)`,
     );
