@@ -27,7 +27,7 @@ import {
   type StateRecord,
   type UncertainRun,
 } from '../state/deliveredState';
-import { runMembershipBits } from '../state/membershipBits';
+import { runMembershipBits, type MembershipBits } from '../state/membershipBits';
 import { keyHash } from '../state/profileIndex';
 import { BlobLineWriter } from '../storage/blobLineWriter';
 import { isNotFound } from '../storage/storageErrors';
@@ -80,14 +80,12 @@ export async function diffShard(
   uncertain: UncertainRun | undefined,
   signal: AbortSignal,
 ): Promise<UnitTotals> {
-  const { segments, partitions, state, bits, names, mapperOf, keyOf, fieldNames, normalizeGuids, encoding } = await shardContext(deps, run);
+  const { segments, partitions, state, bits, names, mapperOf, keyOf, fieldNames, paidFieldCount, normalizeGuids, encoding } = await shardContext(deps, run);
   // The state was written with memberships in another form (flags ↔ list, or another list
   // attribute): every profile it holds is written in this one, and what the other form left cleared.
   const previousForm = previous.format === 2 ? formFromKey(previous.manifest.membership) : FLAGS;
   const switching = previous.format !== 0 && !sameForm(previousForm, encoding.form);
-  // What a full send costs in data points: subscription states log none.
-  const fieldCount = fieldNames.filter((name) => !BRAZE_SUBSCRIPTION_FIELDS.has(name)).length;
-  const subscriptionNames = fieldNames.filter((name) => BRAZE_SUBSCRIPTION_FIELDS.has(name));
+  const mapsSubscriptions = fieldNames.some((name) => BRAZE_SUBSCRIPTION_FIELDS.has(name));
   // A dry run, and a guarded run (which may be held with its preview), account for what they would send.
   const dry = run.dryRun || run.staged;
   const preview = emptyPreview();
@@ -130,17 +128,12 @@ export async function diffShard(
     }
   }
   // Users the erasure table lists are deleted from Braze and written nowhere: their segment rows are
-  // rejected, saying so, and the erasure row is what the deletion accounts for.
-  const eraseBit = segments.some((segment) => segment.erasure) ? bits.bit(ERASURE_ATTRIBUTE) : 0;
+  // rejected, saying so (not named in the report either: the row's place says which it was), and the
+  // erasure row is what the deletion accounts for.
   const erasures = new Map<string, MapLine>();
-  if (eraseBit) {
-    const listed = new Set([...profiles].filter(([, profile]) => profile.bits & eraseBit).map(([hash]) => hash));
-    if (listed.size)
-      for (const line of await rowsOf(deps, run, shard, mapOwners, listed, signal)) {
-        if (segments[line.g].erasure) erasures.set(line.h, line);
-        // Not named in the report either: the row's place says which it was.
-        else rejectLines.push(rejectedRow(totals, partitions[line.p].partition.blobName, line, '(erased)', ERASED));
-      }
+  for (const line of await erasureListedRows(deps, run, shard, mapOwners, segments, bits, profiles, signal)) {
+    if (segments[line.g].erasure) erasures.set(line.h, line);
+    else rejectLines.push(rejectedRow(totals, partitions[line.p].partition.blobName, line, '(erased)', ERASED));
   }
   // Identity hints that matter here: for a profile of this refresh keyed by e-mail, or a state's one.
   const hints = identityHints(
@@ -248,7 +241,7 @@ export async function diffShard(
       const carried = (priorMask & ~bits.syncedMask) >>> 0;
       const nextMask = (synced | carried) >>> 0;
       // What sending the profile in full would cost: every configured field, every membership.
-      totals.dataPointsFullSend += fieldCount + encoding.fullSendPoints(synced);
+      totals.dataPointsFullSend += paidFieldCount + encoding.fullSendPoints(synced);
       const fingerprintNow = mapLineFingerprint(profile.first, `shard ${shard}`);
       const fieldsChanged = fallback || !prior || prior.f !== fingerprintNow;
       const change = diffProfile(
@@ -309,7 +302,7 @@ export async function diffShard(
         hashes = fieldHashes(fieldNames, fields);
         // A subscription state goes only when CI's value for it changed since Braze last took one from
         // us (or never did): re-sent because another field changed, it would undo an unsubscribe made in Braze.
-        if (subscriptionNames.length) ({ fields, sent: consentSent, next: consent } = consentToSend(fields, prior?.c));
+        if (mapsSubscriptions) ({ fields, sent: consentSent, next: consent } = consentToSend(fields, prior?.c));
         for (const issue of mapped.profile.fieldIssues) {
           await rejects.writeLine(
             rejectCsvLine({
@@ -514,6 +507,23 @@ export function rejectedRow(totals: UnitTotals, source: string, line: MapLine, i
   return { outcome: 'rejected', source, row: line.r, identifier, reason: reason + atLine(line.l ?? 0) };
 }
 
+/** Every row of the profiles the erasure table lists (its own and their segments'); none without one. */
+export async function erasureListedRows(
+  deps: ConnectorDeps,
+  run: RunRecord,
+  shard: number,
+  mapOwners: Map<number, string>,
+  segments: SegmentRefresh[],
+  bits: MembershipBits,
+  profiles: Map<string, ShardProfile>,
+  signal: AbortSignal,
+): Promise<MapLine[]> {
+  if (!segments.some((segment) => segment.erasure)) return [];
+  const eraseBit = bits.bit(ERASURE_ATTRIBUTE);
+  const listed = new Set([...profiles].filter(([, profile]) => profile.bits & eraseBit).map(([hash]) => hash));
+  return listed.size ? rowsOf(deps, run, shard, mapOwners, listed, signal) : [];
+}
+
 /** Every map line of these profiles in the shard's map outputs (read again: rare, and only for them). */
 export async function rowsOf(
   deps: ConnectorDeps,
@@ -551,6 +561,7 @@ export async function shardContext(deps: ConnectorDeps, run: RunRecord) {
   const bits = runMembershipBits(segments);
   const columns = canonicalPartitionColumns(destination);
   const identityOptions = { normalizeGuids: normalizesGuids(destination, segments) };
+  const fieldNames = mappedFieldNames(destination);
   const mappers = new Map<number, RowMapper>();
   const mapperOf = (g: number) => {
     let mapper = mappers.get(g);
@@ -568,7 +579,9 @@ export async function shardContext(deps: ConnectorDeps, run: RunRecord) {
     keyOf: createKeyMapper(destination, columns, identityOptions),
     normalizeGuids: identityOptions.normalizeGuids,
     // The attributes a mapped row may carry, in a fixed order (for the per-field hashes in the state).
-    fieldNames: mappedFieldNames(destination),
+    fieldNames,
+    // Of them, those a full send pays data points for: subscription states log none.
+    paidFieldCount: fieldNames.filter((name) => !BRAZE_SUBSCRIPTION_FIELDS.has(name)).length,
     encoding: membershipEncoding(destination, bits),
   };
 }

@@ -2,8 +2,7 @@ import type { JsonValue } from '../ci/dataTypes';
 import { dataPointsOf, describeIdentifier, identifierFromKey, type BrazeIdentifier } from '../mapping/profileIdentity';
 import { canonicalKey } from '../mapping/customerId';
 import { atLine } from '../ci/partitionReader';
-import { gatherShard, rejectedRow, rowsOf, shardContext, shardWriters, sourceOf } from '../reader/diffShard';
-import { ERASURE_ATTRIBUTE } from '../ci/exportRefresh';
+import { erasureListedRows, gatherShard, rejectedRow, shardContext, shardWriters, sourceOf } from '../reader/diffShard';
 import { mapLineFingerprint, parseMapLine } from '../reader/mapLines';
 import { emptyTotals } from '../reader/mapPartition';
 import { fieldHashes } from '../mapping/fieldHashes';
@@ -53,7 +52,7 @@ export async function reconcileShard(
   previous: PreviousState,
   signal: AbortSignal,
 ): Promise<UnitTotals> {
-  const { segments, partitions, state, bits, names, mapperOf, keyOf, fieldNames, normalizeGuids, encoding } = await shardContext(deps, run);
+  const { segments, partitions, state, bits, names, mapperOf, keyOf, fieldNames, paidFieldCount, normalizeGuids, encoding } = await shardContext(deps, run);
   // Braze's segments are judged in the form the state says Braze holds; a form the config changed
   // since is written anew by a sync (which clears the old one) before anything can be compared.
   const stateForm = previous.format === 2 ? formFromKey(previous.manifest.membership) : FLAGS;
@@ -61,7 +60,6 @@ export async function reconcileShard(
     throw new InvalidInputError(
       `destination ${run.destination}: Braze holds its memberships as ${formKey(stateForm)} and the config asks for ${formKey(encoding.form)}; a sync writes them anew first — reconcile after it`,
     );
-  const paidFields = fieldNames.filter((name) => !BRAZE_SUBSCRIPTION_FIELDS.has(name)).length;
   const dry = run.dryRun;
   const totals: UnitTotals = { ...emptyTotals() };
   const drift = emptyDrift();
@@ -70,13 +68,12 @@ export async function reconcileShard(
   const { profiles, rejectLines } = await gatherShard(deps, run, shard, mapOwners, segments, keyOf, totals, signal);
   // Users the erasure table lists are the next sync's to delete: a reconcile neither repairs nor
   // clears them (it would bring a deleted one back), leaves them out of the state, and says so.
-  const eraseBit = segments.some((segment) => segment.erasure) ? bits.bit(ERASURE_ATTRIBUTE) : 0;
-  const erased = new Set([...profiles].filter(([, profile]) => profile.bits & eraseBit).map(([hash]) => hash));
-  if (erased.size) {
-    for (const line of await rowsOf(deps, run, shard, mapOwners, erased, signal))
-      rejectLines.push(rejectedRow(totals, partitions[line.p].partition.blobName, line, '(erased)', LEFT_TO_ERASURE));
-    for (const hash of erased) profiles.delete(hash);
+  const erased = new Set<string>();
+  for (const line of await erasureListedRows(deps, run, shard, mapOwners, segments, bits, profiles, signal)) {
+    rejectLines.push(rejectedRow(totals, partitions[line.p].partition.blobName, line, '(erased)', LEFT_TO_ERASURE));
+    erased.add(line.h);
   }
+  for (const hash of erased) profiles.delete(hash);
 
   // Braze's side of the shard: every segment's export, merged per profile.
   const braze = new Map<string, BrazeSide>();
@@ -138,7 +135,7 @@ export async function reconcileShard(
       const synced = (profile.bits & bits.syncedMask) >>> 0;
       const prior = before.get(hash);
       const carried = prior ? (bits.maskOf(prior.m) & ~bits.syncedMask) >>> 0 : 0;
-      totals.dataPointsFullSend += paidFields + encoding.fullSendPoints(synced);
+      totals.dataPointsFullSend += paidFieldCount + encoding.fullSendPoints(synced);
       // Every profile is mapped: its values are compared with Braze's, not with a fingerprint.
       const first = parseMapLine(profile.first, `shard ${shard}`);
       const mapped = mapperOf(first.g)(first.v);
