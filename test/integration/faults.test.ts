@@ -11,6 +11,7 @@ import { BrazeClient } from '../../shared/braze/client';
 import { RateLimitPacer } from '../../shared/braze/pacer';
 import { LocalFunctionApp } from '../../local/stack';
 import { startTestStack, TEST_API_KEY, testConfig, RecordingLogger, type TestStack } from '../helpers/testStack';
+import { deliverBatch } from '../../shared/sync/deliverBatch';
 import { customerId, expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
 import { brazeMismatches, expectExactCounts, waitFor } from '../helpers/expectations';
 
@@ -194,7 +195,6 @@ describe('delivery under Braze faults', () => {
     const received = await batchQueue.receiveMessages({ numberOfMessages: 32 });
     expect(received.receivedMessageItems.length).toBeGreaterThan(0);
     const deps = stack.app.deps;
-    const { deliverBatch } = await import('../../shared/sync/deliverBatch');
     for (const m of received.receivedMessageItems) {
       // Both copies arrive at the same time: one claims the batch, the other finds it claimed and
       // puts a copy back for when the claim ends; neither writes anything twice.

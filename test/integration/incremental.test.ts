@@ -1,7 +1,7 @@
 import { requestSync } from '../../shared/sync/startSync';
 import type { RunRecord } from '../../shared/runs/runRecord';
 import { rowsAccountedFor } from '../../shared/runs/runRecord';
-import { startTestStack, type TestStack } from '../helpers/testStack';
+import { startTestStack, testConfig, type TestStack } from '../helpers/testStack';
 import { customerId, expectedBraze, makeProfiles, writeRefresh, type ModelProfile } from '../helpers/profileModel';
 
 async function syncOnce(stack: TestStack, options: { force?: boolean } = {}): Promise<RunRecord> {
@@ -100,7 +100,6 @@ describe('incremental sync: only what changed, and leavers cleared', () => {
   });
 
   it('clears leavers with false when the destination asks for it', async () => {
-    const { testConfig } = await import('../helpers/testStack');
     stack = await startTestStack({ env: { SYNC_CONFIG: JSON.stringify(testConfig({ leaverValue: false })) } });
     const container = stack.app.deps.storage.exportContainer;
     const first = makeProfiles(1, 30);
