@@ -1,6 +1,6 @@
 import '../local/quietTestMode';
 import { spawn, type ChildProcess } from 'node:child_process';
-import { readFileSync } from 'node:fs';
+import { mkdirSync, readFileSync } from 'node:fs';
 import http from 'node:http';
 import path from 'node:path';
 import { Readable } from 'node:stream';
@@ -16,6 +16,7 @@ import { silentLogger } from '../shared/log';
 import type { RunRecord } from '../shared/runs/runRecord';
 import { DEFAULT_GUARD, type SyncConfig } from '../shared/config/syncConfig';
 import { csvFormatOf, csvParserOptions } from '../shared/ci/partitionReader';
+import { stageTable, stageTimes } from './profileStages';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const INSTANCE = 'CustomerInsights_bench0001';
@@ -30,6 +31,7 @@ const COLUMNS = [
   { name: 'LastPurchaseDate', dataType: 'dateTime' },
 ];
 const SEGMENTS = ['HighValue', 'Newsletter'] as const;
+const BENCH_STARTED = Date.now();
 
 const config: SyncConfig = {
   workspaces: {},
@@ -152,7 +154,8 @@ function startChild(script: string, env: NodeJS.ProcessEnv, ready: RegExp): Prom
   // languageWorkers__node__arguments); BENCH_WORKER_NODE_ARGS overrides it, "" for V8's default.
   const workerNodeArgs = process.env.BENCH_WORKER_NODE_ARGS ?? '--max-old-space-size=192';
   const workerArgs = script.includes('worker') && workerNodeArgs ? workerNodeArgs.split(' ') : [];
-  const child = spawn(process.execPath, [...profile, ...workerArgs, path.join(ROOT, 'dist', script)], { env, stdio: ['ignore', 'pipe', 'pipe'] });
+  // Workers get an IPC channel: --cpu-profile asks them to profile each refresh apart.
+  const child = spawn(process.execPath, [...profile, ...workerArgs, path.join(ROOT, 'dist', script)], { env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
   return new Promise((resolve, reject) => {
     let out = '';
     child.stdout!.on('data', (chunk: Buffer) => {
@@ -161,9 +164,33 @@ function startChild(script: string, env: NodeJS.ProcessEnv, ready: RegExp): Prom
       if (line) resolve({ child, firstLine: line.trim() });
     });
     child.stderr!.on('data', (chunk: Buffer) => process.stderr.write(chunk));
-    if (process.env.BENCH_VERBOSE) child.stdout!.on('data', (chunk: Buffer) => process.stderr.write(chunk));
+    // BENCH_VERBOSE=1: the children's log lines on stderr, each with the seconds since the bench started (a timeline of steps).
+    if (process.env.BENCH_VERBOSE)
+      child.stdout!.on('data', (chunk: Buffer) => {
+        const at = ((Date.now() - BENCH_STARTED) / 1000).toFixed(2).padStart(8);
+        for (const line of chunk.toString().split('\n')) if (line) process.stderr.write(`${at} [${child.pid}] ${line}\n`);
+      });
     child.once('exit', (code) => reject(new Error(`${script} exited with ${code}: ${out}`)));
   });
+}
+
+/** Asks every worker to start, or to stop and write, a V8 CPU profile; resolves when all have. */
+async function profileWorkers(workers: ChildProcess[], action: 'start' | 'stop', dir: string, label: string): Promise<string[]> {
+  return Promise.all(
+    workers.map(
+      (worker, i) =>
+        new Promise<string>((resolve) => {
+          const file = path.join(dir, `${label}.worker${i}.cpuprofile`);
+          const answered = (message: { cpuProfileStarted?: boolean; cpuProfileWritten?: string }) => {
+            if (!message.cpuProfileStarted && !message.cpuProfileWritten) return;
+            worker.off('message', answered);
+            resolve(file);
+          };
+          worker.on('message', answered);
+          worker.send(action === 'start' ? { cpuProfile: 'start' } : { cpuProfile: 'stop', file });
+        }),
+    ),
+  );
 }
 
 async function syncAndWait(deps: ConnectorDeps): Promise<{ run: RunRecord; seconds: number }> {
@@ -253,6 +280,7 @@ async function main(): Promise<void> {
       'skip-baseline': { type: 'boolean', default: false },
       workers: { type: 'string', default: '2' },
       'braze-latency-ms': { type: 'string', default: '0' },
+      'cpu-profile': { type: 'string' },
     },
   });
   const profiles = Number(values.profiles);
@@ -303,8 +331,19 @@ async function main(): Promise<void> {
     });
     const cpuBefore1 = cpuOf();
     const before1 = await brazeStats(brazeUrl);
+    // --cpu-profile DIR: each worker's CPU profile of each refresh apart, summed by stage.
+    const profileDir = values['cpu-profile'];
+    const stages: Record<string, ReturnType<typeof stageTable>> = {};
+    const profiled = async <T>(label: string, rows: number, work: () => Promise<T>): Promise<T> => {
+      if (!profileDir) return work();
+      mkdirSync(profileDir, { recursive: true });
+      await profileWorkers(workers, 'start', profileDir, label);
+      const result = await work();
+      stages[label] = stageTable(stageTimes(await profileWorkers(workers, 'stop', profileDir, label)), rows);
+      return result;
+    };
     say('refresh 1: full sync…');
-    const refresh1 = await syncAndWait(deps);
+    const refresh1 = await profiled('refresh1', generated.rows, () => syncAndWait(deps));
     const after1 = await brazeStats(brazeUrl);
     const cpuAfter1 = cpuOf();
     // CPU every process spent during refresh 1: with 2 cores, their sum ÷ 2 is a floor for the wall time.
@@ -319,9 +358,11 @@ async function main(): Promise<void> {
     const http429 = (after1.byStatus['429'] ?? 0) - (before1.byStatus['429'] ?? 0);
 
     say('refresh 2: ~5% of profiles changed…');
+    if (process.env.BENCH_VERBOSE)
+      process.stderr.write(`${((Date.now() - BENCH_STARTED) / 1000).toFixed(2).padStart(8)} [bench] refresh 2 written, starting\n`);
     await writeExport(deps.storage.exportContainer, profiles, partitions, '2026/11/28/0600', 0.05);
     const before2 = await brazeStats(brazeUrl);
-    const refresh2 = await syncAndWait(deps);
+    const refresh2 = await profiled('refresh2', generated.rows, () => syncAndWait(deps));
     const after2 = await brazeStats(brazeUrl);
     const connector = { peakRssMb: Math.max(...workers.map((w) => processStats(w.pid!).peakRssMb)), cpuSeconds: round(connectorCpu()) };
     const brazeProcess = processStats(braze.child.pid!);
@@ -372,13 +413,19 @@ async function main(): Promise<void> {
       baselineRequests: baseline?.requests ?? null,
       speedupVsBaseline: baseline ? round(baseline.seconds / refresh1.seconds) : null,
       refresh1OverBaseline: baseline ? round(refresh1.seconds / baseline.seconds) : null,
+      ...(profileDir ? { profileStages: stages } : {}),
     };
     if (values.json) {
       console.log(JSON.stringify(result));
     } else {
       console.log('\nresult');
       for (const [key, value] of Object.entries(result))
-        console.log(`  ${key.padEnd(26)} ${typeof value === 'object' && value ? JSON.stringify(value) : value}`);
+        if (key !== 'profileStages') console.log(`  ${key.padEnd(26)} ${typeof value === 'object' && value ? JSON.stringify(value) : value}`);
+      for (const [label, rows] of Object.entries(stages)) {
+        console.log(`\nconnector CPU of ${label} by stage (both workers; µs per input row)`);
+        for (const row of rows)
+          console.log(`  ${String(row.ms).padStart(8)} ms ${row.share.toFixed(1).padStart(5)}% ${row.microsPerRow.toFixed(1).padStart(6)} µs  ${row.stage}`);
+      }
     }
   } finally {
     // Workers first, so their pollers do not complain about storage going away.

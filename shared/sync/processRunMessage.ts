@@ -42,7 +42,7 @@ export async function processRunMessage(deps: ConnectorDeps, payload: unknown): 
           ? await runStep(deps, message.runId, 'export', message.segment)
           : await startRun(deps, message.runId, message.lookAt);
   if (result.kind === 'deferred') {
-    deps.log.info(`run ${message.runId} deferred ${Math.ceil(result.delayMs / 1000)} s: ${result.reason}`);
+    deps.log.info(`run ${message.runId} deferred ${(result.delayMs / 1000).toFixed(1)} s: ${result.reason}`);
     const next = message.kind === 'startRun' && result.lookAt !== undefined ? { ...message, lookAt: result.lookAt } : message;
     await sendToQueue(deps.storage.runQueue, encodeMessage(next), result.delayMs);
   }

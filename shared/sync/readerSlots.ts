@@ -1,7 +1,15 @@
 import type { Clock } from '../clock';
 
-/** How long a step waits for this process's slot before it is handed to another instance. */
-export const READER_SLOT_WAIT_MS = 2_000;
+/**
+ * How long a step waits for this process's slot before it is handed to another instance. The
+ * queue trigger hands an instance up to a batch of messages at once, so one instance can hold
+ * every step of a phase while another has none: a step waiting here is a step no idle instance can
+ * take. Long enough for an empty partition's step to pass, short next to a step's seconds (a
+ * 2-second wait left one of two workers idle for 7 of a refresh's 13 s).
+ */
+export const READER_SLOT_WAIT_MS = 400;
+/** A step handed back comes back after this, plus up to as much again (spread, so copies do not arrive together). */
+export const READER_SLOT_RETRY_MS = 200;
 
 /**
  * How many reading steps (map or diff) one process works on at once. A step holds its shard or

@@ -6,6 +6,7 @@ import type { UnitKind, UnitTotals } from '../runs/unitLedger';
 import { failRun } from './failRun';
 import { holdingUnit } from './lease';
 import { advance, phaseDone } from './readingPlan';
+import { READER_SLOT_RETRY_MS } from './readerSlots';
 import type { RunStepResult } from './startRun';
 import { exportStep } from './steps/exportStep';
 import { mapStep } from './steps/mapStep';
@@ -53,7 +54,12 @@ export async function runStep(deps: ConnectorDeps, runId: string, kind: UnitKind
     const readiness = await step.prepare(deps, run, index);
     if (readiness.kind === 'wait') return { kind: 'deferred', delayMs: readiness.delayMs, reason: `run ${runId}: ${readiness.reason}` };
     const release = await deps.readerSlots.take();
-    if (!release) return { kind: 'deferred', delayMs: 500 + Math.floor(Math.random() * 1_000), reason: `run ${runId}: this instance is reading another step` };
+    if (!release)
+      return {
+        kind: 'deferred',
+        delayMs: READER_SLOT_RETRY_MS + Math.floor(Math.random() * READER_SLOT_RETRY_MS),
+        reason: `run ${runId}: this instance is reading another step`,
+      };
     try {
       return await claimAndWork(deps, run, step, index, readiness.inputs);
     } finally {
@@ -77,7 +83,10 @@ async function claimAndWork<Inputs>(deps: ConnectorDeps, run: RunRecord, step: S
     await advance(deps, run);
     return { kind: 'done' };
   }
+  const startedMs = deps.clock.now();
   const totals = await holdingUnit(deps, runId, kind, index, owner, (signal) => step.work(deps, run, index, owner, inputs, signal));
+  // One line per step with its time: the run's timeline in the log, to see where a refresh waits.
+  deps.log.info(`run ${runId}: ${kind} ${index} done in ${((deps.clock.now() - startedMs) / 1000).toFixed(2)} s`);
   if (!(await deps.units.finish(runId, kind, index, owner, totals))) {
     deps.log.warn(`run ${runId}: ${kind} ${index} was taken over while it worked; the other owner's result counts`);
     return { kind: 'done' };
