@@ -17,6 +17,7 @@ import type { RunRecord } from '../shared/runs/runRecord';
 import { DEFAULT_GUARD, type SyncConfig } from '../shared/config/syncConfig';
 import { csvFormatOf, csvParserOptions } from '../shared/ci/partitionReader';
 import { stageTable, stageTimes } from './profileStages';
+import { FLEX_CONSUMPTION, project, type MeasuredCosts, type Platform } from './scaleModel';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const INSTANCE = 'CustomerInsights_bench0001';
@@ -193,7 +194,7 @@ async function profileWorkers(workers: ChildProcess[], action: 'start' | 'stop',
   );
 }
 
-async function syncAndWait(deps: ConnectorDeps): Promise<{ run: RunRecord; seconds: number }> {
+async function syncAndWait(deps: ConnectorDeps): Promise<{ run: RunRecord; seconds: number; startedMs: number; endedMs: number }> {
   const started = Date.now();
   const outcome = await requestSync(deps, { trigger: 'http' });
   if (outcome.runs.length !== 1) throw new Error(`expected one run: ${JSON.stringify(outcome)}`);
@@ -202,7 +203,7 @@ async function syncAndWait(deps: ConnectorDeps): Promise<{ run: RunRecord; secon
     const run = (await deps.runs.get(runId))!;
     if (run.status === 'completed' || run.status === 'failed' || run.status === 'halted') {
       if (run.status !== 'completed') throw new Error(`run ${runId} ended ${run.status}: ${run.error}`);
-      return { run, seconds: (Date.now() - started) / 1000 };
+      return { run, seconds: (Date.now() - started) / 1000, startedMs: started, endedMs: Date.now() };
     }
     // Polling is cheap but not free (each read is a storage call): four times a second is enough.
     await new Promise((r) => setTimeout(r, 250));
@@ -281,6 +282,7 @@ async function main(): Promise<void> {
       workers: { type: 'string', default: '2' },
       'braze-latency-ms': { type: 'string', default: '0' },
       'cpu-profile': { type: 'string' },
+      project: { type: 'boolean', default: false },
     },
   });
   const profiles = Number(values.profiles);
@@ -415,8 +417,18 @@ async function main(): Promise<void> {
       refresh1OverBaseline: baseline ? round(refresh1.seconds / baseline.seconds) : null,
       ...(profileDir ? { profileStages: stages } : {}),
     };
+    const projection = values.project
+      ? await scaleModel(deps, refresh1, {
+          rows: generated.rows,
+          profiles,
+          partitions: partitions * SEGMENTS.length,
+          requests: requests1,
+          connectorCpu: refresh1Cpu.connector,
+          workers: workers.length,
+        })
+      : undefined;
     if (values.json) {
-      console.log(JSON.stringify(result));
+      console.log(JSON.stringify(projection ? { ...result, scaleModel: projection } : result));
     } else {
       console.log('\nresult');
       for (const [key, value] of Object.entries(result))
@@ -426,6 +438,7 @@ async function main(): Promise<void> {
         for (const row of rows)
           console.log(`  ${String(row.ms).padStart(8)} ms ${row.share.toFixed(1).padStart(5)}% ${row.microsPerRow.toFixed(1).padStart(6)} µs  ${row.stage}`);
       }
+      if (projection) printScaleModel(projection);
     }
   } finally {
     // Workers first, so their pollers do not complain about storage going away.
@@ -433,6 +446,88 @@ async function main(): Promise<void> {
     braze.child.kill('SIGTERM');
     await azurite.stop();
   }
+}
+
+/** Refresh 1's steps as the runs table recorded them (each step's work time and end), turned into costs and projected. */
+async function scaleModel(
+  deps: ConnectorDeps,
+  refresh: { run: RunRecord; seconds: number; startedMs: number; endedMs: number },
+  measured: { rows: number; profiles: number; partitions: number; requests: number; connectorCpu: number; workers: number },
+) {
+  const steps = async (kind: 'map' | 'shard') =>
+    (await deps.units.list(refresh.run.runId, kind)).map((u) => {
+      const work = u.totals?.workSeconds ?? 0;
+      const end = Date.parse(u.totals?.endedAt ?? '');
+      return { work, start: end - work * 1000, end };
+    });
+  const maps = await steps('map');
+  const shards = await steps('shard');
+  const sum = (list: { work: number }[]) => list.reduce((n, s) => n + s.work, 0);
+  const first = (list: { start: number }[]) => Math.min(...list.map((s) => s.start));
+  const last = (list: { end: number }[]) => Math.max(...list.map((s) => s.end));
+  // Where the wall time went: before the first step, the map phase, between the phases, the diff phase, after it (sending's tail, finalize).
+  const timeline = {
+    beforeFirstStep: round((first(maps) - refresh.startedMs) / 1000),
+    mapPhase: round((last(maps) - first(maps)) / 1000),
+    betweenPhases: round((first(shards) - last(maps)) / 1000),
+    diffPhase: round((last(shards) - first(shards)) / 1000),
+    afterLastStep: round((refresh.endedMs - last(shards)) / 1000),
+    mapStepSeconds: round(sum(maps)),
+    diffStepSeconds: round(sum(shards)),
+  };
+  const costs: MeasuredCosts = {
+    rowsPerProfile: measured.rows / measured.profiles,
+    rowsPerPartition: measured.rows / measured.partitions,
+    mapSecondsPerRow: sum(maps) / measured.rows,
+    diffSecondsPerProfile: sum(shards) / measured.profiles,
+    requestsPerProfile: measured.requests / measured.profiles,
+    requestsPerMessage: measured.requests / Math.max(1, refresh.run.batchesEnqueued),
+    // The workers' CPU outside reading steps (a step's time is mostly CPU here): senders, ledgers, polling, finalize.
+    sendSecondsPerRequest: Math.max(0, measured.connectorCpu - sum(maps) - sum(shards)) / measured.requests,
+  };
+  // This machine as a platform: a hop costs what it cost here (the mean of the two waits before steps), Braze's limit is the same.
+  const here: Platform = { ...FLEX_CONSUMPTION, name: 'this machine', hopSeconds: (timeline.beforeFirstStep + timeline.betweenPhases) / 2, hops: 2 };
+  const check = project(costs, here, measured.profiles, measured.workers);
+  const projections = [1_000_000, 10_000_000, 100_000_000].flatMap((p) => [1, 16, 100].map((i) => project(costs, FLEX_CONSUMPTION, p, i)));
+  return {
+    timeline,
+    costs: {
+      ...costs,
+      mapMicrosPerRow: round(costs.mapSecondsPerRow * 1e6, 1),
+      diffMicrosPerProfile: round(costs.diffSecondsPerProfile * 1e6, 1),
+      sendMillisPerRequest: round(costs.sendSecondsPerRequest * 1e3, 2),
+    },
+    selfCheck: { workers: measured.workers, predictedSeconds: round(check.seconds), measuredSeconds: round(refresh.seconds), boundBy: check.boundBy },
+    platform: FLEX_CONSUMPTION,
+    projections: projections.map((p) => ({
+      ...p,
+      seconds: round(p.seconds),
+      mapSeconds: round(p.mapSeconds),
+      diffSeconds: round(p.diffSeconds),
+      sendSeconds: round(p.sendSeconds),
+      brazeFloorSeconds: round(p.brazeFloorSeconds),
+    })),
+  };
+}
+
+function printScaleModel(model: Awaited<ReturnType<typeof scaleModel>>): void {
+  const { timeline, costs, selfCheck, projections } = model;
+  console.log('\nrefresh 1 timeline (s)', JSON.stringify(timeline));
+  console.log(
+    `measured costs: map ${costs.mapMicrosPerRow} µs/row, diff ${costs.diffMicrosPerProfile} µs/profile, senders ${costs.sendMillisPerRequest} ms/request, ` +
+      `${round(costs.requestsPerProfile * 1e3, 2)} requests per 1,000 profiles, ${round(costs.requestsPerMessage, 1)} requests per queue message`,
+  );
+  console.log(
+    `model check, this run: ${selfCheck.predictedSeconds} s predicted for ${selfCheck.workers} worker(s), ${selfCheck.measuredSeconds} s measured (${selfCheck.boundBy})`,
+  );
+  console.log(
+    `\nfirst sync on ${model.platform.name} (${model.platform.hops} hops of ${model.platform.hopSeconds} s, one reading step per instance on its own core)`,
+  );
+  console.log('     profiles  instances   seconds    map   diff   send  Braze floor  bound by');
+  for (const p of projections)
+    console.log(
+      `  ${p.profiles.toLocaleString('en').padStart(11)}  ${String(p.instances).padStart(9)}  ${String(p.seconds).padStart(8)}  ${String(p.mapSeconds).padStart(5)}  ${String(p.diffSeconds).padStart(5)}  ${String(p.sendSeconds).padStart(5)}  ${String(p.brazeFloorSeconds).padStart(11)}  ${p.boundBy}`,
+    );
 }
 
 function round(n: number, digits = 2): number {

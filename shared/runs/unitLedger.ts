@@ -49,6 +49,9 @@ export const unitTotalsSchema = z.object({
   /** Users a segment export listed (export units), and those no matching rule could key. */
   usersExported: z.number().int().min(0).optional(),
   usersUnmatched: z.number().int().min(0).optional(),
+  /** How long the step's work took, and when it ended: a run's timeline, and what the benchmark's scale model is fed. */
+  workSeconds: z.number().min(0).optional(),
+  endedAt: z.string().optional(),
 });
 export type UnitTotals = z.output<typeof unitTotalsSchema>;
 

@@ -84,9 +84,11 @@ async function claimAndWork<Inputs>(deps: ConnectorDeps, run: RunRecord, step: S
     return { kind: 'done' };
   }
   const startedMs = deps.clock.now();
-  const totals = await holdingUnit(deps, runId, kind, index, owner, (signal) => step.work(deps, run, index, owner, inputs, signal));
+  const worked = await holdingUnit(deps, runId, kind, index, owner, (signal) => step.work(deps, run, index, owner, inputs, signal));
+  const endedMs = deps.clock.now();
+  const totals: UnitTotals = { ...worked, workSeconds: (endedMs - startedMs) / 1000, endedAt: new Date(endedMs).toISOString() };
   // One line per step with its time: the run's timeline in the log, to see where a refresh waits.
-  deps.log.info(`run ${runId}: ${kind} ${index} done in ${((deps.clock.now() - startedMs) / 1000).toFixed(2)} s`);
+  deps.log.info(`run ${runId}: ${kind} ${index} done in ${totals.workSeconds!.toFixed(2)} s`);
   if (!(await deps.units.finish(runId, kind, index, owner, totals))) {
     deps.log.warn(`run ${runId}: ${kind} ${index} was taken over while it worked; the other owner's result counts`);
     return { kind: 'done' };
