@@ -194,7 +194,10 @@ async function profileWorkers(workers: ChildProcess[], action: 'start' | 'stop',
   );
 }
 
-async function syncAndWait(deps: ConnectorDeps): Promise<{ run: RunRecord; seconds: number; startedMs: number; endedMs: number }> {
+async function syncAndWait(
+  deps: ConnectorDeps,
+  sample?: () => Promise<void>,
+): Promise<{ run: RunRecord; seconds: number; startedMs: number; endedMs: number }> {
   const started = Date.now();
   const outcome = await requestSync(deps, { trigger: 'http' });
   if (outcome.runs.length !== 1) throw new Error(`expected one run: ${JSON.stringify(outcome)}`);
@@ -207,6 +210,7 @@ async function syncAndWait(deps: ConnectorDeps): Promise<{ run: RunRecord; secon
     }
     // Polling is cheap but not free (each read is a storage call): four times a second is enough.
     await new Promise((r) => setTimeout(r, 250));
+    await sample?.();
   }
 }
 
@@ -345,7 +349,12 @@ async function main(): Promise<void> {
       return result;
     };
     say('refresh 1: full sync…');
-    const refresh1 = await profiled('refresh1', generated.rows, () => syncAndWait(deps));
+    // --project: the workers' CPU and Braze's request count four times a second, to find the senders' CPU per request once every reading step is done.
+    const samples: Sample[] = [];
+    const sample = values.project
+      ? async () => void samples.push({ atMs: Date.now(), cpu: connectorCpu(), requests: (await brazeStats(brazeUrl)).requests })
+      : undefined;
+    const refresh1 = await profiled('refresh1', generated.rows, () => syncAndWait(deps, sample));
     const after1 = await brazeStats(brazeUrl);
     const cpuAfter1 = cpuOf();
     // CPU every process spent during refresh 1: with 2 cores, their sum ÷ 2 is a floor for the wall time.
@@ -423,7 +432,7 @@ async function main(): Promise<void> {
           profiles,
           partitions: partitions * SEGMENTS.length,
           requests: requests1,
-          connectorCpu: refresh1Cpu.connector,
+          samples,
           workers: workers.length,
         })
       : undefined;
@@ -448,11 +457,29 @@ async function main(): Promise<void> {
   }
 }
 
+interface Sample {
+  atMs: number;
+  cpu: number;
+  requests: number;
+}
+
+/**
+ * The senders' CPU per Braze request: the workers' CPU over the requests sent after the last
+ * reading step ended, when sending (with its ledgers and the finalizer) is all they do. During the
+ * steps the senders share the workers with them, and a step's time cannot be told from theirs.
+ */
+function senderCpuPerRequest(samples: Sample[], lastStepEndMs: number): number {
+  const after = samples.filter((s) => s.atMs >= lastStepEndMs);
+  if (after.length < 2) return 0;
+  const [from, to] = [after[0], after[after.length - 1]];
+  return to.requests > from.requests ? (to.cpu - from.cpu) / (to.requests - from.requests) : 0;
+}
+
 /** Refresh 1's steps as the runs table recorded them (each step's work time and end), turned into costs and projected. */
 async function scaleModel(
   deps: ConnectorDeps,
   refresh: { run: RunRecord; seconds: number; startedMs: number; endedMs: number },
-  measured: { rows: number; profiles: number; partitions: number; requests: number; connectorCpu: number; workers: number },
+  measured: { rows: number; profiles: number; partitions: number; requests: number; samples: Sample[]; workers: number },
 ) {
   const steps = async (kind: 'map' | 'shard') =>
     (await deps.units.list(refresh.run.runId, kind)).map((u) => {
@@ -482,8 +509,7 @@ async function scaleModel(
     diffSecondsPerProfile: sum(shards) / measured.profiles,
     requestsPerProfile: measured.requests / measured.profiles,
     requestsPerMessage: measured.requests / Math.max(1, refresh.run.batchesEnqueued),
-    // The workers' CPU outside reading steps (a step's time is mostly CPU here): senders, ledgers, polling, finalize.
-    sendSecondsPerRequest: Math.max(0, measured.connectorCpu - sum(maps) - sum(shards)) / measured.requests,
+    sendSecondsPerRequest: senderCpuPerRequest(measured.samples, last(shards)),
   };
   // This machine as a platform: a hop costs what it cost here (the mean of the two waits before steps), Braze's limit is the same.
   const here: Platform = { ...FLEX_CONSUMPTION, name: 'this machine', hopSeconds: (timeline.beforeFirstStep + timeline.betweenPhases) / 2, hops: 2 };
