@@ -26,7 +26,7 @@ const STAGE_RULES: [stage: string, test: RegExp][] = [
   ['map step: route rows', /shared\/reader\/mapPartition\.js/],
   ['blob writes (staged blocks, logs)', /shared\/storage\/(stagedBlobWriter|blobLineWriter)\.js/],
   ['state read/write', /shared\/state\/(deliveredState|membershipBits|membershipEncoding)\.js/],
-  ['map to Braze object', /shared\/mapping\//],
+  ['map to Braze object', /shared\/mapping\/|shared\/ci\/dataTypes\.js/],
   ['diff step', /shared\/reader\/diffShard\.js|shared\/state\/diff\.js/],
   ['pack/encode batches', /shared\/queue\/(batchPacker|messages)\.js/],
   ['queue send/receive', /shared\/storage\/queueSend\.js|local\/queueHost\.js/],

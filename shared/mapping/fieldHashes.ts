@@ -16,8 +16,24 @@ export const MISSING = '--------';
  */
 export function fieldHashes(names: readonly string[], fields: Record<string, unknown>): string {
   let out = '';
-  for (const name of names) out += name in fields ? fnv1a32(JSON.stringify(fields[name])) : MISSING;
+  for (const name of names) out += name in fields ? valueHash(fields[name]) : MISSING;
   return out;
+}
+
+/** fnv1a32 of the value's JSON text, without writing the text for the common cases (a plain string, a number). */
+function valueHash(value: unknown): string {
+  if (typeof value === 'number' && Number.isFinite(value)) return fnv1a32(String(value));
+  if (typeof value !== 'string') return fnv1a32(JSON.stringify(value));
+  const QUOTE = 0x22;
+  let hash = Math.imul(0x811c9dc5 ^ QUOTE, 0x01000193);
+  for (let i = 0; i < value.length; i++) {
+    const code = value.charCodeAt(i);
+    // What JSON.stringify would escape (control characters, quote, backslash, any surrogate to be safe): hash its text instead.
+    if (code < 0x20 || code === QUOTE || code === 0x5c || (code >= 0xd800 && code <= 0xdfff)) return fnv1a32(JSON.stringify(value));
+    hash = Math.imul(hash ^ code, 0x01000193);
+  }
+  hash = Math.imul(hash ^ QUOTE, 0x01000193);
+  return (hash >>> 0).toString(16).padStart(8, '0');
 }
 
 /**

@@ -4,6 +4,7 @@ import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { startRun, type RunStepResult } from './startRun';
 import { runStep } from './stepRunner';
+import { readHere } from './readHere';
 import { finalizeRun } from './finalizeRun';
 import { leaseHeld } from './lease';
 import { deliverNotification } from './notify';
@@ -45,6 +46,10 @@ export async function processRunMessage(deps: ConnectorDeps, payload: unknown): 
     deps.log.info(`run ${message.runId} deferred ${(result.delayMs / 1000).toFixed(1)} s: ${result.reason}`);
     const next = message.kind === 'startRun' && result.lookAt !== undefined ? { ...message, lookAt: result.lookAt } : message;
     await sendToQueue(deps.storage.runQueue, encodeMessage(next), result.delayMs);
+    return result;
   }
+  // Only the instance that started the run reads it on: copies of its steps that find them done
+  // each joining in would multiply the run's reads of its units and fill the instance's queue slots.
+  if (message.kind === 'startRun') await readHere(deps, message.runId);
   return result;
 }

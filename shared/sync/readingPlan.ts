@@ -73,16 +73,27 @@ export async function phaseDone(deps: ConnectorDeps, run: RunRecord, kind: UnitK
   return phase === undefined || (await missingSteps(deps, run, phase)).length === 0;
 }
 
+/** The steps not done yet of the first phase that is not done; none once every phase is. */
+export async function pendingSteps(deps: ConnectorDeps, run: RunRecord): Promise<StepRef[]> {
+  for (const phase of readingPhases) {
+    const missing = await missingSteps(deps, run, phase);
+    if (missing.length > 0) return missing;
+  }
+  return [];
+}
+
 /**
  * Moves a run's reading on: sends the steps of the first phase that is not done (those of it not
  * done yet: a copy of one that is running finds it claimed), or, once every phase is, completes it.
  */
 export async function advance(deps: ConnectorDeps, run: RunRecord): Promise<void> {
-  for (const phase of readingPhases) {
-    const missing = await missingSteps(deps, run, phase);
-    if (missing.length === 0) continue;
-    for (const step of missing) await sendToQueue(deps.storage.runQueue, encodeMessage(stepMessage(run.runId, step)));
-    return;
-  }
-  await completeReading(deps, run);
+  const pending = await pendingSteps(deps, run);
+  if (pending.length === 0) return completeReading(deps, run);
+  for (const step of pending) await sendToQueue(deps.storage.runQueue, encodeMessage(stepMessage(run.runId, step)));
+}
+
+/** The bytes of every partition a run reads: what says whether one instance reads it alone. */
+export async function refreshBytes(deps: ConnectorDeps, run: RunRecord): Promise<number> {
+  const segments = await readSources(deps, run);
+  return segments.reduce((n, s) => n + s.partitions.reduce((m, p) => m + p.sizeBytes, 0), 0);
 }

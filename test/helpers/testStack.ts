@@ -90,6 +90,9 @@ export async function startTestStack(
     BRAZE_RETRY_DELAY_MS: '20',
     BRAZE_MAX_RETRY_DELAY_MS: '200',
     BRAZE_REQUEST_TIMEOUT_MS: '2000',
+    // Every step through the queue, as the tests of steps and their races were written for; the
+    // small-refresh path is tested on its own and under the incremental tests (readHere, incremental).
+    SMALL_REFRESH_MAX_BYTES: '0',
     ...options.env,
   };
   const app = new LocalFunctionApp({

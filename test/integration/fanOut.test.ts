@@ -54,6 +54,7 @@ async function killedInside(hold: (method: string, url: string) => boolean, prof
     BRAZE_API_KEY: TEST_API_KEY,
     SYNC_CONFIG: JSON.stringify(testConfig()),
     PROFILES_PER_SHARD: '1000',
+    SMALL_REFRESH_MAX_BYTES: '0',
     ENQUEUE_LEASE_MS: '3000',
     LOCAL_LOCK_SECONDS: '3',
     SENDER_BUDGET_MS: '3000',
@@ -199,7 +200,12 @@ describe('a refresh read in steps that many instances share', () => {
     expect(await runStep(deps, runId, 'shard', 1)).toEqual({ kind: 'done' });
     const shard1 = (await deps.units.read(runId, 'shard', 1))!;
     expect(shard1.owner).not.toBe('deadowner001');
-    expect(shard1.totals).toEqual({ ...deadTotals, stateBlob: expect.not.stringContaining('deadowner001') });
+    expect(shard1.totals).toEqual({
+      ...deadTotals,
+      stateBlob: expect.not.stringContaining('deadowner001'),
+      workSeconds: expect.any(Number),
+      endedAt: expect.any(String),
+    });
     expect(await batchQueueLength(deps)).toBe(shard0.totals!.batchesEnqueued + 2 * shard1.totals!.batchesEnqueued);
 
     for (let s = 2; s < run.shards; s++) expect(await runStep(deps, runId, 'shard', s)).toEqual({ kind: 'done' });

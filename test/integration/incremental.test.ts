@@ -1,7 +1,7 @@
 import { requestSync } from '../../shared/sync/startSync';
 import type { RunRecord } from '../../shared/runs/runRecord';
 import { rowsAccountedFor } from '../../shared/runs/runRecord';
-import { startTestStack, testConfig, type TestStack } from '../helpers/testStack';
+import { startTestStack as startStack, testConfig, type TestStack } from '../helpers/testStack';
 import { customerId, expectedBraze, makeProfiles, writeRefresh, type ModelProfile } from '../helpers/profileModel';
 
 async function syncOnce(stack: TestStack, options: { force?: boolean } = {}): Promise<RunRecord> {
@@ -29,8 +29,15 @@ function sorted(object: Record<string, unknown> | undefined) {
   return object && Object.fromEntries(Object.entries(object).sort(([a], [b]) => a.localeCompare(b)));
 }
 
-describe('incremental sync: only what changed, and leavers cleared', () => {
+// Both ways a refresh is read: every step through the queue, and a small refresh read step after
+// step by the instance that has it (SMALL_REFRESH_MAX_BYTES).
+describe.each([
+  ['every step through the queue', '0'],
+  ['read by the instance that has it', String(8 * 1024 * 1024)],
+])('incremental sync: only what changed, and leavers cleared (%s)', (_path, smallRefreshMaxBytes) => {
   let stack: TestStack;
+  const startTestStack = (options: Parameters<typeof startStack>[0] = {}) =>
+    startStack({ ...options, env: { SMALL_REFRESH_MAX_BYTES: smallRefreshMaxBytes, ...options.env } });
   afterEach(async () => {
     await stack?.stop();
   });

@@ -1,4 +1,5 @@
-import { changedAttributes, fieldHashes } from '../../shared/mapping/fieldHashes';
+import fc from 'fast-check';
+import { changedAttributes, fieldHashes, fnv1a32 } from '../../shared/mapping/fieldHashes';
 import { ReaderSlots } from '../../shared/sync/readerSlots';
 import { canMove, onReceipt, type BatchRecord } from '../../shared/runs/batchRecord';
 import { runCountsSchema, runStatuses, runTransitions, statusAfter, type RunRecord } from '../../shared/runs/runRecord';
@@ -111,5 +112,17 @@ describe('per-field hashes for a preview', () => {
     expect(changedAttributes(names, after, 'abc')).toEqual(names);
     // null and "" and 0 are different values.
     expect(new Set([fieldHashes(['x'], { x: null }), fieldHashes(['x'], { x: '' }), fieldHashes(['x'], { x: 0 })]).size).toBe(3);
+  });
+
+  it('hash a value as the FNV-1a of its JSON text, whatever path computes it (states written before keep matching)', () => {
+    fc.assert(
+      fc.property(
+        fc.oneof(fc.string({ unit: 'binary' }), fc.string(), fc.double(), fc.integer(), fc.boolean(), fc.constant(null), fc.array(fc.string())),
+        (value) => {
+          expect(fieldHashes(['x'], { x: value })).toBe(fnv1a32(JSON.stringify(value)));
+        },
+      ),
+      { numRuns: 2_000 },
+    );
   });
 });

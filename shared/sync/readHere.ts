@@ -1,0 +1,29 @@
+import type { ConnectorDeps } from '../runs/connectorDeps';
+import { isTerminal } from '../runs/runRecord';
+import { pendingSteps, refreshBytes } from './readingPlan';
+import { runStep } from './stepRunner';
+
+/**
+ * A small refresh (its partitions at most SMALL_REFRESH_MAX_BYTES) is read by the instance that
+ * has it: once a message of the run is handled, its next steps are worked here, one after
+ * another, instead of waiting for the queue to hand each phase to an instance — for a small
+ * refresh each hop costs more than the step. The instance that started the run does it (processRunMessage). Nothing else changes: each step is claimed and
+ * recorded as always, and the steps' messages are on the queue as always, so a copy another
+ * instance takes first simply wins the claim, and a crash here leaves the run to those copies.
+ * Each step is tried once per call; one that must wait (claimed elsewhere, or waiting for
+ * Braze's export) ends it.
+ */
+export async function readHere(deps: ConnectorDeps, runId: string): Promise<void> {
+  const limit = deps.settings.smallRefreshMaxBytes;
+  if (limit === 0) return;
+  const tried = new Set<string>();
+  for (;;) {
+    const run = await deps.runs.get(runId);
+    if (!run || isTerminal(run.status) || run.status === 'queued' || run.status === 'finalizing' || run.enqueueDone || run.shards === 0) return;
+    if (tried.size === 0 && (await refreshBytes(deps, run)) > limit) return;
+    const step = (await pendingSteps(deps, run)).find((s) => !tried.has(`${s.kind}-${s.index}`));
+    if (!step) return;
+    tried.add(`${step.kind}-${step.index}`);
+    if ((await runStep(deps, runId, step.kind, step.index)).kind === 'deferred') return;
+  }
+}
