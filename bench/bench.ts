@@ -549,7 +549,7 @@ function printScaleModel(model: Awaited<ReturnType<typeof scaleModel>>): void {
   console.log(
     `\nfirst sync on ${model.platform.name} (${model.platform.hops} hops of ${model.platform.hopSeconds} s, one reading step per instance on its own core)`,
   );
-  console.log('     profiles  instances   seconds    map   diff   send  Braze floor  bound by');
+  console.log('     profiles  instances   seconds    map   diff  senders  Braze floor  bound by');
   for (const p of projections)
     console.log(
       `  ${p.profiles.toLocaleString('en').padStart(11)}  ${String(p.instances).padStart(9)}  ${String(p.seconds).padStart(8)}  ${String(p.mapSeconds).padStart(5)}  ${String(p.diffSeconds).padStart(5)}  ${String(p.sendSeconds).padStart(5)}  ${String(p.brazeFloorSeconds).padStart(11)}  ${p.boundBy}`,

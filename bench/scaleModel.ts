@@ -65,10 +65,11 @@ export interface Projection {
 
 /**
  * A first sync of `profiles` on `instances` instances, each running one reading step at a time on
- * its own core. Map steps run in waves over the partitions (the export keeps the measured
- * partition size), diff steps in waves over the shards; sending overlaps the diff steps (batches
- * go out as shards enqueue them) and is bounded by the senders' CPU, Braze's limit and the
- * queue's throughput, whichever is slowest.
+ * a core of its own. Map steps run in waves over the partitions (the export keeps the measured
+ * partition size). Diff steps and sending overlap (batches go out as shards enqueue them) and
+ * share the instances' cores, so that part takes the longest of: the diff steps in waves over the
+ * shards, the diff steps' and the senders' CPU together spread over the instances, Braze's limit,
+ * and the queue's throughput.
  */
 export function project(costs: MeasuredCosts, platform: Platform, profiles: number, instances: number): Projection {
   const rows = profiles * costs.rowsPerProfile;
@@ -76,28 +77,30 @@ export function project(costs: MeasuredCosts, platform: Platform, profiles: numb
   // The planner's own rule (a first sync: no previous state to stay near).
   const shards = shardCountFor(profiles, FIRST_SYNC, PROFILES_PER_SHARD);
   const mapSeconds = Math.ceil(partitions / instances) * Math.min(rows, costs.rowsPerPartition) * costs.mapSecondsPerRow;
-  const diffSeconds = Math.ceil(shards / instances) * (profiles / shards) * costs.diffSecondsPerProfile;
+  const diffWork = profiles * costs.diffSecondsPerProfile;
+  const diffSeconds = Math.ceil(shards / instances) * (diffWork / shards);
   const requests = profiles * costs.requestsPerProfile;
-  const senders = (requests * costs.sendSecondsPerRequest) / instances;
+  const sendWork = requests * costs.sendSecondsPerRequest;
+  const sendSeconds = sendWork / instances;
+  const cpuSeconds = (diffWork + sendWork) / instances;
   const brazeFloorSeconds = requests / platform.brazeRequestsPerSecond;
-  const queue = requests / costs.requestsPerMessage / platform.queueMessagesPerSecond;
-  const sendSeconds = Math.max(senders, brazeFloorSeconds, queue);
+  const queueSeconds = requests / costs.requestsPerMessage / platform.queueMessagesPerSecond;
   const hopSeconds = platform.hops * platform.hopSeconds;
-  const seconds = hopSeconds + mapSeconds + Math.max(diffSeconds, sendSeconds);
-  const parts: [string, number][] = [
-    ['CPU: map steps', mapSeconds],
+  const [tailBound, tailSeconds] = (
     [
-      diffSeconds >= sendSeconds
-        ? 'CPU: diff steps'
-        : senders >= Math.max(brazeFloorSeconds, queue)
-          ? 'CPU: senders'
-          : brazeFloorSeconds >= queue
-            ? 'Braze rate limit'
-            : 'queue throughput',
-      Math.max(diffSeconds, sendSeconds),
-    ],
-    ['queue hops', hopSeconds],
-  ];
-  const boundBy = parts.reduce((a, b) => (b[1] > a[1] ? b : a))[0];
+      ['CPU: diff steps (one shard per instance at a time)', diffSeconds],
+      ['CPU: diff steps and senders', cpuSeconds],
+      ['Braze rate limit', brazeFloorSeconds],
+      ['queue throughput', queueSeconds],
+    ] as [string, number][]
+  ).reduce((a, b) => (b[1] > a[1] ? b : a));
+  const seconds = hopSeconds + mapSeconds + tailSeconds;
+  const boundBy = (
+    [
+      ['CPU: map steps', mapSeconds],
+      [tailBound, tailSeconds],
+      ['queue hops', hopSeconds],
+    ] as [string, number][]
+  ).reduce((a, b) => (b[1] > a[1] ? b : a))[0];
   return { profiles, instances, seconds, mapSeconds, diffSeconds, sendSeconds, hopSeconds, brazeFloorSeconds, boundBy };
 }
