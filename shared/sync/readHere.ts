@@ -1,4 +1,5 @@
 import type { ConnectorDeps } from '../runs/connectorDeps';
+import { describeError } from '../errors';
 import { isTerminal } from '../runs/runRecord';
 import { pendingSteps, refreshBytes } from './readingPlan';
 import { runStep } from './stepRunner';
@@ -16,8 +17,25 @@ import { runStep } from './stepRunner';
 export async function readHere(deps: ConnectorDeps, runId: string): Promise<void> {
   const limit = deps.settings.smallRefreshMaxBytes;
   if (limit === 0) return;
+  try {
+    await readStepsHere(deps, runId, limit);
+  } catch (error) {
+    // The run is not hurt: its steps' messages carry it. Failing the start would only send them again.
+    deps.log.warn(`run ${runId}: reading here stopped (${describeError(error)}); the queue carries the rest`);
+  }
+}
+
+/**
+ * A small refresh's steps take seconds; past this the instance stops taking new ones (a small
+ * refresh to a destination with a large state still has many shards, and a reconcile's diff steps
+ * read Braze's exports): the rest go through the queue, well within the function's timeout.
+ */
+export const READ_HERE_BUDGET_MS = 30_000;
+
+async function readStepsHere(deps: ConnectorDeps, runId: string, limit: number): Promise<void> {
+  const until = deps.clock.now() + READ_HERE_BUDGET_MS;
   const tried = new Set<string>();
-  for (;;) {
+  while (deps.clock.now() < until) {
     const run = await deps.runs.get(runId);
     if (!run || isTerminal(run.status) || run.status === 'queued' || run.status === 'finalizing' || run.enqueueDone || run.shards === 0) return;
     if (tried.size === 0 && (await refreshBytes(deps, run)) > limit) return;

@@ -46,7 +46,7 @@ export async function runStep(deps: ConnectorDeps, runId: string, kind: UnitKind
     return { kind: 'done' };
   }
   if ((await deps.units.read(runId, kind, index))?.state === 'done') {
-    await advance(deps, run);
+    await advanceIfPhaseDone(deps, run, kind);
     return { kind: 'done' };
   }
   const step = stepKinds[kind];
@@ -80,13 +80,14 @@ async function claimAndWork<Inputs>(deps: ConnectorDeps, run: RunRecord, step: S
   if (claim.kind === 'busy')
     return { kind: 'deferred', delayMs: claim.untilMs - deps.clock.now() + 1_000, reason: `run ${runId}: ${kind} ${index} is being worked on` };
   if (claim.kind === 'done') {
-    await advance(deps, run);
+    await advanceIfPhaseDone(deps, run, kind);
     return { kind: 'done' };
   }
   const startedMs = deps.clock.now();
   const worked = await holdingUnit(deps, runId, kind, index, owner, (signal) => step.work(deps, run, index, owner, inputs, signal));
   const endedMs = deps.clock.now();
-  const totals: UnitTotals = { ...worked, workSeconds: (endedMs - startedMs) / 1000, endedAt: new Date(endedMs).toISOString() };
+  // A clock stepped back (an NTP correction) must not record a negative time.
+  const totals: UnitTotals = { ...worked, workSeconds: Math.max(0, endedMs - startedMs) / 1000, endedAt: new Date(endedMs).toISOString() };
   // One line per step with its time: the run's timeline in the log, to see where a refresh waits.
   deps.log.info(`run ${runId}: ${kind} ${index} done in ${totals.workSeconds!.toFixed(2)} s`);
   if (!(await deps.units.finish(runId, kind, index, owner, totals))) {
@@ -97,6 +98,16 @@ async function claimAndWork<Inputs>(deps: ConnectorDeps, run: RunRecord, step: S
   // Only a step that finds its whole phase done moves the run on.
   if (await phaseDone(deps, run, kind)) await advance(deps, run);
   return { kind: 'done' };
+}
+
+/**
+ * A copy of a step that finds it done moves the run on only once the step's whole phase is done
+ * (its finisher may have died before doing so). Until then the phase's other steps have messages
+ * of their own; a copy re-sending them all would multiply, copy after copy, when one instance
+ * reads a small refresh ahead of its messages (readHere).
+ */
+async function advanceIfPhaseDone(deps: ConnectorDeps, run: RunRecord, kind: UnitKind): Promise<void> {
+  if (await phaseDone(deps, run, kind)) await advance(deps, run);
 }
 
 /** A finished step is progress (the sweep restarts only a run nothing happens to); a map step also says how far the reading is. */

@@ -2,6 +2,7 @@ import { processRunMessage } from '../../shared/sync/processRunMessage';
 import { decodeRunMessage } from '../../shared/queue/messages';
 import type { ConnectorDeps } from '../../shared/runs/connectorDeps';
 import { requestSync } from '../../shared/sync/startSync';
+import { runStep } from '../../shared/sync/stepRunner';
 import { brazeMismatches, expectExactCounts } from '../helpers/expectations';
 import { expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
 import { startTestStack, type TestStack } from '../helpers/testStack';
@@ -63,6 +64,21 @@ describe('a small refresh is read by the instance that has it', () => {
     expectExactCounts(done);
     expect(brazeMismatches(stack!.braze, expectedBraze([profiles]))).toEqual([]);
   }, 90_000);
+
+  it('a copy of a step that finds it done sends nothing while the rest of its phase is still to do', async () => {
+    // Else, with one instance reading ahead of the messages, every late copy would send the phase's other steps again.
+    const { deps, runId } = await startedRun('0');
+    expect((await takeRunMessages(deps)).map((text) => decodeRunMessage(text).kind)).toEqual(Array(4).fill('mapPartition'));
+    expect(await runStep(deps, runId, 'map', 0)).toEqual({ kind: 'done' });
+    expect(await runStep(deps, runId, 'map', 0)).toEqual({ kind: 'done' });
+    expect(await takeRunMessages(deps)).toEqual([]);
+    // Once the phase is done, a copy moves the run on (its finisher may have died before it could).
+    for (const p of [1, 2, 3]) await deps.units.claim(runId, 'map', p, 'someone', 60_000);
+    for (const p of [1, 2, 3]) await deps.units.finish(runId, 'map', p, 'someone', (await deps.units.read(runId, 'map', 0))!.totals!);
+    expect(await runStep(deps, runId, 'map', 0)).toEqual({ kind: 'done' });
+    const run = (await deps.runs.get(runId))!;
+    expect((await takeRunMessages(deps)).map((text) => decodeRunMessage(text).kind)).toEqual(Array(run.shards).fill('diffShard'));
+  });
 
   it('leaves every step to the queue above SMALL_REFRESH_MAX_BYTES', async () => {
     const { deps, runId } = await startedRun('1000');
