@@ -41,7 +41,7 @@ async function batchQueueLength(deps: ConnectorDeps): Promise<number> {
  * matches: the worker is then known to be inside a given step, and is killed there. A second
  * worker, on storage directly, finishes the run.
  */
-async function killedInside(hold: (method: string, url: string) => boolean, profiles = makeProfiles(1, 4000)) {
+async function killedInside(hold: (method: string, url: string) => boolean, profiles = makeProfiles(1, 4000), smallRefreshMaxBytes = '0') {
   const azurite = await startAzurite();
   const braze = new BrazeServer({ apiKey: TEST_API_KEY, latencyMs: 2 });
   const endpoint = await braze.start();
@@ -54,7 +54,7 @@ async function killedInside(hold: (method: string, url: string) => boolean, prof
     BRAZE_API_KEY: TEST_API_KEY,
     SYNC_CONFIG: JSON.stringify(testConfig()),
     PROFILES_PER_SHARD: '1000',
-    SMALL_REFRESH_MAX_BYTES: '0',
+    SMALL_REFRESH_MAX_BYTES: smallRefreshMaxBytes,
     ENQUEUE_LEASE_MS: '3000',
     LOCAL_LOCK_SECONDS: '3',
     SENDER_BUDGET_MS: '3000',
@@ -102,37 +102,46 @@ describe('a refresh read in steps that many instances share', () => {
     stack = undefined;
   });
 
-  it('a worker killed inside a map step: another redoes the step, nothing of the dead one counts, Braze gets each profile once', async () => {
-    // Held when the map step of partition 1 writes its shard output: it has read its partition but not finished.
-    const crash = await killedInside((_, url) => /\/runs\/[^/]+\/map\/p0001\./.test(url));
-    try {
-      const { observer, runId, braze, profiles } = crash;
-      const dead = await observer.deps.units.read(runId, 'map', 1);
-      expect(dead?.state).toBe('working');
-      expect(braze.stats.objectsApplied).toBe(0);
+  // Through the queue, and with the refresh read by the instance that starts it (SMALL_REFRESH_MAX_BYTES):
+  // there the dead instance held the run's whole reading, and the queued copies carry it on.
+  it.each([
+    ['every step through the queue', '0'],
+    ['read by the instance that started it', String(8 * 1024 * 1024)],
+  ])(
+    'a worker killed inside a map step (%s): another redoes the step, nothing of the dead one counts, Braze gets each profile once',
+    async (_path, smallRefreshMaxBytes) => {
+      // Held when the map step of partition 1 writes its shard output: it has read its partition but not finished.
+      const crash = await killedInside((_, url) => /\/runs\/[^/]+\/map\/p0001\./.test(url), undefined, smallRefreshMaxBytes);
+      try {
+        const { observer, runId, braze, profiles } = crash;
+        const dead = await observer.deps.units.read(runId, 'map', 1);
+        expect(dead?.state).toBe('working');
+        expect(braze.stats.objectsApplied).toBe(0);
 
-      crash.spawnWorker(crash.azurite.connectionString);
-      const [run] = await observer.waitForRuns([runId], { timeoutMs: 90_000 });
-      expect(run.status).toBe('completed');
-      expect(run.shards).toBeGreaterThan(1);
-      const redone = await observer.deps.units.read(runId, 'map', 1);
-      expect(redone?.state).toBe('done');
-      expect(redone?.owner).not.toBe(dead?.owner);
-      // Rows counted once: the dead step's reading is not in the totals.
-      const rows = [...profiles.values()].reduce((n, p) => n + p.segments.size, 0);
-      expect(run.rowsRead).toBe(rows);
-      expect(run.usersDelivered).toBe(profiles.size);
-      expectExactCounts(run);
-      // No batch existed before the kill, so none could go twice.
-      expect(braze.stats.objectsApplied).toBe(profiles.size);
-      expect(brazeMismatches(braze, expectedBraze([profiles]))).toEqual([]);
-      // The dead step's blobs go with the run's working blobs, which the finalizer deletes once the run has completed.
-      const report = `${runFolder(runId)}/rejects.csv`;
-      expect((await runFolderAfterCleanup(observer.deps.storage.stateContainer, runId, [report])).filter((name) => name !== report)).toEqual([]);
-    } finally {
-      await crash.stop();
-    }
-  }, 150_000);
+        crash.spawnWorker(crash.azurite.connectionString);
+        const [run] = await observer.waitForRuns([runId], { timeoutMs: 90_000 });
+        expect(run.status).toBe('completed');
+        expect(run.shards).toBeGreaterThan(1);
+        const redone = await observer.deps.units.read(runId, 'map', 1);
+        expect(redone?.state).toBe('done');
+        expect(redone?.owner).not.toBe(dead?.owner);
+        // Rows counted once: the dead step's reading is not in the totals.
+        const rows = [...profiles.values()].reduce((n, p) => n + p.segments.size, 0);
+        expect(run.rowsRead).toBe(rows);
+        expect(run.usersDelivered).toBe(profiles.size);
+        expectExactCounts(run);
+        // No batch existed before the kill, so none could go twice.
+        expect(braze.stats.objectsApplied).toBe(profiles.size);
+        expect(brazeMismatches(braze, expectedBraze([profiles]))).toEqual([]);
+        // The dead step's blobs go with the run's working blobs, which the finalizer deletes once the run has completed.
+        const report = `${runFolder(runId)}/rejects.csv`;
+        expect((await runFolderAfterCleanup(observer.deps.storage.stateContainer, runId, [report])).filter((name) => name !== report)).toEqual([]);
+      } finally {
+        await crash.stop();
+      }
+    },
+    150_000,
+  );
 
   it('a worker killed inside a shard step after it enqueued its batches: the redone step sends the same batches, counted once, and leaves a state the next run agrees with', async () => {
     // Held when shard 1 commits what it sent: every batch of the shard is on the queue by then.
