@@ -32,7 +32,7 @@ import { keyHash } from '../state/profileIndex';
 import { BlobLineWriter } from '../storage/blobLineWriter';
 import { isNotFound } from '../storage/storageErrors';
 import type { ConnectorDeps } from '../runs/connectorDeps';
-import { partitionList, readSources, runDestination } from '../runs/runSources';
+import { partitionList, readSources, runDestination, segmentBytes } from '../runs/runSources';
 import { canonicalPartitionColumns, IDENTITY_HINT_PREFIX, mapLineFingerprint, mapLineHash, parseIdentityHint, parseMapLine, type MapLine } from './mapLines';
 import { emptyTotals } from './mapPartition';
 import { mappedFieldNames } from '../mapping/fieldHashes';
@@ -431,7 +431,7 @@ export async function gatherShard(
   const state = deps.storage.stateContainer;
   const bits = runMembershipBits(segments);
   const segmentBits = segments.map((s) => bits.bit(s.attribute));
-  const bySize = segments.map((s, i) => ({ i, bytes: s.partitions.reduce((n, p) => n + p.sizeBytes, 0) })).sort((a, b) => b.bytes - a.bytes || a.i - b.i);
+  const bySize = segments.map((s, i) => ({ i, bytes: segmentBytes(s) })).sort((a, b) => b.bytes - a.bytes || a.i - b.i);
   const rejectLines: RejectLine[] = [];
   const profiles = new Map<string, ShardProfile>();
   const hintLines: string[] = [];

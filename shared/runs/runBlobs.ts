@@ -67,7 +67,6 @@ export function sentBlobName(runId: string, shard: number, owner: string): strin
   return `${runFolder(runId)}/sent/s${pad(shard)}.${owner}.ndjson`;
 }
 
-/** A guarded run's batch messages (one per line), held back until its guard is passed or a person approves it. */
 /**
  * What a run did to each profile it touched, by shard (a diff step's) or batch (Braze's refusals),
  * kept with the rejects report until the run expires: what GET /api/users/{id} reads. Key hashes,
@@ -85,6 +84,7 @@ export function touchedBatchPrefix(runId: string, shard: number): string {
 }
 const TOUCHED = 'touched';
 
+/** A guarded run's batch messages (one per line), held back until its guard is passed or a person approves it. */
 export function stagedBatchesName(runId: string, shard: number, owner: string): string {
   return `${runFolder(runId)}/staged/s${pad(shard)}.${owner}.txt`;
 }

@@ -14,6 +14,16 @@ export function partitionList(segments: SegmentRefresh[]): { segmentIndex: numbe
   return segments.flatMap((segment, segmentIndex) => segment.partitions.map((partition) => ({ segmentIndex, partition })));
 }
 
+/** The bytes of a segment's partitions. */
+export function segmentBytes(segment: SegmentRefresh): number {
+  return segment.partitions.reduce((n, p) => n + p.sizeBytes, 0);
+}
+
+/** The bytes of every partition of a refresh. */
+export function refreshBytes(segments: SegmentRefresh[]): number {
+  return segments.reduce((n, segment) => n + segmentBytes(segment), 0);
+}
+
 /**
  * A refresh's partition list lives in a blob beside the run, not on the run entity: a refresh with
  * many segments and partitions would outgrow a table entity (64 KiB a property, 1 MiB in all).

@@ -1,14 +1,15 @@
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { describeError } from '../errors';
 import { isTerminal } from '../runs/runRecord';
-import { pendingSteps, refreshBytes } from './readingPlan';
+import { readSources, refreshBytes } from '../runs/runSources';
+import { pendingSteps } from './readingPlan';
 import { runStep } from './stepRunner';
 
 /**
  * A small refresh (its partitions at most SMALL_REFRESH_MAX_BYTES) is read by the instance that
- * has it: once a message of the run is handled, its next steps are worked here, one after
- * another, instead of waiting for the queue to hand each phase to an instance — for a small
- * refresh each hop costs more than the step. The instance that started the run does it (processRunMessage). Nothing else changes: each step is claimed and
+ * started its run: once the start is handled (processRunMessage), the run's steps are worked here,
+ * one after another, instead of waiting for the queue to hand each phase to an instance — for a
+ * small refresh each hop costs more than the step. Nothing else changes: each step is claimed and
  * recorded as always, and the steps' messages are on the queue as always, so a copy another
  * instance takes first simply wins the claim, and a crash here leaves the run to those copies.
  * Each step is tried once per call; one that must wait (claimed elsewhere, or waiting for
@@ -38,7 +39,7 @@ async function readStepsHere(deps: ConnectorDeps, runId: string, limit: number):
   while (deps.clock.now() < until) {
     const run = await deps.runs.get(runId);
     if (!run || isTerminal(run.status) || run.status === 'queued' || run.status === 'finalizing' || run.enqueueDone || run.shards === 0) return;
-    if (tried.size === 0 && (await refreshBytes(deps, run)) > limit) return;
+    if (tried.size === 0 && refreshBytes(await readSources(deps, run)) > limit) return;
     const step = (await pendingSteps(deps, run)).find((s) => !tried.has(`${s.kind}-${s.index}`));
     if (!step) return;
     tried.add(`${step.kind}-${step.index}`);

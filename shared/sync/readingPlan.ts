@@ -91,9 +91,3 @@ export async function advance(deps: ConnectorDeps, run: RunRecord): Promise<void
   if (pending.length === 0) return completeReading(deps, run);
   for (const step of pending) await sendToQueue(deps.storage.runQueue, encodeMessage(stepMessage(run.runId, step)));
 }
-
-/** The bytes of every partition a run reads: what says whether one instance reads it alone. */
-export async function refreshBytes(deps: ConnectorDeps, run: RunRecord): Promise<number> {
-  const segments = await readSources(deps, run);
-  return segments.reduce((n, s) => n + s.partitions.reduce((m, p) => m + p.sizeBytes, 0), 0);
-}

@@ -1,7 +1,7 @@
 import { guardEnabled, runsStaged } from '../config/syncConfig';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { isTerminal } from '../runs/runRecord';
-import { partitionList, readSources, runDestination } from '../runs/runSources';
+import { partitionList, readSources, refreshBytes, runDestination } from '../runs/runSources';
 import { readPreviousState, shardCountFor } from '../state/deliveredState';
 import { claimDestination } from './claimDestination';
 import { advance } from './readingPlan';
@@ -47,7 +47,7 @@ export async function startRun(deps: ConnectorDeps, runId: string, lookAt?: numb
     const pointer = await deps.destinations.statePointer(run.modelJsonPath);
     const previous = await readPreviousState(deps.storage.stateContainer, pointer);
     const segments = await readSources(deps, run);
-    const bytes = segments.reduce((n, s) => n + s.partitions.reduce((m, p) => m + p.sizeBytes, 0), 0);
+    const bytes = refreshBytes(segments);
     const estimate =
       previous.format === 2 ? previous.manifest.profiles : previous.format === 1 ? previous.profiles : Math.ceil(bytes / BYTES_PER_PROFILE_ESTIMATE);
     const shards = shardCountFor(estimate, previous, deps.settings.profilesPerShard);

@@ -5,6 +5,7 @@ import { canonicalGuid } from '../mapping/customerId';
 import { normalizeEmail } from '../mapping/email';
 import { profileKeyOf } from '../mapping/profileIdentity';
 import type { ConnectorDeps } from '../runs/connectorDeps';
+import type { RunRecord } from '../runs/runRecord';
 import { isStateRecord, readNdjson, readPreviousState, shardOfHash, stateRecordSchema, type StateRecord } from '../state/deliveredState';
 import { keyHash } from '../state/profileIndex';
 import { splitPartName, touchedBatchPrefix, touchedShardBlobName } from '../runs/runBlobs';
@@ -69,11 +70,14 @@ export async function lookUpUser(deps: ConnectorDeps, query: UserQuery): Promise
   const destination = findDestination(deps.config, query.destination, query.instance);
   if (!destination) return { kind: 'refused', status: 404, reason: `destination "${query.destination}" is not in the mapping config` };
   const instances = query.instance ?? destination.instance;
+  // The run history is listed once: for the destination's instance, and for the runs that touched the user.
+  let listed: RunRecord[] | undefined;
+  const allRuns = async () => (listed ??= await deps.runs.listRuns());
   let path: string;
   if (instances) path = modelJsonPath({ instance: instances, destination: destination.name });
   else {
     // The instances the destination's runs came from (within retention).
-    const paths = [...new Set((await deps.runs.listRuns()).filter((run) => run.destination === destination.name).map((run) => run.modelJsonPath))];
+    const paths = [...new Set((await allRuns()).filter((run) => run.destination === destination.name).map((run) => run.modelJsonPath))];
     if (paths.length > 1)
       return {
         kind: 'refused',
@@ -109,7 +113,7 @@ export async function lookUpUser(deps: ConnectorDeps, query: UserQuery): Promise
   for (const key of record ? [] : keys) erasure ??= await deps.erasures.get(path, keyHash(key));
   const hashes = new Set(keys.map(keyHash));
   const runs: TouchingRun[] = [];
-  const ofDestination = (await deps.runs.listRuns()).filter((run) => run.modelJsonPath === path && !run.dryRun && run.shards > 0);
+  const ofDestination = (await allRuns()).filter((run) => run.modelJsonPath === path && !run.dryRun && run.shards > 0);
   for (const run of ofDestination.sort((a, b) => b.createdAt.localeCompare(a.createdAt))) {
     const touched = await touchesOf(deps, run.runId, run.shards, hashes);
     if (touched) runs.push({ runId: run.runId, createdAt: run.createdAt, refresh: run.refreshLabel, status: run.status, ...touched });
@@ -170,13 +174,15 @@ async function touchesOf(
     return undefined;
   };
   const units = await deps.units.list(runId, 'shard');
+  // Which batch parts count (a copy that lost its claim wrote its own): read once per run, and only if the user is found.
+  let tokens: Map<string, string> | undefined;
   let found: Omit<TouchingRun, 'runId' | 'createdAt' | 'refresh' | 'status'> | undefined;
   for (const shard of new Set([...hashes].map((h) => shardOfHash(h, shards)))) {
     const unit = units.find((u) => u.index === shard && u.state === 'done');
     const entry = unit ? await find(touchedShardBlobName(runId, shard, unit.owner)) : undefined;
     if (!entry) continue;
     found = { change: entry.c, attributes: entry.a ?? [] };
-    const tokens = await deps.batches.partsTokens(runId);
+    tokens ??= await deps.batches.partsTokens(runId);
     for await (const item of container.listBlobsFlat({ prefix: touchedBatchPrefix(runId, shard) })) {
       const part = splitPartName(item.name.slice(item.name.lastIndexOf('/b-') + 3));
       if (!part || tokens.get(part.id) !== part.token) continue;
