@@ -59,8 +59,13 @@ function nodeEncoding(encoding: string | undefined, where: string): CsvEncoding 
   );
 }
 
-/** Encodings csv-parse cannot decode itself: transcoded to UTF-8 on the way in (iconv-lite, streaming). */
-const TRANSCODED: Partial<Record<CsvEncoding, string>> = { utf16be: 'utf-16be', windows1252: 'windows-1252' };
+/**
+ * Encodings transcoded to UTF-8 on the way in (iconv-lite, streaming): the ones csv-parse cannot
+ * decode, and UTF-16LE, which it decodes but matches byte by byte at every offset, where the high
+ * byte of one character and the low byte of the next can spell a comma, a quote or a line break
+ * (ⱥ then Ā are 65 2C 00 01: "2C 00" is a comma). In UTF-8 no byte of a character is one of those.
+ */
+const TRANSCODED: Partial<Record<CsvEncoding, string>> = { utf16le: 'utf-16le', utf16be: 'utf-16be', windows1252: 'windows-1252' };
 
 /** The longest record a partition may hold, in characters. */
 export const MAX_RECORD_CHARS = 1024 * 1024;
@@ -95,6 +100,10 @@ export function csvParserOptions(format: CsvFormat) {
     // QuoteAfterDelimiter: a quote inside an unquoted value (Dan "The Man", O"Brien) is kept as written.
     relax_quotes: format.csvStyle === 'quoteAfterDelimiter',
     bom: true,
+    // Any line ending ends a record, whatever the file's first line ends with: left to itself
+    // csv-parse takes the first one for the whole file, and a row appended with LF to a CRLF file
+    // is then unreadable (or keeps the LF in its last value). CRLF before CR, so a CRLF is one line end.
+    record_delimiter: ['\r\n', '\n', '\r'],
     relax_column_count: true,
     skip_empty_lines: true,
     skip_records_with_error: true,
@@ -114,9 +123,13 @@ export function atLine(line: number): string {
   return line > 0 ? ` (line ${line})` : '';
 }
 
-function newlinesIn(values: string[]): number {
+/** The line breaks inside a record's values, as the parser ends lines: each CRLF, LF or lone CR one. */
+function lineBreaksIn(values: string[]): number {
   let n = 0;
-  for (const value of values) for (let at = value.indexOf('\n'); at >= 0; at = value.indexOf('\n', at + 1)) n += 1;
+  for (const value of values) {
+    for (let at = value.indexOf('\n'); at >= 0; at = value.indexOf('\n', at + 1)) n += 1;
+    for (let at = value.indexOf('\r'); at >= 0; at = value.indexOf('\r', at + 1)) if (value.charCodeAt(at + 1) !== 10) n += 1;
+  }
   return n;
 }
 
@@ -187,7 +200,7 @@ export async function* readPartitionBatches(
       starts.push(start);
       if (!lost) {
         emptySeen = Number(parser.info.empty_lines);
-        nextLine = start + 1 + newlinesIn(record as string[]);
+        nextLine = start + 1 + lineBreaksIn(record as string[]);
       }
     }
     return push(record);

@@ -22,8 +22,13 @@ export function shardBlockBytes(shards: number): number {
   return Math.min(1024 * 1024, Math.max(64 * 1024, Math.floor(MAP_BUFFER_BYTES / shards)));
 }
 
-/** Groups reasons that carry numbers ("expected 5 columns, found 4") under one key for the counts. */
+/**
+ * Groups reasons that carry numbers ("external_id longer than N characters") under one key for the
+ * counts. A row's column count goes under what is wrong: its two numbers folded alike ("expected N
+ * columns, found N") read as if the row had the columns expected.
+ */
 export function reasonKey(reason: string): string {
+  if (/^expected \d+ columns, found \d+$/.test(reason)) return 'wrong number of columns';
   return reason.replace(/\d+/g, 'N').replace(/: .*$/, '');
 }
 

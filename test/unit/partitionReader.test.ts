@@ -1,5 +1,6 @@
 import { Readable } from 'node:stream';
-import { csvFormatOf, readPartition, type PartitionColumns, type PartitionRecord } from '../../shared/ci/partitionReader';
+import { atLine, csvFormatOf, readPartition, type PartitionColumns, type PartitionRecord } from '../../shared/ci/partitionReader';
+import { reasonKey } from '../../shared/reader/mapPartition';
 import type { CdmAttribute } from '../../shared/ci/modelJson';
 
 const attributes: CdmAttribute[] = [
@@ -123,5 +124,168 @@ describe('reading a partition CSV', () => {
     for await (const record of readPartition(Readable.from(generate()), csvFormatOf(undefined, 't'), attributes, () => undefined))
       if (record.kind === 'row') count += 1;
     expect(count).toBe(rows);
+  });
+});
+
+/**
+ * A file given as its physical lines, each ended as `ends` says (cycled): the line breaks inside a
+ * quoted value are the ones written there. A CR ending followed by an empty line ended with LF would
+ * be one CRLF line break, not two lines: such a layout is refused rather than misread by the test.
+ */
+function layOut(lines: string[], ends: string[] | ((line: number) => string)): { text: string; endOf: (line: number) => string } {
+  const endOf = (line: number) => (typeof ends === 'function' ? ends(line) : ends[(line - 1) % ends.length]);
+  let text = '';
+  lines.forEach((content, i) => {
+    if (endOf(i + 1) === '\r' && lines[i + 1] === '' && endOf(i + 2).startsWith('\n')) throw new Error(`line ${i + 1}: CR then an empty LF line is one CRLF`);
+    text += content + endOf(i + 1);
+  });
+  return { text, endOf };
+}
+
+/** A header, quoted and unquoted rows, empty lines, values over several lines (an empty line among them). */
+const PHYSICAL_LINES = [
+  'CustomerId,EMail,Name',
+  '"1","a@x.com","Ana"',
+  '',
+  '2,b@x.com,Bo',
+  '"3","c@x.com","two',
+  'lines"',
+  '"4","d@x.com","three',
+  '',
+  'more"',
+  '5,e@x.com,"Ed"',
+  '"6","f@x.com",""',
+];
+
+/** What PHYSICAL_LINES hold, with the line breaks inside quotes as written. */
+function expectedRows(endOf: (line: number) => string): PartitionRecord[] {
+  return [
+    { kind: 'row', row: 1, line: 2, values: ['1', 'a@x.com', 'Ana'] },
+    { kind: 'row', row: 2, line: 4, values: ['2', 'b@x.com', 'Bo'] },
+    { kind: 'row', row: 3, line: 5, values: ['3', 'c@x.com', `two${endOf(5)}lines`] },
+    { kind: 'row', row: 4, line: 7, values: ['4', 'd@x.com', `three${endOf(7)}${endOf(8)}more`] },
+    { kind: 'row', row: 5, line: 10, values: ['5', 'e@x.com', 'Ed'] },
+    { kind: 'row', row: 6, line: 11, values: ['6', 'f@x.com', ''] },
+  ];
+}
+
+const LINE_ENDINGS: [string, string[] | ((line: number) => string)][] = [
+  ['CRLF', ['\r\n']],
+  ['LF', ['\n']],
+  ['CR', ['\r']],
+  ['CRLF and LF by turns', ['\r\n', '\n']],
+  ['LF and CRLF by turns', ['\n', '\r\n']],
+  ['CR, CRLF and LF by turns', ['\r', '\r\n', '\n']],
+  ['LF, CR and CRLF by turns', ['\n', '\r', '\r\n']],
+  ['a CRLF header, LF data', (line) => (line === 1 ? '\r\n' : '\n')],
+  ['an LF header, CRLF data', (line) => (line === 1 ? '\n' : '\r\n')],
+  ['a CRLF file with LF rows appended', (line) => (line < 10 ? '\r\n' : '\n')],
+  ['an LF file with CRLF rows appended', (line) => (line < 10 ? '\n' : '\r\n')],
+];
+
+describe('line endings', () => {
+  it.each(LINE_ENDINGS)('reads %s as every other ending: same rows, same values, same physical lines, in chunks of any size', async (_, ends) => {
+    const { text, endOf } = layOut(PHYSICAL_LINES, ends);
+    for (const chunkSize of [1, 2, 3, 7, text.length]) {
+      const { records } = await read(text, { columnHeaders: true }, chunkSize);
+      expect({ chunkSize, records }).toEqual({ chunkSize, records: expectedRows(endOf) });
+    }
+  });
+
+  it('reads the last row of a file whose last line has no line break, whatever the others end with', async () => {
+    for (const [, ends] of LINE_ENDINGS) {
+      const { text, endOf } = layOut(PHYSICAL_LINES, ends);
+      const { records } = await read(text.slice(0, -endOf(PHYSICAL_LINES.length).length), { columnHeaders: true }, 3);
+      expect(records).toEqual(expectedRows(endOf));
+    }
+  });
+
+  it('reads rows appended with LF to a CRLF file as rows of their own, quoted or not, with no line break left in a value', async () => {
+    // Quoted, csv-parse took the LF after the closing quote for text after the value; unquoted, it
+    // kept the LF in the last value, or joined the appended rows into one with too many columns.
+    const crlf = '"1","a@x.com","Ana"\r\n"2","b@x.com","Bo"\r\n';
+    const rows = [
+      [1, '1', 'a@x.com', 'Ana'],
+      [2, '2', 'b@x.com', 'Bo'],
+      [3, '3', 'c@x.com', 'Cy'],
+      [4, '4', 'd@x.com', 'Di'],
+    ];
+    for (const [appended, count] of [
+      ['"3","c@x.com","Cy"\n', 3],
+      ['3,c@x.com,Cy\n', 3],
+      ['3,c@x.com,Cy\n4,d@x.com,Di\n', 4],
+      ['"3","c@x.com","Cy"\n"4","d@x.com","Di"\n', 4],
+    ] as const) {
+      const { records } = await read(crlf + appended);
+      expect(records.map((r) => (r.kind === 'row' ? [r.line, ...r.values] : r))).toEqual(rows.slice(0, count));
+    }
+    // The reverse: an LF file with a CRLF row appended keeps no CR in the row's last value.
+    const { records } = await read('1,a@x.com,Ana\n2,b@x.com,Bo\r\n3,c@x.com,Cy\n');
+    expect(records.map((r) => (r.kind === 'row' ? r.values[2] : r.reason))).toEqual(['Ana', 'Bo', 'Cy']);
+  });
+
+  it('cites the physical line of a rejected row, and reads the rows after it, in a file of mixed line endings', async () => {
+    const { text } = layOut(
+      ['"1","a@x.com","Ana"', '"2","b@x.com","two', 'lines"', '"3","c@x.com"', '', '"4","d@x.com","Di"', '"5","e@x.com","bad"x', '"6","f@x.com","Fe"'],
+      ['\r\n', '\n', '\r'],
+    );
+    const { records } = await read(text);
+    expect(records.map((r) => (r.kind === 'row' ? `${r.row} ok, line ${r.line}` : `${r.row} ${r.reason}${atLine(r.line)}`))).toEqual([
+      '1 ok, line 1',
+      '2 ok, line 2',
+      '3 expected 3 columns, found 2 (line 4)',
+      '4 ok, line 6',
+      '5 unreadable CSV: a quote closes a value before its end (CSV_INVALID_CLOSING_QUOTE) (line 7)',
+      // After an unreadable record its line is not known (see above).
+      '6 ok, line 0',
+    ]);
+  });
+
+  it.each([
+    ['UTF-16 with a BOM', 'UTF-16', (text: string) => Buffer.from(`\ufeff${text}`, 'utf16le')],
+    ['UTF-16LE without a BOM', 'UTF-16LE', (text: string) => Buffer.from(text, 'utf16le')],
+    ['UTF-16BE', 'UTF-16BE', (text: string) => Buffer.from(`\ufeff${text}`, 'utf16le').swap16()],
+    ['Windows-1252', 'Windows-1252', (text: string) => Buffer.from(text, 'latin1')],
+  ])('reads every line ending alike in %s', async (_, encoding, encode) => {
+    for (const [, ends] of LINE_ENDINGS) {
+      const { text, endOf } = layOut(PHYSICAL_LINES, ends);
+      const bytes = encode(text);
+      for (const chunkSize of [1, 3, 7, bytes.length]) {
+        const { records } = await read(bytes, { columnHeaders: true, encoding }, chunkSize);
+        expect({ chunkSize, records }).toEqual({ chunkSize, records: expectedRows(endOf) });
+      }
+    }
+  });
+
+  it('reads UTF-16LE text whose bytes, out of step by one, spell a delimiter, a quote or a line break', async () => {
+    // ⱥ (U+2C65) then Ā (U+0100) are the bytes 65 2C 00 01: "2C 00" is a comma in UTF-16LE, one byte
+    // off the characters. The same for a quote (∑ U+2211, then U+0100), an LF (ਊ U+0A0A) and a CR (ഊ U+0D0A).
+    const names = ['ⱥĀ', '∑Ā', 'ਊĀ', 'ഊĀ', 'ⱥ\u3000ਊ\u3000ഊ\u3000∑\u3000'];
+    const text = names.map((name, i) => `"${i + 1}","x${i}@x.com","${name}"\r\n${i + 1},y${i}@x.com,${name}\r\n`).join('');
+    for (const bytes of [Buffer.from(`\ufeff${text}`, 'utf16le'), Buffer.from(text, 'utf16le')]) {
+      const { records } = await read(bytes, { encoding: 'UTF-16LE' });
+      expect(records.map((r) => (r.kind === 'row' ? r.values[2] : r.reason))).toEqual(names.flatMap((name) => [name, name]));
+    }
+  });
+});
+
+describe('the reason a row has the wrong number of columns', () => {
+  it('names two different counts, whatever the line endings, and is counted under what is wrong', async () => {
+    // Rows one column short and one too long, in every line ending: the counts a reason names differ.
+    for (const [, ends] of LINE_ENDINGS) {
+      const { text } = layOut(['"1","a@x.com","Ana"', '"2","b@x.com"', '3,c@x.com,Cy,extra', '"4","d@x.com","Di"'], ends);
+      const { records } = await read(text);
+      const reasons = records.flatMap((r) => (r.kind === 'invalid' ? [r.reason] : []));
+      expect(reasons).toEqual(['expected 3 columns, found 2', 'expected 3 columns, found 4']);
+    }
+    // With a header the count expected is the header's, not the model's attributes'.
+    const { records } = await read('CustomerId,EMail,Name,Extra\n1,a@x.com,Ana\n2,b@x.com,Bo,x\n', { columnHeaders: true });
+    expect(records.map((r) => (r.kind === 'row' ? 'ok' : r.reason))).toEqual(['expected 4 columns, found 3', 'ok']);
+    // A run counts reasons with their numbers folded: this one's two, folded alike ("expected N
+    // columns, found N"), read as if the row had the count expected.
+    expect(reasonKey('expected 5 columns, found 4')).toBe('wrong number of columns');
+    expect(reasonKey('expected 5 columns, found 12')).toBe('wrong number of columns');
+    expect(reasonKey('external_id longer than 512 characters')).toBe('external_id longer than N characters');
+    expect(reasonKey('unreadable CSV: a quote closes a value before its end (CSV_INVALID_CLOSING_QUOTE)')).toBe('unreadable CSV');
   });
 });
