@@ -88,8 +88,8 @@ export function unsentPart(profiles: BatchProfile[], as: 'parked' | 'failed', re
 
 /**
  * How a batch ends after sending: settled when every profile was answered; otherwise the unsent
- * rest goes to a child batch — parked on bad credentials, handed back to the queue while Braze is
- * unavailable, failed after MAX_DEFERRALS hand-backs.
+ * rest goes to a child batch — parked on bad credentials or an endpoint that cannot be reached,
+ * handed back to the queue while Braze is unavailable, failed after MAX_DEFERRALS hand-backs.
  */
 export function endingAfterSend(message: BrazeBatchMessage, sent: SendResult, sources: string[], nowMs: number): Ending {
   const part = answeredPart(message.profiles, sent.results, sources, sent.requests);
@@ -108,9 +108,9 @@ export function endingAfterSend(message: BrazeBatchMessage, sent: SendResult, so
     deferrals,
     profiles: unsent,
   });
-  if (sent.authError) {
+  if (sent.haltError) {
     const c = child('p', 0);
-    return { kind: 'handOff', part, child: c, handoff: { kind: 'park', childBatchId: c.batchId, reason: sent.authError.message } };
+    return { kind: 'handOff', part, child: c, handoff: { kind: 'park', childBatchId: c.batchId, reason: sent.haltError.message } };
   }
   const why = sent.retryError?.message ?? 'Braze did not answer in time';
   if (message.deferrals + 1 >= MAX_DEFERRALS) {

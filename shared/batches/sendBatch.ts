@@ -1,5 +1,5 @@
 import type { BrazeClient } from '../braze/client';
-import { BrazeAuthError, BrazeRetryableError } from '../errors';
+import { BrazeAuthError, BrazeRetryableError, BrazeUnreachableError } from '../errors';
 import { toBrazeObject } from '../mapping/profileIdentity';
 import type { BatchProfile } from '../queue/messages';
 import type { JsonValue } from '../ci/dataTypes';
@@ -14,8 +14,8 @@ export interface SendResult {
   requests: number;
   /** 429 answers met on the way (each retried or handed back). */
   http429: number;
-  /** Braze refused the credentials: nothing more was sent. */
-  authError?: BrazeAuthError;
+  /** Braze refused the credentials, or its endpoint cannot be reached: nothing more was sent, and nothing will be until a person fixes it. */
+  haltError?: BrazeAuthError | BrazeUnreachableError;
   /** Braze could not take the rest within this invocation's budget. */
   retryError?: BrazeRetryableError;
   /** Errors Braze reported without naming a row, for the log. */
@@ -35,7 +35,7 @@ export async function sendProfiles(braze: BrazeClient, profiles: BatchProfile[],
   const sent: SendResult = { results: profiles.map(() => ({ kind: 'unsent' })), requests: 0, http429: 0, unattributedErrors: [], prepared: new Set() };
 
   const sendChunk = async (indexes: number[]): Promise<void> => {
-    if (sent.authError || sent.retryError) return;
+    if (sent.haltError || sent.retryError) return;
     const objects = indexes.map((i) => toBrazeObject(profiles[i].identifier, profiles[i].attributes as Record<string, JsonValue>));
     try {
       sent.requests += 1;
@@ -152,9 +152,9 @@ export async function sendProfiles(braze: BrazeClient, profiles: BatchProfile[],
   return sent;
 }
 
-/** A credentials or retryable error stops the batch (it is kept for the ending); any other is thrown. */
+/** A credentials, endpoint or retryable error stops the batch (it is kept for the ending); any other is thrown. */
 function keepStop(sent: SendResult, error: unknown): void {
-  if (error instanceof BrazeAuthError) sent.authError ??= error;
+  if (error instanceof BrazeAuthError || error instanceof BrazeUnreachableError) sent.haltError ??= error;
   else if (error instanceof BrazeRetryableError) sent.retryError ??= error;
   else throw error;
 }
@@ -162,7 +162,7 @@ function keepStop(sent: SendResult, error: unknown): void {
 /**
  * Renames or merges that must land before the writes, in requests of `size`: a request Braze
  * refuses rejects its profiles, the others are prepared (a hand-back does not ask again). Answers
- * whether the batch goes on (no credentials or retryable error met).
+ * whether the batch goes on (no credentials, endpoint or retryable error met).
  */
 async function prepareAhead(
   sent: SendResult,
@@ -181,7 +181,7 @@ async function prepareAhead(
     } catch (error) {
       keepStop(sent, error);
     }
-    if (sent.authError || sent.retryError) return false;
+    if (sent.haltError || sent.retryError) return false;
   }
   return true;
 }

@@ -147,7 +147,9 @@ export class BrazeClient {
 
   /**
    * Sends at most objectsPerRequest attribute objects; retries transient failures until `deadlineMs`. A 401/403 makes the
-   * client read the key once more (rotated in Key Vault?) and, if it changed, send again with it.
+   * client read the key once more (rotated in Key Vault?) and, if it changed, send again with it. Retries that end on a host
+   * that does not resolve or a port nothing listens on throw a BrazeUnreachableError (see retryLoop), here as in every request
+   * sent through `send`.
    */
   async track(attributes: BrazeAttributesObject[], deadlineMs: number, seen: { http429: number } = { http429: 0 }): Promise<TrackOutcome> {
     return this.post(BRAZE_TRACK_PATH, JSON.stringify({ attributes }), true, deadlineMs, seen);
@@ -240,6 +242,7 @@ export class BrazeClient {
         sleep: this.clock.sleep,
         now: this.clock.now,
         deadlineMs,
+        endpoint: this.options.endpoint,
         onRetry: () => {
           this.stats.retries += 1;
         },

@@ -1,9 +1,17 @@
 import { readFileSync } from 'node:fs';
 import { z } from 'zod';
-import { InvalidInputError } from '../errors';
-import { parseBrazeEndpoint } from './endpoint';
-import { formatIssues } from '../errors';
+import { formatIssues, InvalidInputError } from '../errors';
+import { checkBrazeEndpoint } from './endpoint';
 import { BRAZE_CHANNEL_STATES, BRAZE_GROUP_STATES, BRAZE_MAX_STRING_LENGTH, NOT_ATTRIBUTE_FIELDS, brazeChannelField } from '../brazeApi';
+
+/** A number whose every failure says the range (zod names one bound at a time); with `orNull`, null too. */
+function numberIn(range: { min: number; max?: number; whole?: boolean; orNull?: boolean }) {
+  const kind = range.whole === false ? 'a number' : 'a whole number';
+  const allowed = `must be ${kind}${range.max === undefined ? `, at least ${range.min}` : ` from ${range.min} to ${range.max}`}${range.orNull ? ', or null' : ''}`;
+  const number = z.number({ error: allowed }).min(range.min, allowed);
+  const bounded = range.max === undefined ? number : number.max(range.max, allowed);
+  return range.whole === false ? bounded : bounded.int(allowed);
+}
 
 /** Braze custom attribute names: non-empty, ≤255 characters, not starting with `$` (reserved). */
 const brazeAttributeName = z
@@ -51,11 +59,8 @@ const workspaceSchema = z
   .strictObject({
     /** As copied from the dashboard (`rest.fra-01.braze.eu`) or as a URL. */
     restEndpoint: z.string().superRefine((raw, ctx) => {
-      try {
-        parseBrazeEndpoint(raw, 'restEndpoint');
-      } catch (error) {
-        ctx.addIssue({ code: 'custom', message: (error as Error).message.replace(/^restEndpoint: /, '') });
-      }
+      const checked = checkBrazeEndpoint(raw);
+      if ('problem' in checked) ctx.addIssue({ code: 'custom', message: checked.problem });
     }),
     /** The app setting that holds the workspace's REST API key. */
     apiKeySetting: z
@@ -65,7 +70,7 @@ const workspaceSchema = z
     /** Or the key as a Key Vault secret (`https://<vault>.vault.azure.net/secrets/<name>`), read with the app's identity. */
     apiKeySecretUri: z.url().optional(),
     /** Objects per /users/track request for this workspace (50 on Monthly Active Users CY 24-25 contracts); default BRAZE_OBJECTS_PER_REQUEST. */
-    objectsPerRequest: z.number().int().min(1).max(75).optional(),
+    objectsPerRequest: numberIn({ min: 1, max: 75 }).optional(),
   })
   .refine((w) => (w.apiKeySetting === undefined) !== (w.apiKeySecretUri === undefined), 'needs exactly one of apiKeySetting and apiKeySecretUri');
 
@@ -105,9 +110,9 @@ const membershipSchema = z.discriminatedUnion('mode', [
     mode: z.literal('list'),
     attribute: brazeAttributeName.default('ci_segments'),
     /** What a profile that left every segment gets: the attribute removed (null, default) or an empty list ([]). */
-    whenEmpty: z.union([z.null(), z.tuple([])]).default(null),
+    whenEmpty: z.union([z.null(), z.tuple([])], { error: 'must be null or []' }).default(null),
     /** The most elements Braze keeps in this array attribute: 500 by default (custom_attributes.md, Arrays); lower if your workspace sets it lower. */
-    maxLength: z.number().int().min(1).max(500).default(500),
+    maxLength: numberIn({ min: 1, max: 500 }).default(500),
   }),
 ]);
 
@@ -133,8 +138,6 @@ const notifySchema = z
   })
   .refine((n) => (n.urlSetting === undefined) !== (n.urlSecretUri === undefined), 'needs exactly one of urlSetting and urlSecretUri');
 
-const share = z.number().min(0).max(1);
-
 /**
  * When a run must wait for a person instead of sending: a broken export upstream (a failed job, a
  * truncated file, a wrong filter) looks like a mass exit, and clearing a segment stops every Canvas
@@ -143,13 +146,13 @@ const share = z.number().min(0).max(1);
  */
 const guardSchema = z.strictObject({
   /** Hold when a run would clear more than this share of a segment's members (null: never). */
-  maxClearedShare: share.nullable().default(0.2),
+  maxClearedShare: numberIn({ min: 0, max: 1, whole: false, orNull: true }).nullable().default(0.2),
   /** Hold when a run would send more than this share of the profiles Braze holds for the destination (null: never, the default). */
-  maxChangedShare: share.nullable().default(null),
+  maxChangedShare: numberIn({ min: 0, max: 1, whole: false, orNull: true }).nullable().default(null),
   /** Fewer profiles than this cleared (per segment) or changed never hold a run: small segments move by whole shares. */
-  minProfiles: z.number().int().min(0).default(10),
+  minProfiles: numberIn({ min: 0 }).default(10),
   /** Hold when a run would delete more users than this from Braze (erasure; null: never). A deletion cannot be undone. */
-  maxErasures: z.number().int().min(0).nullable().default(100),
+  maxErasures: numberIn({ min: 0, orNull: true }).nullable().default(100),
 });
 
 export const DEFAULT_GUARD = { maxClearedShare: 0.2, maxChangedShare: null, minProfiles: 10, maxErasures: 100 } as const satisfies z.input<typeof guardSchema>;
@@ -303,28 +306,64 @@ export function segmentAttribute(segment: SegmentConfig): string {
   return segment.attribute ?? segment.brazeSegmentId;
 }
 
+/** The mapping config from its JSON; `source` says where it came from in every message. */
 export function parseSyncConfig(json: string, source: string): SyncConfig {
   let raw: unknown;
   try {
     raw = JSON.parse(json);
   } catch (error) {
-    throw new InvalidInputError(`Mapping config (${source}) is not valid JSON: ${(error as Error).message}`);
+    throw new InvalidInputError(`Mapping config (${source}) is not valid JSON: ${jsonProblem(json, error as Error)}`);
   }
-  const parsed = syncConfigSchema.safeParse(raw);
+  const parsed = syncConfigSchema.safeParse(raw, { reportInput: true });
   if (!parsed.success) throw new InvalidInputError(formatIssues(`Mapping config (${source})`, parsed.error));
   return parsed.data;
+}
+
+/** JSON.parse's reason with the line and column: it says only "at position 1234", or (Node 22) both in its own words. */
+function jsonProblem(json: string, error: Error): string {
+  if (!json.trim()) return 'it is empty';
+  const reason = error.message.replace(/ \(line \d+ column \d+\)$/, '');
+  const position = /at position (\d+)/.exec(reason);
+  if (!position) return reason;
+  const before = json.slice(0, Number(position[1])).split('\n');
+  return `${reason} (line ${before.length}, column ${before[before.length - 1].length + 1})`;
+}
+
+/**
+ * The mapping config in a file: SYNC_CONFIG_FILE's, or one a tool names otherwise (`setting`, e.g.
+ * `--config`). A file that cannot be read or is not JSON is an InvalidInputError naming it and why.
+ */
+export function readSyncConfigFile(file: string, setting = 'SYNC_CONFIG_FILE'): SyncConfig {
+  let text: string;
+  try {
+    text = readFileSync(file, 'utf8');
+  } catch (error) {
+    throw new InvalidInputError(`${setting}: cannot read ${JSON.stringify(file)}: ${fileProblem(error as NodeJS.ErrnoException)}`);
+  }
+  return parseSyncConfig(text, `${setting} ${JSON.stringify(file)}`);
+}
+
+/** Why a file cannot be read, in words: Node's message repeats the path and leads with the code. */
+function fileProblem(error: NodeJS.ErrnoException): string {
+  switch (error.code) {
+    case 'ENOENT':
+      return 'no such file';
+    case 'EISDIR':
+      return 'it is a folder';
+    case 'ENOTDIR':
+      return 'a part of its path is not a folder';
+    case 'EACCES':
+    case 'EPERM':
+      return 'permission denied';
+    default:
+      return error.code ?? error.message;
+  }
 }
 
 export function loadSyncConfig(source: { inline?: string; file?: string }): SyncConfig {
   if (source.inline) return parseSyncConfig(source.inline, 'SYNC_CONFIG');
   if (!source.file) throw new InvalidInputError('No mapping config: set SYNC_CONFIG or SYNC_CONFIG_FILE');
-  let text: string;
-  try {
-    text = readFileSync(source.file, 'utf8');
-  } catch (error) {
-    throw new InvalidInputError(`Mapping config file ${source.file} cannot be read: ${(error as Error).message}`);
-  }
-  return parseSyncConfig(text, source.file);
+  return readSyncConfigFile(source.file);
 }
 
 export function findDestination(config: SyncConfig, name: string, instance?: string): DestinationConfig | undefined {

@@ -77,7 +77,7 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown, delive
     // Each deletion Braze took is recorded for audit (key hash, run, time) before the batch is.
     for (const [i, profile] of message.profiles.entries())
       if (profile.erase && sent.results[i].kind === 'delivered') await deps.erasures.record(run.modelJsonPath, profile.hash, run.runId);
-    if (sent.authError) await haltRun(deps, message.runId, sent.authError, workspace);
+    if (sent.haltError) await haltRun(deps, message.runId, sent.haltError, workspace);
     http429 = sent.http429;
     ending = endingAfterSend(message, sent, sources, deps.clock.now());
     // Braze's refusals, by key hash, for GET /api/users/{id} (named by this claim's token: a copy that took over writes its own).

@@ -142,7 +142,7 @@ const HEADLINES: Record<string, string> = {
   completed: 'Sync completed',
   failed: 'Sync failed',
   held: 'Sync held for approval',
-  halted: 'Sync halted: Braze refused the key',
+  halted: 'Sync halted: Braze refused the key or cannot be reached',
   stalled: 'Sync stalled',
   drift: 'Reconcile found drift',
 };

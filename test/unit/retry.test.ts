@@ -1,5 +1,5 @@
-import { exponentialBackoffStrategy, isRetryableStatus, retryLoop, throttlingStrategy, type AttemptResult } from '../../shared/braze/retry';
-import { BrazeRetryableError } from '../../shared/errors';
+import { exponentialBackoffStrategy, isEndpointFault, isRetryableStatus, retryLoop, throttlingStrategy, type AttemptResult } from '../../shared/braze/retry';
+import { BrazeRetryableError, BrazeUnreachableError } from '../../shared/errors';
 
 describe('retry strategies', () => {
   const backoff = exponentialBackoffStrategy({ maxRetries: 3, retryDelayMs: 100, maxRetryDelayMs: 1000, random: () => 0.5 });
@@ -33,6 +33,13 @@ describe('retry strategies', () => {
     expect(backoff({ retryCount: 0, nowMs: 0, result: { status: 400 } })).toEqual({ kind: 'skip' });
   });
 
+  it('takes a host that does not resolve, or a port nothing listens on, for a wrong endpoint; every other socket error for a passing one', () => {
+    expect(['ENOTFOUND', 'ECONNREFUSED'].every(isEndpointFault)).toBe(true);
+    // EAI_AGAIN: the resolver did not answer (it says nothing of the name); resets, timeouts and
+    // routing failures come and go with the network.
+    expect(['EAI_AGAIN', 'ECONNRESET', 'ETIMEDOUT', 'ECONNABORTED', 'EPIPE', 'EHOSTUNREACH', 'ENETUNREACH', 'ERR_NETWORK'].some(isEndpointFault)).toBe(false);
+  });
+
   it('jitters within ±50%', () => {
     const low = exponentialBackoffStrategy({ maxRetries: 3, retryDelayMs: 100, maxRetryDelayMs: 10_000, random: () => 0 });
     const high = exponentialBackoffStrategy({ maxRetries: 3, retryDelayMs: 100, maxRetryDelayMs: 10_000, random: () => 0.999 });
@@ -46,7 +53,11 @@ describe('the retry loop (fake timers)', () => {
   beforeEach(() => jest.useFakeTimers());
   afterEach(() => jest.useRealTimers());
 
-  const clock = { now: () => Date.now(), sleep: (ms: number) => new Promise<void>((r) => setTimeout(r, ms)) };
+  const clock = {
+    now: () => Date.now(),
+    sleep: (ms: number) => new Promise<void>((r) => setTimeout(r, ms)),
+    endpoint: 'https://rest.iad-03.braze.com',
+  };
   const strategies = [
     throttlingStrategy({ maxRetries: 5, fallbackDelayMs: 250 }),
     exponentialBackoffStrategy({ maxRetries: 3, retryDelayMs: 100, maxRetryDelayMs: 1000, random: () => 0.5 }),
@@ -109,6 +120,60 @@ describe('the retry loop (fake timers)', () => {
       const script = scripted([{ status }]);
       await expect(retryLoop({ attempt: script.attempt, strategies, ...clock, deadlineMs: Date.now() + 1000 })).resolves.toBe(status);
       expect(script.calls).toBe(1);
+    }
+  });
+
+  const notFound: AttemptResult = { transportError: { code: 'ENOTFOUND', message: 'getaddrinfo ENOTFOUND rest.iad-99.braze.invalid' } };
+  const refused: AttemptResult = { transportError: { code: 'ECONNREFUSED', message: 'connect ECONNREFUSED 127.0.0.1:9' } };
+
+  it('retries a host that does not resolve like any socket error, then stops with an error naming the host that is not retried', async () => {
+    const script = scripted([notFound]);
+    const done = retryLoop({ attempt: script.attempt, strategies, ...clock, endpoint: 'https://rest.iad-99.braze.invalid', deadlineMs: Date.now() + 60_000 });
+    const assertion = expect(done).rejects.toThrow(new BrazeUnreachableError('cannot resolve Braze host rest.iad-99.braze.invalid (ENOTFOUND)', 'ENOTFOUND'));
+    await jest.advanceTimersByTimeAsync(100 + 200 + 400);
+    await assertion;
+    expect(script.calls).toBe(4);
+    await expect(done).rejects.toMatchObject({ name: 'BrazeUnreachableError', retryable: false, code: 'ENOTFOUND' });
+  });
+
+  it("names host and port when nothing listens there, the scheme's port when the endpoint names none", async () => {
+    for (const [endpoint, where] of [
+      ['http://127.0.0.1:9', '127.0.0.1:9'],
+      ['https://rest.iad-03.braze.com', 'rest.iad-03.braze.com:443'],
+      ['http://[::1]:8080/base', '[::1]:8080'],
+    ]) {
+      const done = retryLoop({ attempt: scripted([refused]).attempt, strategies, ...clock, endpoint, deadlineMs: Date.now() + 60_000 });
+      const assertion = expect(done).rejects.toThrow(`cannot connect to Braze at ${where} (ECONNREFUSED: nothing listens there)`);
+      await jest.advanceTimersByTimeAsync(700);
+      await assertion;
+      await expect(done).rejects.toBeInstanceOf(BrazeUnreachableError);
+    }
+  });
+
+  it("stops on a wrong endpoint when the invocation's budget ends the retries, too", async () => {
+    const start = Date.now();
+    const script = scripted([refused]);
+    const done = retryLoop({ attempt: script.attempt, strategies, ...clock, deadlineMs: start + 250 });
+    const assertion = expect(done).rejects.toBeInstanceOf(BrazeUnreachableError);
+    await jest.advanceTimersByTimeAsync(300);
+    await assertion;
+    expect(script.calls).toBe(2);
+  });
+
+  it('sends once the host resolves again within the retries', async () => {
+    const script = scripted([notFound, refused, { status: 201 }]);
+    const done = retryLoop({ attempt: script.attempt, strategies, ...clock, deadlineMs: Date.now() + 60_000 });
+    await jest.advanceTimersByTimeAsync(300);
+    await expect(done).resolves.toBe(201);
+  });
+
+  it('keeps a temporary DNS failure, and a refusal from an endpoint that answered, retryable', async () => {
+    const eaiAgain: AttemptResult = { transportError: { code: 'EAI_AGAIN', message: 'getaddrinfo EAI_AGAIN rest.iad-03.braze.com' } };
+    for (const results of [[eaiAgain], [{ status: 503 }, refused], [notFound, eaiAgain]]) {
+      const done = retryLoop({ attempt: scripted(results).attempt, strategies, ...clock, deadlineMs: Date.now() + 60_000 });
+      const assertion = expect(done).rejects.toMatchObject({ name: 'BrazeRetryableError', retryable: true });
+      await jest.advanceTimersByTimeAsync(700);
+      await assertion;
     }
   });
 });
