@@ -49,7 +49,7 @@ const layeringZones = [
 ];
 
 export default tseslint.config(
-  { ignores: ['dist/**', 'node_modules/**', 'coverage/**', 'bench-out/**', 'jest.config.js'] },
+  { ignores: ['dist/**', '.local/**', 'node_modules/**', 'coverage/**', 'bench-out/**', 'jest.config.js'] },
   js.configs.recommended,
   ...tseslint.configs.recommended,
   {

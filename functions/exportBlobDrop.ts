@@ -19,7 +19,11 @@ export async function exportBlobDrop(event: EventGridEvent, context: InvocationC
   }
   const outcome = await requestSyncForBlob(deps, target.blobName);
   for (const run of outcome.runs) context.log(`blob ${target.blobName}: run ${run.runId} ${run.created ? 'started' : 'already exists'}`);
-  for (const problem of outcome.problems) context.log(`blob ${target.blobName}: ${problem.error}`);
+  // Waiting for the rest of the export is normal; a problem waiting cannot mend is a warning.
+  for (const problem of outcome.problems) {
+    if (problem.retryable) context.log(`blob ${target.blobName}: not synced yet: ${problem.error}`);
+    else context.warn(`blob ${target.blobName}: not synced: ${problem.error}`);
+  }
 }
 
 app.eventGrid(EXPORT_BLOB_DROP_FUNCTION, { handler: exportBlobDrop });

@@ -10,6 +10,14 @@ export interface HttpAnswer {
   headers?: Record<string, string>;
 }
 
+/**
+ * A request's query parameters without `code`: the host checks a function key given as `?code=`
+ * and hands the query on whole, so a strict query schema would refuse every such call.
+ */
+export function queryParams(query: URLSearchParams): Record<string, string> {
+  return Object.fromEntries([...query.entries()].filter(([name]) => name !== 'code'));
+}
+
 /** A JSON request body checked against its schema (an empty body is `{}`), or the 400 that says what is wrong. */
 export function parseRequestBody<T>(text: string, schema: z.ZodType<T>): { ok: true; body: T } | { ok: false; answer: HttpAnswer } {
   let json: unknown = {};

@@ -2,7 +2,7 @@ import { app, type HttpFunctionOptions, type HttpRequest, type HttpResponseInit,
 import { z } from 'zod';
 import { parseRequestBody, startedRunsAnswer } from './httpAnswers';
 import { InvalidInputError } from '../shared/errors';
-import { requestSync } from '../shared/sync/startSync';
+import { describeProblem, requestSync } from '../shared/sync/startSync';
 import { connector } from './connector';
 
 export const reconcileRequestBodySchema = z.strictObject({
@@ -19,6 +19,7 @@ export async function reconcileHttp(request: HttpRequest, context: InvocationCon
   try {
     const outcome = await requestSync(connector(), { trigger: 'http', reconcile: true, ...parsed.body });
     context.log(`reconcile requested over HTTP: ${outcome.runs.length} runs, ${outcome.problems.length} problems`);
+    for (const problem of outcome.problems) context.warn(describeProblem(problem));
     return startedRunsAnswer(outcome);
   } catch (error) {
     if (error instanceof InvalidInputError) return { status: 400, jsonBody: { error: error.message } };

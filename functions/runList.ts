@@ -3,9 +3,10 @@ import { formatIssues } from '../shared/errors';
 import { InvalidInputError } from '../shared/errors';
 import { runHistory, runHistoryQuerySchema } from '../shared/sync/runHistory';
 import { connector } from './connector';
+import { queryParams } from './httpAnswers';
 
 export async function runList(request: HttpRequest, _context: InvocationContext): Promise<HttpResponseInit> {
-  const parsed = runHistoryQuerySchema.safeParse(Object.fromEntries(request.query.entries()));
+  const parsed = runHistoryQuerySchema.safeParse(queryParams(request.query));
   if (!parsed.success) return { status: 400, jsonBody: { error: formatIssues('query', parsed.error) } };
   try {
     const deps = connector();

@@ -1,5 +1,5 @@
 import { app, type InvocationContext, type Timer } from '@azure/functions';
-import { requestSync } from '../shared/sync/startSync';
+import { describeProblem, requestSync } from '../shared/sync/startSync';
 import { sweepRuns } from '../shared/sync/sweepRuns';
 import { connector } from './connector';
 
@@ -11,7 +11,7 @@ export async function syncTimer(timer: Timer, context: InvocationContext): Promi
   context.log(
     `timer: ${outcome.runs.filter((r) => r.created).length} new runs, ${outcome.runs.filter((r) => !r.created).length} refreshes already synced or syncing, ${outcome.problems.length} problems; restarted ${swept.restarted.length} and finalized ${swept.finalizing.length} runs a crash left behind; removed ${swept.expired.length} runs past their retention`,
   );
-  for (const problem of outcome.problems) context.warn(`${problem.instance ?? ''}/${problem.destination}: ${problem.error}`);
+  for (const problem of outcome.problems) context.warn(describeProblem(problem));
   for (const stalled of swept.stalled) {
     context.warn(
       `run ${stalled.runId} stalled: no batch ended for ${stalled.quietMinutes} minutes; POST /api/runs/${stalled.runId}/resume, or a newer refresh supersedes it`,

@@ -2,10 +2,11 @@ import { app, type HttpFunctionOptions, type HttpRequest, type HttpResponseInit,
 import { formatIssues } from '../shared/errors';
 import { lookUpUser, userQuerySchema } from '../shared/sync/userLookup';
 import { connector } from './connector';
+import { queryParams } from './httpAnswers';
 
 /** Where a user stands with a destination: GET /api/users/{id}?destination=…[&by=email|alias][&instance=…]. */
 export async function userLookup(request: HttpRequest, _context: InvocationContext): Promise<HttpResponseInit> {
-  const parsed = userQuerySchema.safeParse(Object.fromEntries(request.query.entries()));
+  const parsed = userQuerySchema.safeParse(queryParams(request.query));
   if (!parsed.success) return { status: 400, jsonBody: { error: formatIssues('query', parsed.error) } };
   // The host writes request URLs to its logs: an e-mail there would be PII in them.
   if (parsed.data.by === 'email')

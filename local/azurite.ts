@@ -10,24 +10,37 @@ export interface AzuriteInstance {
 const ACCOUNT = 'devstoreaccount1';
 const KEY = 'Eby8vdM02xNOcqFlqUwJPLlmEtlCDXJ1OUzFT50uSRZ6IFsuFq2UVErCz4I6tq/K1SZFPTOtr/KBHBeksoGMGw==';
 
+export interface AzuriteOptions {
+  debugLog?: string;
+  /** Keep the data in this folder (kept between starts); in memory when absent. */
+  location?: string;
+  /** The blob port; queue and table take the next two. Free ports when absent or 0. */
+  basePort?: number;
+}
+
+/** Azurite's own default ports, which `UseDevelopmentStorage=true` points at. */
+export const AZURITE_DEFAULT_BASE_PORT = 10000;
+
 /**
- * Starts Azurite in memory on free ports. `--skipApiVersionCheck` because current SDKs speak a
- * newer API version than Azurite knows; telemetry off because this machine has no internet.
+ * Starts Azurite, in memory on free ports unless told otherwise. `--skipApiVersionCheck` because
+ * current SDKs speak a newer API version than Azurite knows; telemetry off because this machine
+ * has no internet.
  */
-export async function startAzurite(options: { debugLog?: string } = {}): Promise<AzuriteInstance> {
+export async function startAzurite(options: AzuriteOptions = {}): Promise<AzuriteInstance> {
   const bin = path.join(path.dirname(require.resolve('azurite/package.json')), 'dist', 'src', 'azurite.js');
+  const base = options.basePort ?? 0;
   const args = [
     bin,
-    '--inMemoryPersistence',
+    ...(options.location ? ['--location', options.location] : ['--inMemoryPersistence']),
     '--skipApiVersionCheck',
     '--disableTelemetry',
     '--silent',
     '--blobPort',
-    '0',
+    String(base),
     '--queuePort',
-    '0',
+    String(base && base + 1),
     '--tablePort',
-    '0',
+    String(base && base + 2),
     '--blobHost',
     '127.0.0.1',
     '--queueHost',

@@ -7,6 +7,13 @@ import { exportFiles, exportLine, gzipFiles, zipFiles } from './segmentExport';
 type Json = string | number | boolean | null | Json[] | { [key: string]: Json };
 export type BrazeProfile = Record<string, Json>;
 
+export interface BrazeServerSnapshot {
+  profiles: [string, BrazeProfile][];
+  deprecatedIds: [string, string][];
+  updatedAt: [string, number][];
+  updates: number;
+}
+
 export interface BrazeFaults {
   /** Share of requests answered 500 without applying anything. */
   http500?: number;
@@ -180,6 +187,37 @@ export class BrazeServer {
   /** The profile Braze holds for an identifier key: `external_id:…`, `email:…`, `alias:label:name`. */
   profile(key: string): BrazeProfile | undefined {
     return this.profiles.get(key);
+  }
+
+  /**
+   * The profile a person would find in Braze's dashboard: by external_id (a deprecated one finds
+   * its user too), by e-mail address, or by alias name (under `label`, or any label).
+   */
+  findUser(by: 'external_id' | 'email' | 'alias', id: string, label?: string): BrazeProfile | undefined {
+    if (by === 'external_id') return this.profiles.get(`external_id:${this.deprecatedIds.get(id) ?? id}`);
+    if (by === 'email') {
+      const holder = this.holdersOf('email', id)[0];
+      return holder === undefined ? undefined : this.profiles.get(holder);
+    }
+    if (label !== undefined) return this.profiles.get(`alias:${label}:${id}`);
+    for (const [key, profile] of this.profiles) if (key.startsWith('alias:') && key.endsWith(`:${id}`)) return profile;
+    return undefined;
+  }
+
+  /** What the server holds, to be kept between starts (`npm run serve`). */
+  snapshot(): BrazeServerSnapshot {
+    return { profiles: [...this.profiles], deprecatedIds: [...this.deprecatedIds], updatedAt: [...this.updatedAt], updates: this.updates };
+  }
+
+  /** Takes back what `snapshot` kept; anything held before is dropped. */
+  restore(snapshot: BrazeServerSnapshot): void {
+    this.profiles.clear();
+    this.deprecatedIds.clear();
+    this.updatedAt.clear();
+    for (const [key, profile] of snapshot.profiles) this.profiles.set(key, profile);
+    for (const [id, primary] of snapshot.deprecatedIds) this.deprecatedIds.set(id, primary);
+    for (const [key, at] of snapshot.updatedAt) this.updatedAt.set(key, at);
+    this.updates = snapshot.updates;
   }
 
   private windowOf(nowMs: number): number {

@@ -11,6 +11,9 @@ import { runRejects } from '../functions/runRejects';
 import { runPreview } from '../functions/runPreview';
 import { runApprove } from '../functions/runApprove';
 import { runCancel } from '../functions/runCancel';
+import { statusPage } from '../functions/statusPage';
+import type { Logger } from '../shared/log';
+import { functionContext } from './stack';
 
 interface Route {
   method: string;
@@ -31,22 +34,45 @@ const routes: Route[] = [
   { method: 'POST', pattern: /^\/api\/runs\/(?<id>[^/]+)\/approve$/, name: 'runApprove', handler: runApprove },
   { method: 'POST', pattern: /^\/api\/runs\/(?<id>[^/]+)\/cancel$/, name: 'runCancel', handler: runCancel },
   { method: 'GET', pattern: /^\/api\/users\/(?<id>[^/]+)$/, name: 'userLookup', handler: userLookup },
+  // The status page: its own route as on Azure, and the host's root, where a person looks first.
+  { method: 'GET', pattern: /^\/(api\/ui)?$/, name: 'statusPage', handler: statusPage },
 ];
 
 /**
  * What the Functions host does for the HTTP functions, without the host: routing and the function
  * key check (`x-functions-key` header or `?code=`), then the real handler.
  */
+export interface LocalHttpHostOptions {
+  /** 0 (the default) for a free port. */
+  port?: number;
+  /**
+   * Routes of the local stack itself (after the key check), tried before the functions': answers
+   * whether it took the request.
+   */
+  /** Where the functions' `context.log` lines go; dropped when absent. */
+  log?: Logger;
+  localRoutes?: (method: string, url: URL, response: http.ServerResponse) => Promise<boolean>;
+}
+
 export class LocalHttpHost {
   private readonly server: http.Server;
   url = '';
 
-  constructor(private readonly functionKey: string) {
+  constructor(
+    private readonly functionKey: string,
+    private readonly options: LocalHttpHostOptions = {},
+  ) {
     this.server = http.createServer((request, response) => void this.handle(request, response));
   }
 
   async start(): Promise<string> {
-    await new Promise<void>((resolve) => this.server.listen(0, '127.0.0.1', resolve));
+    await new Promise<void>((resolve, reject) => {
+      this.server.once('error', reject);
+      this.server.listen(this.options.port ?? 0, '127.0.0.1', () => {
+        this.server.off('error', reject);
+        resolve();
+      });
+    });
     this.url = `http://127.0.0.1:${(this.server.address() as AddressInfo).port}`;
     return this.url;
   }
@@ -58,9 +84,18 @@ export class LocalHttpHost {
   private async handle(request: http.IncomingMessage, response: http.ServerResponse): Promise<void> {
     const url = new URL(request.url ?? '/', 'http://localhost');
     const route = routes.find((r) => r.method === request.method && r.pattern.test(url.pathname));
-    if (!route) return send(response, 404, { error: 'no such function' });
+    const local = this.options.localRoutes;
+    if (!route && !local) return send(response, 404, { error: 'no such function' });
     const key = request.headers['x-functions-key'] ?? url.searchParams.get('code');
     if (key !== this.functionKey) return send(response, 401, { error: 'a function key is required (x-functions-key header or ?code=)' });
+    if (!route) {
+      try {
+        if (await local!(request.method ?? 'GET', url, response)) return;
+      } catch (error) {
+        return send(response, 500, { error: error instanceof Error ? error.message : String(error) });
+      }
+      return send(response, 404, { error: 'no such function' });
+    }
     const chunks: Buffer[] = [];
     for await (const chunk of request) chunks.push(chunk as Buffer);
     const headers: Record<string, string> = {};
@@ -75,7 +110,9 @@ export class LocalHttpHost {
           params: Object.fromEntries(Object.entries(route.pattern.exec(url.pathname)?.groups ?? {}).map(([name, value]) => [name, decodeURIComponent(value)])),
           body: { string: Buffer.concat(chunks).toString('utf8') },
         }),
-        new InvocationContext({ functionName: route.name, invocationId: `local-${Date.now()}`, logHandler: () => undefined }),
+        this.options.log
+          ? functionContext(route.name, this.options.log)
+          : new InvocationContext({ functionName: route.name, invocationId: `local-${Date.now()}`, logHandler: () => undefined }),
       );
       const init = result as { status?: number; jsonBody?: unknown; body?: unknown; headers?: Record<string, string> };
       if (init.body !== undefined && init.jsonBody === undefined) return await stream(response, init.status ?? 200, init.body, init.headers);
@@ -99,7 +136,7 @@ async function stream(response: http.ServerResponse, status: number, body: unkno
   response.end();
 }
 
-function send(response: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
+export function send(response: http.ServerResponse, status: number, body: unknown, headers: Record<string, string> = {}): void {
   const text = JSON.stringify(body);
   response.writeHead(status, { 'Content-Type': 'application/json', 'Content-Length': Buffer.byteLength(text), ...headers });
   response.end(text);

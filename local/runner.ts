@@ -1,15 +1,17 @@
 import './quietTestMode';
+import { existsSync, statSync } from 'node:fs';
 import path from 'node:path';
 import { parseArgs } from 'node:util';
 import { randomBytes } from 'node:crypto';
-import { InvocationContext } from '@azure/functions';
 import { LocalHttpHost } from './httpHost';
 import { describeError, InvalidInputError } from '../shared/errors';
 import { TableClient } from '@azure/data-tables';
 import { systemClock } from '../shared/clock';
 import { formatIssues } from '../shared/errors';
 import { segmentAttribute } from '../shared/config/syncConfig';
-import { rowsAccountedFor, runProgress, runSummary, type RunRecord } from '../shared/runs/runRecord';
+import { isTerminal, rowsAccountedFor, runProgress, runSummary, type RunRecord } from '../shared/runs/runRecord';
+import { loadAppSettings } from '../shared/config/settings';
+import type { ConnectorRecord } from '../shared/telemetry';
 import { RunStore } from '../shared/runs/runStore';
 import { readPreview, runHistory, runHistoryQuerySchema } from '../shared/sync/runHistory';
 import { rejectsReportName } from '../shared/runs/runBlobs';
@@ -19,7 +21,7 @@ import { exportBlobDrop } from '../functions/exportBlobDrop';
 import { blobCreatedEvent } from './blobEvents';
 import { startAzurite, type AzuriteInstance } from './azurite';
 import { BrazeServer } from './brazeServer';
-import { LocalFunctionApp, PROJECT_ROOT, readConfigFile, uploadExportDir } from './stack';
+import { functionContext, LocalFunctionApp, PROJECT_ROOT, readConfigFile, uploadExportDir } from './stack';
 import { lookUpUser, userQuerySchema } from '../shared/sync/userLookup';
 import { createConnector } from '../shared/sync/connector';
 
@@ -33,20 +35,24 @@ Options:
   --export-dir DIR     a folder laid out like the export container (default: sample/export)
   --config FILE        the mapping config (default: sample/config.json)
   --trigger KIND       timer | http | blob: which function starts the run (default: timer)
-  --force              send every profile in full and rebuild the delivered state
+  --force              send every profile in full and rebuild the delivered state (over http)
   --dry-run            read, map and diff, send nothing, leave the state alone, and print the
                        preview: what a real run would change in Braze and what it would cost
   --reconcile          compare Braze's segment exports with the export and repair what drifted
                        (with --dry-run: only report the drift); the local Braze server exports
                        the config's segments by their membership attributes
-  --json               print one line of JSON as the summary
+  --json               print one JSON document on stdout, and nothing else there (with
+                       npm start --silent -- --json, so npm's banner stays out of it)
   --timeout SECONDS    give up waiting after this long (default: 600)
   --runs               list the run history of the storage AzureWebJobsStorage names, newest
                        first (with --destination NAME, --status STATUS, --limit N, --json);
                        starts nothing
   --approve RUN        a run the destination's guard held (status held) sends exactly what it
                        previewed; with AzureWebJobsStorage, where the held run is kept
+                       (UseDevelopmentStorage=true for npm run serve's)
   --cancel RUN         a held run ends with nothing sent and the delivered state unchanged
+  --resume RUN         a halted run (Braze refused the key, or its host cannot be reached) sends
+                       again, once the cause is fixed; with AzureWebJobsStorage
   --user ID            where a user stands with a destination (--destination NAME, --by
                        external_id|email|alias): the segments and subscription states Braze holds
                        from the connector, the run that wrote them, an erasure; with
@@ -67,64 +73,109 @@ interface RunnerResult {
   runs: RunRecord[];
 }
 
+const OPTIONS = {
+  'export-dir': { type: 'string' },
+  config: { type: 'string' },
+  trigger: { type: 'string' },
+  force: { type: 'boolean', default: false },
+  'dry-run': { type: 'boolean', default: false },
+  reconcile: { type: 'boolean', default: false },
+  json: { type: 'boolean', default: false },
+  timeout: { type: 'string', default: '600' },
+  runs: { type: 'boolean', default: false },
+  approve: { type: 'string' },
+  cancel: { type: 'string' },
+  resume: { type: 'string' },
+  user: { type: 'string' },
+  by: { type: 'string' },
+  destination: { type: 'string' },
+  status: { type: 'string' },
+  limit: { type: 'string', default: '20' },
+  help: { type: 'boolean', default: false },
+} as const;
+
+const TRIGGERS = ['timer', 'http', 'blob'] as const;
+
+/** The flags, every one checked before anything starts: a wrong one costs nothing. */
+function parseFlags(argv: string[]) {
+  try {
+    return parseArgs({ args: argv, options: OPTIONS, strict: true }).values;
+  } catch (error) {
+    throw new InvalidInputError(`${(error as Error).message} (npm start -- --help lists the options)`);
+  }
+}
+
+/** The mapping config: --config, else the file SYNC_CONFIG_FILE names, else the sample's; a missing or broken one is an error naming it. */
+function configFileOf(flag: string | undefined, env: NodeJS.ProcessEnv): { file: string; source: string } {
+  const file = path.resolve(flag ?? (env.SYNC_CONFIG_FILE || path.join(PROJECT_ROOT, 'sample', 'config.json')));
+  const source = flag !== undefined ? '--config' : env.SYNC_CONFIG_FILE ? 'SYNC_CONFIG_FILE' : 'the sample config';
+  if (!existsSync(file) || !statSync(file).isFile()) throw new InvalidInputError(`${source}: no file "${file}"`);
+  return { file, source };
+}
+
 async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResult> {
-  const { values } = parseArgs({
-    args: argv,
-    options: {
-      'export-dir': { type: 'string' },
-      config: { type: 'string' },
-      trigger: { type: 'string', default: 'timer' },
-      force: { type: 'boolean', default: false },
-      'dry-run': { type: 'boolean', default: false },
-      reconcile: { type: 'boolean', default: false },
-      json: { type: 'boolean', default: false },
-      timeout: { type: 'string', default: '600' },
-      runs: { type: 'boolean', default: false },
-      approve: { type: 'string' },
-      cancel: { type: 'string' },
-      user: { type: 'string' },
-      by: { type: 'string' },
-      destination: { type: 'string' },
-      status: { type: 'string' },
-      limit: { type: 'string', default: '20' },
-      help: { type: 'boolean', default: false },
-    },
-    strict: true,
-  });
+  const values = parseFlags(argv);
   if (values.help) {
     console.log(USAGE);
     return { exitCode: 0, runs: [] };
   }
+  const timeoutSeconds = Number(values.timeout);
+  if (!Number.isFinite(timeoutSeconds) || timeoutSeconds <= 0)
+    throw new InvalidInputError(`--timeout must be a number of seconds above 0, not "${values.timeout}"`);
   if (values.runs) return listRuns(env, { destination: values.destination, status: values.status, limit: values.limit }, values.json ?? false);
   if (values.user !== undefined) return findUser(env, values.user, { destination: values.destination, by: values.by, config: values.config });
-  const decision = values.approve !== undefined ? ('approve' as const) : values.cancel !== undefined ? ('cancel' as const) : undefined;
-  if (values.approve !== undefined && values.cancel !== undefined) throw new InvalidInputError('--approve and --cancel exclude each other');
+  const decisions = (['approve', 'cancel', 'resume'] as const).filter((d) => values[d] !== undefined);
+  if (decisions.length > 1) throw new InvalidInputError(`${decisions.map((d) => `--${d}`).join(' and ')} exclude each other`);
+  const decision = decisions[0];
   if (decision && !env.AzureWebJobsStorage)
     throw new InvalidInputError(
-      `--${decision} acts on a held run kept in the storage AzureWebJobsStorage names (the in-memory Azurite of a plain npm start is gone when it exits); set it to that storage's connection string`,
+      `--${decision} acts on a run kept in the storage AzureWebJobsStorage names (the in-memory Azurite of a plain npm start is gone when it exits); set it to that storage's connection string (UseDevelopmentStorage=true for npm run serve's)`,
     );
   const dryRun = values['dry-run'] ?? false;
   const reconcile = values.reconcile ?? false;
-  // A dry run or a reconcile is asked for over HTTP (the timer has no body to carry it).
-  const trigger = (dryRun || reconcile) && values.trigger === 'timer' ? 'http' : values.trigger!;
-  if (!['timer', 'http', 'blob'].includes(trigger)) throw new InvalidInputError(`--trigger must be timer, http or blob, not "${trigger}"`);
+  const force = values.force ?? false;
+  if (values.trigger !== undefined && !(TRIGGERS as readonly string[]).includes(values.trigger))
+    throw new InvalidInputError(`--trigger must be timer, http or blob, not "${values.trigger}"`);
+  // Only a request has a body to carry these: each asks for --trigger http, which it implies.
+  const overHttp = [force && '--force', dryRun && '--dry-run', reconcile && '--reconcile'].filter((f): f is string => Boolean(f));
+  if (overHttp.length && values.trigger !== undefined && values.trigger !== 'http')
+    throw new InvalidInputError(
+      `${overHttp.join(' and ')} go${overHttp.length > 1 ? '' : 'es'} with --trigger http (a request's body carries it), not --trigger ${values.trigger}`,
+    );
+  if (reconcile && force) throw new InvalidInputError('--reconcile sends only what drifted; it does not go with --force');
+  const trigger = values.trigger ?? (overHttp.length ? 'http' : 'timer');
   const exportDir = path.resolve(values['export-dir'] ?? path.join(PROJECT_ROOT, 'sample', 'export'));
-  const configFile = path.resolve(values.config ?? path.join(PROJECT_ROOT, 'sample', 'config.json'));
-  const config = readConfigFile(configFile);
-  const timeoutMs = Number(values.timeout) * 1000;
-  const quiet = values.json;
-  const log: Logger = quiet
-    ? { info: () => undefined, warn: (m) => console.error(m), error: (m) => console.error(m), record: () => undefined }
-    : { ...consoleLogger, record: () => undefined };
+  if (!decision && !(existsSync(exportDir) && statSync(exportDir).isDirectory()))
+    throw new InvalidInputError(`${values['export-dir'] !== undefined ? '--export-dir' : 'the sample export'}: no folder "${exportDir}"`);
+  const { file: configFile, source: configSource } = configFileOf(values.config, env);
+  const config = readConfigFile(configFile, configSource);
+  const timeoutMs = timeoutSeconds * 1000;
+  const quiet = values.json ?? false;
+  // The trigger's outcome (the runs it started or met, and why others did not start) comes as a record.
+  const requested: Extract<ConnectorRecord, { connectorEvent: 'SyncRequested' }>[] = [];
+  const record = (r: ConnectorRecord) => {
+    if (r.connectorEvent === 'SyncRequested') requested.push(r);
+  };
+  const log: Logger = quiet ? { info: () => undefined, warn: (m) => console.error(m), error: (m) => console.error(m), record } : { ...consoleLogger, record };
   const say = (line: string) => {
     if (!quiet) console.log(line);
   };
+
+  // Every setting checked before anything starts; the local stand-ins are replaced once it has.
+  const localBraze = !env.BRAZE_REST_ENDPOINT && !env.BRAZE_API_KEY && !env.BRAZE_API_KEY_SECRET_URI;
+  const settingsEnv: Record<string, string | undefined> = {
+    ...env,
+    EXPORT_CONTAINER: env.EXPORT_CONTAINER || 'customer-insights',
+    SYNC_CONFIG_FILE: configFile,
+    ...(env.AzureWebJobsStorage ? {} : { AzureWebJobsStorage: 'UseDevelopmentStorage=true' }),
+    ...(localBraze ? { BRAZE_REST_ENDPOINT: 'http://127.0.0.1:1', BRAZE_API_KEY: 'local' } : {}),
+  };
+  loadAppSettings(settingsEnv);
 
   let azurite: AzuriteInstance | undefined;
   let braze: BrazeServer | undefined;
   let app: LocalFunctionApp | undefined;
   try {
-    const settingsEnv: Record<string, string | undefined> = { ...env };
     if (!env.AzureWebJobsStorage) {
       azurite = await startAzurite();
       settingsEnv.AzureWebJobsStorage = azurite.connectionString;
@@ -132,7 +183,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
     } else {
       say('storage: AzureWebJobsStorage');
     }
-    if (!env.BRAZE_REST_ENDPOINT || !env.BRAZE_API_KEY) {
+    if (localBraze) {
       const apiKey = `local-${Math.random().toString(36).slice(2)}`;
       // Braze's segments as CI's export asks for them: each defined by its membership attribute.
       const segments = Object.fromEntries(config.destinations.flatMap((d) => d.segments.map((g) => [g.brazeSegmentId, segmentAttribute(g)])));
@@ -145,30 +196,44 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
     } else {
       say(`braze: ${env.BRAZE_REST_ENDPOINT}`);
     }
-    settingsEnv.EXPORT_CONTAINER ??= 'customer-insights';
-    settingsEnv.SYNC_CONFIG_FILE = configFile;
 
     app = new LocalFunctionApp({ env: settingsEnv, config, log });
     await app.start();
     if (decision) {
-      const runId = (decision === 'approve' ? values.approve : values.cancel)!;
-      await decideHeld(decision, runId);
-      return await finish(app, [runId], braze, quiet, 'http', timeoutMs);
+      const runId = values[decision]!;
+      await decideRun(decision, runId, log);
+      return await finish(app, [runId], braze, quiet, 'http', timeoutMs, new Set(), true);
     }
     const uploaded = await uploadExportDir(app.deps, exportDir);
-    say(`export: ${uploaded.length} blobs uploaded from ${exportDir} to container ${settingsEnv.EXPORT_CONTAINER}`);
+    say(
+      `export: ${uploaded.length} blobs uploaded from ${exportDir} to container ${settingsEnv.EXPORT_CONTAINER}${uploaded.length ? '' : ' (every file is there as it is)'}`,
+    );
 
-    const runIds = reconcile
-      ? await fireReconcile(
-          trigger,
-          config.destinations.map((d) => d.name),
-          values.force ?? false,
-          dryRun,
-        )
-      : await fire(app, trigger, uploaded, values.force ?? false, dryRun);
-    if (runIds.length === 0) throw new InvalidInputError('the trigger started no run: see the messages above');
+    if (trigger === 'blob' && uploaded.length === 0) {
+      const note = 'every file of the export is in the container as it is: Event Grid would announce nothing (change a file, or use --trigger timer)';
+      if (quiet) console.log(JSON.stringify({ trigger, rowsRead: 0, runs: [], note }));
+      else say(note);
+      return { exitCode: 0, runs: [] };
+    }
+    const before = new Set((await app.deps.runs.listRuns()).map((r) => r.runId));
+    if (reconcile)
+      await fireReconcile(
+        config.destinations.map((d) => d.name),
+        dryRun,
+        log,
+      );
+    else await fire(app, trigger, uploaded, force, dryRun, log);
+    // This invocation's runs only: the ones its trigger started or met. Runs an earlier invocation
+    // left in the same storage are none of its business.
+    const runIds = [...new Set(requested.flatMap((r) => (r.runIds ? r.runIds.split(',') : [])))];
+    if (runIds.length === 0) {
+      const reasons = [...new Set(requested.flatMap((r) => (r.problemReasons ? r.problemReasons.split('\n') : [])))];
+      throw new InvalidInputError(
+        `the trigger started no run${reasons.length ? `:\n${reasons.map((r) => `  - ${r}`).join('\n')}` : ' (no configured destination matched the export)'}`,
+      );
+    }
     say(`runs: ${runIds.join(', ')} (trigger ${trigger})`);
-    return await finish(app, runIds, braze, quiet, trigger, timeoutMs);
+    return await finish(app, runIds, braze, quiet, trigger, timeoutMs, before, Boolean(env.AzureWebJobsStorage));
   } finally {
     await app?.stop();
     await braze?.stop();
@@ -184,6 +249,8 @@ async function finish(
   quiet: boolean,
   trigger: string,
   timeoutMs: number,
+  before: Set<string>,
+  persistent: boolean,
 ): Promise<RunnerResult> {
   const progress = new ProgressLine(quiet);
   const runs = await app.waitForRuns(runIds, {
@@ -192,6 +259,8 @@ async function finish(
     onProgress: (current) => progress.show(current.map((run) => progressText(run))),
   });
   progress.done();
+  // The queue functions stop before the summary: nothing they log lands after it.
+  await app.stopHosts();
   const ok = runs.every(
     (run) =>
       run.status === 'completed' &&
@@ -199,27 +268,44 @@ async function finish(
         ? run.rowsRejectedInput + run.rowsSkippedUnchanged + run.rowsEnqueued === run.rowsRead
         : run.rowsFailed === 0 && rowsAccountedFor(run) === run.rowsRead),
   );
-  // Before the summary: with --json the summary stays the last line.
-  await printPreviews(app, runs, quiet);
-  printDrift(runs, quiet);
-  report(runs, braze, quiet, trigger);
-  if (!quiet) await printRejects(app, runs);
+  const previews = await readPreviews(app, runs);
+  if (quiet) {
+    // One JSON document on stdout, whatever the mode.
+    console.log(JSON.stringify(jsonReport(runs, previews, braze, trigger, before)));
+  } else {
+    for (const run of runs) {
+      if (before.has(run.runId) && isTerminal(run.status))
+        console.log(`\nrun ${run.runId} was ${run.status} before this start: refresh ${run.refreshLabel} is synced (npm start -- --force resends it)`);
+    }
+    printPreviews(runs, previews);
+    printDrift(runs);
+    report(runs, braze);
+    await printRejects(app, runs);
+  }
   const held = runs.filter((run) => run.status === 'held');
   for (const run of held) {
     console.error(
       `\nrun ${run.runId} is held by the destination's guard: ${run.heldReason}. Nothing was sent, the delivered state is unchanged.\n` +
         `  To send exactly the preview above: npm start -- --approve ${run.runId}   (or POST /api/runs/${run.runId}/approve)\n` +
         `  To end it with nothing sent:       npm start -- --cancel ${run.runId}    (or POST /api/runs/${run.runId}/cancel)\n` +
-        `  (with AzureWebJobsStorage set to the storage it is kept in)`,
+        `  (with AzureWebJobsStorage set to the storage it is kept in: UseDevelopmentStorage=true for npm run serve's)`,
+    );
+  }
+  for (const run of runs.filter((r) => r.status === 'halted')) {
+    console.error(
+      `\nrun ${run.runId} halted: ${run.error ?? 'Braze refused to go on'}\n` +
+        (!persistent
+          ? '  Its storage was the in-memory Azurite of this start, gone now: fix the cause and start again, or use npm run serve to keep a halted run and resume it.'
+          : `  Once the cause is fixed: npm start -- --resume ${run.runId}   (or POST /api/runs/${run.runId}/resume)`),
     );
   }
   return { exitCode: ok ? 0 : held.length > 0 ? 3 : 1, runs };
 }
 
-/** POST /api/runs/{id}/approve or /cancel, through the local HTTP host with a function key. */
-async function decideHeld(decision: 'approve' | 'cancel', runId: string): Promise<void> {
+/** POST /api/runs/{id}/approve, /cancel or /resume, through the local HTTP host with a function key. */
+async function decideRun(decision: 'approve' | 'cancel' | 'resume', runId: string, log: Logger): Promise<void> {
   const functionKey = randomBytes(16).toString('hex');
-  const host = new LocalHttpHost(functionKey);
+  const host = new LocalHttpHost(functionKey, { log });
   const url = await host.start();
   try {
     const response = await fetch(`${url}/api/runs/${encodeURIComponent(runId)}/${decision}`, { method: 'POST', headers: { 'x-functions-key': functionKey } });
@@ -232,13 +318,10 @@ async function decideHeld(decision: 'approve' | 'cancel', runId: string): Promis
 }
 
 /** POST /api/reconcile per destination, through the local HTTP host with a function key. */
-async function fireReconcile(trigger: string, destinations: string[], force: boolean, dryRun: boolean): Promise<string[]> {
-  if (trigger !== 'http') throw new InvalidInputError('--reconcile goes with --trigger http');
-  if (force) throw new InvalidInputError('--reconcile sends only what drifted; it does not go with --force');
+async function fireReconcile(destinations: string[], dryRun: boolean, log: Logger): Promise<void> {
   const functionKey = randomBytes(16).toString('hex');
-  const host = new LocalHttpHost(functionKey);
+  const host = new LocalHttpHost(functionKey, { log });
   const url = await host.start();
-  const runIds: string[] = [];
   try {
     for (const destination of destinations) {
       const response = await fetch(`${url}/api/reconcile`, {
@@ -246,31 +329,29 @@ async function fireReconcile(trigger: string, destinations: string[], force: boo
         headers: { 'content-type': 'application/json', 'x-functions-key': functionKey },
         body: JSON.stringify({ destination, ...(dryRun ? { dryRun } : {}) }),
       });
-      const body = (await response.json()) as { runs?: { runId: string }[] };
-      if (response.status !== 202) throw new InvalidInputError(`POST /api/reconcile answered ${response.status}: ${JSON.stringify(body)}`);
-      runIds.push(...(body.runs ?? []).map((r) => r.runId));
+      const body = (await response.json()) as { runs?: { runId: string }[]; error?: string };
+      // 409/422 name why no run started; the trigger's record carries them to the caller.
+      if (response.status !== 202 && response.status !== 409 && response.status !== 422)
+        throw new InvalidInputError(`POST /api/reconcile answered ${response.status}: ${body.error ?? JSON.stringify(body)}`);
     }
   } finally {
     await host.stop();
   }
-  return runIds;
 }
 
-/** A reconcile's drift: printed whole with --json, summed up otherwise. */
-function printDrift(runs: RunRecord[], json: boolean): void {
+interface Drift {
+  segments: Record<string, { missing: number; stray: number; unresolved: number }>;
+  staleValues: Record<string, number>;
+  profiles: number;
+  requests: number;
+  usersUnmatched: number;
+}
+
+/** A reconcile's drift, summed up. */
+function printDrift(runs: RunRecord[]): void {
   for (const run of runs) {
     if (!run.drift) continue;
-    const drift = JSON.parse(run.drift) as {
-      segments: Record<string, { missing: number; stray: number; unresolved: number }>;
-      staleValues: Record<string, number>;
-      profiles: number;
-      requests: number;
-      usersUnmatched: number;
-    };
-    if (json) {
-      console.log(JSON.stringify({ drift }));
-      continue;
-    }
+    const drift = JSON.parse(run.drift) as Drift;
     console.log(`
 Drift found by run ${run.runId}${run.dryRun ? ' (dry run: nothing was repaired)' : ''}`);
     for (const [segment, d] of Object.entries(drift.segments))
@@ -284,17 +365,12 @@ Drift found by run ${run.runId}${run.dryRun ? ' (dry run: nothing was repaired)'
   }
 }
 
-async function fire(app: LocalFunctionApp, trigger: string, uploaded: string[], force: boolean, dryRun: boolean): Promise<string[]> {
-  const context = (name: string, triggerMetadata?: Record<string, unknown>) =>
-    new InvocationContext({ functionName: name, invocationId: `local-${Date.now()}`, triggerMetadata, logHandler: () => undefined });
-  // Only a request has a body to carry these: the timer and a blob event would start a real, incremental run.
-  if (trigger !== 'http' && force) throw new InvalidInputError('--force goes with --trigger http');
-  if (trigger !== 'http' && dryRun) throw new InvalidInputError('--dry-run goes with --trigger http');
-  const before = new Set((await app.deps.runs.listRuns()).map((r) => r.runId));
+/** Fires the timer, the blob-drop function per uploaded blob, or POST /api/sync. */
+async function fire(app: LocalFunctionApp, trigger: string, uploaded: string[], force: boolean, dryRun: boolean, log: Logger): Promise<void> {
   if (trigger === 'http') {
     // Through a real HTTP request, with the function key the host would demand.
     const functionKey = randomBytes(16).toString('hex');
-    const host = new LocalHttpHost(functionKey);
+    const host = new LocalHttpHost(functionKey, { log });
     const url = await host.start();
     try {
       const response = await fetch(`${url}/api/sync`, {
@@ -302,23 +378,25 @@ async function fire(app: LocalFunctionApp, trigger: string, uploaded: string[], 
         headers: { 'content-type': 'application/json', 'x-functions-key': functionKey },
         body: JSON.stringify({ ...(force ? { force } : {}), ...(dryRun ? { dryRun } : {}) }),
       });
-      const body = (await response.json()) as { runs?: { runId: string }[] };
-      if (response.status !== 202) throw new InvalidInputError(`POST /api/sync answered ${response.status}: ${JSON.stringify(body)}`);
-      return (body.runs ?? []).map((r) => r.runId);
+      const body = (await response.json()) as { error?: string };
+      if (response.status !== 202 && response.status !== 409 && response.status !== 422)
+        throw new InvalidInputError(`POST /api/sync answered ${response.status}: ${body.error ?? JSON.stringify(body)}`);
     } finally {
       await host.stop();
     }
+    return;
   }
   if (trigger === 'blob') {
     // Event Grid fires once per blob, in the order CI writes them; overlapping events meet on one run.
     for (const blobName of uploaded) {
-      await exportBlobDrop(await blobCreatedEvent(app.deps.storage.exportContainer, blobName), context('exportBlobDrop'));
+      await exportBlobDrop(await blobCreatedEvent(app.deps.storage.exportContainer, blobName), functionContext('exportBlobDrop', log));
     }
-  } else {
-    await syncTimer({ isPastDue: false, schedule: { adjustForDST: false }, scheduleStatus: { last: '', next: '', lastUpdated: '' } }, context('syncTimer'));
+    return;
   }
-  const after = await app.deps.runs.listRuns();
-  return after.filter((r) => !before.has(r.runId) || r.status !== 'completed').map((r) => r.runId);
+  await syncTimer(
+    { isPastDue: false, schedule: { adjustForDST: false }, scheduleStatus: { last: '', next: '', lastUpdated: '' } },
+    functionContext('syncTimer', log),
+  );
 }
 
 /** One run's progress: rows read and their rate, profiles delivered of enqueued, and the time left. */
@@ -402,26 +480,28 @@ async function findUser(env: NodeJS.ProcessEnv, id: string, options: { destinati
   return { exitCode: 0, runs: [] };
 }
 
-/** A dry run's preview, as GET /api/runs/{id}/preview answers it: printed whole with --json, summed up otherwise. */
-async function printPreviews(app: LocalFunctionApp, runs: RunRecord[], json: boolean): Promise<void> {
+/** The preview of each dry or held run, as GET /api/runs/{id}/preview answers it. */
+async function readPreviews(app: LocalFunctionApp, runs: RunRecord[]): Promise<Map<string, PreviewReport>> {
+  const previews = new Map<string, PreviewReport>();
   for (const run of runs) {
     if (!(run.dryRun || run.status === 'held') || run.reconcile) continue;
     const found = await readPreview(app.deps, run.runId);
-    if (found.kind === 'none') {
-      console.error(`  ${found.reason}`);
-      continue;
-    }
-    if (json) {
-      console.log(JSON.stringify({ preview: found.preview }));
-      continue;
-    }
-    const p = found.preview as PreviewReport;
+    if (found.kind === 'none') console.error(`  ${found.reason}`);
+    else previews.set(run.runId, found.preview as PreviewReport);
+  }
+  return previews;
+}
+
+function printPreviews(runs: RunRecord[], previews: Map<string, PreviewReport>): void {
+  for (const run of runs) {
+    const p = previews.get(run.runId);
+    if (!p) continue;
     console.log(`\nPreview of run ${run.runId} (${run.dryRun ? 'dry run' : 'held by the guard'}: nothing was sent, the delivered state is unchanged)`);
     console.log(
       `  ${run.dryRun ? 'a real run' : 'approved, it'} would send ${p.profiles.wouldSend} profiles (${p.profiles.leaving} leaving) in ${p.brazeRequests} requests, ${p.dataPoints} data points (full send: ${p.dataPointsFullSend})`,
     );
-    for (const [segment, s] of Object.entries(p.segments))
-      console.log(`  ${segment}: ${s.joiners} join, ${s.leavers} leave, ${s.changed} change, ${s.unchanged} unchanged`);
+    for (const [segment, g] of Object.entries(p.segments))
+      console.log(`  ${segment}: ${g.joiners} join, ${g.leavers} leave, ${g.changed} change, ${g.unchanged} unchanged`);
     for (const [attribute, n] of Object.entries(p.attributes)) console.log(`  ${attribute}: ${n} values change`);
     for (const change of p.sample.slice(0, 10)) console.log(`  e.g. ${change.identifier} ${change.change}: ${change.attributes.join(', ')}`);
   }
@@ -437,41 +517,71 @@ interface PreviewReport {
   sample: { identifier: string; change: string; attributes: string[] }[];
 }
 
-function report(runs: RunRecord[], braze: BrazeServer | undefined, json: boolean, trigger: string): void {
+/** `--json`'s one document: totals that add up (read = delivered + would send + unchanged + rejected + failed + parked + pending), and each run whole. */
+function jsonReport(runs: RunRecord[], previews: Map<string, PreviewReport>, braze: BrazeServer | undefined, trigger: string, before: Set<string>) {
   const summaries = runs.map(runSummary);
-  if (json) {
-    const totals = summaries.reduce(
-      (t, s) => ({
-        rowsRead: t.rowsRead + s.rows.read,
-        delivered: t.delivered + s.rows.delivered,
-        skippedUnchanged: t.skippedUnchanged + s.rows.skippedUnchanged,
-        rejected: t.rejected + s.rows.rejected,
-        failed: t.failed + s.rows.failed,
-        profilesDelivered: t.profilesDelivered + s.users.delivered,
-        exits: t.exits + s.users.exitsEnqueued,
-        brazeRequests: t.brazeRequests + s.braze.requests,
-      }),
-      { rowsRead: 0, delivered: 0, skippedUnchanged: 0, rejected: 0, failed: 0, profilesDelivered: 0, exits: 0, brazeRequests: 0 },
-    );
-    console.log(
-      JSON.stringify({
-        trigger,
-        ...totals,
-        runs: summaries.map((s) => ({ ...s, rejectsReport: rejectsReportName(s.runId) })),
-        brazeProfiles: braze?.profiles.size,
-      }),
-    );
-    return;
-  }
+  const totals = summaries.reduce(
+    (t, s) => ({
+      rowsRead: t.rowsRead + s.rows.read,
+      delivered: t.delivered + s.rows.delivered,
+      wouldSend: t.wouldSend + (s.rows.wouldSend ?? 0),
+      skippedUnchanged: t.skippedUnchanged + s.rows.skippedUnchanged,
+      rejected: t.rejected + s.rows.rejected,
+      failed: t.failed + s.rows.failed,
+      parked: t.parked + s.rows.parked,
+      pending: t.pending + s.rows.pending,
+      profilesDelivered: t.profilesDelivered + s.users.delivered,
+      exits: t.exits + s.users.exitsEnqueued,
+      brazeRequests: t.brazeRequests + s.braze.requests,
+    }),
+    {
+      rowsRead: 0,
+      delivered: 0,
+      wouldSend: 0,
+      skippedUnchanged: 0,
+      rejected: 0,
+      failed: 0,
+      parked: 0,
+      pending: 0,
+      profilesDelivered: 0,
+      exits: 0,
+      brazeRequests: 0,
+    },
+  );
+  return {
+    trigger,
+    ...totals,
+    runs: summaries.map((s) => ({
+      ...s,
+      startedBefore: before.has(s.runId) || undefined,
+      rejectsReport: rejectsReportName(s.runId),
+      preview: previews.get(s.runId),
+    })),
+    brazeProfiles: braze?.profiles.size,
+  };
+}
+
+function report(runs: RunRecord[], braze: BrazeServer | undefined): void {
+  const summaries = runs.map(runSummary);
   console.log('\nSummary');
   for (const s of summaries) {
     console.log(`  run ${s.runId} (${s.destination}, refresh ${s.refresh}): ${s.status}${s.error ? ` — ${s.error}` : ''}`);
-    console.log(
-      `    rows: ${s.rows.read} read = ${s.rows.delivered} delivered + ${s.rows.skippedUnchanged} unchanged + ${s.rows.rejected} rejected + ${s.rows.failed} failed`,
-    );
-    console.log(
-      `    profiles: ${s.users.delivered} delivered (${s.users.exitsEnqueued} segment exits), ${s.users.rejected} rejected by Braze; ${s.braze.requests} requests, ${s.braze.dataPointsSent} data points (full send: ${s.braze.dataPointsFullSend})`,
-    );
+    const r = s.rows;
+    const parts = s.dryRun
+      ? [`${r.wouldSend ?? 0} would be sent`, `${r.skippedUnchanged} unchanged`, `${r.rejected} rejected`]
+      : [
+          `${r.delivered} delivered`,
+          `${r.skippedUnchanged} unchanged`,
+          `${r.rejected} rejected`,
+          `${r.failed} failed`,
+          ...(r.parked ? [`${r.parked} parked`] : []),
+          ...(r.pending ? [`${r.pending} pending`] : []),
+        ];
+    console.log(`    rows: ${r.read} read = ${parts.join(' + ')}`);
+    if (!s.dryRun)
+      console.log(
+        `    profiles: ${s.users.delivered} delivered (${s.users.exitsEnqueued} segment exits), ${s.users.rejected} rejected by Braze; ${s.braze.requests} requests, ${s.braze.dataPointsSent} data points (full send: ${s.braze.dataPointsFullSend})`,
+      );
     for (const [reason, n] of Object.entries(s.rejectedByReason)) console.log(`    rejected: ${n} × ${reason}`);
     console.log(`    rejects report: blob ${rejectsReportName(s.runId)} in the state container`);
   }
@@ -496,12 +606,17 @@ async function printRejects(app: LocalFunctionApp, runs: RunRecord[]): Promise<v
 }
 
 if (require.main === module) {
+  if (process.argv.includes('--json') && process.env.npm_lifecycle_event === 'start' && process.env.npm_config_loglevel !== 'silent')
+    console.error('npm printed its banner on stdout before the JSON: run npm start --silent -- --json (or npm -s start -- --json) for the document alone');
   main(process.argv.slice(2), process.env)
     .then((result) => {
       process.exitCode = result.exitCode;
     })
     .catch((error) => {
-      console.error(error instanceof InvalidInputError ? error.message : describeError(error));
+      const message = error instanceof InvalidInputError ? error.message : describeError(error);
+      console.error(message);
+      // --json promises one document on stdout, failure included.
+      if (process.argv.includes('--json')) console.log(JSON.stringify({ error: message }));
       process.exitCode = 2;
     });
 }

@@ -1,7 +1,9 @@
-import { readdirSync, readFileSync, statSync } from 'node:fs';
+import { createHash } from 'node:crypto';
+import { createReadStream, readdirSync, readFileSync, statSync } from 'node:fs';
+import type { ContainerClient } from '@azure/storage-blob';
 import path from 'node:path';
 import { InvocationContext } from '@azure/functions';
-import { parseSyncConfig, type SyncConfig } from '../shared/config/syncConfig';
+import { readSyncConfigFile, type SyncConfig } from '../shared/config/syncConfig';
 import { loadAppSettings } from '../shared/config/settings';
 import type { Logger } from '../shared/log';
 import { createConnector, ensureReady } from '../shared/sync/connector';
@@ -14,6 +16,29 @@ import { useConnector } from '../functions/connector';
 import { QueueHost, readHostQueueSettings, type HostQueueSettings } from './queueHost';
 
 export const PROJECT_ROOT = path.resolve(__dirname, '..', __dirname.includes(`${path.sep}dist${path.sep}`) ? '..' : '');
+
+/**
+ * An invocation context for a function called without the host, whose `context.log`/`warn`/`error`
+ * reach the local stack's log as the host's would reach its console (dropping them hides why a
+ * trigger started nothing).
+ */
+export function functionContext(
+  name: string,
+  log: Logger,
+  options: { invocationId?: string; triggerMetadata?: Record<string, unknown>; warningsOnly?: boolean } = {},
+): InvocationContext {
+  return new InvocationContext({
+    functionName: name,
+    invocationId: options.invocationId ?? `local-${Date.now()}`,
+    triggerMetadata: options.triggerMetadata,
+    logHandler: (level, ...args) => {
+      const text = args.map((a) => (typeof a === 'string' ? a : a instanceof Error ? a.message : JSON.stringify(a))).join(' ');
+      if (level === 'error' || level === 'critical') log.error(text);
+      else if (level === 'warning') log.warn(text);
+      else if (!options.warningsOnly && level !== 'trace' && level !== 'debug') log.info(text);
+    },
+  });
+}
 
 export interface StackOptions {
   env: Record<string, string | undefined>;
@@ -42,8 +67,9 @@ export class LocalFunctionApp {
     await ensureReady(this.deps);
     const settings = { ...readHostQueueSettings(PROJECT_ROOT), ...this.options.hostSettings };
     const storage = this.deps.storage;
+    // Queue functions say little worth a line each; their warnings and errors are what a person needs.
     const context = (name: string, meta: { dequeueCount: number; id: string; insertionTime: Date }) =>
-      new InvocationContext({ functionName: name, invocationId: meta.id, triggerMetadata: { ...meta }, logHandler: () => undefined });
+      functionContext(name, this.options.log, { invocationId: meta.id, triggerMetadata: { ...meta }, warningsOnly: true });
     const onError = (name: string) => (error: unknown, dequeueCount: number) => {
       const message = `${name} failed (dequeue ${dequeueCount}): ${error instanceof Error ? error.message : String(error)}`;
       this.options.log.warn(message);
@@ -69,8 +95,13 @@ export class LocalFunctionApp {
     for (const host of this.hosts) host.start();
   }
 
-  async stop(): Promise<void> {
+  /** Stops taking queue messages; the connector stays usable for reading what the runs left. */
+  async stopHosts(): Promise<void> {
     await Promise.all(this.hosts.map((h) => h.stop()));
+  }
+
+  async stop(): Promise<void> {
+    await this.stopHosts();
     useConnector(undefined);
   }
 
@@ -95,10 +126,8 @@ export class LocalFunctionApp {
   }
 }
 
-/** Uploads a folder laid out like the export container; answers the blob names in upload order (model.json last, as CI writes it). */
-export async function uploadExportDir(deps: ConnectorDeps, dir: string): Promise<string[]> {
-  const container = deps.storage.exportContainer;
-  await container.createIfNotExists();
+/** The files of a folder laid out like the export container, as blob names, model.json last (as CI writes it). */
+export function exportDirFiles(dir: string): string[] {
   const files: string[] = [];
   const walk = (folder: string) => {
     for (const name of readdirSync(folder).sort()) {
@@ -108,16 +137,54 @@ export async function uploadExportDir(deps: ConnectorDeps, dir: string): Promise
     }
   };
   walk(dir);
-  files.sort((a, b) => Number(a.endsWith('model.json')) - Number(b.endsWith('model.json')));
-  for (const name of files) {
-    if (!name.endsWith('model.json')) {
-      await container.getBlockBlobClient(name).uploadFile(path.join(dir, name));
-      continue;
-    }
-    const text = repointLocations(readFileSync(path.join(dir, name), 'utf8'), container.url);
-    await container.getBlockBlobClient(name).upload(text, Buffer.byteLength(text));
+  return files.sort((a, b) => Number(a.endsWith('model.json')) - Number(b.endsWith('model.json')));
+}
+
+/**
+ * Uploads one file of an export folder to its blob; a model.json is re-pointed at the container.
+ * The file's own MD5 goes into the blob's metadata, so a later look can tell whether it changed.
+ */
+export async function uploadExportFile(container: ContainerClient, dir: string, name: string): Promise<void> {
+  const file = path.join(dir, name);
+  const metadata = { sourcemd5: await fileMd5(file) };
+  if (!name.endsWith('model.json')) {
+    await container.getBlockBlobClient(name).uploadFile(file, { metadata });
+    return;
   }
-  return files;
+  const text = repointLocations(readFileSync(file, 'utf8'), container.url);
+  await container.getBlockBlobClient(name).upload(text, Buffer.byteLength(text), { metadata });
+}
+
+/** A file's MD5 in hex, streamed (partitions run to gigabytes). */
+export async function fileMd5(file: string): Promise<string> {
+  const hash = createHash('md5');
+  for await (const chunk of createReadStream(file)) hash.update(chunk as Buffer);
+  return hash.digest('hex');
+}
+
+/**
+ * Uploads a folder laid out like the export container, but only the files that differ from their
+ * blob (on storage that is kept, an unchanged file is not written again: CI does not rewrite what
+ * it did not export, and a new ETag would make a new refresh of it). Answers the blob names
+ * uploaded, in upload order (model.json last, as CI writes it).
+ */
+export async function uploadExportDir(deps: ConnectorDeps, dir: string): Promise<string[]> {
+  const container = deps.storage.exportContainer;
+  await container.createIfNotExists();
+  const uploaded: string[] = [];
+  for (const name of exportDirFiles(dir)) {
+    if (await sameAsBlob(container, dir, name)) continue;
+    await uploadExportFile(container, dir, name);
+    uploaded.push(name);
+  }
+  return uploaded;
+}
+
+/** Whether the blob holds this file as it is now (by the MD5 its upload recorded). */
+export async function sameAsBlob(container: ContainerClient, dir: string, name: string): Promise<boolean> {
+  const blob = container.getBlobClient(name);
+  if (!(await blob.exists())) return false;
+  return (await blob.getProperties()).metadata?.sourcemd5 === (await fileMd5(path.join(dir, name)));
 }
 
 /**
@@ -142,6 +209,7 @@ function repointLocations(text: string, containerUrl: string): string {
   return JSON.stringify(model, null, 2);
 }
 
-export function readConfigFile(file: string): SyncConfig {
-  return parseSyncConfig(readFileSync(file, 'utf8'), file);
+/** The mapping config of a file; `setting` is what named it (a flag or SYNC_CONFIG_FILE), for the error. */
+export function readConfigFile(file: string, setting = '--config'): SyncConfig {
+  return readSyncConfigFile(file, setting);
 }

@@ -6,8 +6,9 @@
 // package itself (Oryx: npm install, npm run build). This script does the same in a scratch
 // folder: zip, unpack, `npm ci`, `npm run build`; then it loads the app from the unpacked package
 // the way the Functions host's Node worker does (package.json `main`, `@azure/functions-core`)
-// and checks every function's registration against what the code and infra/main.json expect. It
-// also checks the package holds no test, bench, local-only or secret file.
+// and checks every function's registration against what the code and infra/main.json expect, and
+// that the status page function answers the page the package holds. It also checks the package
+// holds no test, bench, local-only or secret file.
 //
 // `--keep` leaves the scratch folder for a look; nothing here needs Azure or the Core Tools.
 import { execFileSync } from 'node:child_process';
@@ -84,7 +85,7 @@ const FORBIDDEN = [
   [/(^|\/)__(blobstorage|queuestorage|azurite_db)[^/]*/, 'Azurite data'],
   [/(^|\/)(jest\.config\.js|tsconfig\.test\.json|eslint\.config\.mjs|azure\.yaml|bicepconfig\.json)$/, 'development-only'],
 ];
-const REQUIRED = ['package.json', 'package-lock.json', 'host.json', 'tsconfig.json'];
+const REQUIRED = ['package.json', 'package-lock.json', 'host.json', 'tsconfig.json', 'page/status.html'];
 
 function checkContents(files) {
   // Grouped by top folder, so a whole node_modules/ is one line, not forty thousand.
@@ -192,6 +193,7 @@ function checkRegistrations(pkgDir) {
     runCancel: http('runs/{id}/cancel', ['POST']),
     reconcileHttp: http('reconcile', ['POST']),
     userLookup: http('users/{id}', ['GET']),
+    statusPage: http('ui', ['GET']),
     reconcileTimer: { type: 'timerTrigger', schedule: '%RECONCILE_SCHEDULE%' },
   };
   for (const [label, env, present] of [
@@ -228,6 +230,36 @@ function checkRegistrations(pkgDir) {
   return Object.keys(expected).length;
 }
 
+/** The status page function, loaded from the built package, answers the page the package holds (it reads it relative to dist/). */
+function checkStatusPage(pkgDir) {
+  const probe = path.join(scratch, 'status-page.cjs');
+  writeFileSync(
+    probe,
+    `const { HttpRequest, InvocationContext } = require('@azure/functions');
+const { statusPage } = require(process.argv[2]);
+statusPage(new HttpRequest({ method: 'GET', url: 'http://localhost/api/ui' }), new InvocationContext({ logHandler: () => undefined })).then((a) =>
+  process.stdout.write(JSON.stringify({ status: a.status, type: a.headers && a.headers['Content-Type'], body: a.body })),
+);
+`,
+  );
+  let answer;
+  try {
+    answer = JSON.parse(
+      execFileSync(process.execPath, [probe, path.join(pkgDir, 'dist/functions/statusPage.js')], {
+        cwd: pkgDir,
+        env: { PATH: process.env.PATH, NODE_PATH: path.join(pkgDir, 'node_modules') },
+        stdio: ['ignore', 'pipe', 'pipe'],
+        encoding: 'utf8',
+      }),
+    );
+  } catch (error) {
+    fail(`the status page function does not run from the package: ${error.stderr || error.message}`);
+    return;
+  }
+  if (answer.status !== 200 || !/^text\/html/.test(answer.type ?? '') || answer.body !== readFileSync(path.join(pkgDir, 'page/status.html'), 'utf8'))
+    fail(`statusPage answers ${answer.status} ${answer.type} from the package, not page/status.html`);
+}
+
 function run(command, args, cwd) {
   try {
     execFileSync(command, args, { cwd, stdio: ['ignore', 'pipe', 'pipe'], encoding: 'utf8' });
@@ -251,7 +283,9 @@ try {
   const npm = process.platform === 'win32' ? 'npm.cmd' : 'npm';
   if (run(npm, ['ci', '--no-audit', '--no-fund'], pkgDir) && run(npm, ['run', 'build'], pkgDir)) {
     const checked = checkRegistrations(pkgDir);
-    if (problems.length === 0) console.log(`package: builds from itself; ${checked} functions register as the code and the template expect`);
+    checkStatusPage(pkgDir);
+    if (problems.length === 0)
+      console.log(`package: builds from itself; ${checked} functions register as the code and the template expect, and the status page answers from it`);
   }
 } finally {
   if (keep) console.log(`scratch folder kept: ${scratch}`);

@@ -7,6 +7,8 @@
  * record.
  */
 export type ConnectorRecord =
+  /** What one trigger (a timer tick, a request, a blob event) came to: the runs it started or met, and why others did not start. */
+  | { connectorEvent: 'SyncRequested'; trigger: string; runIds: string; runsCreated: number; problems: number; problemReasons: string }
   | { connectorEvent: 'RunQueued'; runId: string; destination: string; trigger: string; refresh: string; force: boolean; reconcile?: boolean }
   | {
       connectorEvent: 'RunEnqueued';
@@ -94,6 +96,7 @@ export type ConnectorRecord =
 
 /** Every record name, for the alert rules and queries to be checked against. */
 export const connectorEvents = [
+  'SyncRequested',
   'RunQueued',
   'RunEnqueued',
   'RunCompleted',
@@ -115,6 +118,7 @@ type FieldOf<E extends ConnectorRecord['connectorEvent']> = Exclude<keyof Extrac
 
 /** Every field of every record, for the alert rules' and the workbook's queries to be checked against. */
 export const recordFields: { [E in ConnectorRecord['connectorEvent']]: readonly FieldOf<E>[] } = {
+  SyncRequested: ['trigger', 'runIds', 'runsCreated', 'problems', 'problemReasons'],
   RunQueued: ['runId', 'destination', 'trigger', 'refresh', 'force', 'reconcile'],
   RunEnqueued: ['runId', 'destination', 'rowsRead', 'rowsUnchanged', 'rowsRejected', 'profilesEnqueued', 'exits', 'batches', 'durationMs'],
   RunCompleted: [

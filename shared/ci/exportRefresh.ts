@@ -95,6 +95,41 @@ export async function discoverExports(container: ContainerClient, destination: D
   return found;
 }
 
+/**
+ * Why `discoverExports` found no refresh for a destination, in terms a person can act on: the
+ * `instance` filter names another instance than the container holds, the destination's folder has
+ * another name, or the files sit one level off (a copy of the destination folder, or of its parent).
+ */
+export async function whyNoExport(container: ContainerClient, destination: DestinationConfig): Promise<string> {
+  const wanted = `${destination.instance ?? 'CustomerInsights_*'}/${destination.name}/model.json`;
+  const top: string[] = [];
+  for await (const item of container.listBlobsByHierarchy('/')) {
+    top.push(item.name);
+    if (top.length >= 50) break;
+  }
+  const where = `no ${wanted} in container ${container.containerName}`;
+  if (top.length === 0) return `${where}: the container is empty`;
+  const instances = top.filter((name) => name.startsWith('CustomerInsights_') && name.endsWith('/')).map((name) => name.slice(0, -1));
+  if (instances.length === 0) {
+    return `${where}: it holds no CustomerInsights_* folder (it holds ${top.slice(0, 5).join(', ')}${top.length > 5 ? ', …' : ''}); CI writes CustomerInsights_<instance>/<destination>/model.json, so upload the folder that holds the CustomerInsights_* folders`;
+  }
+  const holding: string[] = [];
+  for (const instance of instances)
+    if (await container.getBlobClient(modelJsonPath({ instance, destination: destination.name })).exists()) holding.push(instance);
+  if (destination.instance && holding.length) {
+    return `${where}: the destination's "instance" is ${destination.instance}, and ${destination.name}/model.json is under ${holding.join(', ')} (set "instance" to that folder's name, or leave it out to take every instance)`;
+  }
+  const destinations = new Set<string>();
+  for (const instance of destination.instance ? [destination.instance].filter((i) => instances.includes(i)) : instances) {
+    for await (const item of container.listBlobsByHierarchy('/', { prefix: `${instance}/` }))
+      if (item.kind === 'prefix') destinations.add(item.name.slice(instance.length + 1, -1));
+  }
+  if (destinations.size) {
+    return `${where}: the export's destination folders are ${[...destinations].join(', ')} (the config's destination "name" must be the folder's name)`;
+  }
+  return `${where}${destination.instance ? ` (it holds ${instances.join(', ')})` : ''}`;
+}
+
 export async function resolveRefresh(container: ContainerClient, location: ExportLocation, destination: DestinationConfig): Promise<ExportRefresh> {
   const path = modelJsonPath(location);
   let text: string;

@@ -260,8 +260,9 @@ export function runSummary(run: RunRecord, nowMs = Date.now()) {
       rejected: run.rowsRejectedInput + run.rowsRejectedBraze,
       failed: run.rowsFailed,
       parked: run.rowsParked,
-      // A dry run's rows to send are never sent: nothing of it is pending.
+      // A dry run's rows to send are never sent: nothing of it is pending; they are what it would send.
       pending: run.dryRun ? 0 : Math.max(0, run.rowsRead - rowsAccountedFor(run) - run.rowsParked),
+      wouldSend: run.dryRun ? run.rowsEnqueued : undefined,
     },
     rejectedByReason: reasonCounts(run),
     users: {

@@ -1,9 +1,9 @@
 import { randomBytes } from 'node:crypto';
 import type { DestinationConfig } from '../config/syncConfig';
-import { discoverExports, resolveRefresh, type ExportRefresh } from '../ci/exportRefresh';
+import { discoverExports, resolveRefresh, whyNoExport, type ExportRefresh } from '../ci/exportRefresh';
 import { parseExportBlobName } from '../ci/layout';
 import { checkColumns } from '../mapping/rowMapper';
-import { describeError, ExportNotReadyError, InvalidInputError } from '../errors';
+import { ExportNotReadyError, InvalidInputError } from '../errors';
 import { encodeMessage } from '../queue/messages';
 import { runIdFor } from '../runs/runStore';
 import { sendToQueue } from '../storage/queueSend';
@@ -59,16 +59,16 @@ function selectDestinations(deps: ConnectorDeps, request: SyncRequest): Destinat
  * meet on the same record and only the first one enqueues it.
  */
 export async function requestSync(deps: ConnectorDeps, request: SyncRequest): Promise<SyncRequestOutcome> {
+  return recorded(deps, request.trigger, await syncRefreshes(deps, request));
+}
+
+async function syncRefreshes(deps: ConnectorDeps, request: SyncRequest): Promise<SyncRequestOutcome> {
   await ensureReady(deps);
   const outcome: SyncRequestOutcome = { runs: [], problems: [] };
   for (const destination of selectDestinations(deps, request)) {
     const locations = await discoverExports(deps.storage.exportContainer, destination);
     if (locations.length === 0) {
-      outcome.problems.push({
-        destination: destination.name,
-        error: `no CustomerInsights_*/${destination.name}/model.json in container ${deps.settings.exportContainer}`,
-        retryable: true,
-      });
+      outcome.problems.push({ destination: destination.name, error: await whyNoExport(deps.storage.exportContainer, destination), retryable: true });
       continue;
     }
     for (const location of locations) {
@@ -76,7 +76,7 @@ export async function requestSync(deps: ConnectorDeps, request: SyncRequest): Pr
         outcome.runs.push(await startRefresh(deps, await resolveRefresh(deps.storage.exportContainer, location, destination), destination, request));
       } catch (error) {
         if (!(error instanceof InvalidInputError) && !(error instanceof ExportNotReadyError)) throw error;
-        deps.log.warn(`sync of ${location.instance}/${destination.name} not started: ${describeError(error)}`);
+        // The trigger's function reports the problems it gets back: logged here too, each would show twice.
         outcome.problems.push({ destination: destination.name, instance: location.instance, error: error.message, retryable: error.retryable });
       }
     }
@@ -86,10 +86,50 @@ export async function requestSync(deps: ConnectorDeps, request: SyncRequest): Pr
 
 /** A blob landed in the export container: sync the refresh it belongs to, if it is complete. */
 export async function requestSyncForBlob(deps: ConnectorDeps, blobName: string): Promise<SyncRequestOutcome> {
+  const outcome = await syncBlob(deps, blobName);
+  // Another destination's blob says nothing worth a record.
+  return outcome.runs.length || outcome.problems.length ? recorded(deps, 'blob', outcome) : outcome;
+}
+
+/** A problem as one line: where, and why no run started. */
+export function describeProblem(problem: SyncRequestOutcome['problems'][number]): string {
+  return `${problem.instance ? `${problem.instance}/` : ''}${problem.destination}: ${problem.error}`;
+}
+
+/** Each trigger's outcome as a record: why a tick started nothing is then one query away. */
+function recorded(deps: ConnectorDeps, trigger: RunTrigger, outcome: SyncRequestOutcome): SyncRequestOutcome {
+  deps.log.record({
+    connectorEvent: 'SyncRequested',
+    trigger,
+    // Flat, as every record is: ids joined by commas, reasons by line breaks.
+    runIds: outcome.runs.map((r) => r.runId).join(','),
+    runsCreated: outcome.runs.filter((r) => r.created).length,
+    problems: outcome.problems.length,
+    problemReasons: outcome.problems.map(describeProblem).join('\n'),
+  });
+  return outcome;
+}
+
+async function syncBlob(deps: ConnectorDeps, blobName: string): Promise<SyncRequestOutcome> {
   const location = parseExportBlobName(blobName);
   if (!location) return { runs: [], problems: [] };
   const destination = deps.config.destinations.find((d) => d.name === location.destination && (!d.instance || d.instance === location.instance));
-  if (!destination) return { runs: [], problems: [] };
+  if (!destination) {
+    // Another destination's export is no problem; one whose `instance` filter leaves it out is what a person looks for.
+    const filtered = deps.config.destinations.find((d) => d.name === location.destination);
+    if (!filtered) return { runs: [], problems: [] };
+    return {
+      runs: [],
+      problems: [
+        {
+          destination: filtered.name,
+          instance: location.instance,
+          error: `the export is of instance ${location.instance}; destination "${filtered.name}" takes only instance ${filtered.instance} (its "instance" in the config)`,
+          retryable: false,
+        },
+      ],
+    };
+  }
   if (location.partition && !destination.segments.some((s) => s.table.toLowerCase() === location.partition!.table.toLowerCase())) {
     return { runs: [], problems: [] };
   }
@@ -115,13 +155,12 @@ export async function requestSyncForBlob(deps: ConnectorDeps, blobName: string):
       problems: [],
     };
   } catch (error) {
+    // The function reports the problems it gets back (once).
     if (error instanceof ExportNotReadyError) {
-      deps.log.info(`export ${location.instance}/${location.destination} not complete yet: ${error.message}`);
       return { runs: [], problems: [{ destination: destination.name, instance: location.instance, error: error.message, retryable: true }] };
     }
     // A bad model.json or a config that does not fit it: retrying the event cannot help; say why once.
     if (error instanceof InvalidInputError) {
-      deps.log.warn(`sync of ${location.instance}/${location.destination} not started: ${describeError(error)}`);
       return { runs: [], problems: [{ destination: destination.name, instance: location.instance, error: error.message, retryable: false }] };
     }
     throw error;
@@ -183,9 +222,11 @@ async function createRun(
   // the enqueuer's lease makes a second copy harmless.
   if (created.created || created.run.status === 'queued') {
     await sendToQueue(deps.storage.runQueue, encodeMessage({ kind: 'startRun', runId }));
-    deps.log.info(
-      `run ${runId} queued: ${refresh.instance}/${refresh.destination} refresh ${refresh.label} (${request.trigger}${force ? ', force' : ''}${reconcile ? ', reconcile' : ''}${dryRun ? ', dry run' : ''})`,
-    );
+    if (!created.created) deps.log.info(`run ${runId} is still queued: its start was sent again (${request.trigger})`);
+    else
+      deps.log.info(
+        `run ${runId} queued: ${refresh.instance}/${refresh.destination} refresh ${refresh.label} (${request.trigger}${force ? ', force' : ''}${reconcile ? ', reconcile' : ''}${dryRun ? ', dry run' : ''})`,
+      );
     if (created.created) {
       deps.log.record({
         connectorEvent: 'RunQueued',
