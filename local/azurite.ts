@@ -16,6 +16,11 @@ export interface AzuriteOptions {
   location?: string;
   /** The blob port; queue and table take the next two. Free ports when absent or 0. */
   basePort?: number;
+  /**
+   * In a process group of its own: a Ctrl-C on the terminal then reaches only the parent, which
+   * stops its hosts before it stops Azurite. The parent kills it when it exits.
+   */
+  detached?: boolean;
 }
 
 /** Azurite's own default ports, which `UseDevelopmentStorage=true` points at. */
@@ -49,7 +54,8 @@ export async function startAzurite(options: AzuriteOptions = {}): Promise<Azurit
     '127.0.0.1',
   ];
   if (options.debugLog) args.push('--debug', options.debugLog);
-  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'] });
+  const child = spawn(process.execPath, args, { stdio: ['ignore', 'pipe', 'pipe'], detached: options.detached ?? false });
+  if (options.detached) process.once('exit', () => child.kill('SIGKILL'));
   const ports = await new Promise<{ blob: number; queue: number; table: number }>((resolve, reject) => {
     const found: Record<string, number> = {};
     let output = '';

@@ -21,7 +21,7 @@ import { exportBlobDrop } from '../functions/exportBlobDrop';
 import { blobCreatedEvent } from './blobEvents';
 import { startAzurite, type AzuriteInstance } from './azurite';
 import { BrazeServer } from './brazeServer';
-import { functionContext, LocalFunctionApp, PROJECT_ROOT, readConfigFile, uploadExportDir } from './stack';
+import { functionContext, LocalFunctionApp, PROJECT_ROOT, readConfigFile, serveOnStorage, uploadExportDir } from './stack';
 import { lookUpUser, userQuerySchema } from '../shared/sync/userLookup';
 import { createConnector } from '../shared/sync/connector';
 
@@ -33,11 +33,13 @@ the queue-triggered functions until every run ends.
 
 Options:
   --export-dir DIR     a folder laid out like the export container (default: sample/export)
-  --config FILE        the mapping config (default: sample/config.json)
+  --config FILE        the mapping config (default: the file SYNC_CONFIG_FILE names, else
+                       sample/config.json)
   --trigger KIND       timer | http | blob: which function starts the run (default: timer)
   --force              send every profile in full and rebuild the delivered state (over http)
   --dry-run            read, map and diff, send nothing, leave the state alone, and print the
                        preview: what a real run would change in Braze and what it would cost
+  --destination NAME   only this destination of the config (over http)
   --reconcile          compare Braze's segment exports with the export and repair what drifted
                        (with --dry-run: only report the drift); the local Braze server exports
                        the config's segments by their membership attributes
@@ -49,7 +51,7 @@ Options:
                        starts nothing
   --approve RUN        a run the destination's guard held (status held) sends exactly what it
                        previewed; with AzureWebJobsStorage, where the held run is kept
-                       (UseDevelopmentStorage=true for npm run serve's)
+                       (a run of npm run serve: on its page or API)
   --cancel RUN         a held run ends with nothing sent and the delivered state unchanged
   --resume RUN         a halted run (Braze refused the key, or its host cannot be reached) sends
                        again, once the cause is fixed; with AzureWebJobsStorage
@@ -65,8 +67,10 @@ Environment:
                                send to this Braze instead of the local server
   EXPORT_CONTAINER             the container the export is uploaded to (default: customer-insights)
   any app setting of the README (BRAZE_RATE_LIMIT_RESERVE_SHARE, …)
-Exit code 0 when every row ended delivered, unchanged or rejected with a reason; 3 when a run
-was held by the destination's guard (nothing sent: approve or cancel it); 1 otherwise.`;
+Exit code 0 when every row of the runs this start's trigger started or met ended delivered,
+unchanged or rejected with a reason; 3 when a run was held by the destination's guard (nothing
+sent: approve or cancel it); 2 when a flag, setting or config is wrong (said before anything
+starts) or no run started; 1 otherwise.`;
 
 interface RunnerResult {
   exitCode: number;
@@ -90,7 +94,7 @@ const OPTIONS = {
   by: { type: 'string' },
   destination: { type: 'string' },
   status: { type: 'string' },
-  limit: { type: 'string', default: '20' },
+  limit: { type: 'string' },
   help: { type: 'boolean', default: false },
 } as const;
 
@@ -124,12 +128,17 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
     throw new InvalidInputError(`--timeout must be a number of seconds above 0, not "${values.timeout}"`);
   if (values.runs) return listRuns(env, { destination: values.destination, status: values.status, limit: values.limit }, values.json ?? false);
   if (values.user !== undefined) return findUser(env, values.user, { destination: values.destination, by: values.by, config: values.config });
+  // A flag of another mode is refused, not ignored: --status on a sync would seem to have done something.
+  if (values.status !== undefined || values.limit !== undefined)
+    throw new InvalidInputError(`${values.status !== undefined ? '--status' : '--limit'} goes with --runs`);
+  if (values.by !== undefined) throw new InvalidInputError('--by goes with --user');
   const decisions = (['approve', 'cancel', 'resume'] as const).filter((d) => values[d] !== undefined);
   if (decisions.length > 1) throw new InvalidInputError(`${decisions.map((d) => `--${d}`).join(' and ')} exclude each other`);
   const decision = decisions[0];
+  if (decision && values.destination !== undefined) throw new InvalidInputError(`--destination does not go with --${decision}: the run names its destination`);
   if (decision && !env.AzureWebJobsStorage)
     throw new InvalidInputError(
-      `--${decision} acts on a run kept in the storage AzureWebJobsStorage names (the in-memory Azurite of a plain npm start is gone when it exits); set it to that storage's connection string (UseDevelopmentStorage=true for npm run serve's)`,
+      `--${decision} acts on a run kept in the storage AzureWebJobsStorage names (the in-memory Azurite of a plain npm start is gone when it exits); set it to that storage's connection string (a run of npm run serve: on its page or API)`,
     );
   const dryRun = values['dry-run'] ?? false;
   const reconcile = values.reconcile ?? false;
@@ -137,7 +146,9 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
   if (values.trigger !== undefined && !(TRIGGERS as readonly string[]).includes(values.trigger))
     throw new InvalidInputError(`--trigger must be timer, http or blob, not "${values.trigger}"`);
   // Only a request has a body to carry these: each asks for --trigger http, which it implies.
-  const overHttp = [force && '--force', dryRun && '--dry-run', reconcile && '--reconcile'].filter((f): f is string => Boolean(f));
+  const overHttp = [force && '--force', dryRun && '--dry-run', reconcile && '--reconcile', values.destination !== undefined && '--destination'].filter(
+    (f): f is string => Boolean(f),
+  );
   if (overHttp.length && values.trigger !== undefined && values.trigger !== 'http')
     throw new InvalidInputError(
       `${overHttp.join(' and ')} go${overHttp.length > 1 ? '' : 'es'} with --trigger http (a request's body carries it), not --trigger ${values.trigger}`,
@@ -198,6 +209,19 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
     }
 
     app = new LocalFunctionApp({ env: settingsEnv, config, log });
+    if (env.AzureWebJobsStorage) {
+      // Its hosts and this start's would share the queues, and this start's batches would go to a
+      // Braze server that ends with it.
+      const served = await serveOnStorage(app.deps);
+      if (served)
+        throw new InvalidInputError(
+          `npm run serve is running on this storage (${served}): ${
+            decision
+              ? `${decision} the run on its page (${served}/?code=KEY) or POST ${served}/api/runs/${values[decision]}/${decision} with its function key (in its state folder's keys.json)`
+              : 'sync there (its page, or POST /api/sync), or stop it first'
+          }; a second set of hosts here would take its queue messages`,
+        );
+    }
     await app.start();
     if (decision) {
       const runId = values[decision]!;
@@ -216,13 +240,8 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
       return { exitCode: 0, runs: [] };
     }
     const before = new Set((await app.deps.runs.listRuns()).map((r) => r.runId));
-    if (reconcile)
-      await fireReconcile(
-        config.destinations.map((d) => d.name),
-        dryRun,
-        log,
-      );
-    else await fire(app, trigger, uploaded, force, dryRun, log);
+    if (reconcile) await fireReconcile(values.destination !== undefined ? [values.destination] : config.destinations.map((d) => d.name), dryRun, log);
+    else await fire(app, trigger, uploaded, { force, dryRun, destination: values.destination }, log);
     // This invocation's runs only: the ones its trigger started or met. Runs an earlier invocation
     // left in the same storage are none of its business.
     const runIds = [...new Set(requested.flatMap((r) => (r.runIds ? r.runIds.split(',') : [])))];
@@ -288,7 +307,7 @@ async function finish(
       `\nrun ${run.runId} is held by the destination's guard: ${run.heldReason}. Nothing was sent, the delivered state is unchanged.\n` +
         `  To send exactly the preview above: npm start -- --approve ${run.runId}   (or POST /api/runs/${run.runId}/approve)\n` +
         `  To end it with nothing sent:       npm start -- --cancel ${run.runId}    (or POST /api/runs/${run.runId}/cancel)\n` +
-        `  (with AzureWebJobsStorage set to the storage it is kept in: UseDevelopmentStorage=true for npm run serve's)`,
+        `  (with AzureWebJobsStorage set to the storage it is kept in)`,
     );
   }
   for (const run of runs.filter((r) => r.status === 'halted')) {
@@ -366,7 +385,14 @@ Drift found by run ${run.runId}${run.dryRun ? ' (dry run: nothing was repaired)'
 }
 
 /** Fires the timer, the blob-drop function per uploaded blob, or POST /api/sync. */
-async function fire(app: LocalFunctionApp, trigger: string, uploaded: string[], force: boolean, dryRun: boolean, log: Logger): Promise<void> {
+async function fire(
+  app: LocalFunctionApp,
+  trigger: string,
+  uploaded: string[],
+  body: { force: boolean; dryRun: boolean; destination?: string },
+  log: Logger,
+): Promise<void> {
+  const { force, dryRun, destination } = body;
   if (trigger === 'http') {
     // Through a real HTTP request, with the function key the host would demand.
     const functionKey = randomBytes(16).toString('hex');
@@ -376,11 +402,11 @@ async function fire(app: LocalFunctionApp, trigger: string, uploaded: string[], 
       const response = await fetch(`${url}/api/sync`, {
         method: 'POST',
         headers: { 'content-type': 'application/json', 'x-functions-key': functionKey },
-        body: JSON.stringify({ ...(force ? { force } : {}), ...(dryRun ? { dryRun } : {}) }),
+        body: JSON.stringify({ ...(force ? { force } : {}), ...(dryRun ? { dryRun } : {}), ...(destination !== undefined ? { destination } : {}) }),
       });
-      const body = (await response.json()) as { error?: string };
+      const answer = (await response.json()) as { error?: string };
       if (response.status !== 202 && response.status !== 409 && response.status !== 422)
-        throw new InvalidInputError(`POST /api/sync answered ${response.status}: ${body.error ?? JSON.stringify(body)}`);
+        throw new InvalidInputError(`POST /api/sync answered ${response.status}: ${answer.error ?? JSON.stringify(answer)}`);
     } finally {
       await host.stop();
     }
@@ -460,7 +486,8 @@ async function listRuns(env: NodeJS.ProcessEnv, filter: { destination?: string; 
 async function findUser(env: NodeJS.ProcessEnv, id: string, options: { destination?: string; by?: string; config?: string }): Promise<RunnerResult> {
   if (!env.AzureWebJobsStorage)
     throw new InvalidInputError('--user reads the delivered state of the storage AzureWebJobsStorage names; set it to a connection string');
-  const config = readConfigFile(path.resolve(options.config ?? path.join(PROJECT_ROOT, 'sample', 'config.json')));
+  const { file, source } = configFileOf(options.config, env);
+  const config = readConfigFile(file, source);
   const query = userQuerySchema.safeParse({ destination: options.destination ?? config.destinations[0].name, by: options.by });
   if (!query.success) throw new InvalidInputError(formatIssues('--user options', query.error));
   // Only storage is read: the Braze settings the connector insists on are stand-ins.
@@ -617,7 +644,8 @@ if (require.main === module) {
       console.error(message);
       // --json promises one document on stdout, failure included.
       if (process.argv.includes('--json')) console.log(JSON.stringify({ error: message }));
-      process.exitCode = 2;
+      // 2: what the user gave is wrong (said before anything started, or no run started); 1: the rest (a timeout, a failure).
+      process.exitCode = error instanceof InvalidInputError ? 2 : 1;
     });
 }
 

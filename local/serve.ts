@@ -7,7 +7,7 @@ import type { ServerResponse } from 'node:http';
 import { CronExpressionParser } from 'cron-parser';
 import { describeError, InvalidInputError } from '../shared/errors';
 import { segmentAttribute, type SyncConfig } from '../shared/config/syncConfig';
-import { loadAppSettings } from '../shared/config/settings';
+import { loadAppSettings, ncrontabAsCron } from '../shared/config/settings';
 import { runSummary, type RunRecord } from '../shared/runs/runRecord';
 import type { Logger } from '../shared/log';
 import { syncTimer } from '../functions/syncTimer';
@@ -17,7 +17,17 @@ import { blobCreatedEvent } from './blobEvents';
 import { AZURITE_DEFAULT_BASE_PORT, startAzurite, type AzuriteInstance } from './azurite';
 import { BrazeServer, type BrazeServerSnapshot } from './brazeServer';
 import { LocalHttpHost, send } from './httpHost';
-import { exportDirFiles, functionContext, sameAsBlob, LocalFunctionApp, PROJECT_ROOT, readConfigFile, uploadExportFile } from './stack';
+import {
+  exportDirFiles,
+  functionContext,
+  sameAsBlob,
+  SERVE_HEARTBEAT_BLOB,
+  SERVE_HEARTBEAT_STALE_MS,
+  LocalFunctionApp,
+  PROJECT_ROOT,
+  readConfigFile,
+  uploadExportFile,
+} from './stack';
 
 const USAGE = `Usage: npm run serve -- [options]
 
@@ -41,7 +51,7 @@ Environment: any app setting of the README; BRAZE_REST_ENDPOINT and BRAZE_API_KE
 Braze instead of the local server.`;
 
 const DEFAULT_PORT = 7071;
-/** How often the export folder is looked at; a file is uploaded once it stood still for one look. */
+/** How often the export folder is looked at; a file is uploaded once it stood still for two looks. */
 const WATCH_EVERY_MS = 1_000;
 /** How often the local Braze server's profiles are written to disk when they changed. */
 const SAVE_EVERY_MS = 2_000;
@@ -96,8 +106,8 @@ export class LocalServe {
   private http?: LocalHttpHost;
   private readonly timers: NodeJS.Timeout[] = [];
   private stopping = false;
-  /** What each file of the export folder looked like when last seen, and what was uploaded of it. */
-  private readonly seen = new Map<string, { size: number; mtimeMs: number; uploaded: boolean }>();
+  /** What each file of the export folder looked like when last seen, for how many looks, and whether it was uploaded as it is. */
+  private readonly seen = new Map<string, { size: number; mtimeMs: number; stillLooks: number; uploaded: boolean }>();
   private watching = Promise.resolve();
   private readonly runStatus = new Map<string, string>();
   private brazeSavedAt = -1;
@@ -150,7 +160,7 @@ export class LocalServe {
     }
 
     if (!this.env.AzureWebJobsStorage) {
-      this.azurite = await startAzurite({ location: path.join(stateDir, 'azurite'), basePort: port === 0 ? 0 : AZURITE_DEFAULT_BASE_PORT });
+      this.azurite = await startAzurite({ location: path.join(stateDir, 'azurite'), basePort: port === 0 ? 0 : AZURITE_DEFAULT_BASE_PORT, detached: true });
       settingsEnv.AzureWebJobsStorage = this.azurite.connectionString;
       this.log.info(`storage: Azurite, kept in ${path.join(stateDir, 'azurite')} (AzureWebJobsStorage="${this.azurite.connectionString}")`);
     } else this.log.info('storage: AzureWebJobsStorage');
@@ -176,6 +186,9 @@ export class LocalServe {
     });
     this.url = await this.http.start();
 
+    // Says it runs here, so npm start on the same storage does not start a second set of hosts.
+    await this.beat();
+    this.timers.push(setInterval(() => void this.beat(), SERVE_HEARTBEAT_STALE_MS / 4));
     await this.lookAtExport();
     this.timers.push(setInterval(() => void this.lookAtExport(), WATCH_EVERY_MS));
     this.timers.push(setInterval(() => void this.reportRuns(), 1_000));
@@ -193,10 +206,23 @@ export class LocalServe {
     for (const timer of this.timers) clearInterval(timer);
     await this.watching;
     await this.http?.stop();
+    await this.app?.deps.storage.stateContainer
+      .getBlobClient(SERVE_HEARTBEAT_BLOB)
+      .deleteIfExists()
+      .catch(() => undefined);
     await this.app?.stop();
     this.saveBraze(true);
     await this.braze?.stop();
     await this.azurite?.stop();
+  }
+
+  private async beat(): Promise<void> {
+    if (this.stopping || !this.app) return;
+    const text = JSON.stringify({ url: this.url, at: Date.now() });
+    await this.app.deps.storage.stateContainer
+      .getBlockBlobClient(SERVE_HEARTBEAT_BLOB)
+      .upload(text, Buffer.byteLength(text))
+      .catch((error: unknown) => this.log.warn(`serve: heartbeat not written: ${describeError(error)}`));
   }
 
   /** The function key and the local Braze server's API key, made once and kept with the state. */
@@ -212,7 +238,8 @@ export class LocalServe {
     if (!this.braze || (!force && this.braze.stats.requests === this.brazeSavedAt)) return;
     this.brazeSavedAt = this.braze.stats.requests;
     const file = this.brazeFile;
-    writeFileSync(`${file}.tmp`, JSON.stringify(this.braze.snapshot()));
+    // Profiles hold e-mail addresses and names: readable by their owner only.
+    writeFileSync(`${file}.tmp`, JSON.stringify(this.braze.snapshot()), { mode: 0o600 });
     // Renamed into place: a stop in the middle of a write leaves the last whole copy.
     renameSync(`${file}.tmp`, file);
   }
@@ -265,10 +292,15 @@ export class LocalServe {
         }
         const before = this.seen.get(name);
         const still = before !== undefined && before.size === stat.size && before.mtimeMs === stat.mtimeMs;
-        this.seen.set(name, { size: stat.size, mtimeMs: stat.mtimeMs, uploaded: still && before.uploaded });
-        if (still && !before.uploaded) ready.push(name);
+        const now = { size: stat.size, mtimeMs: stat.mtimeMs, stillLooks: still ? before.stillLooks + 1 : 0, uploaded: still && before.uploaded };
+        this.seen.set(name, now);
+        // Still for two looks (a copy that pauses for a moment is not taken half written).
+        if (!now.uploaded && now.stillLooks >= 2) ready.push(name);
       }
+      // model.json starts the run: it waits while any other file is still being written or uploaded.
+      const othersPending = files.some((name) => !name.endsWith('model.json') && !this.seen.get(name)?.uploaded && !ready.includes(name));
       for (const name of ready) {
+        if (name.endsWith('model.json') && othersPending) continue;
         try {
           if (!(await sameAsBlob(container, exportDir, name))) {
             await uploadExportFile(container, exportDir, name);
@@ -324,10 +356,15 @@ export class LocalServe {
   }
 }
 
-/** The next time an NCRONTAB expression fires, or an error naming the setting and the value. */
+/**
+ * The next time an NCRONTAB expression fires, read as the settings check reads it (names as
+ * numbers), in UTC as the host on Flex Consumption evaluates it.
+ */
 function nextOccurrence(setting: string, expression: string): Date {
+  const cron = ncrontabAsCron(expression);
   try {
-    return CronExpressionParser.parse(expression, { currentDate: new Date() }).next().toDate();
+    if (cron === undefined) throw new Error('not an NCRONTAB expression');
+    return CronExpressionParser.parse(cron, { currentDate: new Date(), tz: 'UTC' }).next().toDate();
   } catch (error) {
     throw new InvalidInputError(`${setting}: "${expression}" is not a schedule this host can follow (${(error as Error).message})`);
   }

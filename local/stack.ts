@@ -40,6 +40,24 @@ export function functionContext(
   });
 }
 
+/** Where `npm run serve` says it is running, in the state container of the storage it uses. */
+export const SERVE_HEARTBEAT_BLOB = 'local/serve.json';
+/** A heartbeat older than this is of a serve that stopped without saying so. */
+export const SERVE_HEARTBEAT_STALE_MS = 20_000;
+
+/** The base URL of an `npm run serve` running on this storage now, if one is. */
+export async function serveOnStorage(deps: ConnectorDeps): Promise<string | undefined> {
+  try {
+    const beat = JSON.parse((await deps.storage.stateContainer.getBlobClient(SERVE_HEARTBEAT_BLOB).downloadToBuffer()).toString('utf8')) as {
+      url: string;
+      at: number;
+    };
+    return Date.now() - beat.at < SERVE_HEARTBEAT_STALE_MS ? beat.url : undefined;
+  } catch {
+    return undefined;
+  }
+}
+
 export interface StackOptions {
   env: Record<string, string | undefined>;
   config?: SyncConfig;

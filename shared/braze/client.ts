@@ -19,7 +19,7 @@ import {
 import type { RateLimitPacer } from './pacer';
 import { readRateLimit } from './rateLimitHeaders';
 import { redactSecret } from './redact';
-import { exponentialBackoffStrategy, retryLoop, throttlingStrategy, type AttemptResult, type RetryStrategy } from './retry';
+import { exponentialBackoffStrategy, isEndpointFault, retryLoop, throttlingStrategy, unreachable, type AttemptResult, type RetryStrategy } from './retry';
 
 /** The Braze app settings; the reserve share belongs to the pacer, the key to its source. */
 export type BrazeClientOptions = Omit<AppSettings['braze'], 'rateLimitReserveShare' | 'apiKey' | 'apiKeySecretUri'>;
@@ -271,6 +271,9 @@ export class BrazeClient {
       try {
         response = await this.http.post<string>(BRAZE_EXPORT_SEGMENT_PATH, body, { headers: { Authorization: `Bearer ${key}` } });
       } catch (error) {
+        // A wrong host or port is said as such, not waited on as if the export were coming.
+        const code = (error as { code?: string }).code ?? '';
+        if (isEndpointFault(code)) throw unreachable(this.options.endpoint, code);
         throw new BrazeRetryableError(`${what} could not be asked for: ${this.redact((error as Error).message ?? String(error))}`, 0);
       }
       const parsed = parseBody(response.data);

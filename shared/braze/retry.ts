@@ -57,7 +57,7 @@ export function isEndpointFault(code: string): code is BrazeUnreachableError['co
 }
 
 /** What cannot be reached, named as a person fixes it: the host for a name, host and port for a refusal. */
-function unreachable(endpoint: string, code: BrazeUnreachableError['code']): BrazeUnreachableError {
+export function unreachable(endpoint: string, code: BrazeUnreachableError['code']): BrazeUnreachableError {
   const url = new URL(endpoint);
   if (code === 'ENOTFOUND') return new BrazeUnreachableError(`cannot resolve Braze host ${url.hostname} (ENOTFOUND)`, code);
   const port = url.port || (url.protocol === 'http:' ? '80' : '443');
@@ -95,9 +95,9 @@ export interface RetryLoopOptions<T> {
 /**
  * The one loop that sleeps. Strategies only decide. A delay that would run past the deadline
  * becomes a BrazeRetryableError carrying when to try again, so the caller can re-enqueue instead of
- * holding an instance. Retries that end — given up or out of time — with every attempt failed on
- * an endpoint fault become a BrazeUnreachableError instead: another invocation would meet the
- * same wrong host or port. An attempt that failed otherwise (an HTTP answer, a reset) shows that
+ * holding an instance. Retries given up (all of them spent) with every attempt failed on an
+ * endpoint fault become a BrazeUnreachableError instead: another invocation would meet the same
+ * wrong host or port. An attempt that failed otherwise (an HTTP answer, a reset) shows that
  * something is there, and the retries end as usual.
  */
 export async function retryLoop<T>(options: RetryLoopOptions<T>): Promise<T> {
@@ -121,8 +121,9 @@ export async function retryLoop<T>(options: RetryLoopOptions<T>): Promise<T> {
     const status = result.status ?? 0;
     const describe = result.transportError ? `${result.transportError.code}: ${result.transportError.message}` : `HTTP ${status}`;
     if (decision.kind === 'skip') return value;
-    const retriesEnd = decision.kind === 'giveUp' || nowMs + decision.delayMs > options.deadlineMs;
-    if (retriesEnd && fault !== undefined && onlyEndpointFaults) throw unreachable(options.endpoint, fault);
+    // Only retries given up on count: a budget that ends them early (late in a sender's time) may
+    // have seen a blip of a few seconds, and the batch comes back to meet the endpoint again.
+    if (decision.kind === 'giveUp' && fault !== undefined && onlyEndpointFaults) throw unreachable(options.endpoint, fault);
     if (decision.kind === 'giveUp') throw new BrazeRetryableError(`Braze request failed: ${decision.reason} (${describe})`, status, result.retryAtMs);
     if (nowMs + decision.delayMs > options.deadlineMs) {
       throw new BrazeRetryableError(

@@ -52,7 +52,9 @@ const NCRONTAB_FIELDS: NcrontabField[] = [
  * "NCRONTAB expressions"): the NCrontab library, six fields `{second} {minute} {hour} {day} {month}
  * {day-of-week}`, each a value, `*`, a range `a-b`, a list `a,b` or a step `/n`; months and days
  * also by English name, case-insensitive and abbreviated (NCrontab takes any prefix of the name);
- * days of the week 0-6, 0 being Sunday. The five-field cron found in most examples is not taken.
+ * days of the week 0-6, 0 being Sunday. The timer extension also reads five fields (no seconds),
+ * which the docs do not describe; refused here, with the six-field form to write instead, so an
+ * expression reads one way only.
  * "TimeSpan": `hh:mm:ss` only on an App Service plan; this app runs on Flex Consumption (infra/).
  *
  * cron-parser checks each field's values. What it takes beyond NCrontab is refused before it:
@@ -60,15 +62,31 @@ const NCRONTAB_FIELDS: NcrontabField[] = [
  * would read as `2-6` rather than as the wrap-around it looks like, and a step of 0.
  */
 function ncrontabProblem(expression: string): string | undefined {
+  const read = readNcrontab(expression);
+  return 'problem' in read ? read.problem : undefined;
+}
+
+/**
+ * A schedule as cron-parser reads it, the same six fields with names as numbers (cron-parser
+ * knows only three-letter names, NCrontab any prefix); undefined when the host would not take it.
+ */
+export function ncrontabAsCron(expression: string): string | undefined {
+  const read = readNcrontab(expression);
+  return 'cron' in read ? read.cron : undefined;
+}
+
+function readNcrontab(expression: string): { problem: string } | { cron: string } {
   const quoted = JSON.stringify(expression);
   const example = 'e.g. "0 */15 * * * *"';
   if (/^\d+(\.\d+)?:\d+(:\d+)?$/.test(expression.trim())) {
-    return `${quoted} is a TimeSpan, which Azure Functions takes only on an App Service plan, not on Flex Consumption where this app runs: use NCRONTAB, ${NCRONTAB_SHAPE}, ${example}`;
+    return {
+      problem: `${quoted} is a TimeSpan, which Azure Functions takes only on an App Service plan, not on Flex Consumption where this app runs: use NCRONTAB, ${NCRONTAB_SHAPE}, ${example}`,
+    };
   }
   const fields = expression.trim().split(/\s+/);
   if (fields.length !== NCRONTAB_FIELDS.length) {
     const hint = fields.length === 5 ? `not 5 (with the second first: ${JSON.stringify(`0 ${fields.join(' ')}`)})` : example;
-    return `${quoted} is not an NCRONTAB expression: ${NCRONTAB_SHAPE}, ${hint}`;
+    return { problem: `${quoted} is not an NCRONTAB expression: ${NCRONTAB_SHAPE}, ${hint}` };
   }
   const numeric: string[] = [];
   for (const [i, field] of NCRONTAB_FIELDS.entries()) {
@@ -76,9 +94,11 @@ function ncrontabProblem(expression: string): string | undefined {
     const value = numericField(fields[i], field);
     const backwards = value === undefined ? undefined : backwardsRange(value, field);
     if (backwards)
-      return `${quoted} is not an NCRONTAB expression: ${written} runs backwards; a range goes upwards, a wrap-around is two: ${JSON.stringify(backwards)}`;
+      return {
+        problem: `${quoted} is not an NCRONTAB expression: ${written} runs backwards; a range goes upwards, a wrap-around is two: ${JSON.stringify(backwards)}`,
+      };
     if (value === undefined || !fieldParses(value, i)) {
-      return `${quoted} is not an NCRONTAB expression: ${written} is not ${field.values}, *, a range (1-5), a list (1,3) or a step (*/5)`;
+      return { problem: `${quoted} is not an NCRONTAB expression: ${written} is not ${field.values}, *, a range (1-5), a list (1,3) or a step (*/5)` };
     }
     numeric.push(value);
   }
@@ -86,9 +106,9 @@ function ncrontabProblem(expression: string): string | undefined {
   try {
     CronExpressionParser.parse(numeric.join(' '));
   } catch (error) {
-    return `${quoted} never fires (${(error as Error).message})`;
+    return { problem: `${quoted} never fires (${(error as Error).message})` };
   }
-  return undefined;
+  return { cron: numeric.join(' ') };
 }
 
 /** The field with its names as numbers, as NCrontab reads them; undefined when it holds what NCrontab does not take. */

@@ -2,7 +2,7 @@ import { tmpdir } from 'node:os';
 import path from 'node:path';
 import { z } from 'zod';
 import type { DestinationConfig } from '../config/syncConfig';
-import { BrazeAuthError, BrazeRetryableError, InvalidInputError } from '../errors';
+import { BrazeAuthError, BrazeRetryableError, BrazeUnreachableError, InvalidInputError } from '../errors';
 import { exportRequestBlobName, viewBlobName } from '../runs/runBlobs';
 import type { RunRecord } from '../runs/runRecord';
 import type { UnitTotals } from '../runs/unitLedger';
@@ -47,7 +47,8 @@ export async function awaitSegmentExport(deps: ConnectorDeps, run: RunRecord, g:
   try {
     ticket = await exportTicket(deps, run, g, segment.brazeSegmentId, destination);
   } catch (error) {
-    if (error instanceof BrazeAuthError) throw new InvalidInputError(error.message);
+    // Waiting cannot mend a bad key or a wrong endpoint: the reconcile fails saying which (the next one asks again).
+    if (error instanceof BrazeAuthError || error instanceof BrazeUnreachableError) throw new InvalidInputError(error.message);
     if (error instanceof BrazeRetryableError) {
       const delayMs = Math.max(deps.settings.reconcile.pollMs, (error.retryAtMs ?? 0) - deps.clock.now());
       return { kind: 'wait', delayMs, reason: error.message };

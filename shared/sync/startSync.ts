@@ -87,8 +87,10 @@ async function syncRefreshes(deps: ConnectorDeps, request: SyncRequest): Promise
 /** A blob landed in the export container: sync the refresh it belongs to, if it is complete. */
 export async function requestSyncForBlob(deps: ConnectorDeps, blobName: string): Promise<SyncRequestOutcome> {
   const outcome = await syncBlob(deps, blobName);
-  // Another destination's blob says nothing worth a record.
-  return outcome.runs.length || outcome.problems.length ? recorded(deps, 'blob', outcome) : outcome;
+  // A record when the blob started or met a run, when no wait can mend its problem, or when it is
+  // the model.json that should have started one: not one per partition of an export still landing.
+  const worth = outcome.runs.length > 0 || outcome.problems.some((p) => !p.retryable) || (outcome.problems.length > 0 && blobName.endsWith('/model.json'));
+  return worth ? recorded(deps, 'blob', outcome) : outcome;
 }
 
 /** A problem as one line: where, and why no run started. */

@@ -293,6 +293,9 @@ describe('npm start: the local runner', () => {
     expect(refused(['--timeout', 'soon'])).toMatch(/--timeout must be a number of seconds above 0, not "soon"/);
     expect(refused(['--export-dir', '/no/such/export'])).toMatch(/--export-dir: no folder "\/no\/such\/export"/);
     expect(refused(['--frobnicate'])).toMatch(/Unknown option '--frobnicate'.*--help/);
+    // A flag of another mode is refused, not silently ignored.
+    expect(refused(['--status', 'completed'])).toMatch(/--status goes with --runs/);
+    expect(refused(['--destination', 'BrazeExport', '--trigger', 'blob'])).toMatch(/--destination goes with --trigger http/);
     // A broken SYNC_CONFIG_FILE is never replaced by the sample.
     expect(refused([], { SYNC_CONFIG_FILE: '/no/such/config.json' })).toMatch(/SYNC_CONFIG_FILE: no file "\/no\/such\/config.json"/);
     // A key without its endpoint is not dropped in favour of the local server.

@@ -1,4 +1,4 @@
-import { spawn, type ChildProcessWithoutNullStreams } from 'node:child_process';
+import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:child_process';
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
@@ -76,6 +76,16 @@ describe('npm run serve: the local product', () => {
       expect((await fetch(`${served.url}/api/runs`)).status).toBe(401);
       const page = await fetch(`${served.url}/?code=${served.key}`);
       expect({ status: page.status, type: page.headers.get('content-type') }).toEqual({ status: 200, type: 'text/html; charset=utf-8' });
+
+      // npm start on the same storage does not start hosts of its own beside serve's.
+      const storage = /AzureWebJobsStorage="([^"]+)"/.exec(served.output())![1];
+      const beside = spawnSync(process.execPath, [path.join(root, 'dist', 'local', 'runner.js'), '--resume', first[0].runId], {
+        env: { ...env, AzureWebJobsStorage: storage },
+        encoding: 'utf8',
+        timeout: 60_000,
+      });
+      expect(beside.status).toBe(2);
+      expect(beside.stderr).toContain(`npm run serve is running on this storage (${served.url}): resume the run on its page`);
 
       // One changed row: an incremental run sends that profile alone (her two rows: she is in both segments).
       const exportDir = path.join(stateDir, 'export');

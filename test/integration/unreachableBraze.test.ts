@@ -110,16 +110,14 @@ describe('a Braze endpoint that cannot be reached', () => {
   }, 120_000);
 
   it('halts the run when BRAZE_REST_ENDPOINT names a host that does not resolve, and a resume after the fix delivers everything', async () => {
-    // Where the machine's resolver cannot answer at all (EAI_AGAIN, offline), the name is not known
-    // to be wrong: that stays retryable (the unit tests), and this test has nothing to show.
+    // RFC 6761: a resolver answers NXDOMAIN for .invalid. A machine whose resolver cannot answer at
+    // all (EAI_AGAIN, offline) fails here rather than passing with nothing shown; the project's
+    // machines and CI answer ENOTFOUND.
     const resolverSays = await dns.lookup(MISSPELLED_HOST).then(
       () => 'resolved',
       (error: NodeJS.ErrnoException) => error.code,
     );
-    if (resolverSays !== 'ENOTFOUND') {
-      console.warn(`skipped: this machine's resolver answers ${resolverSays} for ${MISSPELLED_HOST}, not ENOTFOUND`);
-      return;
-    }
+    expect(resolverSays).toBe('ENOTFOUND');
     stack = await startTestStack({ azurite, env: { BRAZE_REST_ENDPOINT: MISSPELLED_HOST } });
     const profiles = makeProfiles(1, 900);
 
@@ -143,4 +141,17 @@ describe('a Braze endpoint that cannot be reached', () => {
     expectExactCounts(run);
     expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
   }, 120_000);
+  it('fails a reconcile at once when the endpoint refuses, naming host and port, instead of waiting for an export never asked for', async () => {
+    const port = await closedPort();
+    stack = await startTestStack({ azurite, env: { BRAZE_REST_ENDPOINT: `http://127.0.0.1:${port}`, RECONCILE_POLL_SECONDS: '1' } });
+    await writeRefresh(stack.app.deps.storage.exportContainer, makeProfiles(1, 20).values(), '2026/11/28/0600', 1, 'BrazeExport');
+    const started = Date.now();
+    const outcome = await requestSync(stack.app.deps, { trigger: 'http', reconcile: true });
+    expect(outcome.problems).toEqual([]);
+    const [run] = await stack.app.waitForRuns([outcome.runs[0].runId], { timeoutMs: HALTS_WITHIN_MS });
+    expect(Date.now() - started).toBeLessThan(HALTS_WITHIN_MS);
+    expect(run.status).toBe('failed');
+    expect(run.error).toContain(`cannot connect to Braze at 127.0.0.1:${port} (ECONNREFUSED`);
+    expectNoKeyAnywhere(run, TEST_API_KEY);
+  }, 60_000);
 });
