@@ -206,6 +206,16 @@ async function check(page, pageUrl, exportDir, scratch, expectedRows) {
   );
   say('an API error shows on the page');
 
+  // What the API echoes back is text, never markup: a destination named as an element shows as typed.
+  const markup = '<img src=x data-injected=1>';
+  await page.fill('#reconcile-destination', markup);
+  await clearMessages(page);
+  await page.click('#reconcile-form [data-action="reconcile"]');
+  await waitForText(page, '#messages .msg[data-kind="error"]', `destination "${markup}" is not configured`, 'a reconcile of a destination named as markup');
+  if (await page.locator('[data-injected]').count()) throw new CheckFailure('text from the API was rendered as HTML: an <img> element appeared on the page');
+  await page.fill('#reconcile-destination', '');
+  say('text from the API shows as text');
+
   const firstRun = await syncNow(page);
   const row = (runId) => `#runs tr[data-run-id="${runId}"]`;
   await waitForText(page, `${row(firstRun)} [data-testid="status"]`, 'completed', `the first run ${firstRun}`, RUN_MS);
