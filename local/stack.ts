@@ -170,7 +170,7 @@ export async function uploadExportFile(container: ContainerClient, dir: string, 
     return;
   }
   const text = repointLocations(readFileSync(file, 'utf8'), container.url);
-  await container.getBlockBlobClient(name).upload(text, Buffer.byteLength(text), { metadata });
+  await container.getBlockBlobClient(name).upload(text, Buffer.byteLength(text), { metadata: { ...metadata, pointsat: container.url } });
 }
 
 /** A file's MD5 in hex, streamed (partitions run to gigabytes). */
@@ -198,11 +198,16 @@ export async function uploadExportDir(deps: ConnectorDeps, dir: string): Promise
   return uploaded;
 }
 
-/** Whether the blob holds this file as it is now (by the MD5 its upload recorded). */
+/**
+ * Whether the blob holds this file as it is now (by the MD5 its upload recorded), and a model.json
+ * points at this container (storage kept on disk comes back on other ports with `--port 0`).
+ */
 export async function sameAsBlob(container: ContainerClient, dir: string, name: string): Promise<boolean> {
   const blob = container.getBlobClient(name);
   if (!(await blob.exists())) return false;
-  return (await blob.getProperties()).metadata?.sourcemd5 === (await fileMd5(path.join(dir, name)));
+  const metadata = (await blob.getProperties()).metadata ?? {};
+  if (name.endsWith('model.json') && metadata.pointsat !== container.url) return false;
+  return metadata.sourcemd5 === (await fileMd5(path.join(dir, name)));
 }
 
 /**

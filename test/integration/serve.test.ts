@@ -109,9 +109,25 @@ describe('npm run serve: the local product', () => {
       const kept = await runsWhen(served, (runs) => runs.length === 2);
       expect(kept.map((r) => r.runId).sort()).toEqual(second.map((r) => r.runId).sort());
       expect((await get<{ user: Record<string, unknown> }>(served, `/local/braze/users/${ANA}`)).body.user.loyalty_points).toBe(1600);
-      await new Promise((resolve) => setTimeout(resolve, 2_500));
-      expect(served.output()).not.toMatch(/^\S+ export: \S+ uploaded$/m);
+      await new Promise((resolve) => setTimeout(resolve, 3_500));
+      // The files are not written again; model.json is, pointed at this start's Azurite (its ports
+      // are new with --port 0), and meets the run its refresh already has.
+      expect(served.output()).not.toMatch(/^\S+ export: \S+\.csv uploaded$/m);
+      expect(served.output()).toMatch(/^\S+ export: \S+\/model\.json uploaded$/m);
       expect((await get<{ runs: RunRow[] }>(served, '/api/runs')).body.runs).toHaveLength(2);
+
+      // A reconcile after the restart reads the export where this start keeps it: no drift.
+      const asked = await fetch(`${served.url}/api/reconcile`, {
+        method: 'POST',
+        headers: { 'x-functions-key': served.key, 'content-type': 'application/json' },
+        body: JSON.stringify({ destination: 'BrazeExport' }),
+      });
+      expect(asked.status).toBe(202);
+      const reconcileId = ((await asked.json()) as { runId: string }).runId;
+      const reconciled = await runsWhen(served, (runs) => runs.some((r) => r.runId === reconcileId && r.status === 'completed'));
+      expect(reconciled.find((r) => r.runId === reconcileId)).toMatchObject({ rows: expect.objectContaining({ delivered: 0 }) });
+      const { body: detail } = await get<{ drift: { profiles: number } }>(served, `/api/runs/${reconcileId}`);
+      expect(detail.drift).toMatchObject({ profiles: 0 });
     } finally {
       await stop(served);
     }
