@@ -28,7 +28,8 @@ export function parseRequestBody<T>(text: string, schema: z.ZodType<T>): { ok: t
       return { ok: false, answer: { status: 400, jsonBody: { error: 'body is not valid JSON' } } };
     }
   }
-  const parsed = schema.safeParse(json);
+  // Request bodies carry names, flags and counts, no customer data: a bad value is shown as sent.
+  const parsed = schema.safeParse(json, { reportInput: true });
   if (!parsed.success) return { ok: false, answer: { status: 400, jsonBody: { error: formatIssues('request body', parsed.error) } } };
   return { ok: true, body: parsed.data };
 }

@@ -6,7 +6,7 @@ import { connector } from './connector';
 import { queryParams } from './httpAnswers';
 
 export async function runList(request: HttpRequest, _context: InvocationContext): Promise<HttpResponseInit> {
-  const parsed = runHistoryQuerySchema.safeParse(queryParams(request.query));
+  const parsed = runHistoryQuerySchema.safeParse(queryParams(request.query), { reportInput: true });
   if (!parsed.success) return { status: 400, jsonBody: { error: formatIssues('query', parsed.error) } };
   try {
     const deps = connector();

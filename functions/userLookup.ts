@@ -6,7 +6,7 @@ import { queryParams } from './httpAnswers';
 
 /** Where a user stands with a destination: GET /api/users/{id}?destination=…[&by=email|alias][&instance=…]. */
 export async function userLookup(request: HttpRequest, _context: InvocationContext): Promise<HttpResponseInit> {
-  const parsed = userQuerySchema.safeParse(queryParams(request.query));
+  const parsed = userQuerySchema.safeParse(queryParams(request.query), { reportInput: true });
   if (!parsed.success) return { status: 400, jsonBody: { error: formatIssues('query', parsed.error) } };
   // The host writes request URLs to its logs: an e-mail there would be PII in them.
   if (parsed.data.by === 'email')

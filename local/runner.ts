@@ -463,7 +463,7 @@ class ProgressLine {
  */
 async function listRuns(env: NodeJS.ProcessEnv, filter: { destination?: string; status?: string; limit?: string }, json: boolean): Promise<RunnerResult> {
   if (!env.AzureWebJobsStorage) throw new InvalidInputError('--runs reads the runs of the storage AzureWebJobsStorage names; set it to a connection string');
-  const query = runHistoryQuerySchema.safeParse({ destination: filter.destination, status: filter.status, limit: filter.limit });
+  const query = runHistoryQuerySchema.safeParse({ destination: filter.destination, status: filter.status, limit: filter.limit }, { reportInput: true });
   if (!query.success) throw new InvalidInputError(formatIssues('--runs options', query.error));
   const table = TableClient.fromConnectionString(env.AzureWebJobsStorage, env.RUNS_TABLE ?? 'brazeconnectorruns', { allowInsecureConnection: true });
   const store = new RunStore(table, systemClock);
@@ -488,7 +488,7 @@ async function findUser(env: NodeJS.ProcessEnv, id: string, options: { destinati
     throw new InvalidInputError('--user reads the delivered state of the storage AzureWebJobsStorage names; set it to a connection string');
   const { file, source } = configFileOf(options.config, env);
   const config = readConfigFile(file, source);
-  const query = userQuerySchema.safeParse({ destination: options.destination ?? config.destinations[0].name, by: options.by });
+  const query = userQuerySchema.safeParse({ destination: options.destination ?? config.destinations[0].name, by: options.by }, { reportInput: true });
   if (!query.success) throw new InvalidInputError(formatIssues('--user options', query.error));
   // Only storage is read: the Braze settings the connector insists on are stand-ins.
   const deps = createConnector({

@@ -71,6 +71,10 @@ describe('run history and reports over HTTP (function key)', () => {
     expect(((await (await get('/api/runs?status=halted')).json()) as { runs: unknown[] }).runs).toHaveLength(0);
     expect(((await (await get('/api/runs?destination=Nope')).json()) as { runs: unknown[] }).runs).toHaveLength(0);
     for (const bad of ['?limit=0', '?limit=x', '?status=sleeping', '?extra=1', '?cursor=bm9wZQ']) expect((await get(`/api/runs${bad}`)).status).toBe(400);
+    // The answer names the bad value and what is allowed; the function key as ?code= is no bad key.
+    const sleeping = (await (await get('/api/runs?status=sleeping')).json()) as { error: string };
+    expect(sleeping.error).toMatch(/status: must be one of .*"completed".* \(received "sleeping"\)/);
+    expect((await get('/api/runs?code=anything-the-host-checked')).status).toBe(200);
 
     const report = await get(`/api/runs/${runIds[2]}/rejects`);
     expect(report.status).toBe(200);

@@ -47,7 +47,8 @@ describe('npm start: the local runner', () => {
       expect(human.stdout).toMatch(/r-[0-9a-f]+ +completed +BrazeExport +refresh 2026\/11\/28\/0600 +rows 16 read/);
       const bad = spawnSync(process.execPath, [runner, '--runs', '--status', 'asleep'], { env: withStorage, encoding: 'utf8', timeout: 60_000 });
       expect(bad.status).toBe(2);
-      expect(bad.stderr).toMatch(/status/);
+      // The bad value and what is allowed.
+      expect(bad.stderr).toMatch(/status: must be one of .*"completed".* \(received "asleep"\)/);
       // Where a user of the sample stands (--user): GET /api/users/{id}'s answer.
       const user = spawnSync(process.execPath, [runner, '--user', '1c9a4e52-0b1f-4d7e-9a11-3f1e2d4c5b01'], {
         env: withStorage,
