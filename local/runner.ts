@@ -193,6 +193,17 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
       say('storage: Azurite (in memory)');
     } else {
       say('storage: AzureWebJobsStorage');
+      // Its hosts and this start's would share the queues, and this start's batches would go to a
+      // Braze server that ends with it.
+      const served = await serveOnStorage(createConnector({ env: settingsEnv, config }));
+      if (served)
+        throw new InvalidInputError(
+          `npm run serve is running on this storage (${served}): ${
+            decision
+              ? `${decision} the run on its page (${served}/?code=KEY) or POST ${served}/api/runs/${values[decision]}/${decision} with its function key (in its state folder's keys.json)`
+              : 'sync there (its page, or POST /api/sync), or stop it first'
+          }; a second set of hosts here would take its queue messages`,
+        );
     }
     if (localBraze) {
       const apiKey = `local-${Math.random().toString(36).slice(2)}`;
@@ -209,19 +220,6 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
     }
 
     app = new LocalFunctionApp({ env: settingsEnv, config, log });
-    if (env.AzureWebJobsStorage) {
-      // Its hosts and this start's would share the queues, and this start's batches would go to a
-      // Braze server that ends with it.
-      const served = await serveOnStorage(app.deps);
-      if (served)
-        throw new InvalidInputError(
-          `npm run serve is running on this storage (${served}): ${
-            decision
-              ? `${decision} the run on its page (${served}/?code=KEY) or POST ${served}/api/runs/${values[decision]}/${decision} with its function key (in its state folder's keys.json)`
-              : 'sync there (its page, or POST /api/sync), or stop it first'
-          }; a second set of hosts here would take its queue messages`,
-        );
-    }
     await app.start();
     if (decision) {
       const runId = values[decision]!;

@@ -2,6 +2,7 @@ import { spawn, spawnSync, type ChildProcessWithoutNullStreams } from 'node:chil
 import { existsSync, mkdtempSync, readdirSync, readFileSync, writeFileSync } from 'node:fs';
 import { tmpdir } from 'node:os';
 import path from 'node:path';
+import { waitFor } from '../helpers/expectations';
 
 const root = path.join(__dirname, '..', '..');
 const serveJs = path.join(root, 'dist', 'local', 'serve.js');
@@ -109,11 +110,13 @@ describe('npm run serve: the local product', () => {
       const kept = await runsWhen(served, (runs) => runs.length === 2);
       expect(kept.map((r) => r.runId).sort()).toEqual(second.map((r) => r.runId).sort());
       expect((await get<{ user: Record<string, unknown> }>(served, `/local/braze/users/${ANA}`)).body.user.loyalty_points).toBe(1600);
-      await new Promise((resolve) => setTimeout(resolve, 3_500));
       // The files are not written again; model.json is, pointed at this start's Azurite (its ports
-      // are new with --port 0), and meets the run its refresh already has.
+      // are new with --port 0), and meets the run its refresh already has. It goes last, after the
+      // CSV files were looked at.
+      const repointed = /^\S+ export: \S+\/model\.json uploaded$/m;
+      await waitFor(() => repointed.test(served.output()), 30_000, 200).catch(() => undefined);
+      expect(served.output()).toMatch(repointed);
       expect(served.output()).not.toMatch(/^\S+ export: \S+\.csv uploaded$/m);
-      expect(served.output()).toMatch(/^\S+ export: \S+\/model\.json uploaded$/m);
       expect((await get<{ runs: RunRow[] }>(served, '/api/runs')).body.runs).toHaveLength(2);
 
       // A reconcile after the restart reads the export where this start keeps it: no drift.
