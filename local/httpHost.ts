@@ -1,6 +1,6 @@
 import http from 'node:http';
 import type { AddressInfo } from 'node:net';
-import { HttpRequest, InvocationContext, type HttpHandler } from '@azure/functions';
+import { HttpRequest, type HttpHandler } from '@azure/functions';
 import { syncHttp } from '../functions/syncHttp';
 import { reconcileHttp } from '../functions/reconcileHttp';
 import { runStatus } from '../functions/runStatus';
@@ -12,7 +12,7 @@ import { runPreview } from '../functions/runPreview';
 import { runApprove } from '../functions/runApprove';
 import { runCancel } from '../functions/runCancel';
 import { statusPage } from '../functions/statusPage';
-import type { Logger } from '../shared/log';
+import { silentLogger, type Logger } from '../shared/log';
 import { functionContext } from './stack';
 
 interface Route {
@@ -38,22 +38,22 @@ const routes: Route[] = [
   { method: 'GET', pattern: /^\/(api\/ui)?$/, name: 'statusPage', handler: statusPage },
 ];
 
+export interface LocalHttpHostOptions {
+  /** 0 (the default) for a free port. */
+  port?: number;
+  /** Where the functions' `context.log` lines go; dropped when absent. */
+  log?: Logger;
+  /**
+   * Routes of the local stack itself (after the key check), tried when no function's route
+   * matches: answers whether it took the request.
+   */
+  localRoutes?: (method: string, url: URL, response: http.ServerResponse) => Promise<boolean>;
+}
+
 /**
  * What the Functions host does for the HTTP functions, without the host: routing and the function
  * key check (`x-functions-key` header or `?code=`), then the real handler.
  */
-export interface LocalHttpHostOptions {
-  /** 0 (the default) for a free port. */
-  port?: number;
-  /**
-   * Routes of the local stack itself (after the key check), tried before the functions': answers
-   * whether it took the request.
-   */
-  /** Where the functions' `context.log` lines go; dropped when absent. */
-  log?: Logger;
-  localRoutes?: (method: string, url: URL, response: http.ServerResponse) => Promise<boolean>;
-}
-
 export class LocalHttpHost {
   private readonly server: http.Server;
   url = '';
@@ -110,9 +110,7 @@ export class LocalHttpHost {
           params: Object.fromEntries(Object.entries(route.pattern.exec(url.pathname)?.groups ?? {}).map(([name, value]) => [name, decodeURIComponent(value)])),
           body: { string: Buffer.concat(chunks).toString('utf8') },
         }),
-        this.options.log
-          ? functionContext(route.name, this.options.log)
-          : new InvocationContext({ functionName: route.name, invocationId: `local-${Date.now()}`, logHandler: () => undefined }),
+        functionContext(route.name, this.options.log ?? silentLogger),
       );
       const init = result as { status?: number; jsonBody?: unknown; body?: unknown; headers?: Record<string, string> };
       if (init.body !== undefined && init.jsonBody === undefined) return await stream(response, init.status ?? 200, init.body, init.headers);

@@ -8,7 +8,7 @@ import { describeError, InvalidInputError } from '../shared/errors';
 import { TableClient } from '@azure/data-tables';
 import { systemClock } from '../shared/clock';
 import { formatIssues } from '../shared/errors';
-import { segmentAttribute } from '../shared/config/syncConfig';
+import { readSyncConfigFile } from '../shared/config/syncConfig';
 import { isTerminal, rowsAccountedFor, runProgress, runSummary, type RunRecord } from '../shared/runs/runRecord';
 import { loadAppSettings } from '../shared/config/settings';
 import type { ConnectorRecord } from '../shared/telemetry';
@@ -21,7 +21,7 @@ import { exportBlobDrop } from '../functions/exportBlobDrop';
 import { blobCreatedEvent } from './blobEvents';
 import { startAzurite, type AzuriteInstance } from './azurite';
 import { BrazeServer } from './brazeServer';
-import { functionContext, LocalFunctionApp, PROJECT_ROOT, readConfigFile, serveOnStorage, uploadExportDir } from './stack';
+import { configFileOf, functionContext, localBrazeSegments, LocalFunctionApp, PROJECT_ROOT, serveOnStorage, uploadExportDir } from './stack';
 import { lookUpUser, userQuerySchema } from '../shared/sync/userLookup';
 import { createConnector } from '../shared/sync/connector';
 
@@ -109,14 +109,6 @@ function parseFlags(argv: string[]) {
   }
 }
 
-/** The mapping config: --config, else the file SYNC_CONFIG_FILE names, else the sample's; a missing or broken one is an error naming it. */
-function configFileOf(flag: string | undefined, env: NodeJS.ProcessEnv): { file: string; source: string } {
-  const file = path.resolve(flag ?? (env.SYNC_CONFIG_FILE || path.join(PROJECT_ROOT, 'sample', 'config.json')));
-  const source = flag !== undefined ? '--config' : env.SYNC_CONFIG_FILE ? 'SYNC_CONFIG_FILE' : 'the sample config';
-  if (!existsSync(file) || !statSync(file).isFile()) throw new InvalidInputError(`${source}: no file "${file}"`);
-  return { file, source };
-}
-
 async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResult> {
   const values = parseFlags(argv);
   if (values.help) {
@@ -159,7 +151,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
   if (!decision && !(existsSync(exportDir) && statSync(exportDir).isDirectory()))
     throw new InvalidInputError(`${values['export-dir'] !== undefined ? '--export-dir' : 'the sample export'}: no folder "${exportDir}"`);
   const { file: configFile, source: configSource } = configFileOf(values.config, env);
-  const config = readConfigFile(configFile, configSource);
+  const config = readSyncConfigFile(configFile, configSource);
   const timeoutMs = timeoutSeconds * 1000;
   const quiet = values.json ?? false;
   // The trigger's outcome (the runs it started or met, and why others did not start) comes as a record.
@@ -207,9 +199,7 @@ async function main(argv: string[], env: NodeJS.ProcessEnv): Promise<RunnerResul
     }
     if (localBraze) {
       const apiKey = `local-${Math.random().toString(36).slice(2)}`;
-      // Braze's segments as CI's export asks for them: each defined by its membership attribute.
-      const segments = Object.fromEntries(config.destinations.flatMap((d) => d.segments.map((g) => [g.brazeSegmentId, segmentAttribute(g)])));
-      braze = new BrazeServer({ apiKey, segments });
+      braze = new BrazeServer({ apiKey, segments: localBrazeSegments(config) });
       settingsEnv.BRAZE_REST_ENDPOINT = await braze.start();
       settingsEnv.BRAZE_API_KEY = apiKey;
       // The local server's exports are ready in a moment; Braze's take minutes.
@@ -319,41 +309,44 @@ async function finish(
   return { exitCode: ok ? 0 : held.length > 0 ? 3 : 1, runs };
 }
 
-/** POST /api/runs/{id}/approve, /cancel or /resume, through the local HTTP host with a function key. */
-async function decideRun(decision: 'approve' | 'cancel' | 'resume', runId: string, log: Logger): Promise<void> {
+/**
+ * POSTs to the local HTTP host, started for the calls and stopped after, with the function key the
+ * host would demand; an answer outside `accepted` is an error naming the route and what it said.
+ */
+async function postThroughHost(log: Logger, calls: { route: string; body?: unknown }[], accepted: (status: number) => boolean): Promise<void> {
   const functionKey = randomBytes(16).toString('hex');
   const host = new LocalHttpHost(functionKey, { log });
   const url = await host.start();
   try {
-    const response = await fetch(`${url}/api/runs/${encodeURIComponent(runId)}/${decision}`, { method: 'POST', headers: { 'x-functions-key': functionKey } });
-    const body = (await response.json()) as { error?: string };
-    if (response.status >= 300)
-      throw new InvalidInputError(`POST /api/runs/${runId}/${decision} answered ${response.status}: ${body.error ?? JSON.stringify(body)}`);
+    for (const { route, body } of calls) {
+      const response = await fetch(`${url}${route}`, {
+        method: 'POST',
+        headers: { 'content-type': 'application/json', 'x-functions-key': functionKey },
+        ...(body === undefined ? {} : { body: JSON.stringify(body) }),
+      });
+      const answer = (await response.json()) as { error?: string };
+      if (!accepted(response.status)) throw new InvalidInputError(`POST ${route} answered ${response.status}: ${answer.error ?? JSON.stringify(answer)}`);
+    }
   } finally {
     await host.stop();
   }
 }
 
-/** POST /api/reconcile per destination, through the local HTTP host with a function key. */
-async function fireReconcile(destinations: string[], dryRun: boolean, log: Logger): Promise<void> {
-  const functionKey = randomBytes(16).toString('hex');
-  const host = new LocalHttpHost(functionKey, { log });
-  const url = await host.start();
-  try {
-    for (const destination of destinations) {
-      const response = await fetch(`${url}/api/reconcile`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'x-functions-key': functionKey },
-        body: JSON.stringify({ destination, ...(dryRun ? { dryRun } : {}) }),
-      });
-      const body = (await response.json()) as { runs?: { runId: string }[]; error?: string };
-      // 409/422 name why no run started; the trigger's record carries them to the caller.
-      if (response.status !== 202 && response.status !== 409 && response.status !== 422)
-        throw new InvalidInputError(`POST /api/reconcile answered ${response.status}: ${body.error ?? JSON.stringify(body)}`);
-    }
-  } finally {
-    await host.stop();
-  }
+/** A sync or reconcile that started no run answers 409/422 naming why; the trigger's record carries it to the caller. */
+const startedOrSaidWhy = (status: number) => status === 202 || status === 409 || status === 422;
+
+/** POST /api/runs/{id}/approve, /cancel or /resume. */
+function decideRun(decision: 'approve' | 'cancel' | 'resume', runId: string, log: Logger): Promise<void> {
+  return postThroughHost(log, [{ route: `/api/runs/${encodeURIComponent(runId)}/${decision}` }], (status) => status < 300);
+}
+
+/** POST /api/reconcile per destination. */
+function fireReconcile(destinations: string[], dryRun: boolean, log: Logger): Promise<void> {
+  return postThroughHost(
+    log,
+    destinations.map((destination) => ({ route: '/api/reconcile', body: { destination, ...(dryRun ? { dryRun } : {}) } })),
+    startedOrSaidWhy,
+  );
 }
 
 interface Drift {
@@ -393,21 +386,8 @@ async function fire(
   const { force, dryRun, destination } = body;
   if (trigger === 'http') {
     // Through a real HTTP request, with the function key the host would demand.
-    const functionKey = randomBytes(16).toString('hex');
-    const host = new LocalHttpHost(functionKey, { log });
-    const url = await host.start();
-    try {
-      const response = await fetch(`${url}/api/sync`, {
-        method: 'POST',
-        headers: { 'content-type': 'application/json', 'x-functions-key': functionKey },
-        body: JSON.stringify({ ...(force ? { force } : {}), ...(dryRun ? { dryRun } : {}), ...(destination !== undefined ? { destination } : {}) }),
-      });
-      const answer = (await response.json()) as { error?: string };
-      if (response.status !== 202 && response.status !== 409 && response.status !== 422)
-        throw new InvalidInputError(`POST /api/sync answered ${response.status}: ${answer.error ?? JSON.stringify(answer)}`);
-    } finally {
-      await host.stop();
-    }
+    const body = { ...(force ? { force } : {}), ...(dryRun ? { dryRun } : {}), ...(destination !== undefined ? { destination } : {}) };
+    await postThroughHost(log, [{ route: '/api/sync', body }], startedOrSaidWhy);
     return;
   }
   if (trigger === 'blob') {
@@ -485,7 +465,7 @@ async function findUser(env: NodeJS.ProcessEnv, id: string, options: { destinati
   if (!env.AzureWebJobsStorage)
     throw new InvalidInputError('--user reads the delivered state of the storage AzureWebJobsStorage names; set it to a connection string');
   const { file, source } = configFileOf(options.config, env);
-  const config = readConfigFile(file, source);
+  const config = readSyncConfigFile(file, source);
   const query = userQuerySchema.safeParse({ destination: options.destination ?? config.destinations[0].name, by: options.by }, { reportInput: true });
   if (!query.success) throw new InvalidInputError(formatIssues('--user options', query.error));
   // Only storage is read: the Braze settings the connector insists on are stand-ins.

@@ -6,7 +6,7 @@ import { randomBytes } from 'node:crypto';
 import type { ServerResponse } from 'node:http';
 import { CronExpressionParser } from 'cron-parser';
 import { describeError, InvalidInputError } from '../shared/errors';
-import { segmentAttribute, type SyncConfig } from '../shared/config/syncConfig';
+import { readSyncConfigFile, type SyncConfig } from '../shared/config/syncConfig';
 import { loadAppSettings, ncrontabAsCron } from '../shared/config/settings';
 import { runSummary, type RunRecord } from '../shared/runs/runRecord';
 import type { Logger } from '../shared/log';
@@ -18,14 +18,15 @@ import { AZURITE_DEFAULT_BASE_PORT, startAzurite, type AzuriteInstance } from '.
 import { BrazeServer, type BrazeServerSnapshot } from './brazeServer';
 import { LocalHttpHost, send } from './httpHost';
 import {
+  changedFile,
+  configFileOf,
   exportDirFiles,
   functionContext,
-  sameAsBlob,
-  SERVE_HEARTBEAT_BLOB,
-  SERVE_HEARTBEAT_STALE_MS,
+  localBrazeSegments,
   LocalFunctionApp,
   PROJECT_ROOT,
-  readConfigFile,
+  SERVE_HEARTBEAT_BLOB,
+  SERVE_HEARTBEAT_STALE_MS,
   uploadExportFile,
 } from './stack';
 
@@ -60,6 +61,8 @@ export interface ServeOptions {
   stateDir: string;
   exportDir: string;
   configFile: string;
+  /** What named it (a flag, SYNC_CONFIG_FILE or the sample), for an error. */
+  configSource: string;
   port: number;
 }
 
@@ -85,12 +88,11 @@ export function parseServeArgs(argv: string[], env: NodeJS.ProcessEnv): ServeOpt
   const port = values.port === undefined ? DEFAULT_PORT : Number(values.port);
   if (!Number.isInteger(port) || port < 0 || port > 65535) throw new InvalidInputError(`--port must be a port number 0-65535, not "${values.port}"`);
   const stateDir = path.resolve(values.state ?? path.join(PROJECT_ROOT, '.local'));
-  const configFile = path.resolve(values.config ?? (env.SYNC_CONFIG_FILE || path.join(PROJECT_ROOT, 'sample', 'config.json')));
-  if (!existsSync(configFile)) throw new InvalidInputError(`${values.config ? '--config' : 'SYNC_CONFIG_FILE'}: no file "${configFile}"`);
+  const { file: configFile, source: configSource } = configFileOf(values.config, env);
   const exportDir = path.resolve(values['export-dir'] ?? path.join(stateDir, 'export'));
   if (values['export-dir'] !== undefined && !(existsSync(exportDir) && statSync(exportDir).isDirectory()))
     throw new InvalidInputError(`--export-dir: no folder "${exportDir}"`);
-  return { stateDir, exportDir, configFile, port };
+  return { stateDir, exportDir, configFile, configSource, port };
 }
 
 interface Kept {
@@ -125,8 +127,8 @@ export class LocalServe {
   }
 
   async start(): Promise<void> {
-    const { stateDir, exportDir, configFile, port } = this.options;
-    const config = readConfigFile(configFile, this.env.SYNC_CONFIG_FILE ? 'SYNC_CONFIG_FILE' : '--config');
+    const { stateDir, exportDir, configFile, configSource, port } = this.options;
+    const config = readSyncConfigFile(configFile, configSource);
 
     const settingsEnv: Record<string, string | undefined> = {
       ...this.env,
@@ -165,8 +167,7 @@ export class LocalServe {
       this.log.info(`storage: Azurite, kept in ${path.join(stateDir, 'azurite')} (AzureWebJobsStorage="${this.azurite.connectionString}")`);
     } else this.log.info('storage: AzureWebJobsStorage');
     if (localBraze) {
-      const segments = Object.fromEntries(config.destinations.flatMap((d) => d.segments.map((g) => [g.brazeSegmentId, segmentAttribute(g)])));
-      this.braze = new BrazeServer({ apiKey: kept.brazeApiKey, segments });
+      this.braze = new BrazeServer({ apiKey: kept.brazeApiKey, segments: localBrazeSegments(config) });
       if (existsSync(this.brazeFile)) this.braze.restore(JSON.parse(readFileSync(this.brazeFile, 'utf8')) as BrazeServerSnapshot);
       settingsEnv.BRAZE_REST_ENDPOINT = await this.braze.start();
       this.brazeSavedAt = this.braze.stats.requests;
@@ -302,8 +303,9 @@ export class LocalServe {
       for (const name of ready) {
         if (name.endsWith('model.json') && othersPending) continue;
         try {
-          if (!(await sameAsBlob(container, exportDir, name))) {
-            await uploadExportFile(container, exportDir, name);
+          const md5 = await changedFile(container, exportDir, name);
+          if (md5 !== undefined) {
+            await uploadExportFile(container, exportDir, name, md5);
             this.log.info(`export: ${name} uploaded`);
             await exportBlobDrop(await blobCreatedEvent(container, name), functionContext('exportBlobDrop', this.log));
           }

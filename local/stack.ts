@@ -1,10 +1,12 @@
 import { createHash } from 'node:crypto';
-import { createReadStream, readdirSync, readFileSync, statSync } from 'node:fs';
+import { createReadStream, existsSync, readdirSync, readFileSync, statSync } from 'node:fs';
 import type { ContainerClient } from '@azure/storage-blob';
 import path from 'node:path';
 import { InvocationContext } from '@azure/functions';
-import { readSyncConfigFile, type SyncConfig } from '../shared/config/syncConfig';
+import { segmentAttribute, type SyncConfig } from '../shared/config/syncConfig';
+import { isNotFound } from '../shared/storage/storageErrors';
 import { loadAppSettings } from '../shared/config/settings';
+import { InvalidInputError } from '../shared/errors';
 import type { Logger } from '../shared/log';
 import { createConnector, ensureReady } from '../shared/sync/connector';
 import type { ConnectorDeps } from '../shared/runs/connectorDeps';
@@ -160,11 +162,12 @@ export function exportDirFiles(dir: string): string[] {
 
 /**
  * Uploads one file of an export folder to its blob; a model.json is re-pointed at the container.
- * The file's own MD5 goes into the blob's metadata, so a later look can tell whether it changed.
+ * The file's own MD5 (from changedFile) goes into the blob's metadata, so a later look can tell
+ * whether it changed.
  */
-export async function uploadExportFile(container: ContainerClient, dir: string, name: string): Promise<void> {
+export async function uploadExportFile(container: ContainerClient, dir: string, name: string, md5: string): Promise<void> {
   const file = path.join(dir, name);
-  const metadata = { sourcemd5: await fileMd5(file) };
+  const metadata = { sourcemd5: md5 };
   if (!name.endsWith('model.json')) {
     await container.getBlockBlobClient(name).uploadFile(file, { metadata });
     return;
@@ -191,23 +194,30 @@ export async function uploadExportDir(deps: ConnectorDeps, dir: string): Promise
   await container.createIfNotExists();
   const uploaded: string[] = [];
   for (const name of exportDirFiles(dir)) {
-    if (await sameAsBlob(container, dir, name)) continue;
-    await uploadExportFile(container, dir, name);
+    const md5 = await changedFile(container, dir, name);
+    if (md5 === undefined) continue;
+    await uploadExportFile(container, dir, name, md5);
     uploaded.push(name);
   }
   return uploaded;
 }
 
 /**
- * Whether the blob holds this file as it is now (by the MD5 its upload recorded), and a model.json
- * points at this container (storage kept on disk comes back on other ports with `--port 0`).
+ * The file's MD5 when its blob does not hold it as it is now (by the MD5 its upload recorded), or
+ * a model.json does not point at this container (storage kept on disk comes back on other ports
+ * with `--port 0`); undefined when the blob is the file. Hashed once, for the upload to record.
  */
-export async function sameAsBlob(container: ContainerClient, dir: string, name: string): Promise<boolean> {
-  const blob = container.getBlobClient(name);
-  if (!(await blob.exists())) return false;
-  const metadata = (await blob.getProperties()).metadata ?? {};
-  if (name.endsWith('model.json') && metadata.pointsat !== container.url) return false;
-  return metadata.sourcemd5 === (await fileMd5(path.join(dir, name)));
+export async function changedFile(container: ContainerClient, dir: string, name: string): Promise<string | undefined> {
+  const md5 = await fileMd5(path.join(dir, name));
+  let metadata: Record<string, string>;
+  try {
+    metadata = (await container.getBlobClient(name).getProperties()).metadata ?? {};
+  } catch (error) {
+    if (isNotFound(error)) return md5;
+    throw error;
+  }
+  if (name.endsWith('model.json') && metadata.pointsat !== container.url) return md5;
+  return metadata.sourcemd5 === md5 ? undefined : md5;
 }
 
 /**
@@ -232,7 +242,15 @@ function repointLocations(text: string, containerUrl: string): string {
   return JSON.stringify(model, null, 2);
 }
 
-/** The mapping config of a file; `setting` is what named it (a flag or SYNC_CONFIG_FILE), for the error. */
-export function readConfigFile(file: string, setting = '--config'): SyncConfig {
-  return readSyncConfigFile(file, setting);
+/** The mapping config: --config, else the file SYNC_CONFIG_FILE names, else the sample's; a missing or broken one is an error naming it. */
+export function configFileOf(flag: string | undefined, env: NodeJS.ProcessEnv): { file: string; source: string } {
+  const file = path.resolve(flag ?? (env.SYNC_CONFIG_FILE || path.join(PROJECT_ROOT, 'sample', 'config.json')));
+  const source = flag !== undefined ? '--config' : env.SYNC_CONFIG_FILE ? 'SYNC_CONFIG_FILE' : 'the sample config';
+  if (!existsSync(file) || !statSync(file).isFile()) throw new InvalidInputError(`${source}: no file "${file}"`);
+  return { file, source };
+}
+
+/** The local Braze server's segments as CI's export asks for them: each defined by its membership attribute. */
+export function localBrazeSegments(config: SyncConfig): Record<string, string> {
+  return Object.fromEntries(config.destinations.flatMap((d) => d.segments.map((g) => [g.brazeSegmentId, segmentAttribute(g)])));
 }

@@ -113,10 +113,9 @@ export async function whyNoExport(container: ContainerClient, destination: Desti
   if (instances.length === 0) {
     return `${where}: it holds no CustomerInsights_* folder (it holds ${top.slice(0, 5).join(', ')}${top.length > 5 ? ', …' : ''}); CI writes CustomerInsights_<instance>/<destination>/model.json, so upload the folder that holds the CustomerInsights_* folders`;
   }
-  const holding: string[] = [];
-  for (const instance of instances)
-    if (await container.getBlobClient(modelJsonPath({ instance, destination: destination.name })).exists()) holding.push(instance);
-  if (destination.instance && holding.length) {
+  // The instances that do hold this destination's model.json, as discovery without the filter finds them.
+  const holding = destination.instance ? (await discoverExports(container, { ...destination, instance: undefined })).map((l) => l.instance) : [];
+  if (holding.length) {
     return `${where}: the destination's "instance" is ${destination.instance}, and ${destination.name}/model.json is under ${holding.join(', ')} (set "instance" to that folder's name, or leave it out to take every instance)`;
   }
   const destinations = new Set<string>();
