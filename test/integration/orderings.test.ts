@@ -158,9 +158,11 @@ async function runSequence(stack: TestStack, scenario: { refreshes: RefreshShape
       const lock = modelJsonPath ? await deps.destinations.activeRun(modelJsonPath) : undefined;
       // A run cannot move while the host it needs is stopped, nor behind a run that waits for a
       // person (unless it is newer, and takes over) or for a stopped host.
+      // A run resumed before its enqueue ended is `sending` (its guard was passed) while its
+      // reading goes on in the run worker.
       const hostless = (r: RunRecord) =>
         (stopped.has('send') && r.status === 'sending') ||
-        (stopped.has('run') && (r.status === 'queued' || r.status === 'enqueuing' || r.status === 'finalizing'));
+        (stopped.has('run') && (r.status === 'queued' || r.status === 'enqueuing' || r.status === 'finalizing' || (r.status === 'sending' && !r.enqueueDone)));
       const holder = all.find((r) => r.runId === lock);
       const behind = (r: RunRecord) =>
         r.status === 'queued' &&
