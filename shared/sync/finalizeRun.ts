@@ -1,7 +1,7 @@
 import { encodeMessage } from '../queue/messages';
 import { composeRejectsReport } from '../runs/rejectsReport';
 import { deleteWorkingBlobs, mapPartName, newToken, sentBlobName, shardPartName } from '../runs/runBlobs';
-import { refreshTimeOf, statusAfter, type RunRecord } from '../runs/runRecord';
+import { isTerminal, refreshTimeOf, statusAfter, type RunRecord } from '../runs/runRecord';
 import type { UnitRecord } from '../runs/unitLedger';
 import {
   loadUndelivered,
@@ -42,6 +42,17 @@ export async function requestFinalizeIfComplete(deps: ConnectorDeps, runId: stri
     return;
   }
   if (isRunComplete(run)) await sendToQueue(deps.storage.runQueue, encodeMessage({ kind: 'finalizeRun', runId }));
+}
+
+/**
+ * A copy of a reading message (a start, a step) that finds the run's reading ended: the worker that
+ * ended it may have failed or died before the finalize it owed was on the queue, or inside the
+ * finalizer it ran itself (a run with nothing to send). This copy is that message's retry, and the
+ * only ask before the timer's sweep, so it asks again; a finalizer still at work keeps its lease,
+ * and the request comes back when the lease ends.
+ */
+export async function finalizeIfReadingEnded(deps: ConnectorDeps, run: RunRecord): Promise<void> {
+  if (!isTerminal(run.status) && isRunComplete(run)) await requestFinalizeIfComplete(deps, run.runId);
 }
 
 /**
@@ -163,6 +174,21 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
     return claim.run;
   }
 
+  try {
+    return await finish(deps, run, owner);
+  } catch (error) {
+    // A finalizer that fails, rather than dies, lets go of the run at once: the queue's retry of its
+    // message need not wait out the lease.
+    await deps.runs
+      .update(runId, (current) => (current.leaseOwner === owner && current.status === 'finalizing' ? { leaseOwner: undefined, leaseUntil: undefined } : undefined))
+      .catch(() => undefined);
+    throw error;
+  }
+}
+
+/** The finalizer's work, holding the run's lease. */
+async function finish(deps: ConnectorDeps, run: RunRecord, owner: string): Promise<RunRecord> {
+  const runId = run.runId;
   return holdingLease(deps, runId, owner, async (signal) => {
     const batchTokens = await deps.batches.partsTokens(runId);
     const shardUnits = await deps.units.list(runId, 'shard');

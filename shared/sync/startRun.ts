@@ -4,6 +4,7 @@ import { isTerminal } from '../runs/runRecord';
 import { partitionList, readSources, refreshBytes, runDestination } from '../runs/runSources';
 import { readPreviousState, shardCountFor } from '../state/deliveredState';
 import { claimDestination } from './claimDestination';
+import { finalizeIfReadingEnded } from './finalizeRun';
 import { advance } from './readingPlan';
 import { stateBaseText } from './stateBase';
 
@@ -26,7 +27,11 @@ export async function startRun(deps: ConnectorDeps, runId: string, lookAt?: numb
     deps.log.warn(`run ${runId} does not exist; message dropped`);
     return { kind: 'done' };
   }
-  if (isTerminal(run.status) || run.status === 'finalizing' || run.enqueueDone) return { kind: 'done' };
+  if (isTerminal(run.status)) return { kind: 'done' };
+  if (run.status === 'finalizing' || run.enqueueDone) {
+    await finalizeIfReadingEnded(deps, run);
+    return { kind: 'done' };
+  }
   // Wakes, sweeps and triggers each send a start: of the copies a waiting run has, the one that
   // looked last keeps looking; the others stop, instead of multiplying while it waits for days.
   if (lookAt !== undefined && run.status === 'queued' && run.lookedAt !== undefined && Date.parse(run.lookedAt) > lookAt) return { kind: 'done' };

@@ -4,6 +4,7 @@ import { newToken } from '../runs/runBlobs';
 import { isTerminal, type RunRecord } from '../runs/runRecord';
 import type { UnitKind, UnitTotals } from '../runs/unitLedger';
 import { failRun } from './failRun';
+import { finalizeIfReadingEnded } from './finalizeRun';
 import { holdingUnit } from './lease';
 import { advance, phaseDone } from './readingPlan';
 import { READER_SLOT_RETRY_MS } from './readerSlots';
@@ -38,7 +39,11 @@ const stepKinds: { [K in UnitKind]: StepKind<never> } = {
  */
 export async function runStep(deps: ConnectorDeps, runId: string, kind: UnitKind, index: number): Promise<RunStepResult> {
   const run = await deps.runs.get(runId);
-  if (!run || isTerminal(run.status) || run.status === 'finalizing' || run.enqueueDone) return { kind: 'done' };
+  if (!run || isTerminal(run.status)) return { kind: 'done' };
+  if (run.status === 'finalizing' || run.enqueueDone) {
+    await finalizeIfReadingEnded(deps, run);
+    return { kind: 'done' };
+  }
   // A step exists only in its run's plan: a copy that comes before the run is planned (a stray,
   // a late duplicate) would read against no shards at all. The run's start sends its steps.
   if (run.status === 'queued' || run.shards === 0) {
