@@ -180,7 +180,9 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
     // A finalizer that fails, rather than dies, lets go of the run at once: the queue's retry of its
     // message need not wait out the lease.
     await deps.runs
-      .update(runId, (current) => (current.leaseOwner === owner && current.status === 'finalizing' ? { leaseOwner: undefined, leaseUntil: undefined } : undefined))
+      .update(runId, (current) =>
+        current.leaseOwner === owner && current.status === 'finalizing' ? { leaseOwner: undefined, leaseUntil: undefined } : undefined,
+      )
       .catch(() => undefined);
     throw error;
   }
