@@ -10,7 +10,7 @@ import type { UnitRecord } from '../runs/unitLedger';
 import { readSources, runDestination } from '../runs/runSources';
 import { wakeWaiting } from './claimDestination';
 import { failRun } from './failRun';
-import { finalizeRun, requestFinalizeIfComplete } from './finalizeRun';
+import { finalizeIfReadingEnded, finalizeRun, requestFinalizeIfComplete } from './finalizeRun';
 import { releaseStaged } from './heldRuns';
 import { guardVerdict, type RunChange } from './massChangeGuard';
 import { stateBaseProfiles } from './stateBase';
@@ -74,7 +74,9 @@ export async function completeReading(deps: ConnectorDeps, planned: RunRecord): 
           event: 'enqueueDone',
         },
   );
-  if (!changed) return;
+  // Another copy ended the reading first; should its worker have failed before it asked for the
+  // finalize (or inside the one it ran), this copy asks.
+  if (!changed) return finalizeIfReadingEnded(deps, run);
   if (drift) await reportDrift(deps, run, drift);
   deps.log.info(
     `run ${runId}: read ${totals.rowsRead} rows; ${totals.usersEnqueued} profiles to send (${totals.exitsEnqueued} leaving), ${totals.rowsSkippedUnchanged} rows unchanged, ${totals.rowsRejectedInput} rejected; ${totals.batchesEnqueued} batches from ${run.shards} shards${stateFallback ? '; the delivered state was of an older format: everything was sent in full' : ''}`,

@@ -174,23 +174,6 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
     return claim.run;
   }
 
-  try {
-    return await finish(deps, run, owner);
-  } catch (error) {
-    // A finalizer that fails, rather than dies, lets go of the run at once: the queue's retry of its
-    // message need not wait out the lease.
-    await deps.runs
-      .update(runId, (current) =>
-        current.leaseOwner === owner && current.status === 'finalizing' ? { leaseOwner: undefined, leaseUntil: undefined } : undefined,
-      )
-      .catch(() => undefined);
-    throw error;
-  }
-}
-
-/** The finalizer's work, holding the run's lease. */
-async function finish(deps: ConnectorDeps, run: RunRecord, owner: string): Promise<RunRecord> {
-  const runId = run.runId;
   return holdingLease(deps, runId, owner, async (signal) => {
     const batchTokens = await deps.batches.partsTokens(runId);
     const shardUnits = await deps.units.list(runId, 'shard');

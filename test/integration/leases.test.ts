@@ -81,30 +81,38 @@ describe('writers and leases fail loudly', () => {
     expect(await deps.runs.get(runId)).toMatchObject({ rowsRead: 40, usersDelivered: 40, usersFailed: 0 });
   }, 60_000);
 
-  it('a run whose finalizer failed after the reading ended is finalized by the retry, without waiting for the sweep', async () => {
-    stack = await startTestStack({ env: { ENQUEUE_LEASE_MS: '1500' } });
-    const deps = stack.app.deps;
-    const profiles = makeProfiles(1, 40);
-    await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/27/0600', 1);
-    const first = (await requestSync(deps, { trigger: 'http' })).runs[0].runId;
-    await waitFor(async () => (await deps.runs.get(first))?.status === 'completed');
-    // The same profiles again: nothing to send, so the worker that ends the reading runs the
-    // finalizer itself, and storage fails it once, after the run is finalizing under its lease.
-    await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
-    const store = deps.destinations as unknown as Record<string, unknown>;
-    let failures = 0;
-    store.settleUncertain = async () => {
-      delete store.settleUncertain;
-      failures += 1;
-      throw new Error('the table answered 503');
-    };
-    const second = (await requestSync(deps, { trigger: 'http' })).runs[0].runId;
-    // The queue hands the failed message back; no sweep runs here.
-    await waitFor(async () => (await deps.runs.get(second))?.status === 'completed', 20_000);
-    expect(failures).toBe(1);
-    expect(await deps.runs.get(second)).toMatchObject({ usersEnqueued: 0, rowsSkippedUnchanged: (await deps.runs.get(first))!.rowsRead });
-    expect((await deps.destinations.statePointer((await deps.runs.get(second))!.modelJsonPath))?.runId).toBe(second);
-  }, 60_000);
+  // Read in steps from their messages, or by the instance that starts the run (a small refresh, the default).
+  it.each([
+    ['in steps', '0'],
+    ['by the starting instance', String(8 * 1024 * 1024)],
+  ])(
+    'a run read %s whose finalizer failed after the reading ended is finalized by a retry, without waiting for the sweep',
+    async (_how, smallRefreshBytes) => {
+      stack = await startTestStack({ env: { ENQUEUE_LEASE_MS: '1500', SMALL_REFRESH_MAX_BYTES: smallRefreshBytes } });
+      const deps = stack.app.deps;
+      const profiles = makeProfiles(1, 40);
+      await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/27/0600', 1);
+      const first = (await requestSync(deps, { trigger: 'http' })).runs[0].runId;
+      await waitFor(async () => (await deps.runs.get(first))?.status === 'completed');
+      // The same profiles again: nothing to send, so the worker that ends the reading runs the
+      // finalizer itself, and storage fails it once, after the run is finalizing under its lease.
+      await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
+      const store = deps.destinations as unknown as Record<string, unknown>;
+      let failures = 0;
+      store.settleUncertain = async () => {
+        delete store.settleUncertain;
+        failures += 1;
+        throw new Error('the table answered 503');
+      };
+      const second = (await requestSync(deps, { trigger: 'http' })).runs[0].runId;
+      // The queue hands the failed message back; no sweep runs here.
+      await waitFor(async () => (await deps.runs.get(second))?.status === 'completed', 20_000);
+      expect(failures).toBe(1);
+      expect(await deps.runs.get(second)).toMatchObject({ usersEnqueued: 0, rowsSkippedUnchanged: (await deps.runs.get(first))!.rowsRead });
+      expect((await deps.destinations.statePointer((await deps.runs.get(second))!.modelJsonPath))?.runId).toBe(second);
+    },
+    60_000,
+  );
 
   it('a lease is renewed while its work goes on, and lost when renewals fail until it runs out', async () => {
     // A lease of 2 s: long enough that a busy machine renews it in time, short enough to outlive it in the test.
