@@ -84,6 +84,12 @@ async function park(deps: ConnectorDeps, message: BrazeBatchMessage): Promise<vo
   await deps.storage.stateContainer.getBlockBlobClient(parkedBlobName(message.runId, message.batchId)).upload(text, Buffer.byteLength(text));
 }
 
+/** Whether any batch of the run waits parked for a resume. */
+export async function hasParked(deps: ConnectorDeps, runId: string): Promise<boolean> {
+  for await (const _item of deps.storage.stateContainer.listBlobsFlat({ prefix: parkedPrefix(runId) })) return true;
+  return false;
+}
+
 /**
  * Sends a run's parked batches (and failed ones kept for a resume) back to the queue, each once
  * re-queued removed. Two callers at once may both send one: the batch's claim makes it one batch.

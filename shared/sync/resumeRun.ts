@@ -1,5 +1,5 @@
 import { encodeMessage } from '../queue/messages';
-import { requeueParked } from '../batches/batchLife';
+import { hasParked, requeueParked } from '../batches/batchLife';
 import { isTerminal, statusAfter, type RunRecord } from '../runs/runRecord';
 import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from '../runs/connectorDeps';
@@ -29,7 +29,10 @@ export async function resumeRun(deps: ConnectorDeps, runId: string): Promise<Res
     return refuse(`run ${runId} is held by the destination's guard and has sent nothing: POST /api/runs/${runId}/approve sends its preview, /cancel ends it`);
   if (run.status === 'cancelled') return refuse(`run ${runId} was cancelled; start a new sync`);
   if (run.status === 'failed') return refuse(`run ${runId} failed (${run.error ?? 'bad input'}); start a new sync once the cause is fixed`);
-  if (!statusAfter(run.status, 'resume')) return refuse(`run ${runId} is ${run.status}: only a halted, stalled or completed run is resumed`);
+  // A resume whose worker failed after it set the run sending left batches parked: asked again, it
+  // finishes (a sending run with nothing parked has nothing to resume).
+  const unfinished = run.status === 'sending' && run.usersParked > 0 && (await hasParked(deps, runId));
+  if (!statusAfter(run.status, 'resume') && !unfinished) return refuse(`run ${runId} is ${run.status}: only a halted, stalled or completed run is resumed`);
   if (run.status === 'completed' && run.usersFailed === 0) return refuse(`run ${runId} completed with every profile delivered or rejected; nothing to resume`);
   // The destination first, then the state: a run that writes a newer state holds the destination
   // until it has, so what the pointer says once this run holds it cannot change under it.

@@ -1,4 +1,5 @@
 import { HttpRequest, InvocationContext } from '@azure/functions';
+import { QueueServiceClient } from '@azure/storage-queue';
 import { runResume } from '../../functions/runResume';
 import { runStatus } from '../../functions/runStatus';
 import { BrazeAuthError } from '../../shared/errors';
@@ -110,6 +111,43 @@ describe("a run's life", () => {
     expect(run.usersDelivered).toBe(300);
     expectExactCounts(run);
     expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
+  }, 120_000);
+
+  it('finishes a resume that failed after it had set the run sending, when the resume is asked again', async () => {
+    stack = await startTestStack();
+    const deps = stack.app.deps;
+    const profiles = makeProfiles(1, 300);
+    await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
+    await stack.app.hosts[1].stop();
+    const runId = await startRun(stack);
+    await waitFor(async () => (await deps.runs.get(runId))!.enqueueDone, 30_000);
+    await haltRun(deps, runId, new BrazeAuthError('Braze answered 401: Invalid API key: [redacted]', 401));
+    for (const message of await takeBatches(stack)) expect((await deliverBatch(deps, message)).kind).toBe('parked');
+    expect((await deps.runs.get(runId))!.usersParked).toBe(300);
+
+    // The resume's worker sets the run sending, then cannot put the parked batches back on the
+    // queue (the queue is not there for it: a real client, a queue that does not exist).
+    const batchQueue = deps.storage.batchQueue;
+    deps.storage.batchQueue = QueueServiceClient.fromConnectionString(stack.azurite.connectionString).getQueueClient('no-such-queue');
+    try {
+      await expect(resume(runId)).rejects.toMatchObject({ statusCode: 404 });
+    } finally {
+      deps.storage.batchQueue = batchQueue;
+    }
+    expect((await deps.runs.get(runId))!.status).toBe('sending');
+
+    // Asked again, the resume finishes what the first one began.
+    const again = await resume(runId);
+    expect(again.status).toBe(202);
+    expect(again.jsonBody).toMatchObject({ requeuedProfiles: 300 });
+    stack.app.hosts[1].start();
+    const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 60_000 });
+    expect(run.status).toBe('completed');
+    expect(run.usersDelivered).toBe(300);
+    expectExactCounts(run);
+    expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
+    // A run sending with nothing parked is not resumed: there is nothing to finish.
+    expect((await resume(runId)).status).toBe(409);
   }, 120_000);
 
   it('marks a run stalled when its batches stop ending, shows it, and a resume sends the lost batch without re-sending the others', async () => {
