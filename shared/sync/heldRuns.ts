@@ -76,9 +76,14 @@ export async function approveRun(deps: ConnectorDeps, runId: string): Promise<He
   const { run: approved, changed } = await deps.runs.update(runId, (current) =>
     statusAfter(current.status, 'approve') ? { event: 'approve', approved: true } : undefined,
   );
-  if (!changed) return { kind: 'refused', runId, reason: notHeld(approved) };
-  deps.log.info(`run ${runId} approved: it sends what it previewed`);
-  deps.log.record({ connectorEvent: 'RunApproved', runId, destination: run.destination });
+  if (!changed) {
+    // An approval whose worker failed after recording it, before the run's start was on the queue:
+    // the run stays approved and enqueuing with nothing to move it, so approving again sends it.
+    if (!(approved.approved && approved.status === 'enqueuing' && !approved.enqueueDone)) return { kind: 'refused', runId, reason: notHeld(approved) };
+  } else {
+    deps.log.info(`run ${runId} approved: it sends what it previewed`);
+    deps.log.record({ connectorEvent: 'RunApproved', runId, destination: run.destination });
+  }
   // The run's reading picks up where it was held: every step is done, so it releases its batches.
   await sendToQueue(deps.storage.runQueue, encodeMessage({ kind: 'startRun', runId }));
   return { kind: 'approved', runId, status: approved.status };

@@ -1,4 +1,5 @@
 import { HttpRequest, InvocationContext } from '@azure/functions';
+import { QueueServiceClient } from '@azure/storage-queue';
 import { runApprove } from '../../functions/runApprove';
 import { runCancel } from '../../functions/runCancel';
 import { runPreview } from '../../functions/runPreview';
@@ -108,6 +109,36 @@ describe('the guard against mass change', () => {
     expect(brazeMismatches(stack.braze, expectedBraze([refresh1, broken]))).toEqual([]);
     expect((await deps.destinations.statePointer(approved.modelJsonPath))?.runId).toBe(approved.runId);
     // A second approval changes nothing.
+    expect((await post('approve', held.runId)).status).toBe(409);
+  }, 150_000);
+
+  it('an approval that failed after it was recorded may be given again, and the run then sends', async () => {
+    stack = await stacks.start();
+    const deps = stack.app.deps;
+    await writeRefresh(deps.storage.exportContainer, refresh1.values(), '2026/11/28/0600');
+    await sync(stack);
+    const broken = truncated(refresh1);
+    await writeRefresh(deps.storage.exportContainer, broken.values(), '2026/11/29/0600');
+    const held = await sync(stack);
+    expect(held.status).toBe('held');
+
+    // The approval is recorded, then its start cannot be put on the queue (a real client, a queue
+    // that does not exist): the run is approved and enqueuing, and nothing moves it.
+    const runQueue = deps.storage.runQueue;
+    deps.storage.runQueue = QueueServiceClient.fromConnectionString(stack.azurite.connectionString).getQueueClient('no-such-queue');
+    try {
+      await expect(post('approve', held.runId)).rejects.toMatchObject({ statusCode: 404 });
+    } finally {
+      deps.storage.runQueue = runQueue;
+    }
+    expect(await deps.runs.get(held.runId)).toMatchObject({ status: 'enqueuing', approved: true });
+
+    expect((await post('approve', held.runId)).status).toBe(202);
+    const [approved] = await stack.app.waitForRuns([held.runId], { timeoutMs: 60_000 });
+    expect(approved).toMatchObject({ status: 'completed', approved: true });
+    expectExactCounts(approved);
+    expect(brazeMismatches(stack.braze, expectedBraze([refresh1, broken]))).toEqual([]);
+    // Once it has read on, another approval changes nothing.
     expect((await post('approve', held.runId)).status).toBe(409);
   }, 150_000);
 
