@@ -159,6 +159,8 @@ export const runRecordSchema = runCountsSchema.extend({
   rowsReadSoFar: z.number().int().min(0).default(0),
   /** The latest moment a batch of this run ended or was handed on, or the run itself changed. */
   lastProgressAt: z.string().optional(),
+  /** JSON: notifications a change of status owes webhooks that are not queued yet (sync/notify's owing). */
+  owedNotices: z.string().optional(),
   etag: z.string().optional(),
 });
 export type RunRecord = z.output<typeof runRecordSchema>;

@@ -14,7 +14,8 @@ import { finalizeIfReadingEnded, finalizeRun, requestFinalizeIfComplete } from '
 import { releaseStaged } from './heldRuns';
 import { guardVerdict, type RunChange } from './massChangeGuard';
 import { stateBaseProfiles } from './stateBase';
-import { announce } from './notify';
+import { announceOwed, noticeFor, owing, type OwedNotice } from './notify';
+import type { ConnectorRecord } from '../telemetry';
 
 /** What the reading of a run came to: its totals (the sum of its steps'), input rejects by reason, its steps, a reconcile's drift. */
 interface ReadingSummary {
@@ -61,23 +62,25 @@ export async function completeReading(deps: ConnectorDeps, planned: RunRecord): 
     return;
   }
   if (planned.staged && !(await passGuard(deps, planned, { totals, reasons, units, drift }))) return;
-  const { run, changed } = await deps.runs.update(runId, (current) =>
-    current.enqueueDone
-      ? undefined
-      : {
-          ...totals,
-          rowsReadSoFar: totals.rowsRead,
-          inputRejectedByReason: JSON.stringify(reasons),
-          stateFallback,
-          drift: drift && JSON.stringify(drift),
-          enqueueDone: true,
-          event: 'enqueueDone',
-        },
-  );
+  let notice: OwedNotice | undefined;
+  const { run, changed } = await deps.runs.update(runId, (current) => {
+    if (current.enqueueDone) return undefined;
+    notice = drift && noticeFor(deps, current, statusAfter(current.status, 'enqueueDone') ?? current.status, driftRecord(current, drift));
+    return {
+      ...totals,
+      rowsReadSoFar: totals.rowsRead,
+      inputRejectedByReason: JSON.stringify(reasons),
+      stateFallback,
+      drift: drift && JSON.stringify(drift),
+      enqueueDone: true,
+      event: 'enqueueDone',
+      ...owing(current, notice),
+    };
+  });
   // Another copy ended the reading first; should its worker have failed before it asked for the
   // finalize (or inside the one it ran), this copy asks.
   if (!changed) return finalizeIfReadingEnded(deps, run);
-  if (drift) await reportDrift(deps, run, drift);
+  if (drift) await reportDrift(deps, run, drift, notice);
   deps.log.info(
     `run ${runId}: read ${totals.rowsRead} rows; ${totals.usersEnqueued} profiles to send (${totals.exitsEnqueued} leaving), ${totals.rowsSkippedUnchanged} rows unchanged, ${totals.rowsRejectedInput} rejected; ${totals.batchesEnqueued} batches from ${run.shards} shards${stateFallback ? '; the delivered state was of an older format: everything was sent in full' : ''}`,
   );
@@ -201,31 +204,35 @@ async function passGuard(deps: ConnectorDeps, planned: RunRecord, reading: Readi
 async function holdRun(deps: ConnectorDeps, run: RunRecord, reading: ReadingSummary, held: string[]): Promise<void> {
   const { totals, reasons, units, drift } = reading;
   const heldReason = held.join('; ');
-  const { changed, run: heldRun } = await deps.runs.update(run.runId, (current) =>
-    statusAfter(current.status, 'hold')
-      ? {
-          ...totals,
-          rowsReadSoFar: totals.rowsRead,
-          inputRejectedByReason: JSON.stringify(reasons),
-          stateFallback: units.some((u) => u.totals?.stateFallback),
-          drift: drift && JSON.stringify(drift),
-          heldReason,
-          event: 'hold',
-        }
-      : undefined,
-  );
-  if (!changed) return;
-  deps.log.warn(
-    `run ${run.runId} held: ${heldReason}. Nothing was sent. See GET /api/runs/${run.runId}/preview, then POST /api/runs/${run.runId}/approve to send exactly that, or POST /api/runs/${run.runId}/cancel`,
-  );
-  await announce(deps, heldRun, {
+  const record = {
     connectorEvent: 'RunHeld',
     runId: run.runId,
     destination: run.destination,
     reason: heldReason,
     profilesWouldSend: totals.usersEnqueued,
     exits: totals.exitsEnqueued,
+  } as const;
+  let notice: OwedNotice | undefined;
+  const { changed, run: heldRun } = await deps.runs.update(run.runId, (current) => {
+    const status = statusAfter(current.status, 'hold');
+    if (!status) return undefined;
+    notice = noticeFor(deps, current, status, record);
+    return {
+      ...totals,
+      rowsReadSoFar: totals.rowsRead,
+      inputRejectedByReason: JSON.stringify(reasons),
+      stateFallback: units.some((u) => u.totals?.stateFallback),
+      drift: drift && JSON.stringify(drift),
+      heldReason,
+      event: 'hold',
+      ...owing(current, notice),
+    };
   });
+  if (!changed) return;
+  deps.log.warn(
+    `run ${run.runId} held: ${heldReason}. Nothing was sent. See GET /api/runs/${run.runId}/preview, then POST /api/runs/${run.runId}/approve to send exactly that, or POST /api/runs/${run.runId}/cancel`,
+  );
+  await announceOwed(deps, heldRun, record, notice);
   // A newer refresh waiting for the destination may take over from a held run now.
   await wakeWaiting(deps, run.modelJsonPath);
 }
@@ -244,23 +251,25 @@ async function completePreview(deps: ConnectorDeps, runId: string, reading: Read
   const report = await composeRejectsReport(deps.storage.stateContainer, runId, owners);
   // A dry-run reconcile's report is its drift report (written already): it has no preview.
   if (!drift) await writePreviewReport(deps, run, reading, preview, report.blobName);
-  const { changed } = await deps.runs.update(runId, (current) =>
-    current.enqueueDone
-      ? undefined
-      : {
-          ...totals,
-          rowsReadSoFar: totals.rowsRead,
-          inputRejectedByReason: JSON.stringify(reasons),
-          drift: drift && JSON.stringify(drift),
-          enqueueDone: true,
-          finishedAt: new Date(deps.clock.now()).toISOString(),
-          event: 'previewDone',
-        },
-  );
+  let notice: OwedNotice | undefined;
+  const { changed, run: previewed } = await deps.runs.update(runId, (current) => {
+    if (current.enqueueDone) return undefined;
+    notice = drift && noticeFor(deps, current, statusAfter(current.status, 'previewDone') ?? current.status, driftRecord(current, drift));
+    return {
+      ...totals,
+      rowsReadSoFar: totals.rowsRead,
+      inputRejectedByReason: JSON.stringify(reasons),
+      drift: drift && JSON.stringify(drift),
+      enqueueDone: true,
+      finishedAt: new Date(deps.clock.now()).toISOString(),
+      event: 'previewDone',
+      ...owing(current, notice),
+    };
+  });
   if (!changed) return;
   await deleteWorkingBlobs(deps.storage.stateContainer, runId);
   if (drift) {
-    await reportDrift(deps, run, drift);
+    await reportDrift(deps, previewed, drift, notice);
     return;
   }
   deps.log.info(
@@ -300,13 +309,18 @@ async function driftSummary(deps: ConnectorDeps, run: RunRecord, units: UnitReco
   return summary;
 }
 
-async function reportDrift(deps: ConnectorDeps, run: RunRecord, drift: DriftSummary): Promise<void> {
-  const sum = (key: 'missing' | 'stray' | 'unresolved') => Object.values(drift.segments).reduce((n, s) => n + s[key], 0);
-  const stale = Object.values(drift.staleValues).reduce((n, v) => n + v, 0);
+async function reportDrift(deps: ConnectorDeps, run: RunRecord, drift: DriftSummary, notice: OwedNotice | undefined): Promise<void> {
+  const record = driftRecord(run, drift);
   deps.log.info(
-    `run ${run.runId} reconciled with Braze: ${sum('missing')} memberships missing in Braze, ${sum('stray')} stray members (${sum('unresolved')} more left alone: CI may list them under another key), ${stale} stale values; ${drift.profiles} profiles ${run.dryRun ? 'would be repaired (dry run: nothing sent)' : 'to repair'} in ${drift.requests} requests${drift.usersUnmatched ? `; ${drift.usersUnmatched} exported users had no identifier the matching rules use (not checked)` : ''}`,
+    `run ${run.runId} reconciled with Braze: ${record.missing} memberships missing in Braze, ${record.stray} stray members (${record.unresolved} more left alone: CI may list them under another key), ${record.staleValues} stale values; ${drift.profiles} profiles ${run.dryRun ? 'would be repaired (dry run: nothing sent)' : 'to repair'} in ${drift.requests} requests${drift.usersUnmatched ? `; ${drift.usersUnmatched} exported users had no identifier the matching rules use (not checked)` : ''}`,
   );
-  await announce(deps, run, {
+  await announceOwed(deps, run, record, notice);
+}
+
+/** What a reconcile's record (and its drift notification) says it found. */
+function driftRecord(run: RunRecord, drift: DriftSummary): Extract<ConnectorRecord, { connectorEvent: 'RunReconciled' }> {
+  const sum = (key: 'missing' | 'stray' | 'unresolved') => Object.values(drift.segments).reduce((n, s) => n + s[key], 0);
+  return {
     connectorEvent: 'RunReconciled',
     runId: run.runId,
     destination: run.destination,
@@ -314,8 +328,8 @@ async function reportDrift(deps: ConnectorDeps, run: RunRecord, drift: DriftSumm
     missing: sum('missing'),
     stray: sum('stray'),
     unresolved: sum('unresolved'),
-    staleValues: stale,
+    staleValues: Object.values(drift.staleValues).reduce((n, v) => n + v, 0),
     profilesToRepair: drift.profiles,
     usersUnmatched: drift.usersUnmatched,
-  });
+  };
 }

@@ -4,16 +4,21 @@ import { deleteWorkingBlobs } from '../runs/runBlobs';
 import { statusAfter, type RunRecord } from '../runs/runRecord';
 import { deleteStateFolder } from '../state/deliveredState';
 import { wakeWaiting } from './claimDestination';
-import { announce } from './notify';
+import { announceOwed, noticeFor, owing, type OwedNotice } from './notify';
 
 /** Bad input: nothing more can be done with this refresh. The run ends `failed` with the reason, and frees its destination. */
 export async function failRun(deps: ConnectorDeps, run: RunRecord, error: InvalidInputError | ExportNotReadyError): Promise<void> {
   deps.log.error(`run ${run.runId} failed: ${describeError(error)}`);
-  const failed = await deps.runs.update(run.runId, (current) =>
-    statusAfter(current.status, 'fail') ? { event: 'fail', error: error.message, finishedAt: new Date(deps.clock.now()).toISOString() } : undefined,
-  );
+  const record = { connectorEvent: 'RunFailed', runId: run.runId, destination: run.destination, reason: error.message } as const;
+  let notice: OwedNotice | undefined;
+  const failed = await deps.runs.update(run.runId, (current) => {
+    const status = statusAfter(current.status, 'fail');
+    if (!status) return undefined;
+    notice = noticeFor(deps, current, status, record);
+    return { event: 'fail', error: error.message, finishedAt: new Date(deps.clock.now()).toISOString(), ...owing(current, notice) };
+  });
   if (!failed.changed) return;
-  await announce(deps, failed.run, { connectorEvent: 'RunFailed', runId: run.runId, destination: run.destination, reason: error.message });
+  await announceOwed(deps, failed.run, record, notice);
   await deps.destinations.release(run.modelJsonPath, run.runId);
   await deleteWorkingBlobs(deps.storage.stateContainer, run.runId);
   await deleteStateFolder(deps.storage.stateContainer, run.modelJsonPath, run.runId);

@@ -1,8 +1,10 @@
-import { findDestination, type NotifyEvent, type NotifyTarget } from '../config/syncConfig';
+import { z } from 'zod';
+import { findDestination, NOTIFY_EVENTS, type NotifyEvent, type NotifyTarget } from '../config/syncConfig';
 import { describeError, InvalidInputError } from '../errors';
 import { encodeMessage, type RunMessage } from '../queue/messages';
 import type { ConnectorDeps } from '../runs/connectorDeps';
-import type { RunRecord } from '../runs/runRecord';
+import type { RunPatch } from '../runs/runStore';
+import type { RunRecord, RunStatus } from '../runs/runRecord';
 import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorRecord } from '../telemetry';
 
@@ -20,22 +22,112 @@ const EVENT_OF: Partial<Record<ConnectorRecord['connectorEvent'], NotifyEvent>> 
 };
 
 /**
- * Writes a run record and tells the destination's webhooks that asked for its event. The record is
- * the summary they get (ids, counts, reasons: no identifier, e-mail or name, by its type), with the
- * run's refresh and where to see it. Each webhook gets its own queue message, so one that is down
- * delays no other; a failure to enqueue is logged, never the run's.
+ * A notification a change of status owes the destination's webhooks. It is written on the run in the
+ * same update as the status, and taken off once each of its webhooks' messages is queued: a worker
+ * that dies in between, or a queue that refuses the message, leaves it owed, and the timer's sweep
+ * queues it (a webhook may then be told twice; it is never left untold).
  */
-export async function announce(deps: ConnectorDeps, run: RunRecord, record: ConnectorRecord): Promise<void> {
-  deps.log.record(record);
+const owedNoticeSchema = z.object({
+  id: z.string(),
+  /** When it became owed (epoch ms): the sweep leaves a fresh one to the worker that owes it. */
+  at: z.number(),
+  event: z.enum(NOTIFY_EVENTS),
+  summary: z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()])),
+  /** The webhooks (places in the destination's `notify`) not yet queued. */
+  targets: z.array(z.number().int().min(0)).min(1),
+});
+export type OwedNotice = z.output<typeof owedNoticeSchema>;
+const owedNoticesSchema = z.array(owedNoticeSchema);
+
+/** A sweep leaves a notice this fresh to the worker that is queueing it. */
+export const OWED_NOTICE_GRACE_MS = 60_000;
+/** What one run keeps owing at most: the oldest go first (a run that loops between statuses). */
+const MAX_OWED_NOTICES = 8;
+
+/** The notices a run owes; a list that does not read is logged and dropped (it cannot be sent). */
+export function owedNotices(run: Pick<RunRecord, 'runId' | 'owedNotices'>, log?: ConnectorDeps['log']): OwedNotice[] {
+  if (!run.owedNotices) return [];
+  let json: unknown;
+  try {
+    json = JSON.parse(run.owedNotices);
+  } catch {
+    json = undefined;
+  }
+  const parsed = owedNoticesSchema.safeParse(json);
+  if (parsed.success) return parsed.data;
+  log?.warn(`run ${run.runId}: its owed notifications do not read; dropped`);
+  return [];
+}
+
+/**
+ * The notice a change of `run` to `status` owes with this record, if any webhook asked for its
+ * event; undefined otherwise (nothing is written on the run then).
+ */
+export function noticeFor(deps: ConnectorDeps, run: RunRecord, status: RunStatus, record: ConnectorRecord): OwedNotice | undefined {
   let event = EVENT_OF[record.connectorEvent];
   // A reconcile is worth telling about when it found something to repair.
   if (record.connectorEvent === 'RunReconciled' && record.profilesToRepair === 0) event = undefined;
-  if (!event) return;
+  if (!event) return undefined;
   const targets = (findDestination(deps.config, run.destination, run.instance)?.notify ?? []).flatMap((target, index) =>
     target.on.includes(event!) ? [index] : [],
   );
-  if (targets.length === 0) return;
-  const summary: Summary = { event, ...record, instance: run.instance, refresh: run.refreshLabel, status: run.status, statusPath: `/api/runs/${run.runId}` };
+  if (targets.length === 0) return undefined;
+  const at = deps.clock.now();
+  const summary: Summary = { event, ...record, instance: run.instance, refresh: run.refreshLabel, status, statusPath: `/api/runs/${run.runId}` };
+  return { id: `${event}-${at}`, at, event, summary, targets };
+}
+
+/** The patch that owes `notice` besides what `run` already owes (nothing when there is no notice). */
+export function owing(run: RunRecord, notice: OwedNotice | undefined): Pick<RunPatch, 'owedNotices'> {
+  if (!notice) return {};
+  return { owedNotices: JSON.stringify([...owedNotices(run), notice].slice(-MAX_OWED_NOTICES)) };
+}
+
+/**
+ * Writes the run record a change of status made and queues the notice the change owes (see
+ * owing), then takes it off the run: what could not be queued stays owed for the sweep.
+ */
+export async function announceOwed(deps: ConnectorDeps, run: RunRecord, record: ConnectorRecord, notice: OwedNotice | undefined): Promise<void> {
+  deps.log.record(record);
+  if (notice) await sendOwed(deps, run, notice);
+}
+
+/** Queues what is owed of `notice`, and leaves owed on the run only the webhooks whose message the queue refused. */
+async function sendOwed(deps: ConnectorDeps, run: RunRecord, notice: OwedNotice): Promise<void> {
+  const unsent = await queueNotice(deps, run, notice.event, notice.summary, notice.targets);
+  try {
+    await deps.runs.update(run.runId, (current) => {
+      const owed = owedNotices(current, deps.log);
+      const at = owed.findIndex((n) => n.id === notice.id);
+      if (at < 0) return undefined;
+      if (unsent.length) owed[at] = { ...owed[at], targets: unsent };
+      else owed.splice(at, 1);
+      return { owedNotices: owed.length ? JSON.stringify(owed) : undefined };
+    });
+  } catch (error) {
+    // Still owed on the run: the sweep queues it again (a webhook told twice, never left untold).
+    deps.log.warn(
+      `run ${run.runId}: the ${notice.event} notification was queued but could not be marked so (${describeError(error)}); the sweep may send it again`,
+    );
+  }
+}
+
+/**
+ * The sweep's part: queues the notices `run` still owes that its own worker should have queued by
+ * now (a crash between the status and its notice, a queue that refused). Answers how many it sent.
+ */
+export async function sendOwedNotices(deps: ConnectorDeps, run: RunRecord, now: number): Promise<number> {
+  const due = owedNotices(run, deps.log).filter((notice) => now - notice.at >= OWED_NOTICE_GRACE_MS);
+  for (const notice of due) {
+    deps.log.warn(`run ${run.runId}: the ${notice.event} notification was owed since ${new Date(notice.at).toISOString()}; queued now`);
+    await sendOwed(deps, run, notice);
+  }
+  return due.length;
+}
+
+/** Queues one message per webhook; answers the webhooks whose message the queue refused (each is logged). */
+async function queueNotice(deps: ConnectorDeps, run: RunRecord, event: NotifyEvent, summary: Summary, targets: number[]): Promise<number[]> {
+  const unsent: number[] = [];
   for (const target of targets) {
     const message: NotifyMessage = {
       kind: 'notify',
@@ -50,9 +142,23 @@ export async function announce(deps: ConnectorDeps, run: RunRecord, record: Conn
     try {
       await sendToQueue(deps.storage.runQueue, encodeMessage(message));
     } catch (error) {
+      unsent.push(target);
       deps.log.warn(`run ${run.runId}: the ${event} notification could not be queued (${describeError(error)}); the run goes on`);
     }
   }
+  return unsent;
+}
+
+/**
+ * Writes a run record and tells the destination's webhooks that asked for its event. The record is
+ * the summary they get (ids, counts, reasons: no identifier, e-mail or name, by its type), with the
+ * run's refresh and where to see it. Each webhook gets its own queue message, so one that is down
+ * delays no other; a failure to enqueue is logged, never the run's.
+ */
+export async function announce(deps: ConnectorDeps, run: RunRecord, record: ConnectorRecord): Promise<void> {
+  deps.log.record(record);
+  const notice = noticeFor(deps, run, run.status, record);
+  if (notice) await queueNotice(deps, run, notice.event, notice.summary, notice.targets);
 }
 
 /**

@@ -1,7 +1,9 @@
 import { BrazeAuthError, type BrazeUnreachableError } from '../errors';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { wakeWaiting } from './claimDestination';
-import { announce } from './notify';
+import { announceOwed, noticeFor, owing, type OwedNotice } from './notify';
+import { statusAfter } from '../runs/runRecord';
+import type { ConnectorRecord } from '../telemetry';
 
 /**
  * What a person fixes, named where it is set: the key after a 401/403, the endpoint when its host
@@ -23,19 +25,20 @@ function whatToFix(error: BrazeAuthError | BrazeUnreachableError, workspace: str
  * batches park until a resume, which sends them once the cause is fixed.
  */
 export async function haltRun(deps: ConnectorDeps, runId: string, error: BrazeAuthError | BrazeUnreachableError, workspace?: string): Promise<void> {
-  const { changed, run } = await deps.runs.update(runId, (current) =>
-    current.status === 'halted'
-      ? undefined
-      : {
-          event: 'halt',
-          error: `${error.message}. ${whatToFix(error, workspace)}, then POST /api/runs/${runId}/resume.`,
-        },
-  );
+  // No HTTP answer when the endpoint cannot be reached: 0, as for a BrazeRetryableError without one.
+  const brazeStatus = error instanceof BrazeAuthError ? error.status : 0;
+  let record: ConnectorRecord | undefined;
+  let notice: OwedNotice | undefined;
+  const { changed, run } = await deps.runs.update(runId, (current) => {
+    if (current.status === 'halted') return undefined;
+    const status = statusAfter(current.status, 'halt');
+    record = { connectorEvent: 'RunHalted', runId, destination: current.destination, brazeStatus, reason: error.message };
+    notice = status && noticeFor(deps, current, status, record);
+    return { event: 'halt', error: `${error.message}. ${whatToFix(error, workspace)}, then POST /api/runs/${runId}/resume.`, ...owing(current, notice) };
+  });
   if (changed && run.status === 'halted') {
     deps.log.error(`run ${runId} halted: ${error.message}`);
-    // No HTTP answer when the endpoint cannot be reached: 0, as for a BrazeRetryableError without one.
-    const brazeStatus = error instanceof BrazeAuthError ? error.status : 0;
-    await announce(deps, run, { connectorEvent: 'RunHalted', runId, destination: run.destination, brazeStatus, reason: error.message });
+    await announceOwed(deps, run, record!, notice);
     // A newer refresh waiting for the destination may take over from a halted run now.
     await wakeWaiting(deps, run.modelJsonPath);
   }

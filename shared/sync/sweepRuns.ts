@@ -10,7 +10,8 @@ import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { isRunComplete } from './finalizeRun';
 import { leaseHeld } from './lease';
-import { announce } from './notify';
+import { announceOwed, noticeFor, owing, sendOwedNotices, type OwedNotice } from './notify';
+import type { ConnectorRecord } from '../telemetry';
 
 /** A run whose enqueue has not finished, with no lease and no change for this long, lost its message (a crash between insert and send). */
 const STALE_MS = 5 * 60_000;
@@ -28,6 +29,8 @@ export interface SweepOutcome {
   statesDeleted: string[];
   /** Ended runs that still held their destination, which is now free. */
   locksFreed: string[];
+  /** Runs whose owed notifications were queued (their worker had not). */
+  notified: string[];
 }
 
 /**
@@ -37,11 +40,13 @@ export interface SweepOutcome {
  * `stalled`, which a resume or a newer refresh of the destination gets out of.
  */
 export async function sweepRuns(deps: ConnectorDeps): Promise<SweepOutcome> {
-  const outcome: SweepOutcome = { restarted: [], finalizing: [], stalled: [], expired: [], statesDeleted: [], locksFreed: [] };
+  const outcome: SweepOutcome = { restarted: [], finalizing: [], stalled: [], expired: [], statesDeleted: [], locksFreed: [], notified: [] };
   const now = deps.clock.now();
   // A superseded run whose deliveries are still to be re-sent keeps its record and blobs until they are.
   const uncertain = await deps.destinations.uncertainRuns();
   for (const run of await deps.runs.listRuns()) {
+    // A notification its status change owes and its worker did not queue (it died, the queue refused).
+    if (run.owedNotices && (await sendOwedNotices(deps, run, now))) outcome.notified.push(run.runId);
     if (isTerminal(run.status) && now - Date.parse(run.finishedAt ?? run.updatedAt) > deps.settings.runRetentionMs && !uncertain.has(run.runId)) {
       // The blobs first: a sweep interrupted here finds the run again next time.
       await deleteRunFolder(deps.storage.stateContainer, run.runId);
@@ -72,26 +77,31 @@ export async function sweepRuns(deps: ConnectorDeps): Promise<SweepOutcome> {
     const quietMs = now - Date.parse(run.lastProgressAt ?? run.updatedAt);
     if (run.status === 'sending' && quietMs > deps.settings.runStallMs) {
       const minutes = Math.floor(quietMs / 60_000);
-      const { changed, run: stalled } = await deps.runs.update(run.runId, (current) =>
-        statusAfter(current.status, 'stall')
-          ? {
-              event: 'stall',
-              error: `no batch ended for ${minutes} minutes while ${current.usersEnqueued - current.usersDelivered - current.usersRejected - current.usersFailed} profiles are pending. POST /api/runs/${run.runId}/resume enqueues its batches again (those that ended are skipped); a newer refresh of the destination supersedes it.`,
-            }
-          : undefined,
-      );
-      if (changed) {
-        const pending = run.usersEnqueued - run.usersDelivered - run.usersRejected - run.usersFailed;
-        outcome.stalled.push({ runId: run.runId, quietMinutes: minutes });
-        deps.log.error(`run ${run.runId} stalled: no batch ended for ${minutes} minutes`);
-        await announce(deps, stalled, {
+      let record: ConnectorRecord | undefined;
+      let notice: OwedNotice | undefined;
+      const { changed, run: stalled } = await deps.runs.update(run.runId, (current) => {
+        const status = statusAfter(current.status, 'stall');
+        if (!status) return undefined;
+        const pending = current.usersEnqueued - current.usersDelivered - current.usersRejected - current.usersFailed;
+        record = {
           connectorEvent: 'RunStalled',
           runId: run.runId,
-          destination: run.destination,
+          destination: current.destination,
           quietMinutes: minutes,
           profilesPending: pending,
           reason: `no batch ended for ${minutes} minutes`,
-        });
+        };
+        notice = noticeFor(deps, current, status, record);
+        return {
+          event: 'stall',
+          error: `no batch ended for ${minutes} minutes while ${pending} profiles are pending. POST /api/runs/${run.runId}/resume enqueues its batches again (those that ended are skipped); a newer refresh of the destination supersedes it.`,
+          ...owing(current, notice),
+        };
+      });
+      if (changed) {
+        outcome.stalled.push({ runId: run.runId, quietMinutes: minutes });
+        deps.log.error(`run ${run.runId} stalled: no batch ended for ${minutes} minutes`);
+        await announceOwed(deps, stalled, record!, notice);
       }
     }
   }

@@ -2,7 +2,11 @@ import http from 'node:http';
 import type { AddressInfo } from 'node:net';
 import { parseSyncConfig } from '../../shared/config/syncConfig';
 import { requestSync } from '../../shared/sync/startSync';
-import { BrazeAuthError } from '../../shared/errors';
+import { QueueServiceClient } from '@azure/storage-queue';
+import { BrazeAuthError, InvalidInputError } from '../../shared/errors';
+import { failRun } from '../../shared/sync/failRun';
+import { owedNotices } from '../../shared/sync/notify';
+import { sweepRuns } from '../../shared/sync/sweepRuns';
 import { haltRun } from '../../shared/sync/runEvents';
 import { createConnector } from '../../shared/sync/connector';
 import { makeProfiles, writeRefresh } from '../helpers/profileModel';
@@ -138,6 +142,64 @@ describe('notifications of how runs end', () => {
     log = stack.log.lines.join('\n');
     expect(log).not.toContain('s3cr3t');
     expect((await stack.app.deps.runs.get(runId))!.status).toBe('halted');
+  }, 90_000);
+
+  it.each(['halted', 'failed'] as const)(
+    'a %s notification the queue refused is kept owed on the run and queued by the sweep, once, with the status it was owed for',
+    async (event) => {
+      const stack = await start([{ urlSetting: 'HOOK_JSON', on: [event], format: 'json' }]);
+      const deps = stack.app.deps;
+      await writeRefresh(deps.storage.exportContainer, makeProfiles(1, 10).values(), '2026/11/28/0600', 1);
+      await stack.app.hosts[1].stop();
+      const outcome = await requestSync(deps, { trigger: 'http' });
+      const runId = outcome.runs[0].runId;
+      await waitFor(async () => (await deps.runs.get(runId))!.enqueueDone, 30_000);
+      // The worker writes the status, then cannot queue the notification (a real client, a queue
+      // that does not exist): the same place as a worker that dies between the two.
+      const runQueue = deps.storage.runQueue;
+      deps.storage.runQueue = QueueServiceClient.fromConnectionString(stack.azurite.connectionString).getQueueClient('no-such-queue');
+      try {
+        if (event === 'halted') await haltRun(deps, runId, new BrazeAuthError('Braze answered 401: Invalid API key: [redacted]', 401));
+        else await failRun(deps, (await deps.runs.get(runId))!, new InvalidInputError('the export is not what it says'));
+      } finally {
+        deps.storage.runQueue = runQueue;
+      }
+      const owed = await deps.runs.get(runId);
+      expect(owed!.status).toBe(event);
+      expect(owedNotices(owed!)).toEqual([expect.objectContaining({ event, targets: [0] })]);
+      expect(stack.log.lines.join('\n')).toMatch(new RegExp(`the ${event} notification could not be queued`));
+      // A fresh notice is its worker's to send; a minute on, the sweep's.
+      expect((await sweepRuns(deps)).notified).toEqual([]);
+      const later = { ...deps, clock: { ...deps.clock, now: () => Date.now() + 2 * 60_000 } };
+      expect((await sweepRuns(later)).notified).toEqual([runId]);
+      await waitFor(() => receiver.on('/json/s3cr3t-json').length === 1, 20_000);
+      expect(receiver.on('/json/s3cr3t-json')[0]).toMatchObject({ event, runId, status: event, destination: 'BrazeExport' });
+      expect((await deps.runs.get(runId))!.owedNotices).toBeUndefined();
+      // Sent, it is owed no more.
+      expect((await sweepRuns(later)).notified).toEqual([]);
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      expect(receiver.posts).toHaveLength(1);
+    },
+    90_000,
+  );
+
+  it('takes a notice off the run once it is queued, and a run whose destination asks for nothing carries none', async () => {
+    const stack = await start([{ urlSetting: 'HOOK_JSON', on: ['halted'], format: 'json' }]);
+    const deps = stack.app.deps;
+    await writeRefresh(deps.storage.exportContainer, makeProfiles(1, 10).values(), '2026/11/28/0600', 1);
+    await stack.app.hosts[1].stop();
+    const outcome = await requestSync(deps, { trigger: 'http' });
+    const runId = outcome.runs[0].runId;
+    await waitFor(async () => (await deps.runs.get(runId))!.enqueueDone, 30_000);
+    await failRun(deps, (await deps.runs.get(runId))!, new InvalidInputError('the export is not what it says'));
+    // Nobody asked for "failed": nothing owed, nothing sent.
+    expect((await deps.runs.get(runId))!.owedNotices).toBeUndefined();
+    const other = await requestSync(deps, { trigger: 'http', force: true });
+    const otherId = other.runs[0].runId;
+    await waitFor(async () => (await deps.runs.get(otherId))?.enqueueDone === true, 30_000);
+    await haltRun(deps, otherId, new BrazeAuthError('Braze answered 401: Invalid API key: [redacted]', 401));
+    expect((await deps.runs.get(otherId))!.owedNotices).toBeUndefined();
+    await waitFor(() => receiver.on('/json/s3cr3t-json').length === 1, 20_000);
   }, 90_000);
 
   it('refuses a notify target without exactly one place for its URL, and an app setting that is not set', () => {

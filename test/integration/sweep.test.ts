@@ -20,10 +20,26 @@ describe('the timer sweep picks up runs a crash left behind', () => {
     // The crash: the run record exists, its message does not.
     await stack.app.deps.storage.runQueue.clearMessages();
     stack.app.hosts[0].start();
-    expect(await sweepRuns(stack.app.deps)).toEqual({ restarted: [], finalizing: [], stalled: [], expired: [], statesDeleted: [], locksFreed: [] });
+    expect(await sweepRuns(stack.app.deps)).toEqual({
+      restarted: [],
+      finalizing: [],
+      stalled: [],
+      expired: [],
+      statesDeleted: [],
+      locksFreed: [],
+      notified: [],
+    });
     // Five minutes later the sweep sees a queued run nobody works on.
     const later = { ...stack.app.deps, clock: { ...stack.app.deps.clock, now: () => Date.now() + 6 * 60_000 } };
-    expect(await sweepRuns(later)).toEqual({ restarted: [runs[0].runId], finalizing: [], stalled: [], expired: [], statesDeleted: [], locksFreed: [] });
+    expect(await sweepRuns(later)).toEqual({
+      restarted: [runs[0].runId],
+      finalizing: [],
+      stalled: [],
+      expired: [],
+      statesDeleted: [],
+      locksFreed: [],
+      notified: [],
+    });
     const [run] = await stack.app.waitForRuns([runs[0].runId], { timeoutMs: 30_000 });
     expect(run.status).toBe('completed');
     expect(rowsAccountedFor(run)).toBe(run.rowsRead);
@@ -45,7 +61,15 @@ describe('the timer sweep picks up runs a crash left behind', () => {
     await stack.app.deps.storage.runQueue.clearMessages();
     expect((await stack.app.deps.runs.get(runId))!.status).toBe('sending');
     stack.app.hosts[0].start();
-    expect(await sweepRuns(stack.app.deps)).toEqual({ restarted: [], finalizing: [runId], stalled: [], expired: [], statesDeleted: [], locksFreed: [] });
+    expect(await sweepRuns(stack.app.deps)).toEqual({
+      restarted: [],
+      finalizing: [runId],
+      stalled: [],
+      expired: [],
+      statesDeleted: [],
+      locksFreed: [],
+      notified: [],
+    });
     const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 30_000 });
     expect(run.status).toBe('completed');
     expect(run.finishedAt).toBeDefined();
