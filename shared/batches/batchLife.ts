@@ -91,6 +91,34 @@ export async function hasParked(deps: ConnectorDeps, runId: string): Promise<boo
 }
 
 /**
+ * A resume's first step: the failed batches kept for it count as parked from now on, so the run
+ * waits for them to be sent again. Counted failed, the run's counts would add up while they are on
+ * the queue: it would be finalized at once, announced complete, and its state would say they were
+ * not delivered. Answers how many batches it moved.
+ */
+export async function reparkFailed(deps: ConnectorDeps, runId: string): Promise<number> {
+  const prefix = parkedPrefix(runId);
+  let moved = 0;
+  for await (const item of deps.storage.stateContainer.listBlobsFlat({ prefix })) {
+    if (!item.name.endsWith('.msg')) continue;
+    const batchId = item.name.slice(prefix.length, -'.msg'.length);
+    const stored = await deps.batches.read(runId, batchId);
+    if (stored?.record.state !== 'failed') continue;
+    const failed = stored.record.outcome;
+    const outcome = {
+      ...failed,
+      usersParked: failed.usersParked + failed.usersFailed,
+      rowsParked: failed.rowsParked + failed.rowsFailed,
+      usersFailed: 0,
+      rowsFailed: 0,
+    };
+    // Lost to a concurrent copy (another resume, or a copy of its message sending it already): that one counts.
+    if (await move(deps, runId, batchId, stored, { ...stored.record, state: 'parked', outcome })) moved += 1;
+  }
+  return moved;
+}
+
+/**
  * Sends a run's parked batches (and failed ones kept for a resume) back to the queue, each once
  * re-queued removed. Two callers at once may both send one: the batch's claim makes it one batch.
  */

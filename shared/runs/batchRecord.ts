@@ -8,6 +8,7 @@ import { emptyOutcome, type BatchOutcome } from './runTable';
  *                       │  └──hand off──► handingOff ──► settled
  *                       ├──park (run halted)───────► parked ──resume──► sending
  *                       └──fail (poison, run ended)► failed ──resume──► sending
+ *                                                      └──resume──► parked (until it is sent again)
  *   (none) ──────────── a hand-off child that is parked or failed at once ──► parked | failed
  *
  * A state is recorded before the work it stands for is done, and every write is conditional on
@@ -24,7 +25,7 @@ export const batchTransitions: Record<BatchState | 'new', readonly BatchState[]>
   handingOff: ['settled'],
   settled: [],
   parked: ['sending'],
-  failed: ['sending'],
+  failed: ['sending', 'parked'],
 };
 
 export function canMove(from: BatchState | 'new', to: BatchState): boolean {

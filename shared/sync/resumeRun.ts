@@ -1,5 +1,5 @@
 import { encodeMessage } from '../queue/messages';
-import { hasParked, requeueParked } from '../batches/batchLife';
+import { hasParked, reparkFailed, requeueParked } from '../batches/batchLife';
 import { isTerminal, statusAfter, type RunRecord } from '../runs/runRecord';
 import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from '../runs/connectorDeps';
@@ -33,7 +33,8 @@ export async function resumeRun(deps: ConnectorDeps, runId: string): Promise<Res
   // finishes (a sending run with nothing parked has nothing to resume).
   const unfinished = run.status === 'sending' && run.usersParked > 0 && (await hasParked(deps, runId));
   if (!statusAfter(run.status, 'resume') && !unfinished) return refuse(`run ${runId} is ${run.status}: only a halted, stalled or completed run is resumed`);
-  if (run.status === 'completed' && run.usersFailed === 0) return refuse(`run ${runId} completed with every profile delivered or rejected; nothing to resume`);
+  if (run.status === 'completed' && run.usersFailed === 0 && run.usersParked === 0)
+    return refuse(`run ${runId} completed with every profile delivered or rejected; nothing to resume`);
   // The destination first, then the state: a run that writes a newer state holds the destination
   // until it has, so what the pointer says once this run holds it cannot change under it.
   const lock = await deps.destinations.lock(run.modelJsonPath);
@@ -57,6 +58,8 @@ export async function resumeRun(deps: ConnectorDeps, runId: string): Promise<Res
     );
   }
 
+  // Its failed batches count as parked first, so the run waits for them from the moment it sends.
+  await reparkFailed(deps, runId);
   // The run goes back to sending before its batches do, so they are not parked again.
   const wasStalled = run.status === 'stalled';
   const { run: resumed } = await deps.runs.update(runId, (current) =>

@@ -242,6 +242,55 @@ describe('delivery under Braze faults', () => {
     expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
   });
 
+  it('waits, once a completed run is resumed, for its failed batches sent again: it completes after them, and its state holds them delivered', async () => {
+    stack = await startTestStack();
+    const deps = stack.app.deps;
+    const profiles = makeProfiles(1, 300);
+    await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
+    await stack.app.hosts[1].stop();
+    const runId = await startRun(stack);
+    await waitFor(async () => (await deps.runs.get(runId))!.enqueueDone);
+    // Every batch goes to poison, as the host moves a message after its last dequeue.
+    const { batchQueue, batchPoisonQueue } = deps.storage;
+    await waitFor(async () => {
+      const received = await batchQueue.receiveMessages({ numberOfMessages: 32 });
+      for (const m of received.receivedMessageItems) {
+        await batchPoisonQueue.sendMessage(m.messageText);
+        await batchQueue.deleteMessage(m.messageId, m.popReceipt);
+      }
+      return (await deps.runs.get(runId))!.status === 'completed';
+    }, 30_000);
+    const failed = (await deps.runs.get(runId))!;
+    expect(failed.usersFailed).toBe(300);
+    expect(stack.braze.profiles.size).toBe(0);
+
+    // Resumed while no sender runs: the re-queued batches wait on the queue, and so does the run.
+    const resumed = await runResume(new HttpRequest({ method: 'POST', url: 'http://localhost/api/runs/x/resume', params: { id: runId } }), context());
+    expect(resumed.status).toBe(202);
+    await new Promise((resolve) => setTimeout(resolve, 3_000));
+    const waiting = (await deps.runs.get(runId))!;
+    expect(waiting.status).toBe('sending');
+    expect(waiting.usersParked).toBe(300);
+    expect(waiting.usersFailed).toBe(0);
+    const completions = () => stack!.log.records.filter((r) => r.connectorEvent === 'RunCompleted' && r.runId === runId).length;
+    expect(completions()).toBe(1);
+
+    stack.app.hosts[1].start();
+    const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 30_000 });
+    expect(run.status).toBe('completed');
+    expect(run.usersDelivered).toBe(300);
+    expect(run.usersFailed).toBe(0);
+    expectExactCounts(run);
+    expect(completions()).toBe(2);
+    expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
+    // The state says what Braze holds: the next refresh of the same rows sends nothing.
+    await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/28/0700', 1);
+    const [next] = await stack.app.waitForRuns([await startRun(stack)], { timeoutMs: 30_000 });
+    expect(next.status).toBe('completed');
+    expect(next.usersEnqueued).toBe(0);
+    expect(next.rowsSkippedUnchanged).toBe(next.rowsRead);
+  });
+
   it('completes a run whose worker is killed mid-run, with nothing lost', async () => {
     const azurite = await startAzurite();
     // Slow enough (54 requests, two at a time, 40 ms each: over a second) that the kill provably lands mid-run.
