@@ -18,6 +18,14 @@ export function expectExactCounts(run: RunRecord): void {
   expect(run.rowsEnqueued).toBe(run.rowsDelivered + run.rowsRejectedBraze + run.rowsFailed);
 }
 
+/** The run completed with `delivered` profiles delivered, each row and profile counted once, and Braze holds exactly `expected`. */
+export function expectCompletedWith(run: RunRecord, delivered: number, braze: BrazeServer, expected: Map<string, Record<string, unknown>>): void {
+  expect(run.status).toBe('completed');
+  expect(run.usersDelivered).toBe(delivered);
+  expectExactCounts(run);
+  expect(brazeMismatches(braze, expected)).toEqual([]);
+}
+
 export async function waitFor(check: () => Promise<boolean> | boolean, timeoutMs = 30_000, everyMs = 50): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   while (!(await check())) {

@@ -3,7 +3,7 @@ import { handlePoisonBatch } from '../../shared/sync/poisonBatch';
 import { requestSync } from '../../shared/sync/startSync';
 import { startTestStack, type TestStack } from '../helpers/testStack';
 import { expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
-import { brazeMismatches, expectExactCounts, waitFor } from '../helpers/expectations';
+import { brazeMismatches, expectExactCounts, waitFor, expectCompletedWith } from '../helpers/expectations';
 
 /** Every blob under the run's folder, to show what a delivery wrote. */
 async function runBlobs(stack: TestStack, runId: string): Promise<string[]> {
@@ -69,10 +69,7 @@ describe("a batch's life", () => {
     expect((await stack.app.deps.runs.get(runId))!.status).toBe('sending');
     for (const message of rest) expect((await deliverBatch(stack.app.deps, message)).kind).toBe('done');
     const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 30_000 });
-    expect(run.status).toBe('completed');
-    expect(run.usersDelivered).toBe(2500);
-    expectExactCounts(run);
-    expect(brazeMismatches(stack.braze, expectedBraze([makeProfiles(1, 2500)]))).toEqual([]);
+    expectCompletedWith(run, 2500, stack.braze, expectedBraze([makeProfiles(1, 2500)]));
   });
 
   it('a replay after a crash mid-hand-off finishes the hand-off, and the poison handler does the same instead of counting the batch failed', async () => {

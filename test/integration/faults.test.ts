@@ -13,7 +13,7 @@ import { LocalFunctionApp } from '../../local/stack';
 import { startTestStack, TEST_API_KEY, testConfig, RecordingLogger, type TestStack } from '../helpers/testStack';
 import { deliverBatch } from '../../shared/sync/deliverBatch';
 import { customerId, expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
-import { brazeMismatches, expectExactCounts, waitFor } from '../helpers/expectations';
+import { brazeMismatches, expectExactCounts, waitFor, expectCompletedWith } from '../helpers/expectations';
 
 const context = () => new InvocationContext({ functionName: 'test', invocationId: 'test', logHandler: () => undefined });
 
@@ -134,10 +134,7 @@ describe('delivery under Braze faults', () => {
     expect(resumed.status).toBe(202);
     expect((resumed.jsonBody as { requeuedBatches: number }).requeuedBatches).toBeGreaterThan(0);
     const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 60_000 });
-    expect(run.status).toBe('completed');
-    expect(run.usersDelivered).toBe(3000);
-    expectExactCounts(run);
-    expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
+    expectCompletedWith(run, 3000, stack.braze, expectedBraze([profiles]));
   });
 
   it('re-reads a rotated key once on a 401 and carries on, without halting and without the key in any log line', async () => {
@@ -206,10 +203,7 @@ describe('delivery under Braze faults', () => {
     }
     stack.app.hosts[1].start();
     const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 30_000 });
-    expect(run.status).toBe('completed');
-    expect(run.usersDelivered).toBe(400);
-    expectExactCounts(run);
-    expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
+    expectCompletedWith(run, 400, stack.braze, expectedBraze([profiles]));
   });
 
   it('counts a poisoned batch as failed and re-queues it on resume', async () => {
@@ -336,10 +330,7 @@ describe('delivery under Braze faults', () => {
       expect((await observer.deps.runs.get(runId))!.status).not.toBe('completed');
       spawnWorker();
       const [run] = await observer.waitForRuns([runId], { timeoutMs: 90_000 });
-      expect(run.status).toBe('completed');
-      expect(run.usersDelivered).toBe(4000);
-      expectExactCounts(run);
-      expect(brazeMismatches(braze, expectedBraze([profiles]))).toEqual([]);
+      expectCompletedWith(run, 4000, braze, expectedBraze([profiles]));
     } finally {
       for (const w of workers) w.kill('SIGKILL');
       await braze.stop();

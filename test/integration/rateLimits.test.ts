@@ -1,5 +1,5 @@
 import { requestSync } from '../../shared/sync/startSync';
-import { brazeMismatches, expectExactCounts } from '../helpers/expectations';
+import { expectCompletedWith } from '../helpers/expectations';
 import { expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
 import { startTestStack, TEST_API_KEY, type TestStack } from '../helpers/testStack';
 
@@ -48,10 +48,7 @@ describe('rate limits by contract', () => {
     });
     await otherTool;
 
-    expect(run.status).toBe('completed');
-    expect(run.usersDelivered).toBe(profiles.size);
-    expectExactCounts(run);
-    expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
+    expectCompletedWith(run, profiles.size, stack.braze, expectedBraze([profiles]));
     // The connector kept to what was left: the tool's requests were all taken.
     expect(toolRefused).toBe(0);
     const stats = stack.braze.stats;
@@ -81,10 +78,7 @@ describe('rate limits by contract', () => {
       await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 2);
       const outcome = await requestSync(deps, { trigger: 'http' });
       const [run] = await stack.app.waitForRuns([outcome.runs[0].runId], { timeoutMs: 60_000 });
-      expect(run.status).toBe('completed');
-      expect(run.usersDelivered).toBe(profiles.size);
-      expectExactCounts(run);
-      expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
+      expectCompletedWith(run, profiles.size, stack.braze, expectedBraze([profiles]));
       const refused = stack.braze.stats.byStatus[400] ?? 0;
       const accepted = stack.braze.stats.byStatus[201] ?? 0;
       // A batch tries one request alone until the workspace has taken a full one: at most one refusal per

@@ -11,7 +11,7 @@ import { sweepRuns } from '../../shared/sync/sweepRuns';
 import type { ConnectorDeps } from '../../shared/runs/connectorDeps';
 import { startTestStack, type TestStack } from '../helpers/testStack';
 import { expectedBraze, makeProfiles, writeRefresh } from '../helpers/profileModel';
-import { brazeMismatches, expectExactCounts, waitFor } from '../helpers/expectations';
+import { expectExactCounts, waitFor, expectCompletedWith } from '../helpers/expectations';
 
 const context = () => new InvocationContext({ functionName: 'test', invocationId: 'test', logHandler: () => undefined });
 const resume = (runId: string) =>
@@ -107,10 +107,7 @@ describe("a run's life", () => {
     expect(resumed).toBe(true);
     stack.app.hosts[1].start();
     const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 60_000 });
-    expect(run.status).toBe('completed');
-    expect(run.usersDelivered).toBe(300);
-    expectExactCounts(run);
-    expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
+    expectCompletedWith(run, 300, stack.braze, expectedBraze([profiles]));
   }, 120_000);
 
   it('finishes a resume that failed after it had set the run sending, when the resume is asked again', async () => {
@@ -142,10 +139,7 @@ describe("a run's life", () => {
     expect(again.jsonBody).toMatchObject({ requeuedProfiles: 300 });
     stack.app.hosts[1].start();
     const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 60_000 });
-    expect(run.status).toBe('completed');
-    expect(run.usersDelivered).toBe(300);
-    expectExactCounts(run);
-    expect(brazeMismatches(stack.braze, expectedBraze([profiles]))).toEqual([]);
+    expectCompletedWith(run, 300, stack.braze, expectedBraze([profiles]));
     // A run sending with nothing parked is not resumed: there is nothing to finish.
     expect((await resume(runId)).status).toBe(409);
   }, 120_000);
