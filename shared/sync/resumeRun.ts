@@ -60,16 +60,18 @@ export async function resumeRun(deps: ConnectorDeps, runId: string): Promise<Res
 
   // Its failed batches count as parked first, so the run waits for them from the moment it sends.
   await reparkFailed(deps, runId);
-  // The run goes back to sending before its batches do, so they are not parked again.
+  // A stalled run's shard steps run again: batches that ended are recognised by their ids, lost ones
+  // are sent. Reset before the run moves: a resume that fails here leaves it stalled, to be resumed
+  // again (once sending, it would be refused, and its steps would never run again).
   const wasStalled = run.status === 'stalled';
+  if (wasStalled) await deps.units.reset(runId, 'shard');
+  // The run goes back to sending before its batches do, so they are not parked again.
   const { run: resumed } = await deps.runs.update(runId, (current) =>
     statusAfter(current.status, 'resume')
       ? { event: 'resume', error: undefined, finishedAt: undefined, generation, ...(current.status === 'stalled' ? { enqueueDone: false } : {}) }
       : undefined,
   );
   const { batches: requeuedBatches, profiles: requeuedProfiles } = await requeueParked(deps, runId);
-  // A stalled run's shard steps run again: batches that ended are recognised by their ids, lost ones are sent.
-  if (wasStalled) await deps.units.reset(runId, 'shard');
   const reenqueued = !resumed.enqueueDone;
   if (reenqueued) await sendToQueue(deps.storage.runQueue, encodeMessage({ kind: 'startRun', runId }));
   else await requestFinalizeIfComplete(deps, runId);

@@ -175,6 +175,41 @@ describe("a run's life", () => {
     expect(stack.braze.stats.objectsApplied).toBe(2500);
   }, 90_000);
 
+  it('resumes a stalled run whose first resume failed before its steps were reset, when the resume is asked again', async () => {
+    stack = await startTestStack();
+    const deps = stack.app.deps;
+    const profiles = makeProfiles(1, 2500);
+    await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
+    await stack.app.hosts[1].stop();
+    const runId = await startRun(stack);
+    await waitFor(async () => (await deps.runs.get(runId))!.enqueueDone);
+    const [first, ...lost] = await takeBatches(stack);
+    expect(lost.length).toBeGreaterThan(0);
+    expect((await deliverBatch(deps, first)).kind).toBe('done');
+    expect((await sweepRuns(later(deps, 120))).stalled.map((s) => s.runId)).toEqual([runId]);
+
+    // Storage fails the resume as it resets the run's shard steps (which re-enqueue the lost batches).
+    const reset = deps.units.reset.bind(deps.units);
+    deps.units.reset = () => Promise.reject(Object.assign(new Error('the table answered 503'), { statusCode: 503 }));
+    try {
+      await expect(resume(runId)).rejects.toThrow('the table answered 503');
+    } finally {
+      deps.units.reset = reset;
+    }
+    // Nothing of the resume took: the run is still stalled, and a resume is what it waits for.
+    expect((await deps.runs.get(runId))!.status).toBe('stalled');
+
+    stack.app.hosts[1].start();
+    const again = await resume(runId);
+    expect(again.status).toBe(202);
+    expect(again.jsonBody).toMatchObject({ reenqueued: true });
+    const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 60_000 });
+    expect(run.status).toBe('completed');
+    expect(run.usersDelivered).toBe(2500);
+    expectExactCounts(run);
+    expect(stack.braze.stats.objectsApplied).toBe(2500);
+  }, 90_000);
+
   it('lets a newer refresh supersede a stalled run', async () => {
     stack = await startTestStack();
     await writeRefresh(stack.app.deps.storage.exportContainer, makeProfiles(1, 2500).values(), '2026/11/28/0600', 1);
