@@ -6,7 +6,7 @@ import type { ConnectorDeps } from '../runs/connectorDeps';
 import type { RunPatch } from '../runs/runStore';
 import type { RunRecord, RunStatus } from '../runs/runRecord';
 import { sendToQueue } from '../storage/queueSend';
-import type { ConnectorRecord } from '../telemetry';
+import { connectorEvents, recordFields, type ConnectorRecord } from '../telemetry';
 
 type NotifyMessage = Extract<RunMessage, { kind: 'notify' }>;
 type Summary = NotifyMessage['summary'];
@@ -22,10 +22,11 @@ const EVENT_OF: Partial<Record<ConnectorRecord['connectorEvent'], NotifyEvent>> 
 };
 
 /**
- * A notification a change of status owes the destination's webhooks. It is written on the run in the
- * same update as the status, and taken off once each of its webhooks' messages is queued: a worker
- * that dies in between, or a queue that refuses the message, leaves it owed, and the timer's sweep
- * queues it (a webhook may then be told twice; it is never left untold).
+ * What a change of status owes: its run record (what the Azure Monitor alerts read) and a message to
+ * each webhook that asked for its event. It is written on the run in the same update as the status,
+ * and taken off once the record is written and each message queued: a worker that dies in between,
+ * or a queue that refuses a message, leaves it owed, and the timer's sweep finishes it (an alert or
+ * a webhook may then be told twice; none is left untold).
  */
 const owedNoticeSchema = z.object({
   id: z.string(),
@@ -34,7 +35,9 @@ const owedNoticeSchema = z.object({
   event: z.enum(NOTIFY_EVENTS),
   summary: z.record(z.string(), z.union([z.string(), z.number(), z.boolean(), z.null()])),
   /** The webhooks (places in the destination's `notify`) not yet queued. */
-  targets: z.array(z.number().int().min(0)).min(1),
+  targets: z.array(z.number().int().min(0)),
+  /** The run record was written (only the webhooks are left). */
+  recorded: z.boolean().optional(),
 });
 export type OwedNotice = z.output<typeof owedNoticeSchema>;
 const owedNoticesSchema = z.array(owedNoticeSchema);
@@ -60,18 +63,17 @@ export function owedNotices(run: Pick<RunRecord, 'runId' | 'owedNotices'>, log?:
 }
 
 /**
- * The notice a change of `run` to `status` owes with this record, if any webhook asked for its
- * event; undefined otherwise (nothing is written on the run then).
+ * What a change of `run` to `status` owes with this record: the record itself, and the webhooks that
+ * asked for its event (none for an event no webhook is told of).
  */
 export function noticeFor(deps: ConnectorDeps, run: RunRecord, status: RunStatus, record: ConnectorRecord): OwedNotice | undefined {
-  let event = EVENT_OF[record.connectorEvent];
-  // A reconcile is worth telling about when it found something to repair.
-  if (record.connectorEvent === 'RunReconciled' && record.profilesToRepair === 0) event = undefined;
+  const event = EVENT_OF[record.connectorEvent];
   if (!event) return undefined;
-  const targets = (findDestination(deps.config, run.destination, run.instance)?.notify ?? []).flatMap((target, index) =>
-    target.on.includes(event!) ? [index] : [],
-  );
-  if (targets.length === 0) return undefined;
+  // A reconcile is worth telling a webhook about when it found something to repair.
+  const told = !(record.connectorEvent === 'RunReconciled' && record.profilesToRepair === 0);
+  const targets = told
+    ? (findDestination(deps.config, run.destination, run.instance)?.notify ?? []).flatMap((target, index) => (target.on.includes(event) ? [index] : []))
+    : [];
   const at = deps.clock.now();
   const summary: Summary = { event, ...record, instance: run.instance, refresh: run.refreshLabel, status, statusPath: `/api/runs/${run.runId}` };
   return { id: `${event}-${at}`, at, event, summary, targets };
@@ -92,7 +94,7 @@ export async function announceOwed(deps: ConnectorDeps, run: RunRecord, record: 
   if (notice) await sendOwed(deps, run, notice);
 }
 
-/** Queues what is owed of `notice`, and leaves owed on the run only the webhooks whose message the queue refused. */
+/** Queues what is owed of `notice` (its record written), and leaves owed on the run only the webhooks whose message the queue refused. */
 async function sendOwed(deps: ConnectorDeps, run: RunRecord, notice: OwedNotice): Promise<void> {
   const unsent = await queueNotice(deps, run, notice.event, notice.summary, notice.targets);
   try {
@@ -100,7 +102,7 @@ async function sendOwed(deps: ConnectorDeps, run: RunRecord, notice: OwedNotice)
       const owed = owedNotices(current, deps.log);
       const at = owed.findIndex((n) => n.id === notice.id);
       if (at < 0) return undefined;
-      if (unsent.length) owed[at] = { ...owed[at], targets: unsent };
+      if (unsent.length) owed[at] = { ...owed[at], targets: unsent, recorded: true };
       else owed.splice(at, 1);
       return { owedNotices: owed.length ? JSON.stringify(owed) : undefined };
     });
@@ -119,10 +121,21 @@ async function sendOwed(deps: ConnectorDeps, run: RunRecord, notice: OwedNotice)
 export async function sendOwedNotices(deps: ConnectorDeps, run: RunRecord, now: number): Promise<number> {
   const due = owedNotices(run, deps.log).filter((notice) => now - notice.at >= OWED_NOTICE_GRACE_MS);
   for (const notice of due) {
-    deps.log.warn(`run ${run.runId}: the ${notice.event} notification was owed since ${new Date(notice.at).toISOString()}; queued now`);
+    deps.log.warn(`run ${run.runId}: the ${notice.event} notification was owed since ${new Date(notice.at).toISOString()}; sent now`);
+    const record = notice.recorded ? undefined : recordOf(notice.summary);
+    if (record) deps.log.record(record);
     await sendOwed(deps, run, notice);
   }
   return due.length;
+}
+
+/** The run record a notice's summary carries: its event's fields (telemetry's list), nothing the summary adds. */
+function recordOf(summary: Summary): ConnectorRecord | undefined {
+  const event = summary.connectorEvent;
+  if (typeof event !== 'string' || !(connectorEvents as readonly string[]).includes(event)) return undefined;
+  const fields = recordFields[event as ConnectorRecord['connectorEvent']] as readonly string[];
+  // The summary was built from such a record; its fields are the record's, by the list above.
+  return Object.fromEntries([['connectorEvent', event], ...fields.filter((name) => name in summary).map((name) => [name, summary[name]])]) as ConnectorRecord;
 }
 
 /** Queues one message per webhook; answers the webhooks whose message the queue refused (each is logged). */
@@ -158,7 +171,7 @@ async function queueNotice(deps: ConnectorDeps, run: RunRecord, event: NotifyEve
 export async function announce(deps: ConnectorDeps, run: RunRecord, record: ConnectorRecord): Promise<void> {
   deps.log.record(record);
   const notice = noticeFor(deps, run, run.status, record);
-  if (notice) await queueNotice(deps, run, notice.event, notice.summary, notice.targets);
+  if (notice?.targets.length) await queueNotice(deps, run, notice.event, notice.summary, notice.targets);
 }
 
 /**

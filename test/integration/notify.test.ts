@@ -175,15 +175,49 @@ describe('notifications of how runs end', () => {
       await waitFor(() => receiver.on('/json/s3cr3t-json').length === 1, 20_000);
       expect(receiver.on('/json/s3cr3t-json')[0]).toMatchObject({ event, runId, status: event, destination: 'BrazeExport' });
       expect((await deps.runs.get(runId))!.owedNotices).toBeUndefined();
-      // Sent, it is owed no more.
+      // Sent, it is owed no more; the run record was written once, by the worker (the alerts read it).
       expect((await sweepRuns(later)).notified).toEqual([]);
       await new Promise((resolve) => setTimeout(resolve, 1_000));
       expect(receiver.posts).toHaveLength(1);
+      const connectorEvent = event === 'halted' ? 'RunHalted' : 'RunFailed';
+      expect(stack.log.records.filter((r) => r.connectorEvent === connectorEvent && r.runId === runId)).toHaveLength(1);
     },
     90_000,
   );
 
-  it('takes a notice off the run once it is queued, and a run whose destination asks for nothing carries none', async () => {
+  it('writes the run record and tells the webhook from the sweep when the worker died right after the status write', async () => {
+    const stack = await start([{ urlSetting: 'HOOK_JSON', on: ['failed'], format: 'json' }]);
+    const deps = stack.app.deps;
+    await writeRefresh(deps.storage.exportContainer, makeProfiles(1, 10).values(), '2026/11/28/0600', 1);
+    await stack.app.hosts[1].stop();
+    const outcome = await requestSync(deps, { trigger: 'http' });
+    const runId = outcome.runs[0].runId;
+    await waitFor(async () => (await deps.runs.get(runId))!.enqueueDone, 30_000);
+    // The worker dies where it would write the run's RunFailed record: nothing after the status write happens.
+    const record = deps.log.record.bind(deps.log);
+    deps.log.record = (r) => {
+      if (r.connectorEvent === 'RunFailed') throw new Error('the worker died here');
+      record(r);
+    };
+    try {
+      await expect(failRun(deps, (await deps.runs.get(runId))!, new InvalidInputError('the export is not what it says'))).rejects.toThrow(
+        'the worker died here',
+      );
+    } finally {
+      deps.log.record = record;
+    }
+    expect((await deps.runs.get(runId))!.status).toBe('failed');
+    const failedRecords = () => stack.log.records.filter((r) => r.connectorEvent === 'RunFailed' && r.runId === runId);
+    expect(failedRecords()).toEqual([]);
+    const later = { ...deps, clock: { ...deps.clock, now: () => Date.now() + 2 * 60_000 } };
+    expect((await sweepRuns(later)).notified).toEqual([runId]);
+    expect(failedRecords()).toEqual([{ connectorEvent: 'RunFailed', runId, destination: 'BrazeExport', reason: 'the export is not what it says' }]);
+    await waitFor(() => receiver.on('/json/s3cr3t-json').length === 1, 20_000);
+    expect(receiver.on('/json/s3cr3t-json')[0]).toMatchObject({ event: 'failed', runId, status: 'failed', reason: 'the export is not what it says' });
+    expect((await deps.runs.get(runId))!.owedNotices).toBeUndefined();
+  }, 90_000);
+
+  it('takes what a status change owes off the run once it is written and queued, webhooks or none', async () => {
     const stack = await start([{ urlSetting: 'HOOK_JSON', on: ['halted'], format: 'json' }]);
     const deps = stack.app.deps;
     await writeRefresh(deps.storage.exportContainer, makeProfiles(1, 10).values(), '2026/11/28/0600', 1);
@@ -192,7 +226,7 @@ describe('notifications of how runs end', () => {
     const runId = outcome.runs[0].runId;
     await waitFor(async () => (await deps.runs.get(runId))!.enqueueDone, 30_000);
     await failRun(deps, (await deps.runs.get(runId))!, new InvalidInputError('the export is not what it says'));
-    // Nobody asked for "failed": nothing owed, nothing sent.
+    // Nobody asked for "failed": its record written, nothing owed, nothing sent.
     expect((await deps.runs.get(runId))!.owedNotices).toBeUndefined();
     const other = await requestSync(deps, { trigger: 'http', force: true });
     const otherId = other.runs[0].runId;
