@@ -9,7 +9,7 @@ export async function syncTimer(timer: Timer, context: InvocationContext): Promi
   const outcome = await requestSync(deps, { trigger: 'timer' });
   const swept = await sweepRuns(deps);
   context.log(
-    `timer: ${outcome.runs.filter((r) => r.created).length} new runs, ${outcome.runs.filter((r) => !r.created).length} refreshes already synced or syncing, ${outcome.problems.length} problems; restarted ${swept.restarted.length} and finalized ${swept.finalizing.length} runs a crash left behind; removed ${swept.expired.length} runs past their retention`,
+    `timer: ${outcome.runs.filter((r) => r.created).length} new runs, ${outcome.runs.filter((r) => !r.created).length} refreshes already synced or syncing, ${outcome.problems.length} problems; restarted ${swept.restarted.length} and finalized ${swept.finalizing.length} runs a crash left behind; removed ${swept.expired.length} runs past their retention; sent what ${swept.notified.length} runs owed (records, notifications)`,
   );
   for (const problem of outcome.problems) context.warn(describeProblem(problem));
   for (const stalled of swept.stalled) {
