@@ -48,12 +48,16 @@ async function move(deps: ConnectorDeps, runId: string, batchId: string, from: S
   return deps.batches.write(runId, batchId, from, next);
 }
 
-/** Looks at the batch's record before doing anything: claims it, or says why not. */
-export async function receiveBatch(deps: ConnectorDeps, message: BrazeBatchMessage): Promise<Receipt> {
+/**
+ * Looks at the batch's record before doing anything: claims it, or says why not. `reopen`: whether
+ * a resumed copy may reopen a parked or failed batch — not once its run was superseded, whose
+ * parked profiles the supersede counted failed already (reopened and failed, they would count twice).
+ */
+export async function receiveBatch(deps: ConnectorDeps, message: BrazeBatchMessage, reopen = true): Promise<Receipt> {
   for (let attempt = 0; attempt < MAX_CLAIM_ATTEMPTS; attempt++) {
     const stored = await deps.batches.read(message.runId, message.batchId);
     const nowMs = deps.clock.now();
-    const decision = onReceipt(stored?.record, { resumed: message.resumed ?? false }, nowMs);
+    const decision = onReceipt(stored?.record, { resumed: (message.resumed ?? false) && reopen }, nowMs);
     if (decision.kind === 'busy') return { kind: 'busy', untilMs: decision.untilMs };
     if (decision.kind === 'duplicate') return { kind: 'duplicate', stored: stored! };
     if (decision.kind === 'finishHandoff') return { kind: 'handingOff', stored: stored! };
@@ -94,39 +98,50 @@ export async function hasParked(deps: ConnectorDeps, runId: string): Promise<boo
  * A resume's first step: the failed batches kept for it count as parked from now on, so the run
  * waits for them to be sent again. Counted failed, the run's counts would add up while they are on
  * the queue: it would be finalized at once, announced complete, and its state would say they were
- * not delivered. Answers how many batches it moved.
+ * not delivered.
  */
-export async function reparkFailed(deps: ConnectorDeps, runId: string): Promise<number> {
+export async function reparkFailed(deps: ConnectorDeps, runId: string): Promise<void> {
   const prefix = parkedPrefix(runId);
-  let moved = 0;
   for await (const item of deps.storage.stateContainer.listBlobsFlat({ prefix })) {
     if (!item.name.endsWith('.msg')) continue;
-    const batchId = item.name.slice(prefix.length, -'.msg'.length);
-    const stored = await deps.batches.read(runId, batchId);
-    if (stored?.record.state !== 'failed') continue;
-    const failed = stored.record.outcome;
-    const outcome = {
-      ...failed,
-      usersParked: failed.usersParked + failed.usersFailed,
-      rowsParked: failed.rowsParked + failed.rowsFailed,
-      usersFailed: 0,
-      rowsFailed: 0,
-    };
-    // Lost to a concurrent copy (another resume, or a copy of its message sending it already): that one counts.
-    if (await move(deps, runId, batchId, stored, { ...stored.record, state: 'parked', outcome })) moved += 1;
+    await reparkIfFailed(deps, runId, item.name.slice(prefix.length, -'.msg'.length));
   }
-  return moved;
 }
 
 /**
- * Sends a run's parked batches (and failed ones kept for a resume) back to the queue, each once
- * re-queued removed. Two callers at once may both send one: the batch's claim makes it one batch.
+ * A failed batch's record moved to parked, its failed counts with it; answers the record as it is
+ * then (a concurrent copy's move counts as well). Any other record is answered as it is.
+ */
+async function reparkIfFailed(deps: ConnectorDeps, runId: string, batchId: string): Promise<StoredBatch | undefined> {
+  const stored = await deps.batches.read(runId, batchId);
+  if (stored?.record.state !== 'failed') return stored;
+  const failed = stored.record.outcome;
+  const outcome = {
+    ...failed,
+    usersParked: failed.usersParked + failed.usersFailed,
+    rowsParked: failed.rowsParked + failed.rowsFailed,
+    usersFailed: 0,
+    rowsFailed: 0,
+  };
+  return (await move(deps, runId, batchId, stored, { ...stored.record, state: 'parked', outcome })) ?? (await deps.batches.read(runId, batchId));
+}
+
+/**
+ * Sends a run's parked batches (and failed ones kept for a resume, counted parked first) back to
+ * the queue, each once re-queued removed. A batch whose owner is still ending it (a poison handler
+ * between the kept copy and its record) stays for its owner to record and the next resume to take:
+ * sent now, it would count failed while on the queue. Two callers at once may both send one: the
+ * batch's claim makes it one batch.
  */
 export async function requeueParked(deps: ConnectorDeps, runId: string): Promise<{ batches: number; profiles: number }> {
   const container = deps.storage.stateContainer;
+  const prefix = parkedPrefix(runId);
   let batches = 0;
   let profiles = 0;
-  for await (const item of container.listBlobsFlat({ prefix: parkedPrefix(runId) })) {
+  for await (const item of container.listBlobsFlat({ prefix })) {
+    if (!item.name.endsWith('.msg')) continue;
+    const stored = await reparkIfFailed(deps, runId, item.name.slice(prefix.length, -'.msg'.length));
+    if (stored?.record.state === 'sending' || stored?.record.state === 'handingOff') continue;
     let text;
     try {
       text = (await container.getBlobClient(item.name).downloadToBuffer()).toString('utf8');

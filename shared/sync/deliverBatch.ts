@@ -44,7 +44,7 @@ export async function deliverBatch(deps: ConnectorDeps, payload: unknown, delive
     return { kind: 'dropped' };
   }
 
-  const receipt = await receiveBatch(deps, message);
+  const receipt = await receiveBatch(deps, message, run.status !== 'superseded');
   if (receipt.kind === 'duplicate') {
     await recoverLostChild(deps, message.runId, message.batchId, receipt.stored);
     return { kind: 'duplicate' };

@@ -18,7 +18,8 @@ import type { ConnectorDeps } from '../runs/connectorDeps';
 import { holdingLease, leaseEnd, leaseHeld } from './lease';
 import { stateStillRead } from './stateBase';
 import { deleteRunBlobs, wakeWaiting } from './claimDestination';
-import { announce } from './notify';
+import { announceOwed, noticeFor, owing, sendOwedNotices, type OwedNotice } from './notify';
+import type { ConnectorRecord } from '../telemetry';
 
 /** Profiles with an ending: delivered, rejected or failed (parked ones wait for a resume). */
 function endedUsers(run: RunRecord): number {
@@ -165,9 +166,10 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
     return { event: 'startFinalize', leaseOwner: owner, leaseUntil: leaseEnd(deps) };
   });
   if (!claim.changed) {
-    // A finalizer that died between completing the run and freeing the destination: its finalize comes again.
+    // A finalizer that died between completing the run and freeing the destination: its finalize comes
+    // again, and sends what the completion owes (the sweep would, later) before it frees the destination.
     if (claim.run.status === 'completed' && (await deps.destinations.activeRun(run.modelJsonPath)) === runId) {
-      await announceCompleted(deps, claim.run);
+      await sendOwedNotices(deps, claim.run, deps.clock.now(), 0);
       await deps.destinations.release(run.modelJsonPath, runId);
       await wakeWaiting(deps, run.modelJsonPath);
     }
@@ -191,14 +193,18 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
     for (const [batchId, token] of batchTokens) owners.set(`batch-${batchId}`, token);
     const report = await composeRejectsReport(deps.storage.stateContainer, runId, owners);
     signal.throwIfAborted();
-    const { run: finished, changed } = await deps.runs.update(runId, (current) =>
-      current.leaseOwner === owner
-        ? { event: 'complete', finishedAt: new Date(deps.clock.now()).toISOString(), leaseOwner: undefined, leaseUntil: undefined }
-        : undefined,
-    );
-    // Told before the destination is freed: a finalizer that dies in between is found holding it, and
-    // tells again. One whose lease ran out (another finalizer completed the run) leaves it to that one.
-    if (changed) await announceCompleted(deps, finished);
+    let record: ConnectorRecord | undefined;
+    let notice: OwedNotice | undefined;
+    const { run: finished, changed } = await deps.runs.update(runId, (current) => {
+      if (current.leaseOwner !== owner) return undefined;
+      const finishedAt = new Date(deps.clock.now()).toISOString();
+      record = completedRecord({ ...current, finishedAt });
+      notice = noticeFor(deps, current, 'completed', record);
+      return { event: 'complete', finishedAt, leaseOwner: undefined, leaseUntil: undefined, ...owing(current, notice) };
+    });
+    // Told before the destination is freed: a finalizer that dies in between leaves it owed (sent by
+    // the finalize's retry, or the sweep). One whose lease ran out (another finalizer completed the run) leaves it to that one.
+    if (changed) await announceOwed(deps, finished, record!, notice);
     await deps.destinations.release(run.modelJsonPath, runId);
     await wakeWaiting(deps, run.modelJsonPath);
     // Failed profiles can be retried by a resume, which needs the parked batches and what each shard sent.
@@ -210,8 +216,8 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
   });
 }
 
-async function announceCompleted(deps: ConnectorDeps, finished: RunRecord): Promise<void> {
-  await announce(deps, finished, {
+function completedRecord(finished: RunRecord): ConnectorRecord {
+  return {
     connectorEvent: 'RunCompleted',
     runId: finished.runId,
     destination: finished.destination,
@@ -226,5 +232,5 @@ async function announceCompleted(deps: ConnectorDeps, finished: RunRecord): Prom
     dataPointsSent: finished.dataPointsSent,
     dataPointsFullSend: finished.dataPointsFullSend,
     durationMs: Date.parse(finished.finishedAt ?? finished.updatedAt) - Date.parse(finished.createdAt),
-  });
+  };
 }

@@ -46,6 +46,13 @@ const owedNoticesSchema = z.array(owedNoticeSchema);
 export const OWED_NOTICE_GRACE_MS = 60_000;
 /** What one run keeps owing at most: the oldest go first (a run that loops between statuses). */
 const MAX_OWED_NOTICES = 8;
+/**
+ * The owed notices' JSON stays well under what a table property holds (64 KiB, 32K characters): a
+ * status write that carried more would fail, and the status with it. Long texts (a reason listing
+ * every problem of a model.json) are cut in the notice; the run's error keeps its own cut.
+ */
+const MAX_OWED_CHARS = 24_000;
+const MAX_SUMMARY_TEXT = 2_000;
 
 /** The notices a run owes; a list that does not read is logged and dropped (it cannot be sent). */
 export function owedNotices(run: Pick<RunRecord, 'runId' | 'owedNotices'>, log?: ConnectorDeps['log']): OwedNotice[] {
@@ -76,18 +83,25 @@ export function noticeFor(deps: ConnectorDeps, run: RunRecord, status: RunStatus
     : [];
   const at = deps.clock.now();
   const summary: Summary = { event, ...record, instance: run.instance, refresh: run.refreshLabel, status, statusPath: `/api/runs/${run.runId}` };
+  for (const [name, value] of Object.entries(summary))
+    if (typeof value === 'string' && value.length > MAX_SUMMARY_TEXT) summary[name] = `${value.slice(0, MAX_SUMMARY_TEXT)}…`;
   return { id: `${event}-${at}`, at, event, summary, targets };
 }
 
 /** The patch that owes `notice` besides what `run` already owes (nothing when there is no notice). */
 export function owing(run: RunRecord, notice: OwedNotice | undefined): Pick<RunPatch, 'owedNotices'> {
   if (!notice) return {};
-  return { owedNotices: JSON.stringify([...owedNotices(run), notice].slice(-MAX_OWED_NOTICES)) };
+  const owed = [...owedNotices(run), notice].slice(-MAX_OWED_NOTICES);
+  while (owed.length > 1 && JSON.stringify(owed).length > MAX_OWED_CHARS) owed.shift();
+  return { owedNotices: JSON.stringify(owed) };
 }
 
 /**
  * Writes the run record a change of status made and queues the notice the change owes (see
- * owing), then takes it off the run: what could not be queued stays owed for the sweep.
+ * owing), then takes it off the run: what could not be queued stays owed for the sweep. The record
+ * is the summary the webhooks get (ids, counts, reasons: no identifier, e-mail or name, by its
+ * type), with the run's refresh and where to see it. Each webhook gets its own queue message, so
+ * one that is down delays no other; a failure to enqueue is logged, never the run's.
  */
 export async function announceOwed(deps: ConnectorDeps, run: RunRecord, record: ConnectorRecord, notice: OwedNotice | undefined): Promise<void> {
   deps.log.record(record);
@@ -102,6 +116,8 @@ async function sendOwed(deps: ConnectorDeps, run: RunRecord, notice: OwedNotice)
       const owed = owedNotices(current, deps.log);
       const at = owed.findIndex((n) => n.id === notice.id);
       if (at < 0) return undefined;
+      // Refused again, and recorded already: nothing to write (a write would count as the run's progress).
+      if (unsent.length && owed[at].recorded && unsent.length === owed[at].targets.length) return undefined;
       if (unsent.length) owed[at] = { ...owed[at], targets: unsent, recorded: true };
       else owed.splice(at, 1);
       return { owedNotices: owed.length ? JSON.stringify(owed) : undefined };
@@ -118,8 +134,8 @@ async function sendOwed(deps: ConnectorDeps, run: RunRecord, notice: OwedNotice)
  * The sweep's part: queues the notices `run` still owes that its own worker should have queued by
  * now (a crash between the status and its notice, a queue that refused). Answers how many it sent.
  */
-export async function sendOwedNotices(deps: ConnectorDeps, run: RunRecord, now: number): Promise<number> {
-  const due = owedNotices(run, deps.log).filter((notice) => now - notice.at >= OWED_NOTICE_GRACE_MS);
+export async function sendOwedNotices(deps: ConnectorDeps, run: RunRecord, now: number, graceMs = OWED_NOTICE_GRACE_MS): Promise<number> {
+  const due = owedNotices(run, deps.log).filter((notice) => now - notice.at >= graceMs);
   for (const notice of due) {
     deps.log.warn(`run ${run.runId}: the ${notice.event} notification was owed since ${new Date(notice.at).toISOString()}; sent now`);
     const record = notice.recorded ? undefined : recordOf(notice.summary);
@@ -160,18 +176,6 @@ async function queueNotice(deps: ConnectorDeps, run: RunRecord, event: NotifyEve
     }
   }
   return unsent;
-}
-
-/**
- * Writes a run record and tells the destination's webhooks that asked for its event. The record is
- * the summary they get (ids, counts, reasons: no identifier, e-mail or name, by its type), with the
- * run's refresh and where to see it. Each webhook gets its own queue message, so one that is down
- * delays no other; a failure to enqueue is logged, never the run's.
- */
-export async function announce(deps: ConnectorDeps, run: RunRecord, record: ConnectorRecord): Promise<void> {
-  deps.log.record(record);
-  const notice = noticeFor(deps, run, run.status, record);
-  if (notice?.targets.length) await queueNotice(deps, run, notice.event, notice.summary, notice.targets);
 }
 
 /**

@@ -29,7 +29,7 @@ export async function handlePoisonBatch(deps: ConnectorDeps, payload: unknown): 
     deps.log.warn(`poisoned batch ${message.batchId}: run ${message.runId} does not exist; dropped`);
     return;
   }
-  const receipt = await receiveBatch(deps, message);
+  const receipt = await receiveBatch(deps, message, run.status !== 'superseded');
   if (receipt.kind === 'duplicate') return;
   if (receipt.kind === 'busy') {
     await sendToQueue(deps.storage.batchPoisonQueue, encodeMessage(message), receipt.untilMs - deps.clock.now() + 1_000);

@@ -7,6 +7,7 @@ import { BrazeAuthError, InvalidInputError } from '../../shared/errors';
 import { failRun } from '../../shared/sync/failRun';
 import { owedNotices } from '../../shared/sync/notify';
 import { sweepRuns } from '../../shared/sync/sweepRuns';
+import { resumeRun } from '../../shared/sync/resumeRun';
 import { haltRun } from '../../shared/sync/runEvents';
 import { createConnector } from '../../shared/sync/connector';
 import { makeProfiles, writeRefresh } from '../helpers/profileModel';
@@ -144,7 +145,7 @@ describe('notifications of how runs end', () => {
     expect((await stack.app.deps.runs.get(runId))!.status).toBe('halted');
   }, 90_000);
 
-  it.each(['halted', 'failed'] as const)(
+  it.each(['halted', 'failed', 'stalled'] as const)(
     'a %s notification the queue refused is kept owed on the run and queued by the sweep, once, with the status it was owed for',
     async (event) => {
       const stack = await start([{ urlSetting: 'HOOK_JSON', on: [event], format: 'json' }]);
@@ -154,33 +155,37 @@ describe('notifications of how runs end', () => {
       const outcome = await requestSync(deps, { trigger: 'http' });
       const runId = outcome.runs[0].runId;
       await waitFor(async () => (await deps.runs.get(runId))!.enqueueDone, 30_000);
+      // The sweep that stalls a run sees it from two hours on; the others change it now.
+      const startMinutes = event === 'stalled' ? 120 : 0;
+      const at = (minutes: number) => ({ ...deps, clock: { ...deps.clock, now: () => Date.now() + (startMinutes + minutes) * 60_000 } });
       // The worker writes the status, then cannot queue the notification (a real client, a queue
       // that does not exist): the same place as a worker that dies between the two.
       const runQueue = deps.storage.runQueue;
       deps.storage.runQueue = QueueServiceClient.fromConnectionString(stack.azurite.connectionString).getQueueClient('no-such-queue');
       try {
         if (event === 'halted') await haltRun(deps, runId, new BrazeAuthError('Braze answered 401: Invalid API key: [redacted]', 401));
-        else await failRun(deps, (await deps.runs.get(runId))!, new InvalidInputError('the export is not what it says'));
+        else if (event === 'failed') await failRun(deps, (await deps.runs.get(runId))!, new InvalidInputError('the export is not what it says'));
+        else expect((await sweepRuns(at(0))).stalled.map((s) => s.runId)).toEqual([runId]);
       } finally {
         deps.storage.runQueue = runQueue;
       }
       const owed = await deps.runs.get(runId);
       expect(owed!.status).toBe(event);
-      expect(owedNotices(owed!)).toEqual([expect.objectContaining({ event, targets: [0] })]);
+      expect(owedNotices(owed!)).toEqual([expect.objectContaining({ event, targets: [0], recorded: true })]);
       expect(stack.log.lines.join('\n')).toMatch(new RegExp(`the ${event} notification could not be queued`));
-      // A fresh notice is its worker's to send; a minute on, the sweep's.
-      expect((await sweepRuns(deps)).notified).toEqual([]);
-      const later = { ...deps, clock: { ...deps.clock, now: () => Date.now() + 2 * 60_000 } };
-      expect((await sweepRuns(later)).notified).toEqual([runId]);
+      // A fresh notice is its worker's to send; a minute on, the sweep's — whatever the run did since.
+      expect((await sweepRuns(at(0))).notified).toEqual([]);
+      if (event !== 'failed') expect((await resumeRun(deps, runId)).kind).toBe('resumed');
+      expect((await sweepRuns(at(2))).notified).toEqual([runId]);
       await waitFor(() => receiver.on('/json/s3cr3t-json').length === 1, 20_000);
       expect(receiver.on('/json/s3cr3t-json')[0]).toMatchObject({ event, runId, status: event, destination: 'BrazeExport' });
       expect((await deps.runs.get(runId))!.owedNotices).toBeUndefined();
       // Sent, it is owed no more; the run record was written once, by the worker (the alerts read it).
-      expect((await sweepRuns(later)).notified).toEqual([]);
+      expect((await sweepRuns(at(2))).notified).toEqual([]);
       await new Promise((resolve) => setTimeout(resolve, 1_000));
       expect(receiver.posts).toHaveLength(1);
-      const connectorEvent = event === 'halted' ? 'RunHalted' : 'RunFailed';
-      expect(stack.log.records.filter((r) => r.connectorEvent === connectorEvent && r.runId === runId)).toHaveLength(1);
+      const connectorEvent = { halted: 'RunHalted', failed: 'RunFailed', stalled: 'RunStalled' }[event];
+      expect(stack.log.records.filter((r) => r.connectorEvent === connectorEvent && 'runId' in r && r.runId === runId)).toHaveLength(1);
     },
     90_000,
   );
@@ -215,6 +220,36 @@ describe('notifications of how runs end', () => {
     await waitFor(() => receiver.on('/json/s3cr3t-json').length === 1, 20_000);
     expect(receiver.on('/json/s3cr3t-json')[0]).toMatchObject({ event: 'failed', runId, status: 'failed', reason: 'the export is not what it says' });
     expect((await deps.runs.get(runId))!.owedNotices).toBeUndefined();
+  }, 90_000);
+
+  it('tells "completed" once when the finalizer died right after completing the run: its retry sends what the completion owes', async () => {
+    const stack = await start([{ urlSetting: 'HOOK_JSON', on: ['completed'], format: 'json' }]);
+    const deps = stack.app.deps;
+    await writeRefresh(deps.storage.exportContainer, makeProfiles(1, 20).values(), '2026/11/28/0600', 1);
+    // The finalizer dies where it would write the RunCompleted record (once): its message is retried.
+    const record = deps.log.record.bind(deps.log);
+    let died = false;
+    deps.log.record = (r) => {
+      if (r.connectorEvent === 'RunCompleted' && !died) {
+        died = true;
+        throw new Error('the finalizer died here');
+      }
+      record(r);
+    };
+    try {
+      const { run } = await sync(stack, '2026/11/28/0600');
+      expect(run.status).toBe('completed');
+      await waitFor(async () => (await deps.destinations.activeRun(run.modelJsonPath)) === undefined, 30_000);
+      expect(died).toBe(true);
+      await waitFor(() => receiver.on('/json/s3cr3t-json').length === 1, 20_000);
+      expect(receiver.on('/json/s3cr3t-json')[0]).toMatchObject({ event: 'completed', runId: run.runId, status: 'completed', profilesDelivered: 20 });
+      expect(stack.log.records.filter((r) => r.connectorEvent === 'RunCompleted' && r.runId === run.runId)).toHaveLength(1);
+      expect((await deps.runs.get(run.runId))!.owedNotices).toBeUndefined();
+      await new Promise((resolve) => setTimeout(resolve, 1_000));
+      expect(receiver.posts).toHaveLength(1);
+    } finally {
+      deps.log.record = record;
+    }
   }, 90_000);
 
   it('takes what a status change owes off the run once it is written and queued, webhooks or none', async () => {

@@ -210,6 +210,35 @@ describe("a run's life", () => {
     expect(stack.braze.stats.objectsApplied).toBe(2500);
   }, 90_000);
 
+  it("counts a superseded run's resumed batches once: copies that come after the supersede change nothing", async () => {
+    stack = await startTestStack();
+    const deps = stack.app.deps;
+    await writeRefresh(deps.storage.exportContainer, makeProfiles(1, 300).values(), '2026/11/28/0600', 1);
+    await stack.app.hosts[1].stop();
+    const runId = await startRun(stack);
+    await waitFor(async () => (await deps.runs.get(runId))!.enqueueDone, 30_000);
+    await haltRun(deps, runId, new BrazeAuthError('Braze answered 401: Invalid API key: [redacted]', 401));
+    for (const message of await takeBatches(stack)) expect((await deliverBatch(deps, message)).kind).toBe('parked');
+    // Resumed, its batches go back on the queue; the senders stay down, the run stalls, and a newer
+    // refresh supersedes it, counting its parked profiles failed.
+    expect((await resume(runId)).status).toBe(202);
+    const resumedCopies = await takeBatches(stack);
+    expect(resumedCopies.length).toBeGreaterThan(0);
+    expect((await sweepRuns(later(deps, 120))).stalled.map((s) => s.runId)).toEqual([runId]);
+    await writeRefresh(deps.storage.exportContainer, makeProfiles(1, 300).values(), '2026/11/29/0600', 1);
+    stack.app.hosts[1].start();
+    const newerId = await startRun(stack);
+    const [newer] = await stack.app.waitForRuns([newerId], { timeoutMs: 60_000 });
+    expect(newer.status).toBe('completed');
+    const superseded = (await deps.runs.get(runId))!;
+    expect(superseded).toMatchObject({ status: 'superseded', usersParked: 0, usersFailed: 300 });
+    // The resumed copies arrive late (a queue delivers at least once, in any order): counted already.
+    for (const message of resumedCopies) expect((await deliverBatch(deps, message)).kind).toBe('duplicate');
+    const after = (await deps.runs.get(runId))!;
+    expect(after).toMatchObject({ status: 'superseded', usersParked: 0, usersFailed: 300, usersDelivered: 0 });
+    expectExactCounts(after);
+  }, 90_000);
+
   it('lets a newer refresh supersede a stalled run', async () => {
     stack = await startTestStack();
     await writeRefresh(stack.app.deps.storage.exportContainer, makeProfiles(1, 2500).values(), '2026/11/28/0600', 1);
