@@ -16,6 +16,9 @@ import { redactSecret } from '../../shared/braze/redact';
 import { sentLine, shardCountFor, shardOfHash, stateLine } from '../../shared/state/deliveredState';
 import { convertCell } from '../../shared/ci/dataTypes';
 import { InvalidInputError, UnreadableMessageError } from '../../shared/errors';
+import { noticeFor, owedNotices, owing } from '../../shared/sync/notify';
+import type { ConnectorDeps } from '../../shared/runs/connectorDeps';
+import type { RunRecord } from '../../shared/runs/runRecord';
 
 describe('diffing a profile against what Braze last accepted', () => {
   const bits = new MembershipBits(['a', 'b']);
@@ -213,5 +216,35 @@ describe('state shards', () => {
       const hash = keyHash(`x:${i}`);
       expect(shardOfHash(hash, 16) & 7).toBe(shardOfHash(hash, 8));
     }
+  });
+});
+
+describe('what a change of status owes, on the run record', () => {
+  const config = testConfig({ notify: [{ urlSetting: 'HOOK', on: ['failed'], format: 'json' }] });
+  const deps = { config, clock: { now: () => 1_000_000 } } as unknown as ConnectorDeps;
+  const run = { runId: 'r1', destination: 'BrazeExport', instance: '', refreshLabel: '2026/11/28/0600' } as RunRecord;
+
+  it('cuts a long reason, and keeps the list within what a table property holds', () => {
+    // A model.json with every problem listed: its reason is the size of the file.
+    const reason = 'x'.repeat(100_000);
+    const notice = noticeFor(deps, run, 'failed', { connectorEvent: 'RunFailed', runId: 'r1', destination: 'BrazeExport', reason })!;
+    expect(notice).toMatchObject({ event: 'failed', targets: [0] });
+    expect(String(notice.summary.reason)).toHaveLength(2_001);
+    let owedRun = run;
+    for (let i = 0; i < 20; i++) owedRun = { ...owedRun, ...owing(owedRun, { ...notice, id: `failed-${i}` }) };
+    // Under 32K characters (64 KiB): the newest kept, the oldest let go.
+    expect(owedRun.owedNotices!.length).toBeLessThan(24_000);
+    const kept = owedNotices(owedRun);
+    expect(kept.length).toBeGreaterThan(1);
+    expect(kept[kept.length - 1].id).toBe('failed-19');
+  });
+
+  it('owes the record even when no webhook asked for the event, and reads a damaged list as nothing owed', () => {
+    const notice = noticeFor(deps, run, 'halted', { connectorEvent: 'RunHalted', runId: 'r1', destination: 'BrazeExport', brazeStatus: 401, reason: 'r' });
+    expect(notice).toMatchObject({ event: 'halted', targets: [] });
+    expect(noticeFor(deps, run, 'completed', { connectorEvent: 'RunExpired', runId: 'r1', destination: 'BrazeExport' })).toBeUndefined();
+    const warnings: string[] = [];
+    expect(owedNotices({ runId: 'r1', owedNotices: '[{"id":1}]' }, { warn: (m: string) => warnings.push(m) } as unknown as ConnectorDeps['log'])).toEqual([]);
+    expect(warnings).toEqual(['run r1: its owed notifications do not read; dropped']);
   });
 });
