@@ -64,6 +64,16 @@ describe('notifications of how runs end', () => {
         ...env,
       },
     });
+  /** A run read and queued whose batches wait unsent (the sender host is stopped). */
+  const sendingRun = async (stack: TestStack) => {
+    const deps = stack.app.deps;
+    await writeRefresh(deps.storage.exportContainer, makeProfiles(1, 10).values(), '2026/11/28/0600', 1);
+    await stack.app.hosts[1].stop();
+    const outcome = await requestSync(deps, { trigger: 'http' });
+    const runId = outcome.runs[0].runId;
+    await waitFor(async () => (await deps.runs.get(runId))!.enqueueDone, 30_000);
+    return runId;
+  };
   const sync = async (stack: TestStack, folder: string) => {
     const outcome = await requestSync(stack.app.deps, { trigger: 'http' });
     expect(outcome.problems).toEqual([]);
@@ -150,11 +160,7 @@ describe('notifications of how runs end', () => {
     async (event) => {
       const stack = await start([{ urlSetting: 'HOOK_JSON', on: [event], format: 'json' }]);
       const deps = stack.app.deps;
-      await writeRefresh(deps.storage.exportContainer, makeProfiles(1, 10).values(), '2026/11/28/0600', 1);
-      await stack.app.hosts[1].stop();
-      const outcome = await requestSync(deps, { trigger: 'http' });
-      const runId = outcome.runs[0].runId;
-      await waitFor(async () => (await deps.runs.get(runId))!.enqueueDone, 30_000);
+      const runId = await sendingRun(stack);
       // The sweep that stalls a run sees it from two hours on; the others change it now.
       const startMinutes = event === 'stalled' ? 120 : 0;
       const at = (minutes: number) => ({ ...deps, clock: { ...deps.clock, now: () => Date.now() + (startMinutes + minutes) * 60_000 } });
@@ -193,11 +199,7 @@ describe('notifications of how runs end', () => {
   it('writes the run record and tells the webhook from the sweep when the worker died right after the status write', async () => {
     const stack = await start([{ urlSetting: 'HOOK_JSON', on: ['failed'], format: 'json' }]);
     const deps = stack.app.deps;
-    await writeRefresh(deps.storage.exportContainer, makeProfiles(1, 10).values(), '2026/11/28/0600', 1);
-    await stack.app.hosts[1].stop();
-    const outcome = await requestSync(deps, { trigger: 'http' });
-    const runId = outcome.runs[0].runId;
-    await waitFor(async () => (await deps.runs.get(runId))!.enqueueDone, 30_000);
+    const runId = await sendingRun(stack);
     // The worker dies where it would write the run's RunFailed record: nothing after the status write happens.
     const record = deps.log.record.bind(deps.log);
     deps.log.record = (r) => {
@@ -255,11 +257,7 @@ describe('notifications of how runs end', () => {
   it('takes what a status change owes off the run once it is written and queued, webhooks or none', async () => {
     const stack = await start([{ urlSetting: 'HOOK_JSON', on: ['halted'], format: 'json' }]);
     const deps = stack.app.deps;
-    await writeRefresh(deps.storage.exportContainer, makeProfiles(1, 10).values(), '2026/11/28/0600', 1);
-    await stack.app.hosts[1].stop();
-    const outcome = await requestSync(deps, { trigger: 'http' });
-    const runId = outcome.runs[0].runId;
-    await waitFor(async () => (await deps.runs.get(runId))!.enqueueDone, 30_000);
+    const runId = await sendingRun(stack);
     await failRun(deps, (await deps.runs.get(runId))!, new InvalidInputError('the export is not what it says'));
     // Nobody asked for "failed": its record written, nothing owed, nothing sent.
     expect((await deps.runs.get(runId))!.owedNotices).toBeUndefined();

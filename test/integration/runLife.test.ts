@@ -35,6 +35,28 @@ async function takeBatches(stack: TestStack): Promise<string[]> {
   }
 }
 
+/** A run of 2,500 profiles whose first batch was delivered and whose others were lost (a poison handler that failed too, a message gone): nothing ends any more. */
+async function runWithLostBatches(stack: TestStack): Promise<string> {
+  const deps = stack.app.deps;
+  await writeRefresh(deps.storage.exportContainer, makeProfiles(1, 2500).values(), '2026/11/28/0600', 1);
+  await stack.app.hosts[1].stop();
+  const runId = await startRun(stack);
+  await waitFor(async () => (await deps.runs.get(runId))!.enqueueDone);
+  const [first, ...lost] = await takeBatches(stack);
+  expect(lost.length).toBeGreaterThan(0);
+  expect((await deliverBatch(deps, first)).kind).toBe('done');
+  return runId;
+}
+
+/** The run completed, and the batch that had ended was recognised and not sent again: each profile reached Braze once. */
+async function expectLostBatchesSentOnce(stack: TestStack, runId: string): Promise<void> {
+  const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 60_000 });
+  expect(run.status).toBe('completed');
+  expect(run.usersDelivered).toBe(2500);
+  expectExactCounts(run);
+  expect(stack.braze.stats.objectsApplied).toBe(2500);
+}
+
 async function startRun(stack: TestStack): Promise<string> {
   const { runs, problems } = await requestSync(stack.app.deps, { trigger: 'http' });
   expect(problems).toEqual([]);
@@ -146,16 +168,7 @@ describe("a run's life", () => {
 
   it('marks a run stalled when its batches stop ending, shows it, and a resume sends the lost batch without re-sending the others', async () => {
     stack = await startTestStack();
-    const profiles = makeProfiles(1, 2500);
-    await writeRefresh(stack.app.deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
-    await stack.app.hosts[1].stop();
-    const runId = await startRun(stack);
-    await waitFor(async () => (await stack!.app.deps.runs.get(runId))!.enqueueDone);
-    const [first, ...lost] = await takeBatches(stack);
-    expect(lost.length).toBeGreaterThan(0);
-    expect((await deliverBatch(stack.app.deps, first)).kind).toBe('done');
-    // The other batches are lost (a poison handler that failed too, a message gone): nothing ends any more.
-
+    const runId = await runWithLostBatches(stack);
     expect((await sweepRuns(later(stack.app.deps, 30))).stalled).toEqual([]);
     const swept = await sweepRuns(later(stack.app.deps, 120));
     expect(swept.stalled.map((s) => s.runId)).toEqual([runId]);
@@ -167,25 +180,13 @@ describe("a run's life", () => {
     const resumed = await resume(runId);
     expect(resumed.status).toBe(202);
     expect(resumed.jsonBody).toMatchObject({ reenqueued: true });
-    const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 60_000 });
-    expect(run.status).toBe('completed');
-    expect(run.usersDelivered).toBe(2500);
-    expectExactCounts(run);
-    // The batch that had ended was recognised and not sent again: each profile reached Braze once.
-    expect(stack.braze.stats.objectsApplied).toBe(2500);
+    await expectLostBatchesSentOnce(stack, runId);
   }, 90_000);
 
   it('resumes a stalled run whose first resume failed before its steps were reset, when the resume is asked again', async () => {
     stack = await startTestStack();
     const deps = stack.app.deps;
-    const profiles = makeProfiles(1, 2500);
-    await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
-    await stack.app.hosts[1].stop();
-    const runId = await startRun(stack);
-    await waitFor(async () => (await deps.runs.get(runId))!.enqueueDone);
-    const [first, ...lost] = await takeBatches(stack);
-    expect(lost.length).toBeGreaterThan(0);
-    expect((await deliverBatch(deps, first)).kind).toBe('done');
+    const runId = await runWithLostBatches(stack);
     expect((await sweepRuns(later(deps, 120))).stalled.map((s) => s.runId)).toEqual([runId]);
 
     // Storage fails the resume as it resets the run's shard steps (which re-enqueue the lost batches).
@@ -203,11 +204,7 @@ describe("a run's life", () => {
     const again = await resume(runId);
     expect(again.status).toBe(202);
     expect(again.jsonBody).toMatchObject({ reenqueued: true });
-    const [run] = await stack.app.waitForRuns([runId], { timeoutMs: 60_000 });
-    expect(run.status).toBe('completed');
-    expect(run.usersDelivered).toBe(2500);
-    expectExactCounts(run);
-    expect(stack.braze.stats.objectsApplied).toBe(2500);
+    await expectLostBatchesSentOnce(stack, runId);
   }, 90_000);
 
   it("counts a superseded run's resumed batches once: copies that come after the supersede change nothing", async () => {
