@@ -164,8 +164,10 @@ async function runSequence(stack: TestStack, scenario: { refreshes: RefreshShape
         (stopped.has('send') && r.status === 'sending') ||
         (stopped.has('run') && (r.status === 'queued' || r.status === 'enqueuing' || r.status === 'finalizing' || (r.status === 'sending' && !r.enqueueDone)));
       const holder = all.find((r) => r.runId === lock);
+      // A dry run neither waits for nor holds the destination: it is behind nothing.
       const behind = (r: RunRecord) =>
         r.status === 'queued' &&
+        !r.dryRun &&
         holder !== undefined &&
         holder !== r &&
         (hostless(holder) || ((holder.status === 'held' || holder.status === 'halted') && r.refreshTime === holder.refreshTime));
@@ -302,7 +304,7 @@ async function runSequence(stack: TestStack, scenario: { refreshes: RefreshShape
   // Every run has ended, but for one held for a person and runs of its refresh that wait behind it.
   expect(
     all
-      .filter((r) => !isTerminal(r.status) && r.status !== 'held' && !(r.status === 'queued' && held.some((h) => h.refreshTime === r.refreshTime)))
+      .filter((r) => !isTerminal(r.status) && r.status !== 'held' && !(r.status === 'queued' && !r.dryRun && held.some((h) => h.refreshTime === r.refreshTime)))
       .map((r) => `${r.runId}=${r.status}`),
   ).toEqual([]);
   // A dry run changes nothing, and ends as one (or fails, when its files were written again while it read them).
