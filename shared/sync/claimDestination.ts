@@ -26,11 +26,11 @@ export type ClaimOutcome =
 export async function claimDestination(deps: ConnectorDeps, run: RunRecord): Promise<ClaimOutcome> {
   const path = run.modelJsonPath;
   let lock = await deps.destinations.lock(path);
-  if (lock.runId === run.runId) {
-    // Claimed already; a worker that died right after the claim left what follows it undone.
-    if (run.generation === lock.generation) return { kind: 'claimed', run };
-    return afterClaim(deps, run, lock.generation, lock.uncertainRun, undefined);
-  }
+  // Claimed already: a worker that died after the claim may have left what follows it undone —
+  // the generation written but the delivered snapshot not yet looked at — so all of it is done again
+  // (each part is a no-op once done). Returning at a written generation sent an older snapshot over
+  // the delivered one when the worker had died in between.
+  if (lock.runId === run.runId) return afterClaim(deps, run, lock.generation, lock.uncertainRun, undefined);
   const uncertainBefore = lock.uncertainRun;
   if (lock.runId) {
     const holder = await deps.runs.get(lock.runId);

@@ -249,6 +249,46 @@ describe('the newest snapshot wins in Braze, whatever order refreshes arrive in'
     expect(brazeMismatches(stack.braze, expectedBraze([refresh1, refresh2]))).toEqual([]);
   }, 120_000);
 
+  it('refuses an older refresh when the worker that claimed for it died after recording its generation, before it looked at the delivered one', async () => {
+    stack = await stacks.start();
+    const deps = stack.app.deps;
+    const container = deps.storage.exportContainer;
+    await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
+    await syncOnce(stack);
+    await writeRefresh(container, refresh2.values(), '2026/11/29/0600');
+    const run2 = await syncOnce(stack);
+    const applied = stack.braze.stats.objectsApplied;
+
+    await stack.app.hosts[0].stop();
+    await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
+    const staleId = await requestRun(stack);
+    // The claim and the run's generation land; the worker dies as it reads the delivered state's pointer.
+    let died = false;
+    const dying: ConnectorDeps = {
+      ...deps,
+      destinations: new Proxy(deps.destinations, {
+        get(target, property, receiver) {
+          if (property === 'statePointer' && !died)
+            return () => {
+              died = true;
+              return Promise.reject(new Error('worker died'));
+            };
+          return Reflect.get(target, property, receiver) as unknown;
+        },
+      }),
+    };
+    await expect(startRun(dying, staleId)).rejects.toThrow('worker died');
+    expect(await deps.destinations.activeRun(run2.modelJsonPath)).toBe(staleId);
+    expect((await deps.runs.get(staleId))!.generation).toBeGreaterThan(run2.generation);
+
+    stack.app.hosts[0].start();
+    const [stale] = await stack.app.waitForRuns([staleId], { timeoutMs: 60_000 });
+    expect(stale.status).toBe('superseded');
+    expect(stale.error).toContain('older than refresh 2026/11/29/0600');
+    expect(stack.braze.stats.objectsApplied).toBe(applied);
+    expect(brazeMismatches(stack.braze, expectedBraze([refresh1, refresh2]))).toEqual([]);
+  }, 120_000);
+
   it('does not take the destination when the run it supersedes moved on first', async () => {
     stack = await stacks.start();
     const deps = stack.app.deps;
