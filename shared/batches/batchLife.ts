@@ -101,11 +101,14 @@ export async function hasParked(deps: ConnectorDeps, runId: string): Promise<boo
  * not delivered.
  */
 export async function reparkFailed(deps: ConnectorDeps, runId: string): Promise<void> {
+  for await (const { batchId } of parkedBatches(deps, runId)) await reparkIfFailed(deps, runId, batchId);
+}
+
+/** The run's kept batch messages (parked, or failed and kept for a resume): each blob's name and batch id. */
+async function* parkedBatches(deps: ConnectorDeps, runId: string): AsyncGenerator<{ name: string; batchId: string }> {
   const prefix = parkedPrefix(runId);
-  for await (const item of deps.storage.stateContainer.listBlobsFlat({ prefix })) {
-    if (!item.name.endsWith('.msg')) continue;
-    await reparkIfFailed(deps, runId, item.name.slice(prefix.length, -'.msg'.length));
-  }
+  for await (const item of deps.storage.stateContainer.listBlobsFlat({ prefix }))
+    if (item.name.endsWith('.msg')) yield { name: item.name, batchId: item.name.slice(prefix.length, -'.msg'.length) };
 }
 
 /**
@@ -135,12 +138,10 @@ async function reparkIfFailed(deps: ConnectorDeps, runId: string, batchId: strin
  */
 export async function requeueParked(deps: ConnectorDeps, runId: string): Promise<{ batches: number; profiles: number }> {
   const container = deps.storage.stateContainer;
-  const prefix = parkedPrefix(runId);
   let batches = 0;
   let profiles = 0;
-  for await (const item of container.listBlobsFlat({ prefix })) {
-    if (!item.name.endsWith('.msg')) continue;
-    const stored = await reparkIfFailed(deps, runId, item.name.slice(prefix.length, -'.msg'.length));
+  for await (const item of parkedBatches(deps, runId)) {
+    const stored = await reparkIfFailed(deps, runId, item.batchId);
     if (stored?.record.state === 'sending' || stored?.record.state === 'handingOff') continue;
     let text;
     try {

@@ -14,7 +14,7 @@ import { finalizeIfReadingEnded, finalizeRun, requestFinalizeIfComplete } from '
 import { releaseStaged } from './heldRuns';
 import { guardVerdict, type RunChange } from './massChangeGuard';
 import { stateBaseProfiles } from './stateBase';
-import { announceOwed, noticeFor, owing, type OwedNotice } from './notify';
+import { announceOwed, owe } from './notify';
 import type { ConnectorRecord } from '../telemetry';
 
 /** What the reading of a run came to: its totals (the sum of its steps'), input rejects by reason, its steps, a reconcile's drift. */
@@ -62,10 +62,8 @@ export async function completeReading(deps: ConnectorDeps, planned: RunRecord): 
     return;
   }
   if (planned.staged && !(await passGuard(deps, planned, { totals, reasons, units, drift }))) return;
-  let notice: OwedNotice | undefined;
   const { run, changed } = await deps.runs.update(runId, (current) => {
     if (current.enqueueDone) return undefined;
-    notice = drift && noticeFor(deps, current, statusAfter(current.status, 'enqueueDone') ?? current.status, driftRecord(current, drift));
     return {
       ...totals,
       rowsReadSoFar: totals.rowsRead,
@@ -74,13 +72,13 @@ export async function completeReading(deps: ConnectorDeps, planned: RunRecord): 
       drift: drift && JSON.stringify(drift),
       enqueueDone: true,
       event: 'enqueueDone',
-      ...owing(current, notice),
+      ...(drift ? owe(deps, current, statusAfter(current.status, 'enqueueDone') ?? current.status, driftRecord(current, drift)) : {}),
     };
   });
   // Another copy ended the reading first; should its worker have failed before it asked for the
   // finalize (or inside the one it ran), this copy asks.
   if (!changed) return finalizeIfReadingEnded(deps, run);
-  if (drift) await reportDrift(deps, run, drift, notice);
+  if (drift) await reportDrift(deps, run, drift);
   deps.log.info(
     `run ${runId}: read ${totals.rowsRead} rows; ${totals.usersEnqueued} profiles to send (${totals.exitsEnqueued} leaving), ${totals.rowsSkippedUnchanged} rows unchanged, ${totals.rowsRejectedInput} rejected; ${totals.batchesEnqueued} batches from ${run.shards} shards${stateFallback ? '; the delivered state was of an older format: everything was sent in full' : ''}`,
   );
@@ -212,11 +210,9 @@ async function holdRun(deps: ConnectorDeps, run: RunRecord, reading: ReadingSumm
     profilesWouldSend: totals.usersEnqueued,
     exits: totals.exitsEnqueued,
   } as const;
-  let notice: OwedNotice | undefined;
   const { changed, run: heldRun } = await deps.runs.update(run.runId, (current) => {
     const status = statusAfter(current.status, 'hold');
     if (!status) return undefined;
-    notice = noticeFor(deps, current, status, record);
     return {
       ...totals,
       rowsReadSoFar: totals.rowsRead,
@@ -225,14 +221,14 @@ async function holdRun(deps: ConnectorDeps, run: RunRecord, reading: ReadingSumm
       drift: drift && JSON.stringify(drift),
       heldReason,
       event: 'hold',
-      ...owing(current, notice),
+      ...owe(deps, current, status, record),
     };
   });
   if (!changed) return;
   deps.log.warn(
     `run ${run.runId} held: ${heldReason}. Nothing was sent. See GET /api/runs/${run.runId}/preview, then POST /api/runs/${run.runId}/approve to send exactly that, or POST /api/runs/${run.runId}/cancel`,
   );
-  await announceOwed(deps, heldRun, record, notice);
+  await announceOwed(deps, heldRun, record);
   // A newer refresh waiting for the destination may take over from a held run now.
   await wakeWaiting(deps, run.modelJsonPath);
 }
@@ -251,10 +247,8 @@ async function completePreview(deps: ConnectorDeps, runId: string, reading: Read
   const report = await composeRejectsReport(deps.storage.stateContainer, runId, owners);
   // A dry-run reconcile's report is its drift report (written already): it has no preview.
   if (!drift) await writePreviewReport(deps, run, reading, preview, report.blobName);
-  let notice: OwedNotice | undefined;
   const { changed, run: previewed } = await deps.runs.update(runId, (current) => {
     if (current.enqueueDone) return undefined;
-    notice = drift && noticeFor(deps, current, statusAfter(current.status, 'previewDone') ?? current.status, driftRecord(current, drift));
     return {
       ...totals,
       rowsReadSoFar: totals.rowsRead,
@@ -263,13 +257,13 @@ async function completePreview(deps: ConnectorDeps, runId: string, reading: Read
       enqueueDone: true,
       finishedAt: new Date(deps.clock.now()).toISOString(),
       event: 'previewDone',
-      ...owing(current, notice),
+      ...(drift ? owe(deps, current, statusAfter(current.status, 'previewDone') ?? current.status, driftRecord(current, drift)) : {}),
     };
   });
   if (!changed) return;
   await deleteWorkingBlobs(deps.storage.stateContainer, runId);
   if (drift) {
-    await reportDrift(deps, previewed, drift, notice);
+    await reportDrift(deps, previewed, drift);
     return;
   }
   deps.log.info(
@@ -309,12 +303,12 @@ async function driftSummary(deps: ConnectorDeps, run: RunRecord, units: UnitReco
   return summary;
 }
 
-async function reportDrift(deps: ConnectorDeps, run: RunRecord, drift: DriftSummary, notice: OwedNotice | undefined): Promise<void> {
+async function reportDrift(deps: ConnectorDeps, run: RunRecord, drift: DriftSummary): Promise<void> {
   const record = driftRecord(run, drift);
   deps.log.info(
     `run ${run.runId} reconciled with Braze: ${record.missing} memberships missing in Braze, ${record.stray} stray members (${record.unresolved} more left alone: CI may list them under another key), ${record.staleValues} stale values; ${drift.profiles} profiles ${run.dryRun ? 'would be repaired (dry run: nothing sent)' : 'to repair'} in ${drift.requests} requests${drift.usersUnmatched ? `; ${drift.usersUnmatched} exported users had no identifier the matching rules use (not checked)` : ''}`,
   );
-  await announceOwed(deps, run, record, notice);
+  await announceOwed(deps, run, record);
 }
 
 /** What a reconcile's record (and its drift notification) says it found. */

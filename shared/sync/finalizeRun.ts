@@ -18,7 +18,7 @@ import type { ConnectorDeps } from '../runs/connectorDeps';
 import { holdingLease, leaseEnd, leaseHeld } from './lease';
 import { stateStillRead } from './stateBase';
 import { deleteRunBlobs, wakeWaiting } from './claimDestination';
-import { announceOwed, noticeFor, owing, sendOwedNotices, type OwedNotice } from './notify';
+import { announceOwed, owe, sendOwedNotices } from './notify';
 import type { ConnectorRecord } from '../telemetry';
 
 /** Profiles with an ending: delivered, rejected or failed (parked ones wait for a resume). */
@@ -194,17 +194,15 @@ export async function finalizeRun(deps: ConnectorDeps, runId: string): Promise<R
     const report = await composeRejectsReport(deps.storage.stateContainer, runId, owners);
     signal.throwIfAborted();
     let record: ConnectorRecord | undefined;
-    let notice: OwedNotice | undefined;
     const { run: finished, changed } = await deps.runs.update(runId, (current) => {
       if (current.leaseOwner !== owner) return undefined;
       const finishedAt = new Date(deps.clock.now()).toISOString();
       record = completedRecord({ ...current, finishedAt });
-      notice = noticeFor(deps, current, 'completed', record);
-      return { event: 'complete', finishedAt, leaseOwner: undefined, leaseUntil: undefined, ...owing(current, notice) };
+      return { event: 'complete', finishedAt, leaseOwner: undefined, leaseUntil: undefined, ...owe(deps, current, 'completed', record) };
     });
     // Told before the destination is freed: a finalizer that dies in between leaves it owed (sent by
     // the finalize's retry, or the sweep). One whose lease ran out (another finalizer completed the run) leaves it to that one.
-    if (changed) await announceOwed(deps, finished, record!, notice);
+    if (changed) await announceOwed(deps, finished, record!);
     await deps.destinations.release(run.modelJsonPath, runId);
     await wakeWaiting(deps, run.modelJsonPath);
     // Failed profiles can be retried by a resume, which needs the parked batches and what each shard sent.

@@ -96,15 +96,23 @@ export function owing(run: RunRecord, notice: OwedNotice | undefined): Pick<RunP
   return { owedNotices: JSON.stringify(owed) };
 }
 
+/** The patch a change of `run` to `status` makes to owe what it owes with this record (see noticeFor and owing). */
+export function owe(deps: ConnectorDeps, run: RunRecord, status: RunStatus, record: ConnectorRecord): Pick<RunPatch, 'owedNotices'> {
+  return owing(run, noticeFor(deps, run, status, record));
+}
+
 /**
- * Writes the run record a change of status made and queues the notice the change owes (see
- * owing), then takes it off the run: what could not be queued stays owed for the sweep. The record
+ * Writes the run record a change of status made and queues the notice the change owes (written on
+ * `run` by owe: the newest of its event), then takes it off the run: what could not be queued stays owed for the sweep. The record
  * is the summary the webhooks get (ids, counts, reasons: no identifier, e-mail or name, by its
  * type), with the run's refresh and where to see it. Each webhook gets its own queue message, so
  * one that is down delays no other; a failure to enqueue is logged, never the run's.
  */
-export async function announceOwed(deps: ConnectorDeps, run: RunRecord, record: ConnectorRecord, notice: OwedNotice | undefined): Promise<void> {
+export async function announceOwed(deps: ConnectorDeps, run: RunRecord, record: ConnectorRecord): Promise<void> {
   deps.log.record(record);
+  const notice = owedNotices(run, deps.log)
+    .filter((owed) => owed.summary.connectorEvent === record.connectorEvent && !owed.recorded)
+    .at(-1);
   if (notice) await sendOwed(deps, run, notice);
 }
 

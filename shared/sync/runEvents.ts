@@ -1,7 +1,7 @@
 import { BrazeAuthError, type BrazeUnreachableError } from '../errors';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { wakeWaiting } from './claimDestination';
-import { announceOwed, noticeFor, owing, type OwedNotice } from './notify';
+import { announceOwed, owe } from './notify';
 import { statusAfter } from '../runs/runRecord';
 import type { ConnectorRecord } from '../telemetry';
 
@@ -27,18 +27,19 @@ function whatToFix(error: BrazeAuthError | BrazeUnreachableError, workspace: str
 export async function haltRun(deps: ConnectorDeps, runId: string, error: BrazeAuthError | BrazeUnreachableError, workspace?: string): Promise<void> {
   // No HTTP answer when the endpoint cannot be reached: 0, as for a BrazeRetryableError without one.
   const brazeStatus = error instanceof BrazeAuthError ? error.status : 0;
-  let record: ConnectorRecord | undefined;
-  let notice: OwedNotice | undefined;
+  const recordOf = (destination: string): ConnectorRecord => ({ connectorEvent: 'RunHalted', runId, destination, brazeStatus, reason: error.message });
   const { changed, run } = await deps.runs.update(runId, (current) => {
     if (current.status === 'halted') return undefined;
     const status = statusAfter(current.status, 'halt');
-    record = { connectorEvent: 'RunHalted', runId, destination: current.destination, brazeStatus, reason: error.message };
-    notice = status && noticeFor(deps, current, status, record);
-    return { event: 'halt', error: `${error.message}. ${whatToFix(error, workspace)}, then POST /api/runs/${runId}/resume.`, ...owing(current, notice) };
+    return {
+      event: 'halt',
+      error: `${error.message}. ${whatToFix(error, workspace)}, then POST /api/runs/${runId}/resume.`,
+      ...(status ? owe(deps, current, status, recordOf(current.destination)) : {}),
+    };
   });
   if (changed && run.status === 'halted') {
     deps.log.error(`run ${runId} halted: ${error.message}`);
-    await announceOwed(deps, run, record!, notice);
+    await announceOwed(deps, run, recordOf(run.destination));
     // A newer refresh waiting for the destination may take over from a halted run now.
     await wakeWaiting(deps, run.modelJsonPath);
   }

@@ -10,7 +10,7 @@ import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { isRunComplete } from './finalizeRun';
 import { leaseHeld } from './lease';
-import { announceOwed, noticeFor, owing, sendOwedNotices, type OwedNotice } from './notify';
+import { announceOwed, owe, sendOwedNotices } from './notify';
 import type { ConnectorRecord } from '../telemetry';
 
 /** A run whose enqueue has not finished, with no lease and no change for this long, lost its message (a crash between insert and send). */
@@ -78,7 +78,6 @@ export async function sweepRuns(deps: ConnectorDeps): Promise<SweepOutcome> {
     if (run.status === 'sending' && quietMs > deps.settings.runStallMs) {
       const minutes = Math.floor(quietMs / 60_000);
       let record: ConnectorRecord | undefined;
-      let notice: OwedNotice | undefined;
       const { changed, run: stalled } = await deps.runs.update(run.runId, (current) => {
         const status = statusAfter(current.status, 'stall');
         if (!status) return undefined;
@@ -91,17 +90,16 @@ export async function sweepRuns(deps: ConnectorDeps): Promise<SweepOutcome> {
           profilesPending: pending,
           reason: `no batch ended for ${minutes} minutes`,
         };
-        notice = noticeFor(deps, current, status, record);
         return {
           event: 'stall',
           error: `no batch ended for ${minutes} minutes while ${pending} profiles are pending. POST /api/runs/${run.runId}/resume enqueues its batches again (those that ended are skipped); a newer refresh of the destination supersedes it.`,
-          ...owing(current, notice),
+          ...owe(deps, current, status, record),
         };
       });
       if (changed) {
         outcome.stalled.push({ runId: run.runId, quietMinutes: minutes });
         deps.log.error(`run ${run.runId} stalled: no batch ended for ${minutes} minutes`);
-        await announceOwed(deps, stalled, record!, notice);
+        await announceOwed(deps, stalled, record!);
       }
     }
   }
