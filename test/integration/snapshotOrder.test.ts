@@ -6,6 +6,7 @@ import { haltRun } from '../../shared/sync/runEvents';
 import { requestSync } from '../../shared/sync/startSync';
 import type { ConnectorDeps } from '../../shared/runs/connectorDeps';
 import type { RunStore } from '../../shared/runs/runStore';
+import type { RunRecord } from '../../shared/runs/runRecord';
 import { stateFolder } from '../../shared/state/deliveredState';
 import { stacksOnSharedAzurite, type TestStack } from '../helpers/testStack';
 import { expectedBraze, makeProfiles, writeRefresh, type ModelProfile } from '../helpers/profileModel';
@@ -210,7 +211,11 @@ describe('the newest snapshot wins in Braze, whatever order refreshes arrive in'
     expect(brazeMismatches(stack.braze, expectedBraze([refresh1, refresh3]))).toEqual([]);
   }, 150_000);
 
-  it('refuses an older refresh even when the worker that claimed for it died right after the claim', async () => {
+  /**
+   * Refresh 1 and then 2 are synced; refresh 1 comes again and its run's worker dies where `die`
+   * says, with the claim landed. The retry refuses it: Braze keeps refresh 2.
+   */
+  async function refusesStaleRunWhoseWorkerDied(die: (deps: ConnectorDeps) => ConnectorDeps, afterDeath?: (staleId: string, run2: RunRecord) => Promise<void>) {
     stack = await stacks.start();
     const deps = stack.app.deps;
     const container = deps.storage.exportContainer;
@@ -223,13 +228,26 @@ describe('the newest snapshot wins in Braze, whatever order refreshes arrive in'
     await stack.app.hosts[0].stop();
     await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
     const staleId = await requestRun(stack);
-    // The claim lands; the worker dies before it records anything of it.
+    await expect(startRun(die(deps), staleId)).rejects.toThrow('worker died');
+    expect(await deps.destinations.activeRun(run2.modelJsonPath)).toBe(staleId);
+    await afterDeath?.(staleId, run2);
+
+    stack.app.hosts[0].start();
+    const [stale] = await stack.app.waitForRuns([staleId], { timeoutMs: 60_000 });
+    expect(stale.status).toBe('superseded');
+    expect(stale.error).toContain('older than refresh 2026/11/29/0600');
+    expect(stack.braze.stats.objectsApplied).toBe(applied);
+    expect(brazeMismatches(stack.braze, expectedBraze([refresh1, refresh2]))).toEqual([]);
+  }
+
+  /** The deps with `method` of `store` failing once, as a worker that dies there. */
+  function dyingAt(deps: ConnectorDeps, store: 'runs' | 'destinations', method: string): ConnectorDeps {
     let died = false;
-    const dying: ConnectorDeps = {
+    return {
       ...deps,
-      runs: new Proxy(deps.runs, {
+      [store]: new Proxy(deps[store], {
         get(target, property, receiver) {
-          if (property === 'update' && !died)
+          if (property === method && !died)
             return () => {
               died = true;
               return Promise.reject(new Error('worker died'));
@@ -238,55 +256,19 @@ describe('the newest snapshot wins in Braze, whatever order refreshes arrive in'
         },
       }),
     };
-    await expect(startRun(dying, staleId)).rejects.toThrow('worker died');
-    expect(await deps.destinations.activeRun(run2.modelJsonPath)).toBe(staleId);
+  }
 
-    stack.app.hosts[0].start();
-    const [stale] = await stack.app.waitForRuns([staleId], { timeoutMs: 60_000 });
-    expect(stale.status).toBe('superseded');
-    expect(stale.error).toContain('older than refresh 2026/11/29/0600');
-    expect(stack.braze.stats.objectsApplied).toBe(applied);
-    expect(brazeMismatches(stack.braze, expectedBraze([refresh1, refresh2]))).toEqual([]);
+  it('refuses an older refresh even when the worker that claimed for it died right after the claim', async () => {
+    // The claim lands; the worker dies before it records anything of it.
+    await refusesStaleRunWhoseWorkerDied((deps) => dyingAt(deps, 'runs', 'update'));
   }, 120_000);
 
   it('refuses an older refresh when the worker that claimed for it died after recording its generation, before it looked at the delivered one', async () => {
-    stack = await stacks.start();
-    const deps = stack.app.deps;
-    const container = deps.storage.exportContainer;
-    await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
-    await syncOnce(stack);
-    await writeRefresh(container, refresh2.values(), '2026/11/29/0600');
-    const run2 = await syncOnce(stack);
-    const applied = stack.braze.stats.objectsApplied;
-
-    await stack.app.hosts[0].stop();
-    await writeRefresh(container, refresh1.values(), '2026/11/28/0600');
-    const staleId = await requestRun(stack);
     // The claim and the run's generation land; the worker dies as it reads the delivered state's pointer.
-    let died = false;
-    const dying: ConnectorDeps = {
-      ...deps,
-      destinations: new Proxy(deps.destinations, {
-        get(target, property, receiver) {
-          if (property === 'statePointer' && !died)
-            return () => {
-              died = true;
-              return Promise.reject(new Error('worker died'));
-            };
-          return Reflect.get(target, property, receiver) as unknown;
-        },
-      }),
-    };
-    await expect(startRun(dying, staleId)).rejects.toThrow('worker died');
-    expect(await deps.destinations.activeRun(run2.modelJsonPath)).toBe(staleId);
-    expect((await deps.runs.get(staleId))!.generation).toBeGreaterThan(run2.generation);
-
-    stack.app.hosts[0].start();
-    const [stale] = await stack.app.waitForRuns([staleId], { timeoutMs: 60_000 });
-    expect(stale.status).toBe('superseded');
-    expect(stale.error).toContain('older than refresh 2026/11/29/0600');
-    expect(stack.braze.stats.objectsApplied).toBe(applied);
-    expect(brazeMismatches(stack.braze, expectedBraze([refresh1, refresh2]))).toEqual([]);
+    await refusesStaleRunWhoseWorkerDied(
+      (deps) => dyingAt(deps, 'destinations', 'statePointer'),
+      async (staleId, run2) => expect((await stack!.app.deps.runs.get(staleId))!.generation).toBeGreaterThan(run2.generation),
+    );
   }, 120_000);
 
   it('does not take the destination when the run it supersedes moved on first', async () => {
