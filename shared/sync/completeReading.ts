@@ -154,7 +154,13 @@ async function passGuard(deps: ConnectorDeps, planned: RunRecord, reading: Readi
   const run = await deps.runs.get(planned.runId);
   // Held, it waits for a person. A run that began releasing its batches and then halted (a sender
   // met a 401) or was resumed finishes releasing them: its guard was passed.
-  if (!run || run.enqueueDone || run.status === 'held' || isTerminal(run.status) || run.status === 'finalizing') return false;
+  if (!run || run.status === 'held' || isTerminal(run.status)) return false;
+  // Another copy ended the reading first: as for an unguarded run, this copy asks for the finalize
+  // that one owed, should its worker have failed before asking (or inside the finalizer it ran).
+  if (run.enqueueDone || run.status === 'finalizing') {
+    await finalizeIfReadingEnded(deps, run);
+    return false;
+  }
   const preview = addPreviews(units.flatMap((u) => (u.totals?.preview ? [u.totals.preview] : [])));
   if (!run.approved && run.status === 'enqueuing') {
     const change: RunChange = drift

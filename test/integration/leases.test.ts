@@ -7,7 +7,8 @@ import { startRun } from '../../shared/sync/startRun';
 import { runStep } from '../../shared/sync/stepRunner';
 import { holdingLease } from '../../shared/sync/lease';
 import { requestSync } from '../../shared/sync/startSync';
-import { startTestStack, type TestStack } from '../helpers/testStack';
+import { startTestStack, testConfig, type TestStack } from '../helpers/testStack';
+import { completeReading } from '../../shared/sync/completeReading';
 import { makeProfiles, writeRefresh } from '../helpers/profileModel';
 import { waitFor } from '../helpers/expectations';
 
@@ -112,6 +113,49 @@ describe('writers and leases fail loudly', () => {
       expect((await deps.destinations.statePointer((await deps.runs.get(second))!.modelJsonPath))?.runId).toBe(second);
     },
     60_000,
+  );
+
+  // A copy of the last shard step that read the run before the reading ended, and found the step
+  // done after: it finishes the reading too, finds it finished, and must ask for the finalize the
+  // worker that finished it owed — whether the run's batches went through the guard (staged, the
+  // default once something was delivered) or straight to the queue.
+  it.each([
+    ['a guarded run', testConfig()],
+    ['an unguarded run', testConfig({ guard: { maxClearedShare: null, maxChangedShare: null, minProfiles: 10, maxErasures: null } })],
+  ])(
+    'in %s, a copy that comes as the reading ends asks again for the finalize its finisher failed in',
+    async (_what, config) => {
+      stack = await startTestStack({ config, env: { ENQUEUE_LEASE_MS: '1500' } });
+      const deps = stack.app.deps;
+      const profiles = makeProfiles(1, 40);
+      await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/27/0600', 1);
+      const first = (await requestSync(deps, { trigger: 'http' })).runs[0].runId;
+      await waitFor(async () => (await deps.runs.get(first))?.status === 'completed');
+      await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
+      await stack.app.hosts[0].stop();
+      const runId = (await requestSync(deps, { trigger: 'http' })).runs[0].runId;
+      await startRun(deps, runId);
+      for (const index of [0, 1]) expect(await runStep(deps, runId, 'map', index)).toEqual({ kind: 'done' });
+      // What the copy read: the run still reading.
+      const copyRead = (await deps.runs.get(runId))!;
+      expect(copyRead).toMatchObject({ status: 'enqueuing', enqueueDone: false, staged: config.destinations[0].guard.maxClearedShare !== null });
+      const store = deps.destinations as unknown as Record<string, unknown>;
+      store.settleUncertain = async () => {
+        delete store.settleUncertain;
+        throw new Error('the table answered 503');
+      };
+      // The worker that ends the reading runs the finalizer itself (nothing to send), which fails;
+      // its own message's retry would ask again, but here it was read on (readHere), which swallows it.
+      await expect(runStep(deps, runId, 'shard', 0)).rejects.toThrow('the table answered 503');
+      expect(await deps.runs.get(runId)).toMatchObject({ status: 'finalizing', enqueueDone: true });
+      // Every other message of the run was handled already, by the copy among them.
+      await deps.storage.runQueue.clearMessages();
+      await completeReading(deps, copyRead);
+      stack.app.hosts[0].start();
+      await waitFor(async () => (await deps.runs.get(runId))?.status === 'completed', 30_000);
+      expect(await deps.runs.get(runId)).toMatchObject({ usersEnqueued: 0, rowsSkippedUnchanged: (await deps.runs.get(first))!.rowsRead });
+    },
+    90_000,
   );
 
   it('a lease is renewed while its work goes on, and lost when renewals fail until it runs out', async () => {
