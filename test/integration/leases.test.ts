@@ -12,6 +12,17 @@ import { completeReading } from '../../shared/sync/completeReading';
 import { makeProfiles, writeRefresh } from '../helpers/profileModel';
 import { waitFor } from '../helpers/expectations';
 
+/** 40 profiles delivered by a completed run, and the same profiles exported again; the completed run's id. */
+async function deliveredThenSame(stack: TestStack): Promise<string> {
+  const deps = stack.app.deps;
+  const profiles = makeProfiles(1, 40);
+  await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/27/0600', 1);
+  const first = (await requestSync(deps, { trigger: 'http' })).runs[0].runId;
+  await waitFor(async () => (await deps.runs.get(first))?.status === 'completed');
+  await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
+  return first;
+}
+
 describe('writers and leases fail loudly', () => {
   let stack: TestStack | undefined;
   afterEach(async () => {
@@ -91,13 +102,9 @@ describe('writers and leases fail loudly', () => {
     async (_how, smallRefreshBytes) => {
       stack = await startTestStack({ env: { ENQUEUE_LEASE_MS: '1500', SMALL_REFRESH_MAX_BYTES: smallRefreshBytes } });
       const deps = stack.app.deps;
-      const profiles = makeProfiles(1, 40);
-      await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/27/0600', 1);
-      const first = (await requestSync(deps, { trigger: 'http' })).runs[0].runId;
-      await waitFor(async () => (await deps.runs.get(first))?.status === 'completed');
       // The same profiles again: nothing to send, so the worker that ends the reading runs the
       // finalizer itself, and storage fails it once, after the run is finalizing under its lease.
-      await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
+      const first = await deliveredThenSame(stack);
       const store = deps.destinations as unknown as Record<string, unknown>;
       let failures = 0;
       store.settleUncertain = async () => {
@@ -127,11 +134,7 @@ describe('writers and leases fail loudly', () => {
     async (_what, config) => {
       stack = await startTestStack({ config, env: { ENQUEUE_LEASE_MS: '1500' } });
       const deps = stack.app.deps;
-      const profiles = makeProfiles(1, 40);
-      await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/27/0600', 1);
-      const first = (await requestSync(deps, { trigger: 'http' })).runs[0].runId;
-      await waitFor(async () => (await deps.runs.get(first))?.status === 'completed');
-      await writeRefresh(deps.storage.exportContainer, profiles.values(), '2026/11/28/0600', 1);
+      const first = await deliveredThenSame(stack);
       await stack.app.hosts[0].stop();
       const runId = (await requestSync(deps, { trigger: 'http' })).runs[0].runId;
       await startRun(deps, runId);
