@@ -33,20 +33,40 @@ import { BlobLineWriter } from '../storage/blobLineWriter';
 import { isNotFound } from '../storage/storageErrors';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { partitionList, readSources, runDestination, segmentBytes } from '../runs/runSources';
-import { canonicalPartitionColumns, IDENTITY_HINT_PREFIX, mapLineFingerprint, mapLineHash, parseIdentityHint, parseMapLine, type MapLine } from './mapLines';
+import {
+  canonicalPartitionColumns,
+  IDENTITY_HINT_PREFIX,
+  isIdentityHintAt,
+  mapLineFingerprint,
+  mapLineHash,
+  parseIdentityHint,
+  parseMapLine,
+  readMapLineHash,
+  readMapLineHead,
+  type MapLine,
+} from './mapLines';
 import { emptyTotals } from './mapPartition';
 import { mappedFieldNames } from '../mapping/fieldHashes';
 
 /**
- * One profile of the shard in this refresh: its memberships, input rows, and the row that decides
- * its fields — kept as its map line's text and parsed only if the profile has to be mapped.
+ * One profile of the shard in this refresh: its memberships, input rows, where the row that decides
+ * its fields is, and that row's map line — kept only if the profile may have to be mapped (its
+ * fingerprint differs from the state's), and parsed only then.
  */
 export interface ShardProfile {
   bits: number;
   claimed: number;
   rows: number;
-  first: string;
+  /** Undefined: the deciding row's fingerprint is the one the state holds for the profile. */
+  first: string | undefined;
+  /** Where the deciding row is: partition, data row, physical line (0 when not known). */
+  p: number;
+  r: number;
+  l: number;
 }
+
+/** Whether a diff step keeps a profile's deciding map line: not when its fingerprint says its fields are what Braze has. */
+export type KeepsLine = (hash: string, fingerprint: string) => boolean;
 
 /** A profile keyed by e-mail in the state whose row is now keyed by this customer ID, in these segments. */
 export interface IdentifiedEmail {
@@ -94,8 +114,8 @@ export async function diffShard(
   const totals: UnitTotals = { ...emptyTotals() };
   const fallback = previous.format === 1;
 
-  const { profiles, rejectLines, hintLines } = await gatherShard(deps, run, shard, mapOwners, segments, keyOf, totals, signal);
-
+  // The state first: a profile whose deciding row has the fingerprint the state holds needs only
+  // where that row is, not its line (most of a refresh; the lines of a shard are its largest part).
   const before = new Map<string, StateRecord>();
   // A state written before GUID customer IDs had one spelling is read whole, each record placed by
   // its canonical key (it keeps its key: the external_id Braze has, renamed below).
@@ -127,6 +147,12 @@ export async function diffShard(
       deps.log.warn(`run ${run.runId}: what run ${uncertain.runId} sent in shard ${shard} is gone; every profile of the shard is sent in full`);
     }
   }
+  const keepsLine: KeepsLine = (hash, fingerprint) => {
+    if (fallback || sendAll) return true;
+    const prior = before.get(hash);
+    return prior === undefined || prior.f !== fingerprint;
+  };
+  const { profiles, rejectLines, hintLines } = await gatherShard(deps, run, shard, mapOwners, segments, keyOf, totals, keepsLine, signal);
   // Users the erasure table lists are deleted from Braze and written nowhere: their segment rows are
   // rejected, saying so (not named in the report either: the row's place says which it was), and the
   // erasure row is what the deletion accounts for.
@@ -242,7 +268,8 @@ export async function diffShard(
       const nextMask = (synced | carried) >>> 0;
       // What sending the profile in full would cost: every configured field, every membership.
       totals.dataPointsFullSend += paidFieldCount + encoding.fullSendPoints(synced);
-      const fingerprintNow = mapLineFingerprint(profile.first, `shard ${shard}`);
+      // No line kept: the state holds this fingerprint (keepsLine), so the fields are what Braze has.
+      const fingerprintNow = profile.first === undefined ? prior!.f : mapLineFingerprint(profile.first, `shard ${shard}`);
       const fieldsChanged = fallback || !prior || prior.f !== fingerprintNow;
       const change = diffProfile(
         { hasPrevious: prior !== undefined, previousMemberships: priorMask, currentMemberships: profile.bits, fieldsChanged },
@@ -270,14 +297,13 @@ export async function diffShard(
         // Nothing else changed: the rename alone goes (no data point).
         totals.rowsSkippedUnchanged += profile.rows;
         const identifier = identifierFromKey(renamedKey!);
-        const first = parseMapLine(profile.first, `shard ${shard}`);
         if (dry) {
           tally(identifier, 0, 0, [], {}, {}, 'renames');
           preview.renamed += 1;
         }
         await sentWriter?.writeSent({ h: hash, k: prior!.k, p: profileStateOf(prior!) });
         await keep({ h: hash, k: renamedKey!, m: names(nextMask), f: prior!.f, a: prior!.a, c: prior!.c });
-        await packer.add({ hash, identifier, attributes: {}, rows: 0, source: sourceOf(first), rename });
+        await packer.add({ hash, identifier, attributes: {}, rows: 0, source: sourceOf(profile), rename });
         await touch(hash, 'renames');
         totals.usersEnqueued += 1;
         continue;
@@ -285,8 +311,6 @@ export async function diffShard(
       const membership = rewrite
         ? { ...encoding.clearing(previousForm, priorMask), ...encoding.full(nextMask) }
         : encoding.change(change.join, change.leave, nextMask);
-      // A profile that is sent: its row is parsed now (unchanged ones never are).
-      const first: MapLine = parseMapLine(profile.first, `shard ${shard}`);
       let key: string;
       let identifier: BrazeIdentifier;
       let fields: Record<string, JsonValue> = {};
@@ -295,6 +319,9 @@ export async function diffShard(
       let consent = prior?.c;
       let consentSent: string[] = [];
       if (change.sendFields) {
+        // A profile whose fields are sent: its row is parsed now (unchanged ones never are).
+        if (profile.first === undefined) throw new Error(`run ${run.runId} shard ${shard}: a profile to map has no map line kept`);
+        const first: MapLine = parseMapLine(profile.first, `shard ${shard}`);
         const mapped = mapperOf(first.g)(first.v);
         if (!mapped.ok) throw new Error(`run ${run.runId}: a row that had an identifier when mapped lost it (${mapped.reason})`);
         ({ key, identifier, fields } = mapped.profile);
@@ -332,7 +359,7 @@ export async function diffShard(
       // What Braze does not take puts the old spelling back in the state: the next run asks for the rename again.
       await sentWriter?.writeSent({ h: hash, k: rename ? prior!.k : key, p: prior ? profileStateOf(prior) : null });
       await keep({ h: hash, k: key, m: names(nextMask), f: fingerprint, a: hashes, c: consent });
-      await packer.add({ hash, identifier, attributes, rows: profile.rows, source: sourceOf(first), ...(rename ? { rename } : {}) });
+      await packer.add({ hash, identifier, attributes, rows: profile.rows, source: sourceOf(profile), ...(rename ? { rename } : {}) });
       await touch(hash, !prior ? 'joins' : change.sendFields ? 'changes' : rewrite ? 'rewrites' : change.join ? 'joins' : 'leaves', Object.keys(attributes));
       totals.rowsEnqueued += profile.rows;
       totals.usersEnqueued += 1;
@@ -425,6 +452,7 @@ export async function gatherShard(
   segments: SegmentRefresh[],
   keyOf: ReturnType<typeof createKeyMapper>,
   totals: UnitTotals,
+  keepsLine: KeepsLine,
   signal: AbortSignal,
 ): Promise<{ profiles: Map<string, ShardProfile>; rejectLines: RejectLine[]; hintLines: string[] }> {
   const partitions = partitionList(segments);
@@ -439,30 +467,38 @@ export async function gatherShard(
     for (let p = 0; p < partitions.length; p++) {
       if (partitions[p].segmentIndex !== segmentIndex) continue;
       const blobName = mapOutputBlobName(run.runId, p, mapOwners.get(p)!, shard);
-      let text: string;
+      let buf: Buffer;
       try {
-        text = (await state.getBlobClient(blobName).downloadToBuffer()).toString('utf8');
+        buf = await state.getBlobClient(blobName).downloadToBuffer();
       } catch (error) {
         if (isNotFound(error)) throw new Error(`run ${run.runId}: map output ${blobName} is missing`);
         throw error;
       }
       signal.throwIfAborted();
       const bit = segmentBits[segmentIndex];
-      for (const lineText of text.split('\n')) {
-        if (!lineText) continue;
-        if (lineText.startsWith(IDENTITY_HINT_PREFIX)) {
+      // Read from the bytes, every string copied out: what the shard keeps of a partition's output
+      // (a key, a line it must map) never holds the whole output alive, as slices of its text would.
+      for (let start = 0; start < buf.length;) {
+        let end = buf.indexOf(10, start);
+        if (end < 0) end = buf.length;
+        const at = start;
+        start = end + 1;
+        if (end === at) continue;
+        if (isIdentityHintAt(buf, at)) {
           // Read once the profiles are known, and only those that name one of them (or a leaver).
-          hintLines.push(lineText);
+          hintLines.push(buf.toString('utf8', at, end));
           continue;
         }
-        const hash = mapLineHash(lineText, blobName);
+        const hash = readMapLineHash(buf, at, blobName);
         const profile = profiles.get(hash);
         if (!profile) {
-          profiles.set(hash, { bits: bit, claimed: bit, rows: 1, first: lineText });
+          const head = readMapLineHead(buf, at, end, blobName);
+          const first = keepsLine(hash, head.x) ? buf.toString('utf8', at, end) : undefined;
+          profiles.set(hash, { bits: bit, claimed: bit, rows: 1, first, p: head.p, r: head.r, l: head.l });
           continue;
         }
         if (profile.claimed & bit) {
-          const line = parseMapLine(lineText, blobName);
+          const line = parseMapLine(buf.toString('utf8', at, end), blobName);
           const key = keyOf(line.v);
           const identifier = key.ok ? describeIdentifier(identifierFromKey(key.key)) : '';
           rejectLines.push(rejectedRow(totals, partitions[line.p].partition.blobName, line, identifier, DUPLICATE));
@@ -496,7 +532,7 @@ export function identityHints(hintLines: string[], wanted: (emailKeyHash: string
 }
 
 /** Where a profile's deciding row is, for what Braze answers about it. */
-export function sourceOf(line: MapLine): { partition: number; row: number; line?: number } {
+export function sourceOf(line: Pick<MapLine, 'p' | 'r' | 'l'>): { partition: number; row: number; line?: number } {
   return line.l ? { partition: line.p, row: line.r, line: line.l } : { partition: line.p, row: line.r };
 }
 

@@ -89,6 +89,63 @@ export function mapLineFingerprint(text: string, where: string): string {
   return text.slice(at + 5, at + 21);
 }
 
+/** What a diff step reads of every map line without decoding it: the profile, where its row is, its fingerprint. */
+export interface MapLineHead {
+  h: string;
+  p: number;
+  r: number;
+  /** 0 when the line does not say. */
+  l: number;
+  x: string;
+}
+
+const QUOTE = 34;
+const COMMA = 44;
+
+/**
+ * A map line's head read from the bytes of a map output, its layout as mapLineText writes it
+ * (`"l"` optional). Strings are copied out of the buffer, so a profile kept by its hash holds
+ * neither the buffer nor a text of the whole output alive.
+ */
+export function readMapLineHead(buf: Buffer, start: number, end: number, where: string): MapLineHead {
+  const fail = (): never => {
+    throw new Error(`${where}: not a map line`);
+  };
+  const h = readMapLineHash(buf, start, where);
+  let at = start + 23;
+  const number = (key: string): number => {
+    if (!startsWith(buf, at, key)) fail();
+    at += key.length;
+    let value = 0;
+    const from = at;
+    for (let c = buf[at]; c >= 48 && c <= 57 && at < end; c = buf[++at]) value = value * 10 + (c - 48);
+    if (at === from || buf[at] !== COMMA) fail();
+    return value;
+  };
+  number(',"g":');
+  const p = number(',"p":');
+  const r = number(',"r":');
+  const l = startsWith(buf, at, ',"l":') ? number(',"l":') : 0;
+  if (!startsWith(buf, at, ',"x":"') || buf[at + 22] !== QUOTE || at + 23 > end) fail();
+  const x = buf.toString('latin1', at + 6, at + 22);
+  return { h, p, r, l, x };
+}
+
+/** A map line's key hash, copied out of the buffer (see readMapLineHead). */
+export function readMapLineHash(buf: Buffer, start: number, where: string): string {
+  if (!startsWith(buf, start, '{"h":"') || buf[start + 22] !== QUOTE) throw new Error(`${where}: not a map line`);
+  return buf.toString('latin1', start + 6, start + 22);
+}
+
+export function isIdentityHintAt(buf: Buffer, start: number): boolean {
+  return startsWith(buf, start, IDENTITY_HINT_PREFIX);
+}
+
+function startsWith(buf: Buffer, at: number, ascii: string): boolean {
+  for (let i = 0; i < ascii.length; i++) if (buf[at + i] !== ascii.charCodeAt(i)) return false;
+  return true;
+}
+
 /** The columns a destination's mapping reads, once each, in a fixed order: identifiers first, then fields, then subscription states. */
 export function canonicalColumns(destination: DestinationConfig): string[] {
   const columns = [

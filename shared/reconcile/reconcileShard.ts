@@ -65,7 +65,8 @@ export async function reconcileShard(
   const drift = emptyDrift();
   const segmentDrift = (name: string) => (drift.segments[name] ??= { missing: 0, stray: 0, unresolved: 0 });
 
-  const { profiles, rejectLines } = await gatherShard(deps, run, shard, mapOwners, segments, keyOf, totals, signal);
+  // Every profile is mapped (its values are compared with Braze's): every line is kept.
+  const { profiles, rejectLines } = await gatherShard(deps, run, shard, mapOwners, segments, keyOf, totals, () => true, signal);
   // Users the erasure table lists are the next sync's to delete: a reconcile neither repairs nor
   // clears them (it would bring a deleted one back), leaves them out of the state, and says so.
   const erased = new Set<string>();
@@ -137,7 +138,8 @@ export async function reconcileShard(
       const carried = prior ? (bits.maskOf(prior.m) & ~bits.syncedMask) >>> 0 : 0;
       totals.dataPointsFullSend += paidFieldCount + encoding.fullSendPoints(synced);
       // Every profile is mapped: its values are compared with Braze's, not with a fingerprint.
-      const first = parseMapLine(profile.first, `shard ${shard}`);
+      const line = profile.first!;
+      const first = parseMapLine(line, `shard ${shard}`);
       const mapped = mapperOf(first.g)(first.v);
       if (!mapped.ok) throw new Error(`run ${run.runId}: a row that had an identifier when mapped lost it (${mapped.reason})`);
       const { key, identifier, fields } = mapped.profile;
@@ -147,7 +149,7 @@ export async function reconcileShard(
         h: hash,
         k: key,
         m: names((synced | carried) >>> 0),
-        f: mapLineFingerprint(profile.first, `shard ${shard}`),
+        f: mapLineFingerprint(line, `shard ${shard}`),
         a: fieldHashes(fieldNames, fields),
         c: consent.next,
       };
