@@ -2,6 +2,7 @@ import fc from 'fast-check';
 import { BrazeAuthError } from '../../shared/errors';
 import { encodeMessage } from '../../shared/queue/messages';
 import { isTerminal, rowsAccountedFor, type RunRecord } from '../../shared/runs/runRecord';
+import { isRunComplete } from '../../shared/sync/finalizeRun';
 import { readPreviousShard, readPreviousState, stateFolder, type StateRecord } from '../../shared/state/deliveredState';
 import { sendToQueue } from '../../shared/storage/queueSend';
 import { approveRun, cancelRun } from '../../shared/sync/heldRuns';
@@ -159,10 +160,12 @@ async function runSequence(stack: TestStack, scenario: { refreshes: RefreshShape
       // A run cannot move while the host it needs is stopped, nor behind a run that waits for a
       // person (unless it is newer, and takes over) or for a stopped host.
       // A run resumed before its enqueue ended is `sending` (its guard was passed) while its
-      // reading goes on in the run worker.
+      // reading goes on in the run worker; one whose every profile has an ending is `sending`
+      // until the run worker takes the finalize its last batch asked for.
       const hostless = (r: RunRecord) =>
         (stopped.has('send') && r.status === 'sending') ||
-        (stopped.has('run') && (r.status === 'queued' || r.status === 'enqueuing' || r.status === 'finalizing' || (r.status === 'sending' && !r.enqueueDone)));
+        (stopped.has('run') &&
+          (r.status === 'queued' || r.status === 'enqueuing' || r.status === 'finalizing' || (r.status === 'sending' && (!r.enqueueDone || isRunComplete(r)))));
       const holder = all.find((r) => r.runId === lock);
       // A dry run neither waits for nor holds the destination: it is behind nothing.
       const behind = (r: RunRecord) =>
