@@ -89,9 +89,8 @@ export function mapLineFingerprint(text: string, where: string): string {
   return text.slice(at + 5, at + 21);
 }
 
-/** What a diff step reads of every map line without decoding it: the profile, where its row is, its fingerprint. */
+/** What a diff step reads of a profile's first map line without decoding it, past its key hash: where its row is, its fingerprint. */
 export interface MapLineHead {
-  h: string;
   p: number;
   r: number;
   /** 0 when the line does not say. */
@@ -104,14 +103,14 @@ const COMMA = 44;
 
 /**
  * A map line's head read from the bytes of a map output, its layout as mapLineText writes it
- * (`"l"` optional). Strings are copied out of the buffer, so a profile kept by its hash holds
- * neither the buffer nor a text of the whole output alive.
+ * (`"l"` optional), after its key hash (read, and the line's start checked, by readMapLineHash).
+ * Strings are copied out of the buffer, so a profile kept by its hash holds neither the buffer nor
+ * a text of the whole output alive.
  */
 export function readMapLineHead(buf: Buffer, start: number, end: number, where: string): MapLineHead {
   const fail = (): never => {
     throw new Error(`${where}: not a map line`);
   };
-  const h = readMapLineHash(buf, start, where);
   let at = start + 23;
   const number = (key: string): number => {
     if (!startsWith(buf, at, key)) fail();
@@ -128,7 +127,7 @@ export function readMapLineHead(buf: Buffer, start: number, end: number, where: 
   const l = startsWith(buf, at, ',"l":') ? number(',"l":') : 0;
   if (!startsWith(buf, at, ',"x":"') || buf[at + 22] !== QUOTE || at + 23 > end) fail();
   const x = buf.toString('latin1', at + 6, at + 22);
-  return { h, p, r, l, x };
+  return { p, r, l, x };
 }
 
 /** A map line's key hash, copied out of the buffer (see readMapLineHead). */
