@@ -232,6 +232,12 @@ export const appSettingsSchema = z.object({
    */
   SMALL_REFRESH_MAX_BYTES: numberSetting({ min: 0 }).default(8 * 1024 * 1024),
   /**
+   * How long an instance that worked a reading step goes on taking the run's open steps (those no
+   * instance has claimed) one after another, instead of going back to the queue for each (0: each
+   * step from its own message). Bounds when it starts a step, well within the function's timeout.
+   */
+  READ_ON_SECONDS: numberSetting({ min: 0, max: 300 }).default(60),
+  /**
    * A sending run none of whose batches ended for this long is marked stalled. Above the longest
    * quiet a healthy run has: a batch handed back waits at most an hour for Braze's reset.
    */
@@ -339,6 +345,8 @@ export interface AppSettings {
   profilesPerShard: number;
   readerStepsPerInstance: number;
   smallRefreshMaxBytes: number;
+  /** READ_ON_SECONDS, in milliseconds. */
+  readOnMs: number;
   runStallMs: number;
   runRetentionMs: number;
   reconcile: { pollMs: number; exportTimeoutMs: number };
@@ -414,6 +422,7 @@ export function loadAppSettings(env: Record<string, string | undefined>): AppSet
     profilesPerShard: s.PROFILES_PER_SHARD,
     readerStepsPerInstance: s.READER_STEPS_PER_INSTANCE,
     smallRefreshMaxBytes: s.SMALL_REFRESH_MAX_BYTES,
+    readOnMs: s.READ_ON_SECONDS * 1000,
     runStallMs: s.RUN_STALL_MINUTES * 60_000,
     runRetentionMs: s.RUN_RETENTION_DAYS * 24 * 3600_000,
     reconcile: { pollMs: s.RECONCILE_POLL_SECONDS * 1000, exportTimeoutMs: s.RECONCILE_EXPORT_TIMEOUT_MINUTES * 60_000 },

@@ -27,7 +27,7 @@ export interface ConnectorDeps {
   /** The users each destination deleted from Braze, for audit. */
   erasures: ErasureLedger;
   /** The reading steps this process may work on at once. */
-  readerSlots: { take(): Promise<(() => void) | undefined> };
+  readerSlots: { take(): Promise<(() => void) | undefined>; readonly free: boolean };
   /** The default workspace's client. */
   braze: BrazeClient;
   /** The client of a destination's workspace (its `workspace` in the mapping config), or the default one. */

@@ -4,7 +4,7 @@ import { sendToQueue } from '../storage/queueSend';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import { startRun, type RunStepResult } from './startRun';
 import { runStep } from './stepRunner';
-import { readHere } from './readHere';
+import { readHere, readOn } from './readHere';
 import { finalizeRun } from './finalizeRun';
 import { leaseHeld } from './lease';
 import { deliverNotification } from './notify';
@@ -48,8 +48,9 @@ export async function processRunMessage(deps: ConnectorDeps, payload: unknown): 
     await sendToQueue(deps.storage.runQueue, encodeMessage(next), result.delayMs);
     return result;
   }
-  // Only the instance that started the run reads it on: copies of its steps that find them done
-  // each joining in would multiply the run's reads of its units and fill the instance's queue slots.
+  // The instance that started the run, or worked a step of it, reads on: the run's open steps are
+  // worked here without waiting for a queue hop each.
   if (message.kind === 'startRun') await readHere(deps, message.runId);
+  else await readOn(deps, message.runId);
   return result;
 }

@@ -2,28 +2,32 @@ import type { ConnectorDeps } from '../runs/connectorDeps';
 import { describeError } from '../errors';
 import { isTerminal } from '../runs/runRecord';
 import { readSources, refreshBytes } from '../runs/runSources';
-import { pendingSteps } from './readingPlan';
+import { openSteps } from './readingPlan';
 import { runStep } from './stepRunner';
 
 /**
- * A small refresh (its partitions at most SMALL_REFRESH_MAX_BYTES) is read by the instance that
- * started its run: once the start is handled (processRunMessage), the run's steps are worked here,
- * one after another, instead of waiting for the queue to hand each phase to an instance — for a
- * small refresh each hop costs more than the step. Nothing else changes: each step is claimed and
- * recorded as always, and the steps' messages are on the queue as always, so a copy another
- * instance takes first simply wins the claim, and a crash here leaves the run to those copies.
- * Each step is tried once per call; one that must wait (claimed elsewhere, or waiting for
- * Braze's export) ends it.
+ * After a run's start: a small refresh (its partitions at most SMALL_REFRESH_MAX_BYTES) is read by
+ * the instance that started it, its steps worked here one after another instead of waiting for
+ * the queue to hand each phase to an instance — for a small refresh each hop costs more than the
+ * step. A larger one is read on as after any step (readOn).
  */
 export async function readHere(deps: ConnectorDeps, runId: string): Promise<void> {
   const limit = deps.settings.smallRefreshMaxBytes;
-  if (limit === 0) return;
-  try {
-    await readStepsHere(deps, runId, limit);
-  } catch (error) {
-    // The run is not hurt: its steps' messages carry it. Failing the start would only send them again.
-    deps.log.warn(`run ${runId}: reading here stopped (${describeError(error)}); the queue carries the rest`);
-  }
+  const small = async () => {
+    const run = await deps.runs.get(runId);
+    return run !== undefined && run.shards > 0 && refreshBytes(await readSources(deps, run)) <= limit;
+  };
+  await readStepsHere(deps, runId, limit > 0 && (await small().catch(() => false)) ? READ_HERE_BUDGET_MS : deps.settings.readOnMs);
+}
+
+/**
+ * After a step, the instance that worked it goes on with the run's open steps — those no instance
+ * has claimed — one after another, for up to READ_ON_SECONDS, instead of going back to the queue
+ * for the next: a step's message that comes back to the queue (handed back by a busy instance)
+ * waits a polling interval or more before an instance takes it, where this one is free now.
+ */
+export async function readOn(deps: ConnectorDeps, runId: string): Promise<void> {
+  await readStepsHere(deps, runId, deps.settings.readOnMs);
 }
 
 /**
@@ -33,16 +37,33 @@ export async function readHere(deps: ConnectorDeps, runId: string): Promise<void
  */
 export const READ_HERE_BUDGET_MS = 30_000;
 
-async function readStepsHere(deps: ConnectorDeps, runId: string, limit: number): Promise<void> {
-  const until = deps.clock.now() + READ_HERE_BUDGET_MS;
+/**
+ * Works the run's open steps here until none is left, one must wait, or the budget (for starting
+ * a step) is spent. Nothing else changes: each step is claimed and recorded as always, and every
+ * step's message is on the queue as always, so an instance that takes a copy first simply wins the
+ * claim, and a crash here leaves the run to those copies. A step is tried once per call; one that
+ * must wait (this instance's slot taken by another message, a claim won elsewhere, Braze's export
+ * not ready) ends it: its message carries it.
+ */
+async function readStepsHere(deps: ConnectorDeps, runId: string, budgetMs: number): Promise<void> {
+  if (budgetMs <= 0) return;
+  const until = deps.clock.now() + budgetMs;
   const tried = new Set<string>();
-  while (deps.clock.now() < until) {
-    const run = await deps.runs.get(runId);
-    if (!run || isTerminal(run.status) || run.status === 'queued' || run.status === 'finalizing' || run.enqueueDone || run.shards === 0) return;
-    if (tried.size === 0 && refreshBytes(await readSources(deps, run)) > limit) return;
-    const step = (await pendingSteps(deps, run)).find((s) => !tried.has(`${s.kind}-${s.index}`));
-    if (!step) return;
-    tried.add(`${step.kind}-${step.index}`);
-    if ((await runStep(deps, runId, step.kind, step.index)).kind === 'deferred') return;
+  try {
+    while (deps.clock.now() < until) {
+      // Another of this instance's messages works a step: it reads on itself once done.
+      if (!deps.readerSlots.free) return;
+      const run = await deps.runs.get(runId);
+      if (!run || isTerminal(run.status) || run.status === 'queued' || run.status === 'finalizing' || run.enqueueDone || run.shards === 0) return;
+      const open = (await openSteps(deps, run)).filter((s) => !tried.has(`${s.kind}-${s.index}`));
+      if (open.length === 0) return;
+      // A random one: instances reading on side by side then seldom race for the same claim.
+      const step = open[Math.floor(Math.random() * open.length)];
+      tried.add(`${step.kind}-${step.index}`);
+      if ((await runStep(deps, runId, step.kind, step.index)).kind === 'deferred') return;
+    }
+  } catch (error) {
+    // The run is not hurt: its steps' messages carry it. Failing the message would only send them again.
+    deps.log.warn(`run ${runId}: reading here stopped (${describeError(error)}); the queue carries the rest`);
   }
 }

@@ -27,6 +27,11 @@ export class ReaderSlots {
     private readonly clock: Clock,
   ) {}
 
+  /** A slot is free now (no step works in each, none waits for one). */
+  get free(): boolean {
+    return this.busy < this.size && this.waiting.length === 0;
+  }
+
   /** A slot, released by calling the answer (once); undefined when none came free within `waitMs`. */
   async take(waitMs = READER_SLOT_WAIT_MS): Promise<(() => void) | undefined> {
     if (this.busy >= this.size) {

@@ -2,7 +2,7 @@ import { encodeMessage, type RunMessage } from '../queue/messages';
 import type { ConnectorDeps } from '../runs/connectorDeps';
 import type { RunRecord } from '../runs/runRecord';
 import { partitionList, readSources } from '../runs/runSources';
-import type { UnitKind } from '../runs/unitLedger';
+import type { UnitKind, UnitRecord } from '../runs/unitLedger';
 import { sendToQueue } from '../storage/queueSend';
 import { completeReading } from './completeReading';
 
@@ -54,16 +54,13 @@ export function stepMessage(runId: string, step: StepRef): RunMessage {
   return { kind: 'diffShard', runId, shard: step.index };
 }
 
-/** The steps of a phase that are not done yet. */
-async function missingSteps(deps: ConnectorDeps, run: RunRecord, phase: ReadingPhase): Promise<StepRef[]> {
+/** The steps of a phase that are not done yet, each with its unit's record when it has one. */
+async function missingSteps(deps: ConnectorDeps, run: RunRecord, phase: ReadingPhase): Promise<(StepRef & { unit?: UnitRecord })[]> {
   const segments = await readSources(deps, run);
   const steps = phase.steps(run, partitionList(segments).length, exportedSegments(segments));
-  const done = new Map<UnitKind, Set<number>>();
-  for (const kind of new Set(steps.map((s) => s.kind))) {
-    const units = await deps.units.list(run.runId, kind);
-    done.set(kind, new Set(units.filter((u) => u.state === 'done').map((u) => u.index)));
-  }
-  return steps.filter((step) => !done.get(step.kind)!.has(step.index));
+  const units = new Map<UnitKind, Map<number, UnitRecord>>();
+  for (const kind of new Set(steps.map((s) => s.kind))) units.set(kind, new Map((await deps.units.list(run.runId, kind)).map((u) => [u.index, u])));
+  return steps.map((step) => ({ ...step, unit: units.get(step.kind)!.get(step.index) })).filter((step) => step.unit?.state !== 'done');
 }
 
 /** Every step of the phase that `kind` belongs to is done. */
@@ -77,7 +74,21 @@ export async function phaseDone(deps: ConnectorDeps, run: RunRecord, kind: UnitK
 export async function pendingSteps(deps: ConnectorDeps, run: RunRecord): Promise<StepRef[]> {
   for (const phase of readingPhases) {
     const missing = await missingSteps(deps, run, phase);
-    if (missing.length > 0) return missing;
+    if (missing.length > 0) return missing.map(({ kind, index }) => ({ kind, index }));
+  }
+  return [];
+}
+
+/**
+ * The pending steps no instance holds a live claim on: those an instance may take up without
+ * their messages (a step whose worker died is open again once its claim runs out).
+ */
+export async function openSteps(deps: ConnectorDeps, run: RunRecord): Promise<StepRef[]> {
+  for (const phase of readingPhases) {
+    const missing = await missingSteps(deps, run, phase);
+    if (missing.length === 0) continue;
+    const nowMs = deps.clock.now();
+    return missing.filter(({ unit }) => !unit || Date.parse(unit.claimUntil) <= nowMs).map(({ kind, index }) => ({ kind, index }));
   }
   return [];
 }

@@ -91,8 +91,10 @@ export async function startTestStack(
     BRAZE_MAX_RETRY_DELAY_MS: '200',
     BRAZE_REQUEST_TIMEOUT_MS: '2000',
     // Every step through the queue, as the tests of steps and their races were written for; the
-    // small-refresh path is tested on its own and under the incremental tests (readHere, incremental).
+    // small-refresh path and reading on are tested on their own and under the incremental and
+    // fan-out tests (readHere, incremental, fanOut).
     SMALL_REFRESH_MAX_BYTES: '0',
+    READ_ON_SECONDS: '0',
     ...options.env,
   };
   const app = new LocalFunctionApp({

@@ -41,7 +41,14 @@ async function batchQueueLength(deps: ConnectorDeps): Promise<number> {
  * matches: the worker is then known to be inside a given step, and is killed there. A second
  * worker, on storage directly, finishes the run.
  */
-async function killedInside(hold: (method: string, url: string) => boolean, profiles = makeProfiles(1, 4000), smallRefreshMaxBytes = '0') {
+/** How the workers read: every step through the queue unless told otherwise (SMALL_REFRESH_MAX_BYTES, READ_ON_SECONDS). */
+const THROUGH_THE_QUEUE = { SMALL_REFRESH_MAX_BYTES: '0', READ_ON_SECONDS: '0' };
+
+async function killedInside(
+  hold: (method: string, url: string) => boolean,
+  profiles = makeProfiles(1, 4000),
+  reading: Record<string, string> = THROUGH_THE_QUEUE,
+) {
   const azurite = await startAzurite();
   const braze = new BrazeServer({ apiKey: TEST_API_KEY, latencyMs: 2 });
   const endpoint = await braze.start();
@@ -54,7 +61,7 @@ async function killedInside(hold: (method: string, url: string) => boolean, prof
     BRAZE_API_KEY: TEST_API_KEY,
     SYNC_CONFIG: JSON.stringify(testConfig()),
     PROFILES_PER_SHARD: '1000',
-    SMALL_REFRESH_MAX_BYTES: smallRefreshMaxBytes,
+    ...reading,
     ENQUEUE_LEASE_MS: '3000',
     LOCAL_LOCK_SECONDS: '3',
     SENDER_BUDGET_MS: '3000',
@@ -102,16 +109,18 @@ describe('a refresh read in steps that many instances share', () => {
     stack = undefined;
   });
 
-  // Through the queue, and with the refresh read by the instance that starts it (SMALL_REFRESH_MAX_BYTES):
-  // there the dead instance held the run's whole reading, and the queued copies carry it on.
+  // Through the queue, read on by the instance that worked a step (READ_ON_SECONDS), and read by the
+  // instance that starts it (SMALL_REFRESH_MAX_BYTES): in the last two the dead instance held several
+  // steps, or the run's whole reading, and the queued copies carry it on.
   it.each([
-    ['every step through the queue', '0'],
-    ['read by the instance that started it', String(8 * 1024 * 1024)],
+    ['every step through the queue', THROUGH_THE_QUEUE],
+    ['read on by the instance that worked a step', { SMALL_REFRESH_MAX_BYTES: '0', READ_ON_SECONDS: '60' }],
+    ['read by the instance that started it', { SMALL_REFRESH_MAX_BYTES: String(8 * 1024 * 1024), READ_ON_SECONDS: '60' }],
   ])(
     'a worker killed inside a map step (%s): another redoes the step, nothing of the dead one counts, Braze gets each profile once',
-    async (_path, smallRefreshMaxBytes) => {
+    async (_path, reading) => {
       // Held when the map step of partition 1 writes its shard output: it has read its partition but not finished.
-      const crash = await killedInside((_, url) => /\/runs\/[^/]+\/map\/p0001\./.test(url), undefined, smallRefreshMaxBytes);
+      const crash = await killedInside((_, url) => /\/runs\/[^/]+\/map\/p0001\./.test(url), undefined, reading);
       try {
         const { observer, runId, braze, profiles } = crash;
         const dead = await observer.deps.units.read(runId, 'map', 1);

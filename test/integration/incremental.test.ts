@@ -29,15 +29,16 @@ function sorted(object: Record<string, unknown> | undefined) {
   return object && Object.fromEntries(Object.entries(object).sort(([a], [b]) => a.localeCompare(b)));
 }
 
-// Both ways a refresh is read: every step through the queue, and a small refresh read step after
-// step by the instance that has it (SMALL_REFRESH_MAX_BYTES).
+// Every way a refresh is read: every step through the queue, read on by each instance that works a
+// step (READ_ON_SECONDS), and a small refresh read step after step by the instance that has it
+// (SMALL_REFRESH_MAX_BYTES).
 describe.each([
-  ['every step through the queue', '0'],
-  ['read by the instance that has it', String(8 * 1024 * 1024)],
-])('incremental sync: only what changed, and leavers cleared (%s)', (_path, smallRefreshMaxBytes) => {
+  ['every step through the queue', { SMALL_REFRESH_MAX_BYTES: '0', READ_ON_SECONDS: '0' }],
+  ['read on by each instance that works a step', { SMALL_REFRESH_MAX_BYTES: '0', READ_ON_SECONDS: '60' }],
+  ['read by the instance that has it', { SMALL_REFRESH_MAX_BYTES: String(8 * 1024 * 1024), READ_ON_SECONDS: '60' }],
+])('incremental sync: only what changed, and leavers cleared (%s)', (_path, reading) => {
   let stack: TestStack;
-  const startTestStack = (options: Parameters<typeof startStack>[0] = {}) =>
-    startStack({ ...options, env: { SMALL_REFRESH_MAX_BYTES: smallRefreshMaxBytes, ...options.env } });
+  const startTestStack = (options: Parameters<typeof startStack>[0] = {}) => startStack({ ...options, env: { ...reading, ...options.env } });
   afterEach(async () => {
     await stack?.stop();
   });
