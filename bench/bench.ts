@@ -370,9 +370,9 @@ async function main(): Promise<void> {
     const http429 = (after1.byStatus['429'] ?? 0) - (before1.byStatus['429'] ?? 0);
 
     say('refresh 2: ~5% of profiles changed…');
+    await writeExport(deps.storage.exportContainer, profiles, partitions, '2026/11/28/0600', 0.05);
     if (process.env.BENCH_VERBOSE)
       process.stderr.write(`${((Date.now() - BENCH_STARTED) / 1000).toFixed(2).padStart(8)} [bench] refresh 2 written, starting\n`);
-    await writeExport(deps.storage.exportContainer, profiles, partitions, '2026/11/28/0600', 0.05);
     const before2 = await brazeStats(brazeUrl);
     const refresh2 = await profiled('refresh2', generated.rows, () => syncAndWait(deps));
     const after2 = await brazeStats(brazeUrl);
