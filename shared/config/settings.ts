@@ -234,9 +234,10 @@ export const appSettingsSchema = z.object({
   /**
    * How long an instance that worked a reading step goes on taking the run's open steps (those no
    * instance has claimed) one after another, instead of going back to the queue for each (0: each
-   * step from its own message). Bounds when it starts a step, well within the function's timeout.
+   * step from its own message). It bounds when a step starts, not how long it works: at most 120,
+   * so a step started last still ends well within the function's timeout (10 minutes).
    */
-  READ_ON_SECONDS: numberSetting({ min: 0, max: 300 }).default(60),
+  READ_ON_SECONDS: numberSetting({ min: 0, max: 120 }).default(60),
   /**
    * A sending run none of whose batches ended for this long is marked stalled. Above the longest
    * quiet a healthy run has: a batch handed back waits at most an hour for Braze's reset.

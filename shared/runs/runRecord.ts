@@ -131,6 +131,11 @@ export const runRecordSchema = runCountsSchema.extend({
   /** Who holds the run's lease (an enqueuer or finalizer), and until when; a crashed holder's lease runs out. */
   leaseOwner: z.string().optional(),
   leaseUntil: z.string().optional(),
+  /**
+   * Reading phases whose steps' messages were all sent (readingPlan's advance): a copy of a step
+   * that finds its phase done sends the next phase's only if this says no one did.
+   */
+  phasesSent: z.number().int().min(0).default(0),
   /** Shards the run's profiles are split into (0 until the run is planned). */
   shards: z.number().int().min(0).default(0),
   /** The delivered state was of an older format: every profile was sent in full. */

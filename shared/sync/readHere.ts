@@ -17,7 +17,8 @@ export async function readHere(deps: ConnectorDeps, runId: string): Promise<void
     const run = await deps.runs.get(runId);
     return run !== undefined && run.shards > 0 && refreshBytes(await readSources(deps, run)) <= limit;
   };
-  await readStepsHere(deps, runId, limit > 0 && (await small().catch(() => false)) ? READ_HERE_BUDGET_MS : deps.settings.readOnMs);
+  const readOnMs = deps.settings.readOnMs;
+  await readStepsHere(deps, runId, limit > 0 && (await small().catch(() => false)) ? Math.max(READ_HERE_BUDGET_MS, readOnMs) : readOnMs);
 }
 
 /**
@@ -38,12 +39,13 @@ export async function readOn(deps: ConnectorDeps, runId: string): Promise<void> 
 export const READ_HERE_BUDGET_MS = 30_000;
 
 /**
- * Works the run's open steps here until none is left, one must wait, or the budget (for starting
- * a step) is spent. Nothing else changes: each step is claimed and recorded as always, and every
- * step's message is on the queue as always, so an instance that takes a copy first simply wins the
- * claim, and a crash here leaves the run to those copies. A step is tried once per call; one that
- * must wait (this instance's slot taken by another message, a claim won elsewhere, Braze's export
- * not ready) ends it: its message carries it.
+ * Works the run's open steps here until none is left, this instance's slot is taken by another of
+ * its messages (which reads on itself once its step is done), or the budget (for starting a step)
+ * is spent. Nothing else changes: each step is claimed and recorded as always, and every step's
+ * message is on the queue as always, so an instance that takes a copy first simply wins the claim,
+ * and a crash here leaves the run to those copies. A step is tried once per call; one that must
+ * wait (a claim won elsewhere in between, Braze's export not ready) is passed over: its message
+ * carries it.
  */
 async function readStepsHere(deps: ConnectorDeps, runId: string, budgetMs: number): Promise<void> {
   if (budgetMs <= 0) return;
@@ -60,7 +62,7 @@ async function readStepsHere(deps: ConnectorDeps, runId: string, budgetMs: numbe
       // A random one: instances reading on side by side then seldom race for the same claim.
       const step = open[Math.floor(Math.random() * open.length)];
       tried.add(`${step.kind}-${step.index}`);
-      if ((await runStep(deps, runId, step.kind, step.index)).kind === 'deferred') return;
+      await runStep(deps, runId, step.kind, step.index);
     }
   } catch (error) {
     // The run is not hurt: its steps' messages carry it. Failing the message would only send them again.

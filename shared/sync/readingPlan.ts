@@ -1,6 +1,6 @@
 import { encodeMessage, type RunMessage } from '../queue/messages';
 import type { ConnectorDeps } from '../runs/connectorDeps';
-import type { RunRecord } from '../runs/runRecord';
+import { isTerminal, type RunRecord } from '../runs/runRecord';
 import { partitionList, readSources } from '../runs/runSources';
 import type { UnitKind, UnitRecord } from '../runs/unitLedger';
 import { sendToQueue } from '../storage/queueSend';
@@ -70,13 +70,18 @@ export async function phaseDone(deps: ConnectorDeps, run: RunRecord, kind: UnitK
   return phase === undefined || (await missingSteps(deps, run, phase)).length === 0;
 }
 
+/** The first phase that is not done — its number, counting from 1 — and its steps not done yet; undefined once every phase is. */
+async function nextPhase(deps: ConnectorDeps, run: RunRecord): Promise<{ number: number; steps: StepRef[] } | undefined> {
+  for (const [i, phase] of readingPhases.entries()) {
+    const missing = await missingSteps(deps, run, phase);
+    if (missing.length > 0) return { number: i + 1, steps: missing.map(({ kind, index }) => ({ kind, index })) };
+  }
+  return undefined;
+}
+
 /** The steps not done yet of the first phase that is not done; none once every phase is. */
 export async function pendingSteps(deps: ConnectorDeps, run: RunRecord): Promise<StepRef[]> {
-  for (const phase of readingPhases) {
-    const missing = await missingSteps(deps, run, phase);
-    if (missing.length > 0) return missing.map(({ kind, index }) => ({ kind, index }));
-  }
-  return [];
+  return (await nextPhase(deps, run))?.steps ?? [];
 }
 
 /**
@@ -96,9 +101,16 @@ export async function openSteps(deps: ConnectorDeps, run: RunRecord): Promise<St
 /**
  * Moves a run's reading on: sends the steps of the first phase that is not done (those of it not
  * done yet: a copy of one that is running finds it claimed), or, once every phase is, completes it.
+ * Once they are all sent the run records it (`phasesSent`). `unlessSent`: a late copy of a step
+ * sends them only if no one recorded that — else every copy would send the whole phase again, and
+ * copies are the rule when instances read on ahead of the messages (readHere). Sending before
+ * recording means a sender that dies halfway leaves the phase to the next copy; the run's start
+ * (a restart by the sweep) always sends.
  */
-export async function advance(deps: ConnectorDeps, run: RunRecord): Promise<void> {
-  const pending = await pendingSteps(deps, run);
-  if (pending.length === 0) return completeReading(deps, run);
-  for (const step of pending) await sendToQueue(deps.storage.runQueue, encodeMessage(stepMessage(run.runId, step)));
+export async function advance(deps: ConnectorDeps, run: RunRecord, options: { unlessSent?: boolean } = {}): Promise<void> {
+  const next = await nextPhase(deps, run);
+  if (!next) return completeReading(deps, run);
+  if (options.unlessSent && ((await deps.runs.get(run.runId))?.phasesSent ?? 0) >= next.number) return;
+  for (const step of next.steps) await sendToQueue(deps.storage.runQueue, encodeMessage(stepMessage(run.runId, step)));
+  await deps.runs.update(run.runId, (current) => (isTerminal(current.status) || current.phasesSent >= next.number ? undefined : { phasesSent: next.number }));
 }

@@ -215,6 +215,7 @@ async function createRun(
     sourcesBlob,
     rowsReadSoFar: 0,
     shards: 0,
+    phasesSent: 0,
     stateFallback: false,
     staged: false,
     approved: false,

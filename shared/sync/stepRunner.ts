@@ -107,12 +107,12 @@ async function claimAndWork<Inputs>(deps: ConnectorDeps, run: RunRecord, step: S
 
 /**
  * A copy of a step that finds it done moves the run on only once the step's whole phase is done
- * (its finisher may have died before doing so). Until then the phase's other steps have messages
- * of their own; a copy re-sending them all would multiply, copy after copy, when one instance
- * reads a small refresh ahead of its messages (readHere).
+ * (its finisher may have died before doing so), and then only if the next phase's steps were not
+ * all sent. Until then the phase's other steps have messages of their own; a copy re-sending them
+ * all would multiply, copy after copy, when instances read ahead of the messages (readHere).
  */
 async function advanceIfPhaseDone(deps: ConnectorDeps, run: RunRecord, kind: UnitKind): Promise<void> {
-  if (await phaseDone(deps, run, kind)) await advance(deps, run);
+  if (await phaseDone(deps, run, kind)) await advance(deps, run, { unlessSent: true });
 }
 
 /** A finished step is progress (the sweep restarts only a run nothing happens to); a map step also says how far the reading is. */

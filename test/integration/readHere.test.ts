@@ -91,12 +91,35 @@ describe('a small refresh is read by the instance that has it', () => {
     await copiesChangeNothing(deps, runId, profiles);
   }, 90_000);
 
+  it("late copies of a phase's steps, found done, send the next phase's steps only if no one sent them all", async () => {
+    // Reading on does the steps ahead of their messages, so the messages that come after are copies of done steps.
+    const { deps, runId } = await requestedRun({ SMALL_REFRESH_MAX_BYTES: '1000', READ_ON_SECONDS: '60' });
+    await startRun(deps, runId);
+    const steps = await takeRunMessages(deps);
+    const { shards } = (await deps.runs.get(runId))!;
+    // Another instance holds every diff step, so reading on stops at the end of the map phase.
+    for (let s = 0; s < shards; s++) expect((await deps.units.claim(runId, 'shard', s, 'another instance', 60_000)).kind).toBe('claimed');
+    expect(await processRunMessage(deps, steps[0])).toEqual({ kind: 'done' });
+    expect((await deps.units.list(runId, 'map')).map((u) => u.state)).toEqual(Array(4).fill('done'));
+    const diffSteps = (await takeRunMessages(deps)).map((text) => decodeRunMessage(text));
+    expect(diffSteps.map((m) => m.kind)).toEqual(Array(shards).fill('diffShard'));
+    expect((await deps.runs.get(runId))!.phasesSent).toBe(2);
+    // The other map steps' messages come late: the diff steps were sent, none sends them again.
+    for (const copy of steps.slice(1)) expect(await processRunMessage(deps, copy)).toEqual({ kind: 'done' });
+    expect(await takeRunMessages(deps)).toEqual([]);
+    // Had the finisher died before it recorded them sent, a copy sends them (some may be lost).
+    await deps.runs.update(runId, () => ({ phasesSent: 1 }));
+    expect(await processRunMessage(deps, steps[1])).toEqual({ kind: 'done' });
+    expect((await takeRunMessages(deps)).map((text) => decodeRunMessage(text))).toEqual(diffSteps);
+    expect((await deps.runs.get(runId))!.phasesSent).toBe(2);
+  }, 90_000);
+
   it('reading on passes over a step another instance holds, and takes it up once that claim has run out', async () => {
     const { deps, runId, profiles } = await requestedRun({ SMALL_REFRESH_MAX_BYTES: '1000', READ_ON_SECONDS: '60' });
     await startRun(deps, runId);
     const steps = await takeRunMessages(deps);
-    // Another instance is inside map step 1 (its claim held for 3 s, then never renewed: it died).
-    expect((await deps.units.claim(runId, 'map', 1, 'another instance', 3_000)).kind).toBe('claimed');
+    // Another instance is inside map step 1 (its claim held for 30 s).
+    expect((await deps.units.claim(runId, 'map', 1, 'another instance', 30_000)).kind).toBe('claimed');
     expect(await processRunMessage(deps, steps[0])).toEqual({ kind: 'done' });
     // Every other map step done here, map 1 left to its holder, the next phase not begun.
     expect((await deps.units.list(runId, 'map')).map((u) => [u.index, u.state, u.owner === 'another instance'])).toEqual([
@@ -107,8 +130,9 @@ describe('a small refresh is read by the instance that has it', () => {
     ]);
     expect(await deps.units.list(runId, 'shard')).toEqual([]);
     expect((await deps.runs.get(runId))!.enqueueDone).toBe(false);
-    // Once the claim has run out, a step's message (any: here a late copy of a done one) reads on into it, and the run's reading ends.
-    await new Promise((resolve) => setTimeout(resolve, 3_200));
+    // It dies; once its claim has run out (made to, here: a claim ending now), a step's message (any:
+    // here a late copy of a done one) reads on into the step, and the run's reading ends.
+    expect(await deps.units.renew(runId, 'map', 1, 'another instance', 0)).toBe(true);
     expect(await processRunMessage(deps, steps[3])).toEqual({ kind: 'done' });
     const map1 = (await deps.units.read(runId, 'map', 1))!;
     expect([map1.state, map1.owner === 'another instance']).toEqual(['done', false]);
