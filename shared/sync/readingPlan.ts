@@ -70,18 +70,23 @@ export async function phaseDone(deps: ConnectorDeps, run: RunRecord, kind: UnitK
   return phase === undefined || (await missingSteps(deps, run, phase)).length === 0;
 }
 
-/** The first phase that is not done — its number, counting from 1 — and its steps not done yet; undefined once every phase is. */
-async function nextPhase(deps: ConnectorDeps, run: RunRecord): Promise<{ number: number; steps: StepRef[] } | undefined> {
+/**
+ * The first phase that is not done — its number, counting from 1 — and its steps not done yet,
+ * each with its unit's record when it has one; undefined once every phase is.
+ */
+async function nextPhase(deps: ConnectorDeps, run: RunRecord): Promise<{ number: number; steps: (StepRef & { unit?: UnitRecord })[] } | undefined> {
   for (const [i, phase] of readingPhases.entries()) {
     const missing = await missingSteps(deps, run, phase);
-    if (missing.length > 0) return { number: i + 1, steps: missing.map(({ kind, index }) => ({ kind, index })) };
+    if (missing.length > 0) return { number: i + 1, steps: missing };
   }
   return undefined;
 }
 
+const stepRef = ({ kind, index }: StepRef): StepRef => ({ kind, index });
+
 /** The steps not done yet of the first phase that is not done; none once every phase is. */
 export async function pendingSteps(deps: ConnectorDeps, run: RunRecord): Promise<StepRef[]> {
-  return (await nextPhase(deps, run))?.steps ?? [];
+  return (await nextPhase(deps, run))?.steps.map(stepRef) ?? [];
 }
 
 /**
@@ -89,13 +94,9 @@ export async function pendingSteps(deps: ConnectorDeps, run: RunRecord): Promise
  * their messages (a step whose worker died is open again once its claim runs out).
  */
 export async function openSteps(deps: ConnectorDeps, run: RunRecord): Promise<StepRef[]> {
-  for (const phase of readingPhases) {
-    const missing = await missingSteps(deps, run, phase);
-    if (missing.length === 0) continue;
-    const nowMs = deps.clock.now();
-    return missing.filter(({ unit }) => !unit || Date.parse(unit.claimUntil) <= nowMs).map(({ kind, index }) => ({ kind, index }));
-  }
-  return [];
+  const steps = (await nextPhase(deps, run))?.steps ?? [];
+  const nowMs = deps.clock.now();
+  return steps.filter(({ unit }) => !unit || Date.parse(unit.claimUntil) <= nowMs).map(stepRef);
 }
 
 /**
