@@ -18,7 +18,6 @@ import { FLAGS, formFromKey, formKey, membershipEncoding, sameForm } from '../st
 import {
   NdjsonWriter,
   profileStateOf,
-  readPreviousShard,
   readPreviousShardRekeyed,
   readUncertainShard,
   shardStateBlobName,
@@ -28,6 +27,7 @@ import {
   type UncertainRun,
 } from '../state/deliveredState';
 import { runMembershipBits, type MembershipBits } from '../state/membershipBits';
+import { readPreviousShardLines, StateLine } from '../state/stateLines';
 import { keyHash } from '../state/profileIndex';
 import { BlobLineWriter } from '../storage/blobLineWriter';
 import { isNotFound } from '../storage/storageErrors';
@@ -122,19 +122,18 @@ export async function diffShard(
   const migrating = normalizeGuids && previous.format !== 0 && !(previous.format === 2 && previous.manifest.guidKeys);
   /** Other spellings of a GUID whose canonical key another record holds: two Braze users, cleared under their own external_id. */
   const strays: StateRecord[] = [];
-  const records = migrating
-    ? readPreviousShardRekeyed(state, previous, shard, run.shards, canonicalKey)
-    : readPreviousShard(state, previous, shard, run.shards);
-  for await (const record of records) {
+  const place = (record: StateRecord) => {
     const held = before.get(record.h);
     if (held) {
       const [kept, stray] = canonicalKey(held.k) === undefined ? [held, record] : [record, held];
       before.set(record.h, kept);
       strays.push(stray);
-      continue;
+      return;
     }
     before.set(record.h, record);
-  }
+  };
+  if (migrating) for await (const record of readPreviousShardRekeyed(state, previous, shard, run.shards, canonicalKey)) place(record);
+  else await readPreviousShardLines(state, previous, shard, run.shards, place);
   if (migrating) deps.log.info(`run ${run.runId} shard ${shard}: GUID customer IDs now have one spelling; the state is read whole once to rename the others`);
   // What a superseded run may have delivered is not known: those profiles are sent in full. If what
   // it left is gone, which profiles it touched is not known either: every profile of the shard is.
@@ -182,6 +181,29 @@ export async function diffShard(
 
   const writers = shardWriters(deps, run, shard, owner, totals);
   const { sentWriter, rejects, packer, keep, touch } = writers;
+  // A record's memberships by how its line spells them (a shard's lines share a handful), and
+  // whether the next state would spell them so: then a profile whose state stays as it was has its
+  // line written back as it was read, never parsed.
+  const membersByText = new Map<string, { mask: number; asWritten: boolean }>();
+  const membersOf = (prior: StateRecord): { mask: number; asWritten: boolean } => {
+    if (!(prior instanceof StateLine)) return { mask: bits.maskOf(prior.m), asWritten: false };
+    const text = prior.membersText;
+    let members = membersByText.get(text);
+    if (!members) {
+      const mask = bits.maskOf(prior.m);
+      members = { mask, asWritten: mask !== 0 && JSON.stringify(names(mask)) === text };
+      membersByText.set(text, members);
+    }
+    return members;
+  };
+  /** A profile whose next state is its previous one with these memberships. */
+  const keepPrior = (hash: string, prior: StateRecord, mask: number) => {
+    if (prior instanceof StateLine) {
+      const members = membersOf(prior);
+      if (members.asWritten && members.mask === mask) return writers.keepLine(prior);
+    }
+    return keep({ h: hash, k: prior.k, m: names(mask), f: prior.f, a: prior.a, c: prior.c });
+  };
   /** A dry run's account of one profile that would be sent. */
   const tally = (
     identifier: BrazeIdentifier,
@@ -262,7 +284,7 @@ export async function diffShard(
         await enqueueErasure(hash, erasure, prior);
         continue;
       }
-      const priorMask = prior ? bits.maskOf(prior.m) : 0;
+      const priorMask = prior ? membersOf(prior).mask : 0;
       const synced = (profile.bits & bits.syncedMask) >>> 0;
       const carried = (priorMask & ~bits.syncedMask) >>> 0;
       const nextMask = (synced | carried) >>> 0;
@@ -290,7 +312,7 @@ export async function diffShard(
       const rewrite = switching && prior !== undefined;
       if (change.unchanged && !rename && !rewrite) {
         totals.rowsSkippedUnchanged += profile.rows;
-        await keep({ h: hash, k: prior!.k, m: names(nextMask), f: prior!.f, a: prior!.a, c: prior!.c });
+        await keepPrior(hash, prior!, nextMask);
         continue;
       }
       if (change.unchanged && !rewrite) {
@@ -368,7 +390,7 @@ export async function diffShard(
     let notCleared = 0;
     for (const [hash, prior] of before) {
       if (profiles.has(hash)) continue;
-      const priorMask = bits.maskOf(prior.m);
+      const priorMask = membersOf(prior).mask;
       const identified = prior.k.startsWith('e:') ? hints.get(hash) : undefined;
       if (identified?.ambiguous) {
         // Rows of several customer IDs carry this e-mail now: cleared by e-mail, the change would land
@@ -400,13 +422,12 @@ export async function diffShard(
       }
       const leave = (priorMask & bits.syncedMask) >>> 0;
       const carried = (priorMask & ~bits.syncedMask) >>> 0;
-      const kept = { h: hash, k: prior.k, m: names(carried), f: prior.f, a: prior.a, c: prior.c };
       if (leave === 0 && !(switching && priorMask !== 0)) {
-        await keep(kept);
+        await keepPrior(hash, prior, carried);
         continue;
       }
       await sentWriter?.writeSent({ h: hash, k: prior.k, p: profileStateOf(prior) });
-      await keep(kept);
+      await keepPrior(hash, prior, carried);
       await enqueueExit(hash, identifierFromKey(prior.k), leave, carried, priorMask);
     }
     for (const stray of strays) {
@@ -662,6 +683,12 @@ export function shardWriters(deps: ConnectorDeps, run: RunRecord, shard: number,
       totals.profiles += 1;
       if (record.k.charCodeAt(0) === 101 /* e */) totals.emailKeys = (totals.emailKeys ?? 0) + 1;
       await stateWriter?.writeState(record);
+    },
+    /** A profile of the previous state kept as it was: its line written again as it was read (it has memberships). */
+    keepLine: async (line: StateLine) => {
+      totals.profiles += 1;
+      if (line.keyedByEmail) totals.emailKeys = (totals.emailKeys ?? 0) + 1;
+      await stateWriter?.writeLine(line.text);
     },
     /** The last batches sent, then the blobs committed. */
     close: async (signal: AbortSignal) => {

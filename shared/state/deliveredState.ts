@@ -188,15 +188,17 @@ export async function readPreviousState(
   return { format: 2, manifest: stateManifestSchema.parse(JSON.parse(text)) };
 }
 
+/** The blobs of the previous state that hold the records of `shard` of `shards`. */
+export function previousShardBlobs(previous: PreviousState, shard: number, shards: number): string[] {
+  if (previous.format === 1) return [previous.blobName];
+  if (previous.format !== 2) return [];
+  const before = previous.manifest.shards;
+  return shards >= before ? [previous.manifest.blobs[shard & (before - 1)]] : previous.manifest.blobs.filter((_, j) => (j & (shards - 1)) === shard);
+}
+
 /** The previous state's records that fall into `shard` of `shards`: read from the one or few previous shards that hold them. */
 export async function* readPreviousShard(container: ContainerClient, previous: PreviousState, shard: number, shards: number): AsyncGenerator<StateRecord> {
-  let blobs: string[] = [];
-  if (previous.format === 1) blobs = [previous.blobName];
-  if (previous.format === 2) {
-    const before = previous.manifest.shards;
-    blobs = shards >= before ? [previous.manifest.blobs[shard & (before - 1)]] : previous.manifest.blobs.filter((_, j) => (j & (shards - 1)) === shard);
-  }
-  for (const blobName of blobs) {
+  for (const blobName of previousShardBlobs(previous, shard, shards)) {
     for await (const record of readNdjson(container, blobName, stateRecordSchema, isStateRecord, true)) {
       if (shards === 1 || shardOfHash(record.h, shards) === shard) yield record;
     }
@@ -283,11 +285,13 @@ export async function readUncertainShard(
 const membershipJson = new Map<string, string>();
 function stateJson(state: ProfileState | null | undefined): string {
   if (!state) return 'null';
-  const key = state.m.join('\u0000');
+  // The count keeps [] and [""] apart; a name holding the separator is never cached, so no two
+  // lists a key is cached for share it.
+  const key = `${state.m.length}\u0000${state.m.join('\u0000')}`;
   let m = membershipJson.get(key);
   if (m === undefined) {
     m = JSON.stringify(state.m);
-    if (membershipJson.size < 4096) membershipJson.set(key, m);
+    if (membershipJson.size < 4096 && !state.m.some((name) => name.includes('\u0000'))) membershipJson.set(key, m);
   }
   const base = state.a === undefined ? `{"m":${m},"f":"${state.f}"` : `{"m":${m},"f":"${state.f}","a":"${state.a}"`;
   return state.c === undefined ? `${base}}` : `${base},"c":${JSON.stringify(state.c)}}`;

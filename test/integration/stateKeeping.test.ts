@@ -5,7 +5,7 @@ import { requestSync } from '../../shared/sync/startSync';
 import { sweepRuns } from '../../shared/sync/sweepRuns';
 import type { ConnectorDeps } from '../../shared/runs/connectorDeps';
 import { previewReportName } from '../../shared/runs/runBlobs';
-import { stateFolder } from '../../shared/state/deliveredState';
+import { readPreviousState, stateFolder, stateLine, type StateRecord } from '../../shared/state/deliveredState';
 import { stacksOnSharedAzurite, type TestStack } from '../helpers/testStack';
 import { makeProfiles, writeRefresh, type ModelProfile } from '../helpers/profileModel';
 import { waitFor } from '../helpers/expectations';
@@ -111,4 +111,67 @@ describe('delivered state: read once, kept while read, never left behind', () =>
     // Once that claim has run out too, the run is taken for one a crash left behind.
     expect((await sweepRuns(later(deps, 20))).restarted).toEqual([runId]);
   }, 60_000);
+
+  it("writes an unchanged profile's line again as it was, and a line of another layout as it writes lines", async () => {
+    stack = await stacks.start();
+    const deps = stack.app.deps;
+    const container = deps.storage.stateContainer;
+    await writeRefresh(deps.storage.exportContainer, refresh1.values(), '2026/11/28/0600');
+    const [first] = await stack.app.waitForRuns([await requestRun(stack)], { timeoutMs: 60_000 });
+    expect(first.status).toBe('completed');
+
+    /** The lines of the destination's state, by key hash. */
+    const stateLines = async (): Promise<Map<string, string>> => {
+      const previous = await readPreviousState(container, await deps.destinations.statePointer(first.modelJsonPath));
+      if (previous.format !== 2) throw new Error('no sharded state');
+      const lines = new Map<string, string>();
+      for (const blobName of previous.manifest.blobs)
+        for (const line of (await container.getBlobClient(blobName).downloadToBuffer()).toString('utf8').split(/\r?\n/))
+          if (line) lines.set((JSON.parse(line) as StateRecord).h, line);
+      return lines;
+    };
+    // Every third line of the state as another writer might lay it out: keys in another order, CRLF.
+    const previous = await readPreviousState(container, await deps.destinations.statePointer(first.modelJsonPath));
+    if (previous.format !== 2) throw new Error('no sharded state');
+    const relaid = new Set<string>();
+    for (const blobName of previous.manifest.blobs) {
+      const lines = (await container.getBlobClient(blobName).downloadToBuffer()).toString('utf8').split('\n').filter(Boolean);
+      const text = lines
+        .map((line, i) => {
+          if (i % 3) return line;
+          const { h, k, m, f, a, c } = JSON.parse(line) as StateRecord;
+          relaid.add(h);
+          return JSON.stringify({ f, m, k, h, ...(a === undefined ? {} : { a }), ...(c === undefined ? {} : { c }) });
+        })
+        .join('\r\n');
+      await container.getBlockBlobClient(blobName).upload(text, Buffer.byteLength(text));
+    }
+    expect(relaid.size).toBeGreaterThan(50);
+    const before = await stateLines();
+
+    // Refresh 2: profiles 1–30 leave, 31–300 stay (their points unchanged), 301–330 join.
+    const unchanged = new Map([...makeProfiles(31, 300)]);
+    await writeRefresh(deps.storage.exportContainer, [...unchanged.values(), ...makeProfiles(301, 330).values()], '2026/11/29/0600');
+    const [second] = await stack.app.waitForRuns([await requestRun(stack)], { timeoutMs: 60_000 });
+    expect(second.status).toBe('completed');
+    expect(second.usersEnqueued).toBe(30 + 30);
+    expect(second.exitsEnqueued).toBe(30);
+
+    const after = await stateLines();
+    expect(after.size).toBe(300);
+    let asRead = 0;
+    for (const [hash, line] of after) {
+      // Every line as the connector writes lines, whatever layout it was read in.
+      expect(line).toBe(stateLine(JSON.parse(line) as StateRecord));
+      const was = before.get(hash);
+      if (!was) continue;
+      // The profiles that stayed: the same record, and the very line when it was read in that layout.
+      expect(JSON.parse(line)).toEqual(JSON.parse(was));
+      if (!relaid.has(hash)) {
+        expect(line).toBe(was);
+        asRead += 1;
+      }
+    }
+    expect(asRead).toBeGreaterThan(100);
+  }, 120_000);
 });
