@@ -27,7 +27,7 @@ import {
   type UncertainRun,
 } from '../state/deliveredState';
 import { runMembershipBits, type MembershipBits } from '../state/membershipBits';
-import { readPreviousShardLines, StateLine } from '../state/stateLines';
+import { readPreviousShardLines, StateBuffers, StateLine } from '../state/stateLines';
 import { keyHash } from '../state/profileIndex';
 import { BlobLineWriter } from '../storage/blobLineWriter';
 import { isNotFound } from '../storage/storageErrors';
@@ -100,6 +100,26 @@ export async function diffShard(
   uncertain: UncertainRun | undefined,
   signal: AbortSignal,
 ): Promise<UnitTotals> {
+  const buffers = new StateBuffers();
+  try {
+    return await diffShardReading(deps, run, shard, owner, mapOwners, previous, uncertain, signal, buffers);
+  } finally {
+    buffers.release();
+  }
+}
+
+/** diffShard, its previous state read into `buffers` (its records are valid until they are released). */
+async function diffShardReading(
+  deps: ConnectorDeps,
+  run: RunRecord,
+  shard: number,
+  owner: string,
+  mapOwners: Map<number, string>,
+  previous: PreviousState,
+  uncertain: UncertainRun | undefined,
+  signal: AbortSignal,
+  buffers: StateBuffers,
+): Promise<UnitTotals> {
   const { segments, partitions, state, bits, names, mapperOf, keyOf, fieldNames, paidFieldCount, normalizeGuids, encoding } = await shardContext(deps, run);
   // The state was written with memberships in another form (flags ↔ list, or another list
   // attribute): every profile it holds is written in this one, and what the other form left cleared.
@@ -133,7 +153,7 @@ export async function diffShard(
     before.set(record.h, record);
   };
   if (migrating) for await (const record of readPreviousShardRekeyed(state, previous, shard, run.shards, canonicalKey)) place(record);
-  else await readPreviousShardLines(state, previous, shard, run.shards, place);
+  else await readPreviousShardLines(state, previous, shard, run.shards, buffers, place);
   if (migrating) deps.log.info(`run ${run.runId} shard ${shard}: GUID customer IDs now have one spelling; the state is read whole once to rename the others`);
   // What a superseded run may have delivered is not known: those profiles are sent in full. If what
   // it left is gone, which profiles it touched is not known either: every profile of the shard is.

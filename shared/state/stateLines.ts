@@ -1,3 +1,4 @@
+import type { Readable } from 'node:stream';
 import type { ContainerClient } from '@azure/storage-blob';
 import { isStateRecord, previousShardBlobs, readPreviousShard, shardOfHash, stateRecordSchema, type PreviousState, type StateRecord } from './deliveredState';
 
@@ -88,7 +89,9 @@ export function parseStateLine(text: string, blobName: string, lineNumber: numbe
  * place; undefined for any other layout, which the caller parses whole.
  */
 export function stateLineAt(bytes: Buffer, start: number, end: number, blobName: string, lineNumber: number): StateLine | undefined {
-  if (!asciiAt(bytes, start, '{"h":"') || !asciiAt(bytes, start + 22, '","k":"') || bytes[end - 1] !== CLOSE_OBJECT) return undefined;
+  // Every read below stays before `end`: the bytes after a line are another line's, or a reused buffer's.
+  if (end - start < KEY_AT + 1 || !asciiAt(bytes, start, '{"h":"') || !asciiAt(bytes, start + 22, '","k":"') || bytes[end - 1] !== CLOSE_OBJECT)
+    return undefined;
   let at = start + KEY_AT;
   let keyEscaped = false;
   for (;;) {
@@ -102,13 +105,13 @@ export function stateLineAt(bytes: Buffer, start: number, end: number, blobName:
     at += 1;
   }
   const keyEnd = at;
-  if (!asciiAt(bytes, keyEnd, '","m":[')) return undefined;
+  if (keyEnd + 7 > end || !asciiAt(bytes, keyEnd, '","m":[')) return undefined;
   const membersStart = keyEnd + 6;
   at = membersStart + 1;
-  if (bytes[at] !== CLOSE_ARRAY) {
+  if (at < end && bytes[at] !== CLOSE_ARRAY) {
     // JSON strings, comma-separated.
     for (;;) {
-      if (bytes[at] !== QUOTE) return undefined;
+      if (at >= end || bytes[at] !== QUOTE) return undefined;
       for (at += 1; ; at += 1) {
         if (at >= end) return undefined;
         const c = bytes[at];
@@ -116,6 +119,7 @@ export function stateLineAt(bytes: Buffer, start: number, end: number, blobName:
         if (c === BACKSLASH) at += 1;
       }
       at += 1;
+      if (at >= end) return undefined;
       if (bytes[at] === COMMA) {
         at += 1;
         continue;
@@ -125,13 +129,19 @@ export function stateLineAt(bytes: Buffer, start: number, end: number, blobName:
     }
   }
   const membersEnd = at + 1;
-  if (!asciiAt(bytes, membersEnd, ',"f":"')) return undefined;
+  if (membersEnd + 6 > end || !asciiAt(bytes, membersEnd, ',"f":"')) return undefined;
   const fingerprintStart = membersEnd + 6;
   let fingerprintEnd = fingerprintStart;
   // A fingerprint is ASCII without escapes (hex, or a word); anything else is read the slow way.
-  for (let c = bytes[fingerprintEnd]; c !== QUOTE; c = bytes[++fingerprintEnd]) if (fingerprintEnd >= end || c === BACKSLASH || c >= 0x80) return undefined;
-  const next = bytes[fingerprintEnd + 1];
-  if (next !== COMMA && !(next === CLOSE_OBJECT && fingerprintEnd + 2 === end)) return undefined;
+  for (;;) {
+    if (fingerprintEnd >= end) return undefined;
+    const c = bytes[fingerprintEnd];
+    if (c === QUOTE) break;
+    if (c === BACKSLASH || c >= 0x80) return undefined;
+    fingerprintEnd += 1;
+  }
+  // Then `a` and `c`, or the line's end.
+  if (bytes[fingerprintEnd + 1] !== COMMA && fingerprintEnd + 2 !== end) return undefined;
   return new StateLine(
     bytes.toString('latin1', start + 6, start + 22),
     bytes.toString('latin1', fingerprintStart, fingerprintEnd),
@@ -148,16 +158,47 @@ export function stateLineAt(bytes: Buffer, start: number, end: number, blobName:
 }
 
 /**
+ * The buffers a diff step reads its previous state's shard into, reused from step to step. A
+ * shard's buffer must live as long as its step (its records are read in place), and a freed one
+ * would wait for a full collection (array buffers outlive the young generation): a worker's steps
+ * would each leave one behind until then.
+ */
+export class StateBuffers {
+  private static readonly spare: Buffer[] = [];
+  private static readonly SPARE_BUFFERS = 2;
+  private readonly taken: Buffer[] = [];
+
+  /** A buffer of at least `bytes`, this step's until release(). */
+  take(bytes: number): Buffer {
+    const spare = StateBuffers.spare;
+    const fits = spare.findIndex((buffer) => buffer.length >= bytes);
+    // Room to grow: the next refresh's shard is a little larger as often as not.
+    const buffer = fits >= 0 ? spare.splice(fits, 1)[0] : Buffer.allocUnsafeSlow(Math.max(64 * 1024, Math.ceil(bytes * 1.25)));
+    this.taken.push(buffer);
+    return buffer;
+  }
+
+  /** The step is done with its records: its buffers go to the next step. */
+  release(): void {
+    const spare = StateBuffers.spare;
+    spare.push(...this.taken.splice(0));
+    spare.sort((a, b) => b.length - a.length);
+    spare.length = Math.min(spare.length, StateBuffers.SPARE_BUFFERS);
+  }
+}
+
+/**
  * The previous state's records of `shard` of `shards`, for a diff step. A format-2 shard blob is
- * read whole into one buffer (a shard is ~100k profiles at most: ~13 MB, less than its records
- * parsed), and its lines are read in place (StateLine). A format-1 state, one blob of every
- * profile, is streamed and parsed as before.
+ * read whole into one buffer (a shard is ~100k profiles at most: ~16 MB, no more than its records
+ * parsed), and its lines are read in place (StateLine): the records are valid until the buffers
+ * are released. A format-1 state, one blob of every profile, is streamed and parsed as before.
  */
 export async function readPreviousShardLines(
   container: ContainerClient,
   previous: PreviousState,
   shard: number,
   shards: number,
+  buffers: StateBuffers,
   visit: (record: StateRecord) => void,
 ): Promise<void> {
   if (previous.format !== 2) {
@@ -165,11 +206,21 @@ export async function readPreviousShardLines(
     return;
   }
   for (const blobName of previousShardBlobs(previous, shard, shards)) {
-    const bytes = await container.getBlobClient(blobName).downloadToBuffer();
+    const download = await container.getBlobClient(blobName).download();
+    const size = download.contentLength ?? 0;
+    const bytes = buffers.take(size);
+    let length = 0;
+    for await (const chunk of download.readableStreamBody as Readable) {
+      const part = chunk as Buffer;
+      if (length + part.length > size) throw new Error(`${blobName}: more bytes than the ${size} announced`);
+      part.copy(bytes, length);
+      length += part.length;
+    }
+    if (length !== size) throw new Error(`${blobName}: ${length} of ${size} bytes read`);
     let lineNumber = 0;
-    for (let start = 0; start < bytes.length;) {
+    for (let start = 0; start < length;) {
       let end = bytes.indexOf(LF, start);
-      if (end < 0) end = bytes.length;
+      if (end < 0 || end > length) end = length;
       const at = start;
       start = end + 1;
       lineNumber += 1;

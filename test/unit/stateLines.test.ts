@@ -43,6 +43,17 @@ describe('state lines read in place', () => {
     );
   });
 
+  it("read nothing past a line's end, whatever the bytes after it are", () => {
+    fc.assert(
+      fc.property(record, (written) => {
+        // The rest of the line follows each cut: a reused buffer, or a line cut short by a writer that died.
+        const bytes = Buffer.from(stateLine(written), 'utf8');
+        for (let end = 0; end < bytes.length; end++) if (bytes[end - 1] !== 125 /* } */) expect(stateLineAt(bytes, 0, end, 'state.ndjson', 1)).toBeUndefined();
+      }),
+      { numRuns: 200 },
+    );
+  });
+
   it('spell every membership list as JSON.stringify does, whatever lists were written before it', () => {
     const lists = [[], [''], ['a\u0000b'], ['a', 'b'], ['a\u0000', 'b'], ['a', '\u0000b'], ['', ''], ['a', 'b']];
     for (const m of lists) expect(stateLine({ h: '0123456789abcdef', k: 'x:1', m, f: '0' })).toContain(`"m":${JSON.stringify(m)},`);
