@@ -63,10 +63,12 @@ export interface ShardProfile {
   p: number;
   r: number;
   l: number;
+  /** The profile's record in the previous state, looked up once (none when the step reads no state). */
+  prior: StateRecord | undefined;
 }
 
 /** Whether a diff step keeps a profile's deciding map line: not when its fingerprint says its fields are what Braze has. */
-export type KeepsLine = (hash: string, fingerprint: string) => boolean;
+export type KeepsLine = (prior: StateRecord | undefined, fingerprint: string) => boolean;
 
 /** A profile keyed by e-mail in the state whose row is now keyed by this customer ID, in these segments. */
 export interface IdentifiedEmail {
@@ -166,12 +168,8 @@ async function diffShardReading(
       deps.log.warn(`run ${run.runId}: what run ${uncertain.runId} sent in shard ${shard} is gone; every profile of the shard is sent in full`);
     }
   }
-  const keepsLine: KeepsLine = (hash, fingerprint) => {
-    if (fallback || sendAll) return true;
-    const prior = before.get(hash);
-    return prior === undefined || prior.f !== fingerprint;
-  };
-  const { profiles, rejectLines, hintLines } = await gatherShard(deps, run, shard, mapOwners, segments, keyOf, totals, keepsLine, signal);
+  const keepsLine: KeepsLine = (prior, fingerprint) => fallback || sendAll || prior === undefined || prior.f !== fingerprint;
+  const { profiles, rejectLines, hintLines } = await gatherShard(deps, run, shard, mapOwners, segments, keyOf, totals, before, keepsLine, signal);
   // Users the erasure table lists are deleted from Braze and written nowhere: their segment rows are
   // rejected, saying so (not named in the report either: the row's place says which it was), and the
   // erasure row is what the deletion accounts for.
@@ -298,7 +296,7 @@ async function diffShardReading(
     let seen = 0;
     for (const [hash, profile] of profiles) {
       if (++seen % 1024 === 0) signal.throwIfAborted();
-      const prior = before.get(hash);
+      const prior = profile.prior;
       const erasure = erasures.get(hash);
       if (erasure) {
         await enqueueErasure(hash, erasure, prior);
@@ -493,6 +491,8 @@ export async function gatherShard(
   segments: SegmentRefresh[],
   keyOf: ReturnType<typeof createKeyMapper>,
   totals: UnitTotals,
+  /** The previous state's records, by key hash (none: every line is kept). */
+  priors: Map<string, StateRecord> | undefined,
   keepsLine: KeepsLine,
   signal: AbortSignal,
 ): Promise<{ profiles: Map<string, ShardProfile>; rejectLines: RejectLine[]; hintLines: string[] }> {
@@ -534,8 +534,9 @@ export async function gatherShard(
         const profile = profiles.get(hash);
         if (!profile) {
           const head = readMapLineHead(buf, at, end, blobName);
-          const first = keepsLine(hash, head.x) ? buf.toString('utf8', at, end) : undefined;
-          profiles.set(hash, { bits: bit, claimed: bit, rows: 1, first, p: head.p, r: head.r, l: head.l });
+          const prior = priors?.get(hash);
+          const first = keepsLine(prior, head.x) ? buf.toString('utf8', at, end) : undefined;
+          profiles.set(hash, { bits: bit, claimed: bit, rows: 1, first, p: head.p, r: head.r, l: head.l, prior });
           continue;
         }
         if (profile.claimed & bit) {

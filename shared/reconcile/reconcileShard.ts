@@ -66,7 +66,7 @@ export async function reconcileShard(
   const segmentDrift = (name: string) => (drift.segments[name] ??= { missing: 0, stray: 0, unresolved: 0 });
 
   // Every profile is mapped (its values are compared with Braze's): every line is kept.
-  const { profiles, rejectLines } = await gatherShard(deps, run, shard, mapOwners, segments, keyOf, totals, () => true, signal);
+  const { profiles, rejectLines } = await gatherShard(deps, run, shard, mapOwners, segments, keyOf, totals, undefined, () => true, signal);
   // Users the erasure table lists are the next sync's to delete: a reconcile neither repairs nor
   // clears them (it would bring a deleted one back), leaves them out of the state, and says so.
   const erased = new Set<string>();
