@@ -140,8 +140,24 @@ export function stateLineAt(bytes: Buffer, start: number, end: number, blobName:
     if (c === BACKSLASH || c >= 0x80) return undefined;
     fingerprintEnd += 1;
   }
-  // Then `a` and `c`, or the line's end.
-  if (bytes[fingerprintEnd + 1] !== COMMA && fingerprintEnd + 2 !== end) return undefined;
+  // Then `a` and `c`, checked as the schema checks them: a line written back unread must be a valid record.
+  at = fingerprintEnd + 1;
+  if (asciiAt(bytes, at, ',"a":"')) {
+    for (at += 6; at < end && bytes[at] !== QUOTE; at += 1) if (!isHashByte(bytes[at])) return undefined;
+    at += 1;
+  }
+  if (asciiAt(bytes, at, ',"c":') && at + 5 < end - 1) {
+    let consents: unknown;
+    try {
+      consents = JSON.parse(bytes.toString('utf8', at + 5, end - 1));
+    } catch {
+      return undefined;
+    }
+    if (typeof consents !== 'object' || consents === null || Array.isArray(consents) || !Object.values(consents).every((v) => typeof v === 'string'))
+      return undefined;
+    at = end - 1;
+  }
+  if (at !== end - 1) return undefined;
   return new StateLine(
     bytes.toString('latin1', start + 6, start + 22),
     bytes.toString('latin1', fingerprintStart, fingerprintEnd),
@@ -230,6 +246,11 @@ export async function readPreviousShardLines(
       if (shards === 1 || shardOfHash(record.h, shards) === shard) visit(record);
     }
   }
+}
+
+/** What a field-hash list holds: lower-case hex and hyphens. */
+function isHashByte(c: number): boolean {
+  return (c >= 48 && c <= 57) || (c >= 97 && c <= 102) || c === 45;
 }
 
 function asciiAt(bytes: Buffer, at: number, ascii: string): boolean {
