@@ -63,7 +63,7 @@ export interface ShardProfile {
   p: number;
   r: number;
   l: number;
-  /** The profile's record in the previous state, looked up once (none when the step reads no state). */
+  /** The profile's record in the previous state, looked up once: none when the state does not hold it, or the step reads no state. */
   prior: StateRecord | undefined;
 }
 
@@ -91,7 +91,20 @@ const SHADOWED =
  * mapped at all. It writes the shard's next state as the run goes (as if Braze takes everything)
  * and, for what it sent, the state before, so the finalizer can restore what Braze did not take.
  */
-export async function diffShard(
+export async function diffShard(...step: DiffShardStep): Promise<UnitTotals> {
+  const buffers = new StateBuffers();
+  try {
+    return await diffShardReading(buffers, ...step);
+  } finally {
+    buffers.release();
+  }
+}
+
+type DiffShardStep = Parameters<typeof diffShardReading> extends [StateBuffers, ...infer Step] ? Step : never;
+
+/** diffShard, its previous state read into `buffers` (its records are valid until they are released). */
+async function diffShardReading(
+  buffers: StateBuffers,
   deps: ConnectorDeps,
   run: RunRecord,
   shard: number,
@@ -101,26 +114,6 @@ export async function diffShard(
   /** A superseded run that may have delivered part of its snapshot. */
   uncertain: UncertainRun | undefined,
   signal: AbortSignal,
-): Promise<UnitTotals> {
-  const buffers = new StateBuffers();
-  try {
-    return await diffShardReading(deps, run, shard, owner, mapOwners, previous, uncertain, signal, buffers);
-  } finally {
-    buffers.release();
-  }
-}
-
-/** diffShard, its previous state read into `buffers` (its records are valid until they are released). */
-async function diffShardReading(
-  deps: ConnectorDeps,
-  run: RunRecord,
-  shard: number,
-  owner: string,
-  mapOwners: Map<number, string>,
-  previous: PreviousState,
-  uncertain: UncertainRun | undefined,
-  signal: AbortSignal,
-  buffers: StateBuffers,
 ): Promise<UnitTotals> {
   const { segments, partitions, state, bits, names, mapperOf, keyOf, fieldNames, paidFieldCount, normalizeGuids, encoding } = await shardContext(deps, run);
   // The state was written with memberships in another form (flags ↔ list, or another list
@@ -491,7 +484,7 @@ export async function gatherShard(
   segments: SegmentRefresh[],
   keyOf: ReturnType<typeof createKeyMapper>,
   totals: UnitTotals,
-  /** The previous state's records, by key hash (none: every line is kept). */
+  /** The previous state's records, by key hash (none: no profile has a prior record). */
   priors: Map<string, StateRecord> | undefined,
   keepsLine: KeepsLine,
   signal: AbortSignal,

@@ -207,7 +207,7 @@ export class StateBuffers {
  * The previous state's records of `shard` of `shards`, for a diff step. A format-2 shard blob is
  * read whole into one buffer (a shard is ~100k profiles at most: ~16 MB, no more than its records
  * parsed), and its lines are read in place (StateLine): the records are valid until the buffers
- * are released. A format-1 state, one blob of every profile, is streamed and parsed as before.
+ * are released. A format-1 state, one blob of every profile, is streamed, each line parsed whole.
  */
 export async function readPreviousShardLines(
   container: ContainerClient,
